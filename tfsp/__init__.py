@@ -1,0 +1,1 @@
+"""tfsp: TFX pipelines per model family, versioned SavedModels, TF Serving."""

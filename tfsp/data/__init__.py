@@ -1,0 +1,1 @@
+"""Raw image sources and their conversion into split TFRecord files of tf.Examples."""

@@ -1,0 +1,196 @@
+"""Loaders that turn raw image sources into 32×32 grey images in [0, 1] with int64 labels.
+
+Every loader returns (images [n, 32, 32] float32, labels [n] int64, description dict); the
+description is JSON-serialisable and ends up in the dataset manifest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tfsp.errors import UserError
+from tfsp.features import IMAGE_SIZE, NUM_CLASSES
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+MNIST_SIZE = 28
+IDX_UBYTE = 0x08
+
+Loaded = tuple[np.ndarray, np.ndarray, dict]
+
+
+def fit_to_image_size(images: np.ndarray) -> np.ndarray:
+    """Fit [n, h, w] images in [0, 1] to [n, 32, 32] float32.
+
+    32×32 passes through; 28×28 is zero-padded 2 px per side, as LeNet-5 did for MNIST, so
+    strokes keep their original scale; any other size is resized bilinearly.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    height, width = images.shape[1:]
+    if (height, width) == (IMAGE_SIZE, IMAGE_SIZE):
+        return images
+    if (height, width) == (MNIST_SIZE, MNIST_SIZE):
+        pad = (IMAGE_SIZE - MNIST_SIZE) // 2
+        return np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
+    size = (IMAGE_SIZE, IMAGE_SIZE)
+    resized = [
+        np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        for image in images
+    ]
+    # Bilinear weights are convex, but float rounding can step just outside [0, 1].
+    return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)
+
+
+def load_digits_source() -> Loaded:
+    """Load scikit-learn's 1,797 UCI 8×8 handwritten digits, scaled to [0, 1] and 32×32."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = fit_to_image_size(digits.images / 16.0)
+    labels = digits.target.astype(np.int64)
+    description = {
+        "source": "sklearn_digits",
+        "num_examples": int(len(labels)),
+        "original_size": [8, 8],
+        "classes": {str(label): label for label in range(NUM_CLASSES)},
+    }
+    return images, labels, description
+
+
+def load_image_folder(root: Path, invert: bool = False) -> Loaded:
+    """Load images from root/<class>/<file>; invert=True for dark ink on a light background.
+
+    Class folders named 0..9 keep those labels; other names are labelled by sorted position.
+    """
+    root = Path(root)
+    classes = _class_labels(_class_folders(root))
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    first: tuple[Path, tuple[int, int]] | None = None
+    for name, label in classes.items():
+        for path in _image_files(root / name):
+            image = _read_grey(path)
+            if first is None:
+                first = (path, image.shape)
+            elif image.shape != first[1]:
+                raise UserError(
+                    f"{path} is {_size(image.shape)} but {first[0]} is {_size(first[1])}; "
+                    "all images must share one size"
+                )
+            images.append(image)
+            labels.append(label)
+    stacked = np.stack(images)
+    if invert:
+        stacked = 1.0 - stacked
+    description = {
+        "source": "image_folder",
+        "root": str(root.resolve()),
+        "invert": invert,
+        "num_examples": len(labels),
+        "original_size": list(stacked.shape[1:]),
+        "classes": classes,
+    }
+    return fit_to_image_size(stacked), np.asarray(labels, dtype=np.int64), description
+
+
+def load_idx(images_path: Path, labels_path: Path) -> Loaded:
+    """Load an MNIST-style pair of IDX files (ubyte images [n, rows, cols], labels [n]; .gz ok)."""
+    images_path, labels_path = Path(images_path), Path(labels_path)
+    images = _read_idx(images_path, ndim=3)
+    labels = _read_idx(labels_path, ndim=1).astype(np.int64)
+    if len(images) == 0:
+        raise UserError(f"{images_path} contains no images")
+    if len(images) != len(labels):
+        raise UserError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+        )
+    if labels.max() >= NUM_CLASSES:
+        raise UserError(f"{labels_path} has label {labels.max()}; labels must be 0..9")
+    description = {
+        "source": "idx",
+        "images": str(images_path.resolve()),
+        "labels": str(labels_path.resolve()),
+        "num_examples": int(len(labels)),
+        "original_size": list(images.shape[1:]),
+        "classes": {str(label): label for label in range(NUM_CLASSES)},
+    }
+    return fit_to_image_size(images / 255.0), labels, description
+
+
+def _class_folders(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist or is not a folder")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise UserError(f"{root} has no class sub-folders (expected {root}/<class>/<image>)")
+    if len(names) > NUM_CLASSES:
+        raise UserError(f"{root} has {len(names)} class folders; at most {NUM_CLASSES} allowed")
+    return names
+
+
+def _class_labels(names: list[str]) -> dict[str, int]:
+    digit_names = {str(label) for label in range(NUM_CLASSES)}
+    if all(name in digit_names for name in names):
+        return {name: int(name) for name in names}
+    return {name: index for index, name in enumerate(names)}
+
+
+def _image_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    if not files:
+        raise UserError(f"class folder {folder} has no images")
+    for path in files:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise UserError(f"{path} is not a .png, .jpg or .jpeg file")
+    return files
+
+
+def _read_grey(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            # open() only parses the header; load() decodes, which is where truncation shows.
+            image.load()
+            grey = image.convert("L")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise UserError(f"cannot read image {path}: {_one_line(err)}") from err
+    return np.asarray(grey, dtype=np.float32) / 255.0
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    data = _read_bytes(path)
+    header_size = 4 + 4 * ndim
+    if len(data) < 4 or data[:3] != bytes([0, 0, IDX_UBYTE]):
+        raise UserError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+    if data[3] != ndim:
+        raise UserError(f"{path} has {data[3]} dimensions; expected {ndim}")
+    if len(data) < header_size:
+        raise UserError(f"{path} is truncated inside its IDX header")
+    dims = struct.unpack(f">{ndim}I", data[4:header_size])
+    expected = header_size + int(np.prod(dims))
+    if len(data) != expected:
+        raise UserError(
+            f"{path} has {len(data)} bytes but its header {list(dims)} implies {expected}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (OSError, EOFError) as err:
+        raise UserError(f"cannot read {path}: {_one_line(err)}") from err
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    return f"{shape[1]}×{shape[0]}"
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
