@@ -49,7 +49,7 @@ def leftovers(output_dir: Path) -> list[str]:
 
 def save_png(path: Path, pixels: np.ndarray, suffix_format: str = "PNG") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode=None).save(path, suffix_format)
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(path, suffix_format)
 
 
 def idx_bytes(type_code: int, data: np.ndarray) -> bytes:
@@ -171,7 +171,7 @@ def test_prepare_round_trips_and_writes_manifest(tmp_path, digits):
     assert on_disk["seed"] == 5 and on_disk["image_shape"] == [32, 32, 1]
     assert on_disk["source"] == description
     assert on_disk["feature_keys"] == {"image": IMAGE_KEY, "label": LABEL_KEY}
-    assert len(messages) == 3
+    assert len(messages) == 4 and str(out) in messages[-1]
     expected = stratified_split(labels, FRACTIONS, seed=5)
     seen = []
     for name in SPLITS:
@@ -243,6 +243,14 @@ def test_failed_overwrite_keeps_old_output(tmp_path, monkeypatch):
         prepare_dataset(images, labels, description, out, overwrite=True)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert leftovers(out) == ["prepared"]
+
+
+def test_unwritable_output_is_a_user_error(tmp_path):
+    images, labels, description = small_dataset()
+    (tmp_path / "afile").write_text("in the way")
+    with pytest.raises(UserError, match="cannot write .*afile"):
+        prepare_dataset(images, labels, description, tmp_path / "afile" / "prepared")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_bad_label_in_last_row_leaves_no_output(tmp_path):

@@ -3,3 +3,8 @@
 
 class UserError(Exception):
     """A problem the user can fix (bad flag, missing folder, bad data); message is one line."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message folded onto one line (its type name if it has none)."""
+    return " ".join(str(err).split()) or type(err).__name__

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from tfsp.errors import UserError
+from tfsp.errors import UserError, one_line
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY, NUM_CLASSES, SPLITS
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
@@ -81,25 +81,29 @@ def prepare_dataset(
     All-or-nothing: output is built in a temporary sibling folder and renamed into place, so
     a failure leaves neither a partial output_dir nor the temporary folder behind.
     """
-    output_dir = Path(output_dir)
+    # Resolved so that names like "." or "out/.." still give a real parent and folder name.
+    output_dir = Path(output_dir).resolve()
     images, labels = _check_inputs(images, labels)
     _check_output_dir(output_dir, overwrite)
     splits = stratified_split(labels, fractions, seed)
     manifest = _manifest(description, fractions, seed, labels, splits)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         for name, rows in splits.items():
-            path = tmp / name / RECORD_FILE
-            _write_records(path, images, labels, rows)
+            _write_records(tmp / name / RECORD_FILE, images, labels, rows)
             if progress:
-                progress(f"wrote {len(rows)} {name} examples to {output_dir / name / RECORD_FILE}")
+                progress(f"prepared {len(rows)} {name} examples")
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into_place(tmp, output_dir)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError | tf.errors.OpError):
+            raise UserError(f"cannot write {output_dir}: {one_line(err)}") from err
         raise
+    if progress:
+        progress(f"wrote {output_dir}")
     return manifest
 
 
@@ -119,7 +123,7 @@ def read_split(path: Path) -> tuple[np.ndarray, np.ndarray]:
             images.append(batch[IMAGE_KEY].numpy())
             labels.append(batch[LABEL_KEY].numpy())
     except tf.errors.OpError as err:
-        raise UserError(f"cannot read {path}: {' '.join(err.message.split())}") from err
+        raise UserError(f"cannot read {path}: {one_line(err)}") from err
     if not images:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32), np.zeros((0,), np.int64)
     flat = np.concatenate(images).astype(np.float32)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tfsp.errors import UserError
+from tfsp.errors import UserError, one_line
 from tfsp.features import IMAGE_SIZE, NUM_CLASSES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -156,7 +156,7 @@ def _read_grey(path: Path) -> np.ndarray:
             image.load()
             grey = image.convert("L")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UserError(f"cannot read image {path}: {_one_line(err)}") from err
+        raise UserError(f"cannot read image {path}: {one_line(err)}") from err
     return np.asarray(grey, dtype=np.float32) / 255.0
 
 
@@ -185,12 +185,8 @@ def _read_bytes(path: Path) -> bytes:
                 return handle.read()
         return path.read_bytes()
     except (OSError, EOFError) as err:
-        raise UserError(f"cannot read {path}: {_one_line(err)}") from err
+        raise UserError(f"cannot read {path}: {one_line(err)}") from err
 
 
 def _size(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}×{shape[0]}"
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

@@ -1,0 +1,36 @@
+"""Shared fixtures: the prepared digits data, and running the real `tfsp` CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_tfsp(
+    *args: str, home: Path | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    """Run `tfsp ARGS` in a fresh process, as a user would, and capture its output."""
+    env = dict(os.environ)
+    if home is not None:
+        env["TFSP_HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "tfsp.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits prepared once per session by the real `tfsp data prepare`."""
+    out = tmp_path_factory.mktemp("digits") / "data"
+    result = run_tfsp("data", "prepare", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    return out

@@ -1,0 +1,96 @@
+"""LeNet-5 shapes and the padding/stride/pooling rules from the notes."""
+
+import pytest
+import tensorflow as tf
+
+from tfsp.errors import UserError
+from trainers.cnn import LeNetConfig, build_lenet5, config_from_custom, output_size
+from trainers.common import Hyperparameters, strategy_kind
+
+
+def _spatial(model: tf.keras.Model, name: str) -> tuple:
+    return tuple(model.get_layer(name).output.shape[1:])
+
+
+def test_default_is_the_notes_lenet5():
+    model = build_lenet5()
+    assert _spatial(model, "to_32x32x1") == (32, 32, 1)
+    assert _spatial(model, "conv1") == (28, 28, 6)
+    assert _spatial(model, "pool1") == (14, 14, 6)
+    assert _spatial(model, "conv2") == (10, 10, 16)
+    assert _spatial(model, "pool2") == (5, 5, 16)
+    assert _spatial(model, "flatten") == (400,)
+    assert [model.get_layer(n).units for n in ("dense1", "dense2", "probs")] == [120, 84, 10]
+    assert model.get_layer("conv1").kernel_size == (5, 5)
+    assert isinstance(model.get_layer("pool1"), tf.keras.layers.MaxPooling2D)
+
+
+def test_activation_follows_each_convolution_before_pooling():
+    model = build_lenet5(LeNetConfig(activation="tanh"))
+    names = [layer.name for layer in model.layers]
+    assert names.index("conv1") + 1 == names.index("pool1")
+    assert model.get_layer("conv1").activation.__name__ == "tanh"
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, padding, expected",
+    [
+        (32, 5, 1, "valid", 28),  # the notes: valid shrinks by kernel - 1 at stride 1
+        (32, 5, 1, "same", 32),  # same keeps the size at stride 1
+        (32, 5, 2, "same", 16),  # stride 2 halves it
+        (32, 5, 2, "valid", 14),
+        (28, 2, 2, "valid", 14),  # 2×2 pooling, stride 2
+        (5, 2, 2, "valid", 2),
+        (5, 2, 2, "same", 3),
+    ],
+)
+def test_output_size_rules(size, kernel, stride, padding, expected):
+    assert output_size(size, kernel, stride, padding) == expected
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("conv_stride", [1, 2])
+@pytest.mark.parametrize("pooling", ["max", "average"])
+def test_built_shapes_follow_the_rules(padding, conv_stride, pooling):
+    config = LeNetConfig(conv_padding=padding, conv_stride=conv_stride, pooling=pooling)
+    model = build_lenet5(config)
+    built = [_spatial(model, n)[0] for n in ("conv1", "pool1", "conv2", "pool2")]
+    assert built == config.feature_map_sizes()
+    expected_pool = (
+        tf.keras.layers.MaxPooling2D if pooling == "max" else (tf.keras.layers.AveragePooling2D)
+    )
+    assert isinstance(model.get_layer("pool2"), expected_pool)
+    probs = model(tf.zeros([2, 1024]))
+    assert probs.shape == (2, 10)
+
+
+def test_options_that_shrink_the_image_to_nothing_are_refused():
+    with pytest.raises(UserError, match="shrink"):
+        build_lenet5(LeNetConfig(conv_stride=4, kernel_size=5))
+
+
+def test_bad_padding_is_refused():
+    with pytest.raises(UserError, match="padding"):
+        LeNetConfig(conv_padding="full").feature_map_sizes()
+
+
+def test_custom_config_reaches_the_architecture():
+    config = config_from_custom({"lenet": {"pooling": "average", "conv_stride": 2}})
+    assert (config.pooling, config.conv_stride, config.kernel_size) == ("average", 2, 5)
+    with pytest.raises(UserError, match="unknown LeNet option"):
+        config_from_custom({"lenet": {"kernel": 3}})
+
+
+def test_strategy_follows_the_devices():
+    assert strategy_kind([]) == "default"
+    assert strategy_kind(["/device:GPU:0"]) == "mirrored"
+    assert strategy_kind(["/device:GPU:0", "/device:GPU:1"]) == "mirrored"
+
+
+def test_hyperparameters_round_trip_and_require_every_field():
+    hp = Hyperparameters(epochs=3, learning_rate=0.01, batch_size=16)
+    import json
+
+    assert Hyperparameters.from_dict(json.loads(hp.to_json())) == hp
+    with pytest.raises(ValueError, match="batch_size"):
+        Hyperparameters.from_dict({"epochs": 3, "learning_rate": 0.01})

@@ -1,0 +1,88 @@
+"""What every family's trainer shares: hyper-parameters, input datasets, the strategy."""
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from tfsp.features import LABEL_KEY
+
+HYPERPARAMETERS_FILE = "hyperparameters.json"
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Training knobs carried from the pipeline to the trainer as a HyperParameters artifact."""
+
+    epochs: int
+    learning_rate: float
+    batch_size: int
+
+    def to_json(self) -> str:
+        """Serialise for the HyperParameters artifact."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "Hyperparameters":
+        """Read back what HyperparametersGen wrote; every field must be present."""
+        missing = [f.name for f in fields(cls) if f.name not in (values or {})]
+        if missing:
+            raise ValueError(f"hyper-parameters artifact lacks {missing}; got {values}")
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+
+def strategy_kind(gpu_names: list[str]) -> str:
+    """Which tf.distribute strategy suits these GPUs: 'mirrored' for one or more, else 'default'.
+
+    Kept apart from constructing the strategy so the decision is testable without a GPU.
+    """
+    return "mirrored" if gpu_names else "default"
+
+
+def make_strategy() -> tf.distribute.Strategy:
+    """MirroredStrategy over every visible GPU, or the default (single-device) strategy."""
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if strategy_kind(gpus) == "mirrored":
+        logging.info("training with MirroredStrategy on %s", gpus)
+        return tf.distribute.MirroredStrategy(gpus)
+    logging.info("no GPU visible; training with the default strategy on CPU")
+    return tf.distribute.get_strategy()
+
+
+def transformed_dataset(
+    file_pattern: list[str],
+    data_accessor: tfx.components.DataAccessor,
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle: bool,
+) -> tf.data.Dataset:
+    """One pass over Transform's output as (features, label) batches."""
+    return data_accessor.tf_dataset_factory(
+        file_pattern,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=batch_size,
+            label_key=LABEL_KEY,
+            num_epochs=1,
+            shuffle=shuffle,
+            shuffle_seed=0 if shuffle else None,
+        ),
+        tf_transform_output.transformed_metadata.schema,
+    )
+
+
+def cosine_epoch_schedule(learning_rate: float, epochs: int) -> tf.keras.callbacks.Callback:
+    """Anneal the rate from `learning_rate` towards 0 over `epochs` (half a cosine, per epoch).
+
+    Small data sets make the last epochs' accuracy jumpy at a constant rate; annealing makes
+    the exported (last-epoch) model a settled one.
+    """
+
+    def rate(epoch: int) -> float:
+        return learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+
+    return tf.keras.callbacks.LearningRateScheduler(rate)
