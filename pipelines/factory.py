@@ -29,6 +29,21 @@ BASELINE_RESOLVER = "LatestBlessedModelResolver"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
 
+# Every component of a family pipeline (the Pipeline object orders them topologically).
+COMPONENT_IDS = (
+    EXAMPLE_GEN,
+    STATISTICS_GEN,
+    SCHEMA_GEN,
+    EXAMPLE_VALIDATOR,
+    ANOMALY_GATE,
+    TRANSFORM,
+    HYPERPARAMETERS_GEN,
+    TRAINER,
+    BASELINE_RESOLVER,
+    EVALUATOR,
+    PUSHER,
+)
+
 # A candidate may tie the baseline but not fall below it.
 _NOT_WORSE_THAN_BASELINE = -1e-10
 

@@ -13,7 +13,7 @@ from tfx import v1 as tfx
 
 from pipelines.factory import TRAINER, PipelineSpec, create_pipeline
 from pipelines.families import get_family
-from pipelines.local_runner import pipeline_name
+from pipelines.layout import pipeline_name
 
 # Where the Dockerfile installs the project, so the curated schema is at a known path.
 IMAGE_SCHEMA_FILE = "/opt/tfsp/pipelines/schemas/digits.pbtxt"

@@ -1,14 +1,8 @@
 """Run a family's pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam in-process.
 
-Everything lives under one home folder (``--home`` or ``$TFSP_HOME``, default ``./.tfsp``):
-    data/digits/          prepared TFRecords (tfsp data prepare)
-    pipelines/<name>/     pipeline root: every component's artifacts
-    metadata.sqlite       ML Metadata for all families (lineage, caching, baselines)
-    serving/<family>/<v>/ pushed SavedModels, the layout TF Serving reads
+Paths come from `pipelines.layout.LocalLayout`.
 """
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from tfx import v1 as tfx
@@ -16,53 +10,12 @@ from tfx import v1 as tfx
 from pipelines.components import DataAnomaliesError
 from pipelines.factory import PipelineSpec, create_pipeline
 from pipelines.families import get_family
+from pipelines.layout import LocalLayout, check_data_dir, pipeline_name
 from pipelines.results import RunResult, read_run_result
 from tfsp.errors import UserError
-from tfsp.features import SPLITS
 
 # In-process Beam: these data sets are small, and worker processes would only add start-up.
 DEFAULT_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-
-
-@dataclass(frozen=True)
-class LocalLayout:
-    """Where a local installation keeps its data, artifacts, metadata and models."""
-
-    home: Path
-
-    @classmethod
-    def from_env(cls, home: str | None = None) -> "LocalLayout":
-        """`home`, else $TFSP_HOME, else ./.tfsp (absolute, so runs can change directory)."""
-        return cls(Path(home or os.environ.get("TFSP_HOME") or ".tfsp").resolve())
-
-    @property
-    def data_dir(self) -> Path:
-        return self.home / "data" / "digits"
-
-    @property
-    def metadata_path(self) -> Path:
-        return self.home / "metadata.sqlite"
-
-    @property
-    def serving_root(self) -> Path:
-        return self.home / "serving"
-
-    def pipeline_root(self, pipeline_name: str) -> Path:
-        return self.home / "pipelines" / pipeline_name
-
-
-def pipeline_name(family: str) -> str:
-    """The pipeline (and ML Metadata context) name of a family."""
-    return f"tfsp-{family}"
-
-
-def check_data_dir(data_dir: Path) -> None:
-    """Fail early, in one line, unless `data_dir` holds the three prepared splits."""
-    if not data_dir.is_dir():
-        raise UserError(f"data folder {data_dir} does not exist; run 'tfsp data prepare' first")
-    missing = [s for s in SPLITS if not any((data_dir / s).glob("*"))]
-    if missing:
-        raise UserError(f"data folder {data_dir} has no {'/'.join(missing)} split files")
 
 
 def run_local(

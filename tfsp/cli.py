@@ -198,7 +198,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
 
     quiet_frameworks()
-    from pipelines.local_runner import LocalLayout
+    from pipelines.layout import LocalLayout
     from tfsp.data import prepare, sources
 
     if args.invert and not args.images_dir:
@@ -242,18 +242,24 @@ def _run_family(args: argparse.Namespace) -> int:
 
     quiet_frameworks()
     from pipelines.families import get_family
-    from pipelines.local_runner import LocalLayout, run_local
-    from pipelines.results import split_accuracy
+    from pipelines.layout import LocalLayout, check_data_dir
 
     family = get_family(args.family)
     layout = LocalLayout.from_env(args.home)
+    data_dir = (args.data_dir or layout.data_dir).resolve()
+    check_data_dir(data_dir)  # before TensorFlow loads: a typo should fail at once
+
+    from pipelines.factory import COMPONENT_IDS
+    from pipelines.local_runner import run_local
+    from pipelines.results import split_accuracy
+
     print(f"==> pipeline tfsp-{family.name} (home {layout.home})", file=sys.stderr)
-    follow_components(total=11, verbose=args.verbose)
+    follow_components(total=len(COMPONENT_IDS), verbose=args.verbose)
     started = time.monotonic()
     result = run_local(
         family.name,
         layout,
-        data_dir=args.data_dir,
+        data_dir=data_dir,
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
@@ -270,7 +276,6 @@ def _run_family(args: argparse.Namespace) -> int:
             print(f"  - {failure}", file=sys.stderr)
         print(f"wall time:      {wall:.1f}s")
         return 1
-    data_dir = (args.data_dir or layout.data_dir).resolve()
     test = split_accuracy(result.pushed_dir, str(data_dir / "test" / "data.tfrecord"))
     print(f"pushed:         {result.pushed_dir}{' (cached run)' if result.cached else ''}")
     print(f"test accuracy:  {test:.4f}")
@@ -286,7 +291,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
 
     quiet_frameworks()
-    from pipelines.local_runner import LocalLayout
+    from pipelines.layout import LocalLayout
 
     layout = LocalLayout.from_env(args.home)
     if not (layout.data_dir / "manifest.json").exists():

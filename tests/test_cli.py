@@ -1,0 +1,98 @@
+"""The command line as a user meets it: help, one-line errors, exit codes, doctor."""
+
+import pytest
+
+from tests.conftest import run_tfsp
+
+
+def test_help_lists_the_commands():
+    result = run_tfsp("--help")
+    assert result.returncode == 0
+    for command in ("doctor", "run", "data", "pipeline"):
+        assert command in result.stdout
+
+
+def test_pipeline_run_help_documents_the_training_flags():
+    result = run_tfsp("pipeline", "run", "--help")
+    assert result.returncode == 0
+    for flag in (
+        "--family",
+        "--epochs",
+        "--learning-rate",
+        "--min-accuracy",
+        "--pooling",
+        "--padding",
+        "--conv-stride",
+        "--home",
+        "--no-cache",
+    ):
+        assert flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (("pipeline", "run", "--family", "cnn", "--epochs", "0"), "argument --epochs"),
+        (
+            ("pipeline", "run", "--family", "cnn", "--learning-rate", "abc"),
+            "argument --learning-rate",
+        ),
+        (("pipeline", "run", "--family", "cnn", "--pooling", "median"), "argument --pooling"),
+        (
+            ("pipeline", "run", "--family", "cnn", "--min-accuracy", "1.5"),
+            "argument --min-accuracy",
+        ),
+        (("pipeline", "compile", "--family", "cnn"), "--image"),
+        (("data", "prepare", "--fractions", "0.5,0.5"), "argument --fractions"),
+        (("serve-everything",), "invalid choice"),
+    ],
+)
+def test_bad_flags_give_one_line_and_exit_2(args, expected):
+    result = run_tfsp(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+
+
+def test_unknown_family_is_one_line(tmp_path):
+    result = run_tfsp("pipeline", "run", "--family", "transformer", home=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: unknown family 'transformer'; known: cnn"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_folder_is_one_line(tmp_path):
+    missing = tmp_path / "nope"
+    result = run_tfsp("pipeline", "run", "--family", "cnn", "--data-dir", str(missing))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: data folder {missing} does not exist; run 'tfsp data prepare' first"
+    )
+
+
+def test_prepare_from_a_corrupt_image_folder_fails_cleanly(tmp_path):
+    (tmp_path / "imgs" / "0").mkdir(parents=True)
+    (tmp_path / "imgs" / "0" / "broken.png").write_bytes(b"not a png at all")
+    out = tmp_path / "out"
+    result = run_tfsp(
+        "data", "prepare", "--images-dir", str(tmp_path / "imgs"), "--output", str(out)
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "broken.png" in last
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_doctor_checks_the_install():
+    result = run_tfsp("doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "[[19, 22], [43, 50]]" in out
+    assert "tensorflow 2.21.0" in out and "tfx 1.21.0" in out
+    assert "ml-metadata" in out and "KubeflowV2DagRunner available" in out
+    assert "runtime" in out and "devices" in out
+    assert out.strip().splitlines()[-1] == "all checks passed"
