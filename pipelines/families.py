@@ -18,6 +18,13 @@ class Family:
     default_learning_rate: float
     default_batch_size: int
     custom_config: dict = field(default_factory=dict)
+    # The model names this family pushes under the serving root (and that servers serve);
+    # most push one model named after the family.
+    servables: tuple[str, ...] = ()
+
+    def served_models(self) -> tuple[str, ...]:
+        """Names of the servables this family pushes: `servables`, or just the family name."""
+        return self.servables or (self.name,)
 
 
 FAMILIES: dict[str, Family] = {
@@ -40,3 +47,8 @@ def get_family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise UserError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
+
+
+def served_model_names() -> list[str]:
+    """Every model name any family pushes, in registry order (what models.config lists)."""
+    return [model for family in FAMILIES.values() for model in family.served_models()]
