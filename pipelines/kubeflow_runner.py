@@ -1,19 +1,31 @@
-"""Compile a family's pipeline into a Kubeflow Pipelines v2 spec (KubeflowV2DagRunner).
+"""Compile a family's pipeline for Kubeflow Pipelines v2 (KubeflowV2DagRunner) and submit it.
 
 The compiled pipeline runs every step in `image`; the Trainer asks for one NVIDIA GPU and
 no other step asks for any. Epochs and learning rate are run-time parameters, so one
 compiled spec serves many runs. Paths are as the image and cluster see them.
+
+Two files per family:
+- `<family>.json`: TFX's PipelineJob (displayName, labels, pipelineSpec, runtimeConfig), the
+  form Vertex AI Pipelines takes;
+- `<family>.yaml`: the package KFP's API takes (pipelines/kfp_submit.py submits it):
+  the pipeline spec (schema 2.1, parameter defaults and pipeline root inside) and a Kubernetes
+  platform spec that mounts the model store PVC on the Pusher at the serving root, and the
+  work PVC (pipeline root, data) on every step. The TF Serving Deployment in k8s/ mounts the
+  same model store, so a blessed push is picked up by TF Serving's own version polling.
 """
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import yaml
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from pipelines.factory import TRAINER, PipelineSpec, create_pipeline
-from pipelines.families import get_family
+from pipelines.factory import PUSHER, TRAINER, PipelineSpec, create_pipeline
+from pipelines.families import FAMILIES, get_family
 from pipelines.layout import pipeline_name
+from tfsp.errors import UserError
 
 # Where the Dockerfile installs the project, so the curated schema is at a known path.
 IMAGE_SCHEMA_FILE = "/opt/tfsp/pipelines/schemas/digits.pbtxt"
@@ -21,6 +33,13 @@ DEFAULT_PIPELINE_ROOT = "/tfsp/pipelines"
 DEFAULT_DATA_ROOT = "/tfsp/data/digits"
 DEFAULT_SERVING_ROOT = "/models"
 GPU_RESOURCE = "nvidia.com/gpu"
+# The PersistentVolumeClaims of k8s/base/storage.yaml. The model store is what TF Serving
+# reads; the work volume holds the prepared data and the pipeline root.
+MODEL_STORE_PVC = "tfsp-models"
+WORK_PVC = "tfsp-work"
+WORK_MOUNT = "/tfsp"
+# GPU node pools are usually tainted so that only pods asking for a GPU land there.
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
 _ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -30,27 +49,24 @@ def trainer_resources(gpus: int = 1) -> _ResourceSpec:
     return _ResourceSpec(accelerator=_ResourceSpec.AcceleratorConfig(type=GPU_RESOURCE, count=gpus))
 
 
-def compile_pipeline(
+def _cluster_pipeline(
     family: str,
-    image: str,
-    output_file: Path,
     *,
-    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
-    data_root: str = DEFAULT_DATA_ROOT,
-    serving_root: str = DEFAULT_SERVING_ROOT,
-    schema_file: str = IMAGE_SCHEMA_FILE,
-    trainer_gpus: int = 1,
-) -> dict:
-    """Write the KFP v2 spec of `family`'s pipeline to `output_file` and return it parsed."""
+    pipeline_root: str,
+    data_root: str,
+    serving_root: str,
+    schema_file: str,
+    trainer_gpus: int,
+) -> tuple[tfx.dsl.Pipeline, dict]:
+    """The family's pipeline as the cluster runs it, and its run-time parameters' defaults."""
     spec_family = get_family(family)
-    name = pipeline_name(family)
     defaults = {
         "epochs": spec_family.default_epochs,
         "learning_rate": spec_family.default_learning_rate,
     }
     spec = PipelineSpec(
         family=spec_family,
-        pipeline_name=name,
+        pipeline_name=pipeline_name(family),
         pipeline_root=pipeline_root,
         data_root=data_root,
         serving_root=serving_root,
@@ -67,6 +83,29 @@ def compile_pipeline(
     for component in pipeline.components:
         if component.id == TRAINER and trainer_gpus > 0:
             component.with_platform_config(trainer_resources(trainer_gpus))
+    return pipeline, defaults
+
+
+def compile_pipeline(
+    family: str,
+    image: str,
+    output_file: Path,
+    *,
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+    data_root: str = DEFAULT_DATA_ROOT,
+    serving_root: str = DEFAULT_SERVING_ROOT,
+    schema_file: str = IMAGE_SCHEMA_FILE,
+    trainer_gpus: int = 1,
+) -> dict:
+    """Write the KFP v2 spec of `family`'s pipeline to `output_file` and return it parsed."""
+    pipeline, defaults = _cluster_pipeline(
+        family,
+        pipeline_root=pipeline_root,
+        data_root=data_root,
+        serving_root=serving_root,
+        schema_file=schema_file,
+        trainer_gpus=trainer_gpus,
+    )
     output_file.parent.mkdir(parents=True, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
@@ -75,3 +114,143 @@ def compile_pipeline(
     )
     runner.run(pipeline, parameter_values=defaults)
     return json.loads(output_file.read_text())
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _pvc_mount(claim: str, mount_path: str) -> dict:
+    # pvcNameParameter is what current KFP backends read; `constant` is the older field that
+    # kfp-kubernetes still writes beside it for backends from before the change.
+    return {
+        "mountPath": mount_path,
+        "pvcNameParameter": {"runtimeValue": {"constant": claim}},
+        "constant": claim,
+    }
+
+
+def kubernetes_platform_spec(
+    pipeline_spec: Mapping,
+    *,
+    pipeline_root: str,
+    data_root: str,
+    serving_root: str,
+    trainer_gpus: int,
+    model_store_pvc: str = MODEL_STORE_PVC,
+    work_pvc: str = WORK_PVC,
+) -> dict:
+    """The platform spec (kfp-kubernetes format) that wires the steps to the cluster's volumes.
+
+    Local pipeline and data roots must live under WORK_MOUNT (one shared volume, since every
+    step is its own pod). A local serving root is the model store, mounted on the Pusher only:
+    no other step writes there. Object-store roots (gs://, s3://) need no mount.
+    """
+    for label, path in (("pipeline root", pipeline_root), ("data root", data_root)):
+        if _is_local(path) and not (path + "/").startswith(WORK_MOUNT + "/"):
+            raise UserError(
+                f"the {label} {path} is a local path outside {WORK_MOUNT}, the work volume "
+                "every step mounts; use a path under it or an object-store URI"
+            )
+    needs_work_volume = _is_local(pipeline_root) or _is_local(data_root)
+    executors: dict[str, dict] = {}
+    for label, executor in pipeline_spec["deploymentSpec"]["executors"].items():
+        if "container" not in executor:
+            continue  # resolvers run inside the KFP driver, not in a pod of ours
+        config: dict = {}
+        mounts = [_pvc_mount(work_pvc, WORK_MOUNT)] if needs_work_volume else []
+        if label == f"{PUSHER}_executor" and _is_local(serving_root):
+            mounts.append(_pvc_mount(model_store_pvc, serving_root))
+        if mounts:
+            config["pvcMount"] = mounts
+        if label == f"{TRAINER}_executor" and trainer_gpus > 0:
+            config["tolerations"] = [dict(GPU_TOLERATION)]
+        if config:
+            executors[label] = config
+    return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
+
+
+def kfp_package(
+    family: str,
+    image: str,
+    *,
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+    data_root: str = DEFAULT_DATA_ROOT,
+    serving_root: str = DEFAULT_SERVING_ROOT,
+    schema_file: str = IMAGE_SCHEMA_FILE,
+    trainer_gpus: int = 1,
+) -> tuple[dict, dict]:
+    """`family`'s pipeline spec (schema 2.1) and Kubernetes platform spec, as KFP's API takes.
+
+    KFP's run API takes a PipelineSpec, not TFX's PipelineJob wrapper, so the run-time
+    parameters' defaults and the pipeline root move into the spec itself.
+    """
+    paths = {"pipeline_root": pipeline_root, "data_root": data_root, "serving_root": serving_root}
+    pipeline, defaults = _cluster_pipeline(
+        family, schema_file=schema_file, trainer_gpus=trainer_gpus, **paths
+    )
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image, use_pipeline_spec_2_1=True
+        ),
+        output_dir=".",  # unused: nothing is written (write_out=False)
+    )
+    job = runner.run(pipeline, parameter_values=defaults, write_out=False)
+    spec = job["pipelineSpec"]
+    for name, definition in spec["root"]["inputDefinitions"]["parameters"].items():
+        definition["defaultValue"] = defaults[name]
+    spec["defaultPipelineRoot"] = pipeline_root
+    platform = kubernetes_platform_spec(spec, trainer_gpus=trainer_gpus, **paths)
+    return spec, platform
+
+
+def write_kfp_package(path: Path, pipeline_spec: Mapping, platform_spec: Mapping) -> None:
+    """Write a KFP package: the pipeline spec, then the platform spec, as two YAML documents."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as out:
+        out.write("# Kubeflow Pipelines package written by 'tfsp pipeline compile'.\n")
+        yaml.safe_dump_all([dict(pipeline_spec), dict(platform_spec)], out, sort_keys=True)
+
+
+def compile_family(
+    family: str,
+    image: str,
+    output_file: Path,
+    *,
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
+    data_root: str = DEFAULT_DATA_ROOT,
+    serving_root: str = DEFAULT_SERVING_ROOT,
+    schema_file: str = IMAGE_SCHEMA_FILE,
+    trainer_gpus: int = 1,
+) -> tuple[Path, Path]:
+    """Write `family`'s PipelineJob JSON to `output_file` and its KFP package beside it (.yaml)."""
+    options = {
+        "pipeline_root": pipeline_root,
+        "data_root": data_root,
+        "serving_root": serving_root,
+        "schema_file": schema_file,
+        "trainer_gpus": trainer_gpus,
+    }
+    package = output_file.with_suffix(".yaml")
+    if package == output_file:
+        raise UserError(f"--output {output_file}: give the .json name; the .yaml goes beside it")
+    # The package first: it checks the paths, so a bad root leaves no half-written pair.
+    pipeline_spec, platform_spec = kfp_package(family, image, **options)
+    compile_pipeline(family, image, output_file, **options)
+    write_kfp_package(package, pipeline_spec, platform_spec)
+    return output_file, package
+
+
+def compile_families(
+    image: str,
+    output_dir: Path,
+    families: Iterable[str] | None = None,
+    **options: object,
+) -> list[tuple[Path, Path]]:
+    """`compile_family` for each of `families` (default: every registered family) into
+    `output_dir/<family>.json` and `.yaml`."""
+    names = list(FAMILIES) if families is None else list(families)
+    return [
+        compile_family(name, image, output_dir / f"{name}.json", **options)  # type: ignore[arg-type]
+        for name in names
+    ]

@@ -1,0 +1,69 @@
+"""TensorFlow Serving's models.config, generated from the family registry.
+
+The registry (`pipelines/families.py`) is the one list of served models; this module turns it
+into a `ModelServerConfig` text proto: one `config` per served model, its base path
+`<root>/<model>`, which is where the Pusher writes `<version>/` folders. Both the TF Serving
+Deployment (k8s/base/models.config) and the local `tfsp serve` read this format.
+"""
+
+import posixpath
+from collections.abc import Sequence
+from pathlib import Path
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from pipelines.families import served_model_names
+
+# Where the cluster mounts the model store; the compiled specs' --serving-root default.
+DEFAULT_ROOT = "/models"
+
+HEADER = (
+    "# Generated from pipelines/families.py by:\n"
+    "#   tfsp deploy models-config --root {root} --output FILE\n"
+    "# Do not edit: add a family (or a servable) to the registry and regenerate.\n"
+)
+
+
+def model_base_path(root: str, model: str) -> str:
+    """`<root>/<model>` for a local path or an object-store URI (gs://, s3://) alike."""
+    if "://" in root:
+        return f"{root.rstrip('/')}/{model}"
+    return posixpath.join(root, model)
+
+
+def build_models_config(
+    root: str = DEFAULT_ROOT, models: Sequence[str] | None = None
+) -> model_server_config_pb2.ModelServerConfig:
+    """A ModelServerConfig serving `models` (default: every registered servable) from `root`."""
+    names = list(served_model_names() if models is None else models)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        # Two families pushing under one name would overwrite each other's versions.
+        raise ValueError(f"served model names are not unique: {', '.join(duplicates)}")
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in names:
+        entry = config.model_config_list.config.add()
+        entry.name = name
+        entry.base_path = model_base_path(root, name)
+        entry.model_platform = "tensorflow"
+    return config
+
+
+def render_models_config(root: str = DEFAULT_ROOT) -> str:
+    """The text of models.config for `root`, with a header saying how it was generated."""
+    body = text_format.MessageToString(build_models_config(root))
+    return HEADER.format(root=root) + body
+
+
+def parse_models_config(text: str) -> model_server_config_pb2.ModelServerConfig:
+    """Parse a models.config text proto (comments allowed), as TF Serving does."""
+    return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+
+
+def write_models_config(output: Path, root: str = DEFAULT_ROOT) -> str:
+    """Write models.config for `root` to `output` and return the text written."""
+    text = render_models_config(root)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    return text

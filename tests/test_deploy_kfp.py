@@ -1,0 +1,281 @@
+"""Kubeflow Pipelines: `compile --family all` and `submit`, up to the network boundary.
+
+Every registered family is compiled once (one `tfsp` process); the specs are checked for the
+image, the Trainer-only GPU, the parameters and the volume wiring to TF Serving's model store.
+`submit` is run against a closed port (clean failure) and against a loopback recorder of
+KFP's REST API, to see what the real KFP client sends. No Kubeflow is involved.
+"""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines.families import FAMILIES
+from pipelines.kubeflow_runner import (
+    DEFAULT_SERVING_ROOT,
+    GPU_RESOURCE,
+    MODEL_STORE_PVC,
+    WORK_MOUNT,
+    WORK_PVC,
+)
+from tests.conftest import REPO, run_tfsp
+
+IMAGE = "registry.example/tfsp-pipeline:9.9.9"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("kfp")
+    result = run_tfsp(
+        "pipeline", "compile", "--family", "all", "--image", IMAGE, "--output-dir", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == len(FAMILIES)
+    return out
+
+
+def _package(path: Path) -> tuple[dict, dict]:
+    pipeline, platform = yaml.safe_load_all(path.read_text())
+    return pipeline, platform
+
+
+def _containers(pipeline_spec: dict) -> dict[str, dict]:
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    return {name: e["container"] for name, e in executors.items() if "container" in e}
+
+
+def _gpu_steps(containers: dict[str, dict]) -> set[str]:
+    return {
+        name
+        for name, c in containers.items()
+        if c.get("resources", {}).get("accelerator", {}).get("type") == GPU_RESOURCE
+        or c.get("resources", {}).get("accelerator", {}).get("resourceType") == GPU_RESOURCE
+    }
+
+
+def _push_directory(pipeline_spec: dict) -> str:
+    """The Pusher's filesystem destination, as the compiled task passes it."""
+    parameters = pipeline_spec["root"]["dag"]["tasks"]["Pusher"]["inputs"]["parameters"]
+    destination = json.loads(parameters["push_destination"]["runtimeValue"]["constant"])
+    return destination["filesystem"]["base_directory"]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_compiles_to_both_files(compiled, family):
+    job = json.loads((compiled / f"{family}.json").read_text())
+    assert set(job) == {"displayName", "labels", "pipelineSpec", "runtimeConfig"}
+    pipeline, platform = _package(compiled / f"{family}.yaml")
+    # Both parse as the protos KFP's API takes (unknown fields would raise).
+    json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec())
+    json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    assert pipeline["pipelineInfo"]["name"] == f"tfsp-{family}"
+    for spec in (job["pipelineSpec"], pipeline):
+        containers = _containers(spec)
+        assert {c["image"] for c in containers.values()} == {IMAGE}
+        assert _gpu_steps(containers) == {"Trainer_executor"}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_package_carries_parameter_defaults_and_pipeline_root(compiled, family):
+    pipeline, _ = _package(compiled / f"{family}.yaml")
+    params = pipeline["root"]["inputDefinitions"]["parameters"]
+    assert params["epochs"]["parameterType"] == "NUMBER_INTEGER"
+    assert params["epochs"]["defaultValue"] == FAMILIES[family].default_epochs
+    assert params["learning_rate"]["defaultValue"] == FAMILIES[family].default_learning_rate
+    assert pipeline["defaultPipelineRoot"].startswith(WORK_MOUNT + "/")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_pusher_writes_to_the_model_store_tf_serving_mounts(compiled, family):
+    pipeline, platform = _package(compiled / f"{family}.yaml")
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    containers = _containers(pipeline)
+    assert set(executors) == set(containers)  # every step gets the work volume
+
+    def claims(executor: str) -> dict[str, str]:
+        return {
+            m["pvcNameParameter"]["runtimeValue"]["constant"]: m["mountPath"]
+            for m in executors[executor].get("pvcMount", [])
+        }
+
+    assert claims("Pusher_executor") == {
+        WORK_PVC: WORK_MOUNT,
+        MODEL_STORE_PVC: DEFAULT_SERVING_ROOT,
+    }
+    for executor in set(executors) - {"Pusher_executor"}:
+        assert claims(executor) == {WORK_PVC: WORK_MOUNT}, executor
+    tolerated = {e for e, config in executors.items() if config.get("tolerations")}
+    assert tolerated == {"Trainer_executor"}
+
+    # The Pusher's destination is <serving root>/<family>, inside that mount.
+    assert _push_directory(pipeline) == f"{DEFAULT_SERVING_ROOT}/{family}"
+
+
+def test_single_family_output_keeps_the_json_and_adds_the_package(tmp_path):
+    out = tmp_path / "one" / "cnn.json"
+    result = run_tfsp(
+        "pipeline", "compile", "--family", "cnn", "--image", IMAGE, "--output", str(out),
+        "--serving-root", "gs://bucket/models", "--trainer-gpus", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    pipeline, platform = _package(out.with_suffix(".yaml"))
+    assert _gpu_steps(_containers(pipeline)) == set()
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    # An object-store serving root needs no volume on the Pusher.
+    assert [m["mountPath"] for m in executors["Pusher_executor"]["pvcMount"]] == [WORK_MOUNT]
+    assert _push_directory(pipeline) == "gs://bucket/models/cnn"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--family", "all", "--output", "x.json"), "use --output-dir"),
+        (("--family", "nope", "--output-dir", "d"), "unknown family 'nope'"),
+        (("--family", "cnn", "--output-dir", "d", "--data-root", "/data"), "outside /tfsp"),
+    ],
+)
+def test_compile_refuses_bad_requests_in_one_line(tmp_path, args, message):
+    result = run_tfsp("pipeline", "compile", "--image", IMAGE, *args)
+    assert result.returncode == 1
+    assert message in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when the socket is
+
+
+def test_submit_to_an_unreachable_host_fails_cleanly_and_fast(compiled):
+    port = _closed_port()
+    started = time.monotonic()
+    result = run_tfsp(
+        "pipeline", "submit", "--host", f"http://127.0.0.1:{port}", "--family", "cnn",
+        "--spec-dir", str(compiled), "--timeout", "2",
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: cannot reach Kubeflow Pipelines at http://127.0.0.1:{port}")
+    assert result.stdout == ""
+    assert elapsed < 10  # no TensorFlow import, no retries
+
+
+def test_submit_to_something_that_is_not_kfp_fails_cleanly(compiled, kfp_recorder):
+    host, calls = kfp_recorder
+    result = run_tfsp(
+        "pipeline", "submit", "--host", f"{host}/not-kfp", "--family", "cnn",
+        "--spec-dir", str(compiled),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: no Kubeflow Pipelines API at {host}/not-kfp (GET /apis/v2beta1/healthz: HTTP 404)"
+    ]
+    assert [method for method, _, _ in calls] == ["GET"]  # nothing was posted
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--param", "epochs=many"), "--param epochs=many: expected a number_integer"),
+        (("--param", "dropout=0.1"), "not a parameter of this pipeline"),
+        (("--param", "epochs"), "expected NAME=VALUE"),
+        (("--spec", "nowhere.yaml"), "no pipeline package at nowhere.yaml"),
+    ],
+)
+def test_submit_checks_its_inputs_before_connecting(compiled, args, message):
+    result = run_tfsp(
+        "pipeline", "submit", "--host", "http://127.0.0.1:9", "--family", "cnn",
+        "--spec-dir", str(compiled), *args,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert message in result.stderr.strip().splitlines()[-1]
+
+
+class _KfpRecorder(BaseHTTPRequestHandler):
+    """Answers the few KFP v2beta1 REST calls a submit makes, and records them."""
+
+    calls: list = []
+
+    def _reply(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.calls.append(("GET", self.path, None))
+        if self.path.startswith("/apis/v2beta1/healthz"):
+            self._reply({"multi_user": False})
+        elif self.path.startswith("/apis/v2beta1/experiments"):
+            self._reply({"experiments": [], "total_size": 0})  # no experiment of that name yet
+        else:
+            self.send_error(404)
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.calls.append(("POST", self.path, body))
+        if self.path == "/apis/v2beta1/experiments":
+            self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
+        else:
+            self._reply({"run_id": "run-42", "display_name": body["display_name"]})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def kfp_recorder():
+    _KfpRecorder.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KfpRecorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", _KfpRecorder.calls
+    server.shutdown()
+    server.server_close()
+
+
+def test_submit_sends_the_package_and_parameters_and_prints_the_run_url(compiled, kfp_recorder):
+    host, calls = kfp_recorder
+    result = run_tfsp(
+        "pipeline", "submit", "--host", host, "--family", "cnn", "--spec-dir", str(compiled),
+        "--param", "epochs=3", "--param", "learning_rate=0.01",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == f"run: {host}/#/runs/details/run-42\n"
+    posts = {path: body for method, path, body in calls if method == "POST"}
+    assert posts["/apis/v2beta1/experiments"]["display_name"] == "tfsp-cnn"
+    run = posts["/apis/v2beta1/runs"]
+    assert run["experiment_id"] == "exp-1"
+    assert run["runtime_config"]["parameters"] == {"epochs": 3, "learning_rate": 0.01}
+    # The pipeline spec and the volume wiring both reach the API.
+    uploaded = run["pipeline_spec"]
+    assert uploaded["pipeline_spec"]["pipelineInfo"]["name"] == "tfsp-cnn"
+    mounts = uploaded["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
+        "Pusher_executor"
+    ]["pvcMount"]
+    assert {m["mountPath"] for m in mounts} == {WORK_MOUNT, DEFAULT_SERVING_ROOT}
+
+
+def test_readme_documents_the_deploy_commands():
+    readme = (REPO / "README.md").read_text()
+    for command in (
+        "tfsp pipeline compile --family all",
+        "tfsp pipeline submit",
+        "kubectl apply -k k8s/overlays/",
+        "tfsp deploy models-config",
+        "dns:///",
+    ):
+        assert command in readme, command

@@ -1,0 +1,72 @@
+"""models.config comes from the family registry: one source of truth, and drift fails here."""
+
+import pytest
+
+from pipelines import families
+from pipelines.families import FAMILIES, Family, served_model_names
+from pipelines.kubeflow_runner import DEFAULT_SERVING_ROOT
+from pipelines.model_config import (
+    DEFAULT_ROOT,
+    build_models_config,
+    parse_models_config,
+    render_models_config,
+)
+from tests.conftest import REPO, run_tfsp
+
+COMMITTED = REPO / "k8s" / "base" / "models.config"
+REGENERATE = "tfsp deploy models-config --root /models --output k8s/base/models.config"
+
+
+def test_committed_models_config_is_what_the_registry_generates():
+    # If this fails, a family or servable changed: run the command in the message.
+    assert COMMITTED.read_text() == render_models_config(DEFAULT_ROOT), f"run: {REGENERATE}"
+
+
+def test_committed_models_config_serves_every_registered_model_from_the_store():
+    config = parse_models_config(COMMITTED.read_text())
+    entries = config.model_config_list.config
+    assert [e.name for e in entries] == served_model_names()
+    for family in FAMILIES.values():
+        assert set(family.served_models()) <= {e.name for e in entries}, family.name
+    for entry in entries:
+        assert entry.base_path == f"{DEFAULT_SERVING_ROOT}/{entry.name}"
+        assert entry.model_platform == "tensorflow"
+
+
+def test_default_root_is_where_compiled_pipelines_push():
+    assert DEFAULT_ROOT == DEFAULT_SERVING_ROOT
+
+
+def test_a_new_family_changes_the_generated_config(monkeypatch):
+    # The comparison above can fail: registering a family changes what is generated.
+    extra = Family(
+        name="extra",
+        run_fn="trainers.extra.run_fn",
+        preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+        gate_metric="SparseCategoricalAccuracy",
+        gate_lower_bound=0.5,
+        default_epochs=1,
+        default_learning_rate=1e-3,
+        default_batch_size=8,
+        servables=("extra", "extra_encoder"),
+    )
+    monkeypatch.setitem(families.FAMILIES, "extra", extra)
+    assert render_models_config() != COMMITTED.read_text()
+    names = [c.name for c in build_models_config().model_config_list.config]
+    assert names[-2:] == ["extra", "extra_encoder"]
+
+
+def test_object_store_roots_and_duplicate_names():
+    config = build_models_config("gs://bucket/models/", ["cnn"])
+    assert config.model_config_list.config[0].base_path == "gs://bucket/models/cnn"
+    with pytest.raises(ValueError, match="not unique: cnn"):
+        build_models_config("/models", ["cnn", "cnn"])
+
+
+def test_cli_writes_the_same_config(tmp_path):
+    out = tmp_path / "models.config"
+    result = run_tfsp("deploy", "models-config", "--root", "/srv/models", "--output", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_text() == render_models_config("/srv/models")
+    printed = run_tfsp("deploy", "models-config")
+    assert printed.returncode == 0 and printed.stdout == COMMITTED.read_text()
