@@ -1,0 +1,382 @@
+"""How fast `tfsp serve` answers single-image Predict calls on the CNN, against two bounds.
+
+In one run:
+  1. in-process: the SavedModel's `predict_images` signature called directly, batch 1 and 64;
+  2. echo: a gRPC server (grpc.aio, a separate process, like ours) that answers every Predict
+     with a prebuilt response of the same size: the ceiling for any Python gRPC server here;
+  3. `tfsp serve` at 1, 16 and 64 concurrent single-image clients, without and with batching.
+Load comes from a separate process (grpc.aio, N concurrent callers in closed loop), the same
+for the echo server and ours. Prints QPS, p50/p99 and the ratios the issue sets targets for:
+  - at 64 clients with batching, QPS >= 70% of the echo server's;
+  - at 1 client, p50 <= in-process p50 + echo p50 + 0.5 ms.
+
+Usage: .venv/bin/python benchmarks/serving_bench.py [--model-dir DIR] [--seconds S]
+(DIR is a version folder or a model folder; default: the newest version under
+$TFSP_HOME/serving/cnn, else ./.tfsp/serving/cnn).
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CLIENTS = (1, 16, 64)
+BATCHING = """
+max_batch_size { value: 64 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 1000 }
+num_batch_threads { value: 2 }
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    ordered = sorted(latencies)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return p50 * 1e3, p99 * 1e3
+
+
+def _image_request():  # noqa: ANN202 (protobuf type imported lazily)
+    import numpy as np
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving import tensors
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "cnn"
+    request.model_spec.signature_name = "predict_images"
+    image = np.random.default_rng(0).random((1, 32, 32, 1), dtype=np.float32)
+    tensors.from_numpy(image, request.inputs["images"])
+    return request
+
+
+# ---- child process modes ----
+
+
+async def _load(address: str, clients: int, seconds: float, warmup: float) -> dict:
+    import grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    payload = _image_request().SerializeToString()
+    channel = grpc.aio.insecure_channel(address)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    # Raw bytes in, bytes out: the load generator spends no CPU on protobuf parsing.
+    predict = channel.unary_unary(
+        "/tensorflow.serving.PredictionService/Predict",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    del stub
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    record_from = start + warmup
+    stop_at = record_from + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        while (now := time.perf_counter()) < stop_at:
+            try:
+                await predict(payload, timeout=30)
+            except grpc.RpcError:
+                errors += 1
+                continue
+            if now >= record_from:
+                latencies.append(time.perf_counter() - now)
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    await channel.close()
+    p50, p99 = _percentiles(latencies)
+    return {"qps": len(latencies) / seconds, "p50": p50, "p99": p99, "errors": errors}
+
+
+async def _echo(port: int) -> None:
+    import grpc
+    import numpy as np
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving import tensors
+
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = "cnn"
+    response.model_spec.version.value = 1795814248
+    response.model_spec.signature_name = "predict_images"
+    tensors.from_numpy(np.zeros((1, 10), np.float32), response.outputs["probabilities"])
+    tensors.from_numpy(np.zeros((1,), np.int64), response.outputs["class_ids"])
+    body = response.SerializeToString()
+
+    async def predict(request: bytes, context: object) -> bytes:
+        return body
+
+    handler = grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService",
+        {
+            "Predict": grpc.unary_unary_rpc_method_handler(
+                predict,
+                # parse the request as a real server must; answer with prebuilt bytes
+                request_deserializer=predict_pb2.PredictRequest.FromString,
+                response_serializer=lambda b: b,
+            )
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+# ---- the driver ----
+
+
+def _spawn(*args: str, **kwargs: object) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=REPO, stderr=subprocess.DEVNULL, **kwargs)
+
+
+def _wait_ready(address: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    import grpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        channel = grpc.insecure_channel(address)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=0.5)
+            return
+        except grpc.FutureTimeoutError:
+            pass
+        finally:
+            channel.close()
+    raise SystemExit(f"server at {address} did not come up")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class _LoadGenerator:
+    """One long-lived load process (it imports TensorFlow once), driven over stdin."""
+
+    def __init__(self) -> None:
+        self._process = _spawn(
+            __file__, "--_loadgen", stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def run(self, address: str, clients: int, seconds: float) -> dict:
+        self._process.stdin.write(f"{address} {clients} {seconds}\n")
+        self._process.stdin.flush()
+        return json.loads(self._process.stdout.readline())
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        self._process.wait(60)
+
+
+def _in_process(version_dir: Path, threads: int, iterations: int) -> dict[int, dict]:
+    """Direct signature calls, in a child process so TF's thread settings can differ."""
+    output = subprocess.run(
+        [sys.executable, __file__, "--_inproc", str(version_dir), str(threads), str(iterations)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {int(k): v for k, v in json.loads(output.strip().splitlines()[-1]).items()}
+
+
+def _measure_in_process(version_dir: str, threads: int, iterations: int) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    function = tf.saved_model.load(version_dir).signatures["predict_images"]
+    results = {}
+    for batch in (1, 64):
+        images = tf.constant(np.random.default_rng(1).random((batch, 32, 32, 1), np.float32))
+        for _ in range(20):
+            function(images=images)
+        latencies = []
+        for _ in range(iterations if batch == 1 else iterations // 4):
+            started = time.perf_counter()
+            function(images=images)["probabilities"].numpy()
+            latencies.append(time.perf_counter() - started)
+        p50, p99 = _percentiles(latencies)
+        results[batch] = {"qps": batch / statistics.median(latencies), "p50": p50, "p99": p99}
+    return results
+
+
+def _model_dir(explicit: str | None) -> tuple[Path, Path]:
+    """(model base path, version folder)."""
+    if explicit:
+        path = Path(explicit).resolve()
+    else:
+        home = Path(os.environ.get("TFSP_HOME", REPO / ".tfsp"))
+        path = home / "serving" / "cnn"
+    if (path / "saved_model.pb").exists():
+        return path.parent, path
+    versions = sorted((p for p in path.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+    if not versions:
+        raise SystemExit(f"no CNN version under {path}: run `make run` or pass --model-dir")
+    return path, versions[-1]
+
+
+def _row(name: str, result: dict) -> str:
+    errors = f"  errors {result['errors']}" if result.get("errors") else ""
+    return f"{name:<38} {result['qps']:>9.0f} {result['p50']:>9.2f} {result['p99']:>9.2f}{errors}"
+
+
+def _median_result(runs: list[dict]) -> dict:
+    return {
+        "qps": statistics.median(r["qps"] for r in runs),
+        "p50": statistics.median(r["p50"] for r in runs),
+        "p99": statistics.median(r["p99"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+    }
+
+
+def main() -> int:
+    """Run every scenario and print the table and the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", help="CNN version folder or model folder")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario")
+    parser.add_argument(
+        "--tf-threads",
+        type=int,
+        default=1,
+        help="TensorFlow intra/inter-op threads for the server (0: TF's default; default 1)",
+    )
+    args = parser.parse_args()
+    base, version = _model_dir(args.model_dir)
+    print(
+        f"model {version}\n{os.cpu_count()} CPUs; {args.rounds} interleaved rounds of "
+        f"{args.seconds:.0f} s per scenario, medians shown; server TF threads "
+        f"{args.tf_threads or 'default'}"
+    )
+    print(f"{'scenario':<38} {'QPS':>9} {'p50 ms':>9} {'p99 ms':>9}")
+    local = {}
+    for threads in sorted({0, args.tf_threads}):
+        local[threads] = _in_process(version, threads, 2000)
+        for batch, result in local[threads].items():
+            what = f"in-process, batch {batch}{' (images/s)' if batch > 1 else ''}"
+            print(_row(f"{what}, TF threads {threads or 'default'}", result))
+
+    scratch = tempfile.TemporaryDirectory()
+    params = Path(scratch.name) / "batching.config"
+    params.write_text(BATCHING)
+    common = ["--model_name=cnn", f"--model_base_path={base}"]
+    if args.tf_threads:
+        common += [
+            f"--tensorflow_intra_op_parallelism={args.tf_threads}",
+            f"--tensorflow_inter_op_parallelism={args.tf_threads}",
+        ]
+    servers: dict[str, tuple[str, subprocess.Popen]] = {}
+    load = _LoadGenerator()
+    try:
+        for name, argv in (
+            ("echo", [__file__, "--_echo"]),
+            ("plain", ["-m", "serving.server", *common]),
+            (
+                "batch",
+                ["-m", "serving.server", *common, "--enable_batching",
+                 f"--batching_parameters_file={params}"],
+            ),
+        ):  # fmt: skip
+            port = _free_port()
+            flag = str(port) if name == "echo" else f"--port={port}"
+            servers[name] = (f"127.0.0.1:{port}", _spawn(*argv, flag, stdout=subprocess.DEVNULL))
+        for address, process in servers.values():
+            _wait_ready(address, process)
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for clients in CLIENTS:
+            for _ in range(args.rounds):
+                for name, (address, _) in servers.items():
+                    runs.setdefault((name, clients), []).append(
+                        load.run(address, clients, args.seconds)
+                    )
+    finally:
+        load.close()
+        for _, process in servers.values():
+            _stop(process)
+        scratch.cleanup()
+
+    titles = {"echo": "echo gRPC", "plain": "tfsp serve", "batch": "tfsp serve +batching"}
+    results = {key: _median_result(value) for key, value in runs.items()}
+    for name in servers:
+        for clients in CLIENTS:
+            print(_row(f"{titles[name]}, {clients} clients", results[(name, clients)]))
+
+    def ratios(name: str, clients: int) -> float:
+        pairs = zip(runs[(name, clients)], runs[("echo", clients)], strict=True)
+        return statistics.median(ours["qps"] / echo["qps"] for ours, echo in pairs)
+
+    inproc = min(local[t][1]["p50"] for t in local)
+    echo_p50 = results[("echo", 1)]["p50"]
+    single = results[("plain", 1)]["p50"]
+    bound = inproc + echo_p50 + 0.5
+    ratio = ratios("batch", 64)
+    print()
+    print(
+        f"64 clients with batching: {ratio:.0%} of the echo ceiling's QPS "
+        f"(median of per-round ratios; target >= 70%: {'met' if ratio >= 0.7 else 'NOT met'})"
+    )
+    print(
+        f"1 client: p50 {single:.2f} ms vs bound {bound:.2f} ms = in-process {inproc:.2f} "
+        f"(best of the TF thread settings) + echo {echo_p50:.2f} + 0.5 "
+        f"(target: {'met' if single <= bound else 'NOT met'})"
+    )
+    for clients in CLIENTS:
+        print(
+            f"{clients:>2} clients: QPS vs echo: {ratios('plain', clients):.0%} plain, "
+            f"{ratios('batch', clients):.0%} batching"
+        )
+    return 0
+
+
+def _loadgen() -> None:
+    for line in sys.stdin:
+        address, clients, seconds = line.split()
+        result = asyncio.run(_load(address, int(clients), float(seconds), warmup=0.5))
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1] if len(sys.argv) > 1 else ""
+    if mode == "--_loadgen":
+        _loadgen()
+    elif mode == "--_echo":
+        asyncio.run(_echo(int(sys.argv[2])))
+    elif mode == "--_inproc":
+        found = _measure_in_process(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        print(json.dumps(found))
+    else:
+        sys.exit(main())

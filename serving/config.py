@@ -1,0 +1,206 @@
+"""TF Serving's text-proto config files: read, validate, and turn into plain model settings."""
+
+import dataclasses
+from pathlib import Path
+
+from google.protobuf import message, text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import protos
+from serving.options import Options
+
+
+class ConfigError(Exception):
+    """A config file or config message that cannot be used; the message names the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+    """Which numeric versions to serve: the latest N, all, or a specific set."""
+
+    kind: str = "latest"  # "latest", "all" or "specific"
+    num_versions: int = 1
+    versions: frozenset[int] = frozenset()
+
+    def select(self, available: list[int]) -> set[int]:
+        """The aspired versions among those present on disk."""
+        if self.kind == "all":
+            return set(available)
+        if self.kind == "specific":
+            return self.versions & set(available)
+        return set(sorted(available)[-self.num_versions :])
+
+    def describe(self) -> str:
+        """A short human form, for logs."""
+        if self.kind == "specific":
+            return f"specific {sorted(self.versions)}"
+        return "all" if self.kind == "all" else f"latest {self.num_versions}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """One entry of the model config list, as the manager needs it."""
+
+    name: str
+    base_path: str
+    policy: VersionPolicy = VersionPolicy()
+    labels: tuple[tuple[str, int], ...] = ()
+
+
+def read_text_proto(path: str, msg: message.Message) -> message.Message:
+    """Parse a text-format proto file into `msg`; ConfigError naming the file otherwise."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        return text_format.Parse(text, msg)
+    except text_format.ParseError as exc:
+        raise ConfigError(f"invalid {msg.DESCRIPTOR.name} in {path}: {exc}") from None
+
+
+def single_model_config(name: str, base_path: str) -> model_server_config_pb2.ModelServerConfig:
+    """The config `--model_name/--model_base_path` stand for."""
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add()
+    entry.name = name
+    entry.base_path = base_path
+    entry.model_platform = "tensorflow"
+    return config
+
+
+def server_config(options: Options) -> model_server_config_pb2.ModelServerConfig:
+    """The ModelServerConfig named by the flags (file, or single model)."""
+    if options.model_config_file:
+        return read_text_proto(
+            options.model_config_file, model_server_config_pb2.ModelServerConfig()
+        )
+    return single_model_config(options.model_name, options.model_base_path)
+
+
+def _policy(config: model_server_config_pb2.ModelConfig) -> VersionPolicy:
+    policy = config.model_version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "all":
+        return VersionPolicy("all")
+    if which == "specific":
+        if not policy.specific.versions:
+            raise ConfigError(f"model {config.name}: specific version policy lists no versions")
+        return VersionPolicy("specific", versions=frozenset(policy.specific.versions))
+    num = policy.latest.num_versions if which == "latest" else 1
+    if num < 1:
+        raise ConfigError(f"model {config.name}: latest.num_versions must be at least 1")
+    return VersionPolicy("latest", num_versions=num or 1)
+
+
+def model_settings(config: model_server_config_pb2.ModelServerConfig) -> list[ModelSettings]:
+    """Validate a ModelServerConfig and return its models; ConfigError on any problem."""
+    which = config.WhichOneof("config")
+    if which == "custom_model_config":
+        raise ConfigError("custom_model_config is not supported; use model_config_list")
+    settings: list[ModelSettings] = []
+    seen: set[str] = set()
+    for entry in config.model_config_list.config:
+        if not entry.name:
+            raise ConfigError("a model config entry has no name")
+        if entry.name in seen:
+            raise ConfigError(f"model {entry.name} is configured more than once")
+        seen.add(entry.name)
+        if not entry.base_path:
+            raise ConfigError(f"model {entry.name} has no base_path")
+        if entry.model_platform not in ("", "tensorflow"):
+            raise ConfigError(
+                f"model {entry.name}: unsupported model_platform {entry.model_platform!r}"
+            )
+        labels = tuple(sorted((label, int(v)) for label, v in entry.version_labels.items()))
+        settings.append(ModelSettings(entry.name, entry.base_path, _policy(entry), labels))
+    return settings
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingSettings:
+    """BatchingParameters with TF Serving's defaults filled in, and checked."""
+
+    max_batch_size: int = 1000
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 10
+    num_batch_threads: int = 4
+    allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
+
+
+def batching_settings(path: str) -> BatchingSettings:
+    """Read a BatchingParameters file ('' means TF Serving's defaults)."""
+    if not path:
+        return BatchingSettings()
+    params = read_text_proto(path, protos.BatchingParameters())
+    defaults = BatchingSettings()
+
+    def value(field: str) -> int:
+        return getattr(params, field).value if params.HasField(field) else getattr(defaults, field)
+
+    settings = BatchingSettings(
+        max_batch_size=value("max_batch_size"),
+        batch_timeout_micros=value("batch_timeout_micros"),
+        max_enqueued_batches=value("max_enqueued_batches"),
+        num_batch_threads=value("num_batch_threads"),
+        allowed_batch_sizes=tuple(params.allowed_batch_sizes),
+        pad_variable_length_inputs=params.pad_variable_length_inputs,
+    )
+    for field in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
+        if getattr(settings, field) < 1:
+            raise ConfigError(f"{path}: {field} must be at least 1")
+    if settings.batch_timeout_micros < 0:
+        raise ConfigError(f"{path}: batch_timeout_micros must not be negative")
+    sizes = settings.allowed_batch_sizes
+    if sizes:
+        if list(sizes) != sorted(set(sizes)) or sizes[0] < 1:
+            raise ConfigError(f"{path}: allowed_batch_sizes must be increasing and positive")
+        if sizes[-1] != settings.max_batch_size:
+            raise ConfigError(
+                f"{path}: the last allowed_batch_sizes entry ({sizes[-1]}) must equal "
+                f"max_batch_size ({settings.max_batch_size})"
+            )
+    return settings
+
+
+def monitoring_path(path: str) -> str | None:
+    """The Prometheus endpoint path from a MonitoringConfig file, or None if disabled."""
+    if not path:
+        return None
+    config = read_text_proto(path, protos.MonitoringConfig())
+    prometheus = config.prometheus_config
+    if not prometheus.enable:
+        return None
+    # TF Serving's PrometheusExporter default path.
+    endpoint = prometheus.path or "/monitoring/prometheus/metrics"
+    if not endpoint.startswith("/"):
+        raise ConfigError(f"{path}: prometheus_config.path must start with '/'")
+    return endpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsSettings:
+    """PEM contents from an SSLConfig."""
+
+    server_key: bytes
+    server_cert: bytes
+    custom_ca: bytes | None
+    client_verify: bool
+
+
+def tls_settings(path: str) -> TlsSettings | None:
+    """Read an SSLConfig file (PEM text inline, as TF Serving expects)."""
+    if not path:
+        return None
+    config = read_text_proto(path, protos.SSLConfig())
+    if not config.server_key or not config.server_cert:
+        raise ConfigError(f"{path}: server_key and server_cert are required")
+    if config.client_verify and not config.custom_ca:
+        raise ConfigError(f"{path}: client_verify needs custom_ca")
+    return TlsSettings(
+        server_key=config.server_key.encode(),
+        server_cert=config.server_cert.encode(),
+        custom_ca=config.custom_ca.encode() if config.custom_ca else None,
+        client_verify=config.client_verify,
+    )

@@ -1,0 +1,290 @@
+"""The gRPC adapter (grpc.aio): PredictionService and ModelService over the data plane.
+
+Each method only translates protos to data-plane calls and back; `_Calls.run` turns
+ServingError into the status code, hides anything unexpected behind INTERNAL (the traceback
+goes to the server log) and records the request metrics.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from serving import tensors
+from serving.dataplane import DataPlane, SpecRef
+from serving.errors import ServingError
+from serving.metrics import Metrics
+
+log = logging.getLogger("serving")
+T = TypeVar("T")
+
+
+class _Calls:
+    """The one place where a gRPC call's outcome becomes a status code and metrics."""
+
+    def __init__(self, dataplane: DataPlane, metrics: Metrics | None) -> None:
+        self._dataplane = dataplane
+        self._metrics = metrics
+
+    async def run(
+        self,
+        api: str,
+        model: str,
+        context: grpc.aio.ServicerContext,
+        work: Callable[[], Awaitable[T]],
+    ) -> T:
+        started = time.perf_counter()
+        status = grpc.StatusCode.OK
+        try:
+            return await work()
+        except ServingError as exc:
+            status = exc.code
+            await context.abort(exc.code, exc.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            status = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", api)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        finally:
+            if self._metrics is not None:
+                name = model if self._dataplane.manager.knows(model) else ""
+                seconds = time.perf_counter() - started
+                self._metrics.observe_request(name, api, "GRPC", status.name, seconds)
+        raise AssertionError("unreachable")  # abort() always raises
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """tensorflow.serving.PredictionService."""
+
+    def __init__(self, dataplane: DataPlane, metrics: Metrics | None = None) -> None:
+        self._dp = dataplane
+        self._calls = _Calls(dataplane, metrics)
+
+    async def Predict(  # noqa: N802 (gRPC method names)
+        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> predict_pb2.PredictResponse:
+        """Run a signature on tensors."""
+
+        async def work() -> predict_pb2.PredictResponse:
+            inputs = {key: tensors.to_numpy(key, proto) for key, proto in request.inputs.items()}
+            prediction = await self._dp.predict(
+                SpecRef.from_proto(request.model_spec),
+                request.model_spec.signature_name,
+                inputs,
+                list(request.output_filter),
+            )
+            response = predict_pb2.PredictResponse()
+            response.model_spec.CopyFrom(prediction.model_spec())
+            for key, value in prediction.outputs.items():
+                tensors.from_numpy(value, response.outputs[key])
+            return response
+
+        return await self._calls.run("predict", request.model_spec.name, context, work)
+
+    async def Classify(  # noqa: N802
+        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
+    ) -> classification_pb2.ClassificationResponse:
+        """Classify tf.Examples."""
+
+        async def work() -> classification_pb2.ClassificationResponse:
+            spec, result = await self._dp.classify(
+                SpecRef.from_proto(request.model_spec),
+                request.model_spec.signature_name,
+                request.input,
+            )
+            return classification_pb2.ClassificationResponse(model_spec=spec, result=result)
+
+        return await self._calls.run("classify", request.model_spec.name, context, work)
+
+    async def Regress(  # noqa: N802
+        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
+        """Regress tf.Examples."""
+
+        async def work() -> regression_pb2.RegressionResponse:
+            spec, result = await self._dp.regress(
+                SpecRef.from_proto(request.model_spec),
+                request.model_spec.signature_name,
+                request.input,
+            )
+            return regression_pb2.RegressionResponse(model_spec=spec, result=result)
+
+        return await self._calls.run("regress", request.model_spec.name, context, work)
+
+    async def MultiInference(  # noqa: N802
+        self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.MultiInferenceResponse:
+        """Several classify/regress tasks on one input."""
+        model = request.tasks[0].model_spec.name if request.tasks else ""
+
+        async def work() -> inference_pb2.MultiInferenceResponse:
+            return await self._dp.multi_inference(request)
+
+        return await self._calls.run("multi_inference", model, context, work)
+
+    async def GetModelMetadata(  # noqa: N802
+        self,
+        request: get_model_metadata_pb2.GetModelMetadataRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        """Signature metadata of a version."""
+
+        async def work() -> get_model_metadata_pb2.GetModelMetadataResponse:
+            return self._dp.metadata(
+                SpecRef.from_proto(request.model_spec), list(request.metadata_field)
+            )
+
+        return await self._calls.run("get_model_metadata", request.model_spec.name, context, work)
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """tensorflow.serving.ModelService."""
+
+    def __init__(self, dataplane: DataPlane, metrics: Metrics | None = None) -> None:
+        self._dp = dataplane
+        self._calls = _Calls(dataplane, metrics)
+
+    async def GetModelStatus(  # noqa: N802
+        self,
+        request: get_model_status_pb2.GetModelStatusRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        """Version states of a model."""
+
+        async def work() -> get_model_status_pb2.GetModelStatusResponse:
+            if not request.HasField("model_spec"):
+                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+            return self._dp.model_status(SpecRef.from_proto(request.model_spec))
+
+        return await self._calls.run("get_model_status", request.model_spec.name, context, work)
+
+    async def HandleReloadConfigRequest(  # noqa: N802
+        self,
+        request: model_management_pb2.ReloadConfigRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> model_management_pb2.ReloadConfigResponse:
+        """Apply a new ModelServerConfig."""
+
+        async def work() -> model_management_pb2.ReloadConfigResponse:
+            await self._dp.reload_config(request.config)
+            return model_management_pb2.ReloadConfigResponse()
+
+        return await self._calls.run("reload_config", "", context, work)
+
+
+class _Undecodable:
+    """What a request that is not a valid protobuf of its type deserializes to."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _lenient(request_class: type) -> Callable[[bytes], object]:
+    def deserialize(data: bytes) -> object:
+        try:
+            return request_class.FromString(data)
+        except Exception:  # protobuf raises DecodeError, and others on some runtimes
+            return _Undecodable(request_class.DESCRIPTOR.full_name)
+
+    return deserialize
+
+
+def _guarded(method: Callable, limit: asyncio.Semaphore | None) -> Callable:
+    # gRPC would answer a deserializer failure with UNKNOWN and Python exception names.
+    async def handler(request: object, context: grpc.aio.ServicerContext) -> object:
+        if isinstance(request, _Undecodable):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"cannot parse the request as {request.type_name}"
+            )
+        if limit is None:
+            return await method(request, context)
+        # --grpc_max_threads: past the limit requests wait their turn, as for a full thread
+        # pool, rather than being refused.
+        async with limit:
+            return await method(request, context)
+
+    return handler
+
+
+# The generated *_pb2 service modules do not import under protobuf 6, so the method
+# tables are spelled out (the *_pb2_grpc modules do the same).
+_PREDICTION_METHODS = {
+    "Classify": (
+        classification_pb2.ClassificationRequest,
+        classification_pb2.ClassificationResponse,
+    ),
+    "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+    "Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+    "MultiInference": (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
+    "GetModelMetadata": (
+        get_model_metadata_pb2.GetModelMetadataRequest,
+        get_model_metadata_pb2.GetModelMetadataResponse,
+    ),
+}
+_MODEL_METHODS = {
+    "GetModelStatus": (
+        get_model_status_pb2.GetModelStatusRequest,
+        get_model_status_pb2.GetModelStatusResponse,
+    ),
+    "HandleReloadConfigRequest": (
+        model_management_pb2.ReloadConfigRequest,
+        model_management_pb2.ReloadConfigResponse,
+    ),
+}
+
+
+def _register(
+    server: grpc.aio.Server,
+    servicer: object,
+    service: str,
+    methods: dict,
+    limit: asyncio.Semaphore | None,
+) -> None:
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _guarded(getattr(servicer, name), limit),
+            request_deserializer=_lenient(request_class),
+            response_serializer=response_class.SerializeToString,
+        )
+        for name, (request_class, response_class) in methods.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+
+
+def add_services(
+    server: grpc.aio.Server,
+    dataplane: DataPlane,
+    metrics: Metrics | None,
+    max_concurrent: int = 0,
+) -> None:
+    """Register PredictionService and ModelService (at most `max_concurrent` at once, if set)."""
+    limit = asyncio.Semaphore(max_concurrent) if max_concurrent > 0 else None
+    _register(
+        server,
+        PredictionService(dataplane, metrics),
+        "tensorflow.serving.PredictionService",
+        _PREDICTION_METHODS,
+        limit,
+    )
+    _register(
+        server,
+        ModelService(dataplane, metrics),
+        "tensorflow.serving.ModelService",
+        _MODEL_METHODS,
+        limit,
+    )

@@ -1,0 +1,361 @@
+"""The model manager: which versions exist, which are served, and every state change.
+
+Shaped like TF Serving's ServerCore with the AvailabilityPreservingPolicy: a poll lists the
+numeric version folders under each model's base path, the version policy picks the aspired
+ones, aspired versions are loaded first and only then are the others unloaded; a version
+that fails to load never displaces one that serves. Requests read an immutable snapshot of
+the loaded versions, so a swap never blocks or fails them.
+"""
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Protocol
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import get_model_status_pb2
+
+from serving.config import ModelSettings
+from serving.errors import ServingError, not_found
+from serving.servable import LoadError, Servable
+
+log = logging.getLogger("serving")
+State = get_model_status_pb2.ModelVersionStatus.State
+
+
+class Runner(Protocol):
+    """Calls a servable's signatures (directly or batched); see serving.batching."""
+
+    def submit(
+        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
+    ) -> Future:
+        """Schedule a call from any thread; a future of the output dict."""
+
+    def submit_async(
+        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
+    ) -> Awaitable[dict[str, np.ndarray]]:
+        """Schedule a call from the running event loop."""
+
+    def close(self) -> None:
+        """Finish queued calls and release threads."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A version ready to serve."""
+
+    servable: Servable
+    runner: Runner
+
+
+@dataclasses.dataclass
+class VersionRecord:
+    """What GetModelStatus reports for one version, plus retry bookkeeping."""
+
+    version: int
+    state: int = State.START
+    error_code: int = 0  # a gRPC/TF status code number; 0 = OK
+    error_message: str = ""
+    attempts: int = 0
+    last_attempt: float = 0.0
+    fingerprint: tuple = ()
+
+
+@dataclasses.dataclass
+class _Model:
+    settings: ModelSettings
+    records: dict[int, VersionRecord] = dataclasses.field(default_factory=dict)
+    loaded: dict[int, Loaded] = dataclasses.field(default_factory=dict)  # replaced, never mutated
+    labels: dict[str, int] = dataclasses.field(default_factory=dict)
+    active: bool = True
+    last_scan_note: str = ""
+
+
+def _fingerprint(path: Path) -> tuple:
+    entries = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                stat = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            entries.append((os.path.join(root, name), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+def _load_error_code(exc: BaseException) -> grpc.StatusCode:
+    text = str(exc)
+    if "no saved_model.pb" in text:
+        return grpc.StatusCode.NOT_FOUND
+    if "is not a SavedModel protobuf" in text:
+        return grpc.StatusCode.DATA_LOSS
+    return grpc.StatusCode.UNKNOWN
+
+
+class ModelManager:
+    """Owns model lifecycles: config, version discovery, loads, unloads, labels, status."""
+
+    def __init__(
+        self,
+        load: Callable[[str, int, str], Servable],
+        make_runner: Callable[[Servable], Runner],
+        *,
+        allow_unavailable_labels: bool = False,
+        max_load_retries: int = 5,
+        retry_interval_seconds: float = 60.0,
+        on_load: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        self._load = load
+        self._make_runner = make_runner
+        self._allow_unavailable_labels = allow_unavailable_labels
+        self._max_retries = max_load_retries
+        self._retry_interval = retry_interval_seconds
+        self._on_load = on_load
+        self._models: dict[str, _Model] = {}
+        self._lifecycle = threading.RLock()  # one config change or poll at a time
+
+    # ---- requests (hot path: no locks, snapshot reads) ----
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Loaded:
+        """The loaded version a request asks for; NOT_FOUND if there is none."""
+        model = self._models.get(name)
+        if model is None or not model.active:
+            wanted = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
+            raise not_found(f"Servable not found for request: {wanted}")
+        loaded = model.loaded
+        if label:
+            if label not in model.labels:
+                raise not_found(f"Unrecognized servable version label: {label}")
+            version = model.labels[label]
+        if version is None:
+            if not loaded:
+                raise not_found(f"Servable not found for request: Latest({name})")
+            return loaded[max(loaded)]
+        found = loaded.get(version)
+        if found is None:
+            raise not_found(f"Servable not found for request: Specific({name}, {version})")
+        return found
+
+    def status(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[VersionRecord]:
+        """Version states, newest first, as GetModelStatus reports them."""
+        model = self._models.get(name)
+        if label:
+            if model is None or label not in model.labels:
+                raise not_found(f"Unrecognized servable version label: {label}")
+            version = model.labels[label]
+        records = dict(model.records) if model else {}
+        if version is not None:
+            if version not in records:
+                raise not_found(f"Could not find version {version} of model {name}")
+            return [dataclasses.replace(records[version])]
+        if not records:
+            raise not_found(f"Could not find any versions of model {name}")
+        return [dataclasses.replace(records[v]) for v in sorted(records, reverse=True)]
+
+    def states(self) -> list[tuple[str, int, int]]:
+        """(model, version, state) for every version ever seen, for monitoring."""
+        return [
+            (name, record.version, record.state)
+            for name, model in list(self._models.items())
+            for record in list(model.records.values())
+        ]
+
+    def knows(self, name: str) -> bool:
+        """Whether `name` is a configured model (metrics label only known names)."""
+        return name in self._models
+
+    def model_names(self) -> list[str]:
+        """Names of the configured models."""
+        return sorted(name for name, model in self._models.items() if model.active)
+
+    # ---- lifecycle ----
+
+    def configure(self, settings: list[ModelSettings]) -> None:
+        """Apply a model config: add, update or remove models, load, then set labels.
+
+        Blocks until every aspired version has been tried (as TF Serving's ReloadConfig
+        waits for new models). Label problems raise ServingError(FAILED_PRECONDITION) after
+        the models themselves were applied.
+        """
+        with self._lifecycle:
+            wanted = {s.name: s for s in settings}
+            for name, model in self._models.items():
+                if name not in wanted and model.active:
+                    log.info("model %s removed from the config; unloading it", name)
+                    model.active = False
+                    for version in sorted(model.loaded):
+                        self._unload(model, version)
+            for name, setting in wanted.items():
+                model = self._models.get(name)
+                if model is None:
+                    self._models[name] = _Model(setting)
+                    log.info(
+                        "model %s: base path %s, policy %s",
+                        name,
+                        setting.base_path,
+                        setting.policy.describe(),
+                    )
+                else:
+                    model.settings = setting
+                    model.active = True
+            for name in wanted:
+                self._sync(self._models[name])
+            problems = [p for s in settings if (p := self._apply_labels(self._models[s.name]))]
+            if problems:
+                raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, "; ".join(problems))
+
+    def poll(self) -> None:
+        """One pass over every active model's base path."""
+        with self._lifecycle:
+            for model in list(self._models.values()):
+                if model.active:
+                    self._sync(model)
+
+    def shutdown(self) -> None:
+        """Unload everything (drains batch queues)."""
+        with self._lifecycle:
+            for model in self._models.values():
+                for version in sorted(model.loaded):
+                    self._unload(model, version)
+
+    # ---- internals (called with the lifecycle lock held) ----
+
+    def _apply_labels(self, model: _Model) -> str:
+        labels = dict(model.settings.labels)
+        if not self._allow_unavailable_labels:
+            for label, version in labels.items():
+                if version not in model.loaded:
+                    return (
+                        f"Request to assign label {label} to version {version} of model "
+                        f"{model.settings.name}, which is not currently available for inference"
+                    )
+        if labels != model.labels:
+            log.info("model %s: version labels %s", model.settings.name, labels or "{}")
+        model.labels = labels
+        return ""
+
+    def _scan(self, model: _Model) -> dict[int, Path]:
+        base = Path(model.settings.base_path)
+        try:
+            found = {
+                int(entry.name): Path(entry.path)
+                for entry in os.scandir(base)
+                if entry.name.isdigit() and entry.is_dir()
+            }
+        except OSError as exc:
+            found, note = {}, f"cannot read base path {base}: {exc.strerror or exc}"
+        else:
+            note = "" if found else f"no versions found under base path {base}"
+        if note and note != model.last_scan_note:
+            log.warning("model %s: %s", model.settings.name, note)
+        model.last_scan_note = note
+        return found
+
+    def _should_try(self, record: VersionRecord | None, path: Path) -> bool:
+        if record is None or record.state != State.END or not record.error_code:
+            return True
+        fingerprint = _fingerprint(path)
+        if fingerprint != record.fingerprint:
+            record.attempts = 0  # the folder changed: a fresh start
+            return True
+        if record.attempts > self._max_retries:
+            return False
+        return time.monotonic() - record.last_attempt >= self._retry_interval
+
+    def _sync(self, model: _Model) -> None:
+        on_disk = self._scan(model)
+        if not on_disk:
+            return  # keep serving what we have, as TF Serving does when a folder empties
+        aspired = model.settings.policy.select(sorted(on_disk))
+        for version in sorted(aspired, reverse=True):
+            if version not in model.loaded and self._should_try(
+                model.records.get(version), on_disk[version]
+            ):
+                self._try_load(model, version, on_disk[version])
+        if any(v in model.loaded for v in aspired):
+            for version in sorted(set(model.loaded) - aspired):
+                self._unload(model, version)
+
+    def _set_state(self, model: _Model, record: VersionRecord, state: int) -> None:
+        record.state = state
+
+    def _try_load(self, model: _Model, version: int, path: Path) -> None:
+        name = model.settings.name
+        record = model.records.setdefault(version, VersionRecord(version))
+        record.error_code, record.error_message = 0, ""
+        self._set_state(model, record, State.LOADING)
+        record.attempts += 1
+        record.last_attempt = time.monotonic()
+        record.fingerprint = _fingerprint(path)
+        started = time.monotonic()
+        try:
+            servable = self._load(name, version, str(path))
+            runner = self._make_runner(servable)
+        except Exception as exc:
+            message = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
+            message = " ".join(message.split())
+            record.error_code = _load_error_code(exc).value[0]
+            record.error_message = message
+            self._set_state(model, record, State.END)
+            log.error("model %s version %d failed to load: %s", name, version, message)
+            if self._on_load is not None:
+                self._on_load(name, False)
+            return
+        model.loaded = {**model.loaded, version: Loaded(servable, runner)}
+        self._set_state(model, record, State.AVAILABLE)
+        if self._on_load is not None:
+            self._on_load(name, True)
+        log.info(
+            "model %s version %d loaded from %s in %.2fs",
+            name,
+            version,
+            path,
+            time.monotonic() - started,
+        )
+
+    def _unload(self, model: _Model, version: int) -> None:
+        record = model.records.setdefault(version, VersionRecord(version))
+        self._set_state(model, record, State.UNLOADING)
+        loaded = model.loaded[version]
+        model.loaded = {v: item for v, item in model.loaded.items() if v != version}
+        try:
+            loaded.runner.close()
+        finally:
+            self._set_state(model, record, State.END)
+        log.info("model %s version %d unloaded", model.settings.name, version)
+
+
+class Poller:
+    """Calls `action` every `interval` seconds on a daemon thread until stopped."""
+
+    def __init__(self, name: str, interval: float, action: Callable[[], None]) -> None:
+        self._interval = interval
+        self._action = action
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> "Poller":
+        """Start polling; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop and wait for a pass in progress to end."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._action()
+            except Exception:
+                log.exception("%s failed; will try again", self._thread.name)

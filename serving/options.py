@@ -1,0 +1,198 @@
+"""tensorflow_model_server's flags, parsed into one Options object (no TensorFlow import).
+
+Flag names, defaults and `--flag=value` syntax follow TF Serving's `main.cc`; booleans take
+`--flag`, `--flag=true` or `--flag=false` as TF's flag parser does.
+"""
+
+import argparse
+import dataclasses
+import os
+
+DEFAULT_GRPC_PORT = 8500
+INT32_MAX = 2**31 - 1
+
+
+class FlagError(Exception):
+    """A bad flag or flag combination; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Everything the server is told on its command line."""
+
+    port: int = DEFAULT_GRPC_PORT
+    grpc_socket_path: str = ""
+    rest_api_port: int = 0
+    rest_api_num_threads: int = 0
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_enable_cors_support: bool = False
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: int = 0
+    file_system_poll_wait_seconds: int = 1
+    enable_batching: bool = False
+    batching_parameters_file: str = ""
+    allow_version_labels_for_unavailable_models: bool = False
+    monitoring_config_file: str = ""
+    ssl_config_file: str = ""
+    grpc_max_threads: int = 0
+    grpc_channel_arguments: str = ""
+    saved_model_tags: str = "serve"
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
+    version: bool = False
+
+    @property
+    def max_receive_message_length(self) -> int:
+        """The gRPC receive limit: INT32_MAX as TF Serving sets, unless channel args say."""
+        for key, value in self.channel_arguments():
+            if key == "grpc.max_receive_message_length" and isinstance(value, int):
+                return value
+        return INT32_MAX
+
+    def channel_arguments(self) -> list[tuple[str, int | str]]:
+        """`--grpc_channel_arguments` as (key, value) pairs, ints where they parse."""
+        pairs: list[tuple[str, int | str]] = []
+        for item in filter(None, (p.strip() for p in self.grpc_channel_arguments.split(","))):
+            key, _, value = item.partition("=")
+            try:
+                pairs.append((key.strip(), int(value)))
+            except ValueError:
+                pairs.append((key.strip(), value.strip()))
+        return pairs
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise FlagError(message)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _int(low: int | None = None) -> type:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if low is not None and value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _port(text: str) -> int:
+    value = _int(0)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
+    return value
+
+
+_HELP = {
+    "port": "TCP port for the gRPC API (0 disables it; default 8500)",
+    "grpc_socket_path": "also listen for gRPC on this UNIX socket",
+    "rest_api_port": "port for the HTTP/REST API (0, the default, disables it)",
+    "rest_api_num_threads": "accepted for compatibility (REST runs on the event loop)",
+    "rest_api_timeout_in_ms": "timeout for REST calls (default 30000)",
+    "rest_api_enable_cors_support": "add CORS headers to REST responses",
+    "model_name": "name of the model (ignored with --model_config_file; default 'default')",
+    "model_base_path": "folder holding the model's numeric version folders",
+    "model_config_file": "ModelServerConfig text proto (overrides --model_name/--model_base_path)",
+    "model_config_file_poll_wait_seconds": "seconds between polls of --model_config_file "
+    "(0: read once)",
+    "file_system_poll_wait_seconds": "seconds between polls for new versions (0: once; default 1)",
+    "enable_batching": "merge concurrent requests into batches",
+    "batching_parameters_file": "BatchingParameters text proto",
+    "allow_version_labels_for_unavailable_models": "allow labels on versions not yet loaded",
+    "monitoring_config_file": "MonitoringConfig text proto (Prometheus endpoint on the REST port)",
+    "ssl_config_file": "SSLConfig text proto: serve gRPC over TLS",
+    "grpc_max_threads": "most gRPC requests handled at once (0: no limit)",
+    "grpc_channel_arguments": "comma-separated gRPC server arguments, "
+    "e.g. grpc.max_receive_message_length=1048576",
+    "saved_model_tags": "comma-separated MetaGraph tags to load (default 'serve')",
+    "max_num_load_retries": "retries of a failed version load (default 5)",
+    "load_retry_interval_micros": "wait between load retries (default 60 s)",
+    "tensorflow_intra_op_parallelism": "TensorFlow intra-op threads (0: automatic)",
+    "tensorflow_inter_op_parallelism": "TensorFlow inter-op threads (0: automatic)",
+    "version": "print the version and exit",
+}
+
+
+def build_parser(prog: str = "tfsp-model-server") -> argparse.ArgumentParser:
+    """An argparse parser for tensorflow_model_server's flags (errors raise FlagError)."""
+    parser = _Parser(
+        prog=prog,
+        description="A TensorFlow-Serving-compatible model server (gRPC and REST).",
+        allow_abbrev=False,
+    )
+    add_flags(parser)
+    return parser
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add every server flag (TF Serving's names) to `parser`."""
+    defaults = Options()
+    for field in dataclasses.fields(Options):
+        name, default = field.name, getattr(defaults, field.name)
+        flag = f"--{name}"
+        if isinstance(default, bool):
+            parser.add_argument(
+                flag, nargs="?", const=True, default=default, type=_bool, help=_HELP[name]
+            )
+        elif name in ("port", "rest_api_port"):
+            parser.add_argument(flag, type=_port, default=default, help=_HELP[name])
+        elif isinstance(default, int):
+            low = None if name.endswith("poll_wait_seconds") else 0
+            low = -1 if name == "load_retry_interval_micros" else low
+            parser.add_argument(flag, type=_int(low), default=default, help=_HELP[name])
+        else:
+            parser.add_argument(flag, default=default, help=_HELP[name])
+
+
+def options_from_namespace(args: argparse.Namespace) -> Options:
+    """Options from parsed flags, with TF Serving's cross-flag checks."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Options)}
+    options = Options(**values)
+    if options.version:
+        return options
+    if not options.model_config_file and not options.model_base_path:
+        raise FlagError("one of --model_base_path or --model_config_file is required")
+    if options.port == 0 and not options.grpc_socket_path and options.rest_api_port == 0:
+        raise FlagError(
+            "nothing to serve on: --port=0 and no --grpc_socket_path or --rest_api_port"
+        )
+    if options.rest_api_port and options.rest_api_port == options.port:
+        raise FlagError("--rest_api_port cannot be the same as --port")
+    if options.batching_parameters_file and not options.enable_batching:
+        raise FlagError("--batching_parameters_file requires --enable_batching")
+    for flag in (
+        "model_config_file",
+        "batching_parameters_file",
+        "monitoring_config_file",
+        "ssl_config_file",
+    ):
+        path = getattr(options, flag)
+        if path and not os.path.isfile(path):
+            raise FlagError(f"--{flag}: no such file: {path}")
+    for key, _ in options.channel_arguments():
+        if not key:
+            raise FlagError(
+                f"--grpc_channel_arguments: bad entry in {options.grpc_channel_arguments!r}"
+            )
+    return options
+
+
+def parse_flags(argv: list[str], prog: str = "tfsp-model-server") -> Options:
+    """Parse tensorflow_model_server-style flags; raises FlagError on any problem."""
+    return options_from_namespace(build_parser(prog).parse_args(argv))

@@ -1,0 +1,296 @@
+"""The composition root: flags -> Options -> manager, data plane, gRPC and REST servers.
+
+`tfsp-model-server` and `tfsp serve` both end up in `run(options)`. Config files are read
+before TensorFlow is imported, so a bad flag or file fails in a fraction of a second. The
+initial models load before the ports open, as in TF Serving. SIGTERM/SIGINT stop accepting
+requests, let in-flight ones finish, drain the batch queues and exit 0.
+"""
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from serving import config as config_mod
+from serving.config import ConfigError
+from serving.options import FlagError, Options, parse_flags
+
+log = logging.getLogger("serving")
+SERVER_VERSION = "tfsp-model-server 0.1.0 (TensorFlow Serving API compatible)"
+DRAIN_SECONDS = 30.0
+
+
+@dataclasses.dataclass
+class _Files:
+    """Everything read from config files, checked before the heavy imports."""
+
+    settings: list
+    batching: config_mod.BatchingSettings | None
+    prometheus_path: str | None
+    tls: config_mod.TlsSettings | None
+
+
+def _read_files(options: Options) -> _Files:
+    settings = config_mod.model_settings(config_mod.server_config(options))
+    batching = (
+        config_mod.batching_settings(options.batching_parameters_file)
+        if options.enable_batching
+        else None
+    )
+    prometheus = config_mod.monitoring_path(options.monitoring_config_file)
+    if prometheus and not options.rest_api_port:
+        log.warning("monitoring is configured but --rest_api_port is 0: no metrics endpoint")
+    return _Files(settings, batching, prometheus, config_mod.tls_settings(options.ssl_config_file))
+
+
+def setup_logging() -> None:
+    """One line per event on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname).1s serving] %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+class _Server:
+    """The running pieces, started and stopped in order."""
+
+    def __init__(self, options: Options, files: _Files) -> None:
+        import tensorflow as tf
+
+        from serving.batching import BatchingRunner, DirectRunner
+        from serving.dataplane import DataPlane
+        from serving.manager import ModelManager
+        from serving.metrics import Metrics
+        from serving.servable import load_servable
+
+        if options.tensorflow_intra_op_parallelism:
+            tf.config.threading.set_intra_op_parallelism_threads(
+                options.tensorflow_intra_op_parallelism
+            )
+        if options.tensorflow_inter_op_parallelism:
+            tf.config.threading.set_inter_op_parallelism_threads(
+                options.tensorflow_inter_op_parallelism
+            )
+        self.options = options
+        self.files = files
+        self.metrics = Metrics()
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="model"
+        )
+        tags = tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip())
+
+        def make_runner(servable: object) -> object:
+            if files.batching is None:
+                return DirectRunner(servable, self.executor)
+            return BatchingRunner(
+                servable, files.batching, self.executor, self.metrics.observe_batch
+            )
+
+        self.manager = ModelManager(
+            lambda name, version, path: load_servable(name, version, path, tags),
+            make_runner,
+            allow_unavailable_labels=options.allow_version_labels_for_unavailable_models,
+            max_load_retries=options.max_num_load_retries,
+            retry_interval_seconds=max(options.load_retry_interval_micros, 0) / 1e6,
+            on_load=self.metrics.observe_load,
+        )
+        self.metrics.watch_states(self.manager.states)
+        self.dataplane = DataPlane(self.manager, reload=self.reload)
+        self.pollers: list = []
+        self.grpc_server = None
+        self.rest_runner = None
+        self._config_text = ""
+
+    def reload(self, server_config: object) -> None:
+        """Apply a ModelServerConfig (HandleReloadConfigRequest and config-file polling)."""
+        from serving.errors import invalid
+
+        try:
+            settings = config_mod.model_settings(server_config)
+        except ConfigError as exc:
+            raise invalid(str(exc)) from None
+        self.manager.configure(settings)
+
+    def _poll_config_file(self) -> None:
+        from tensorflow_serving.config import model_server_config_pb2
+
+        path = self.options.model_config_file
+        try:
+            parsed = config_mod.read_text_proto(path, model_server_config_pb2.ModelServerConfig())
+        except ConfigError as exc:
+            log.error("config file poll: %s; keeping the current config", exc)
+            return
+        text = str(parsed)
+        if text == self._config_text:
+            return
+        log.info("config file %s changed; reloading", path)
+        self._config_text = text
+        try:
+            self.reload(parsed)
+        except Exception as exc:
+            log.error("config reload from %s failed: %s", path, getattr(exc, "message", exc))
+
+    async def start(self) -> None:
+        from serving.manager import Poller
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.manager.configure, self.files.settings)
+        if self.options.model_config_file:
+            self._config_text = str(config_mod.server_config(self.options))
+        await self._start_grpc()
+        await self._start_rest()
+        if self.options.file_system_poll_wait_seconds > 0:
+            self.pollers.append(
+                Poller(
+                    "version-poller", self.options.file_system_poll_wait_seconds, self.manager.poll
+                ).start()
+            )
+        if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
+            self.pollers.append(
+                Poller(
+                    "config-poller",
+                    self.options.model_config_file_poll_wait_seconds,
+                    self._poll_config_file,
+                ).start()
+            )
+
+    async def _start_grpc(self) -> None:
+        import grpc
+
+        from serving.grpc_service import add_services
+        from serving.options import INT32_MAX
+
+        options = self.options
+        if not options.port and not options.grpc_socket_path:
+            return
+        channel_args = dict(options.channel_arguments())
+        channel_args.setdefault("grpc.max_receive_message_length", INT32_MAX)
+        channel_args.setdefault("grpc.max_send_message_length", INT32_MAX)
+        server = grpc.aio.server(options=list(channel_args.items()))
+        add_services(server, self.dataplane, self.metrics, options.grpc_max_threads)
+        tls = self.files.tls
+        credentials = None
+        if tls is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(tls.server_key, tls.server_cert)],
+                root_certificates=tls.custom_ca,
+                require_client_auth=tls.client_verify,
+            )
+        addresses = []
+        if options.port:
+            addresses.append(f"0.0.0.0:{options.port}")
+        if options.grpc_socket_path:
+            addresses.append(f"unix:{options.grpc_socket_path}")
+        for address in addresses:
+            try:
+                if credentials is None:
+                    server.add_insecure_port(address)
+                else:
+                    server.add_secure_port(address, credentials)
+            except RuntimeError as exc:
+                raise ConfigError(f"cannot listen for gRPC on {address}: {exc}") from None
+        await server.start()
+        self.grpc_server = server
+        for address in addresses:
+            log.info("Running gRPC ModelServer at %s ...", address)
+
+    async def _start_rest(self) -> None:
+        if not self.options.rest_api_port:
+            return
+        from aiohttp import web
+
+        from serving.rest import build_app
+
+        app = build_app(
+            self.dataplane,
+            self.metrics,
+            timeout_ms=self.options.rest_api_timeout_in_ms,
+            max_body_bytes=self.options.max_receive_message_length,
+            cors=self.options.rest_api_enable_cors_support,
+            prometheus_path=self.files.prometheus_path,
+        )
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_SECONDS)
+        await runner.setup()
+        site = web.TCPSite(runner, "0.0.0.0", self.options.rest_api_port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"cannot listen for REST on port {self.options.rest_api_port}: {exc.strerror}"
+            ) from None
+        self.rest_runner = runner
+        log.info("Exporting HTTP/REST API at:0.0.0.0:%d ...", self.options.rest_api_port)
+        if self.files.prometheus_path:
+            log.info("Prometheus metrics at %s", self.files.prometheus_path)
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for poller in self.pollers:
+            await loop.run_in_executor(None, poller.stop)
+        stops = []
+        if self.grpc_server is not None:
+            stops.append(self.grpc_server.stop(DRAIN_SECONDS))
+        if self.rest_runner is not None:
+            stops.append(self.rest_runner.cleanup())
+        await asyncio.gather(*stops)
+        await loop.run_in_executor(None, self.manager.shutdown)
+        self.executor.shutdown(wait=True)
+
+
+async def _serve(options: Options, files: _Files) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = _Server(options, files)
+    try:
+        await server.start()
+    except ConfigError as exc:
+        log.error("Failed to start server: %s", exc)
+        await server.stop()
+        return 1
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        log.error("Failed to start server: %s", message)
+        await server.stop()
+        return 1
+    if stop.is_set():
+        log.info("signal received during startup")
+    await stop.wait()
+    log.info("shutting down: no new requests; draining in-flight ones")
+    await server.stop()
+    log.info("stopped")
+    return 0
+
+
+def run(options: Options) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code (0 after a clean drain)."""
+    setup_logging()
+    if options.version:
+        print(SERVER_VERSION)
+        return 0
+    try:
+        files = _read_files(options)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(_serve(options, files))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `tfsp-model-server` (tensorflow_model_server's flags)."""
+    try:
+        options = parse_flags(sys.argv[1:] if argv is None else argv)
+    except FlagError as exc:
+        print(f"error: {exc} (see 'tfsp-model-server --help')", file=sys.stderr)
+        return 2
+    return run(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""TensorProto <-> numpy, and checks of tensors against a SignatureDef's TensorInfo.
+
+Decoding follows TensorFlow's Tensor::FromProto: `tensor_content` must hold exactly the
+shape's bytes; the repeated value field may hold fewer values than elements (the last value
+repeats, none means zeros) but never more.
+"""
+
+import grpc
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving.errors import ServingError, invalid
+
+# dtype enum -> (numpy dtype, repeated value field)
+_DTYPES: dict[int, tuple[np.dtype, str]] = {
+    types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val"),
+    types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val"),
+    types_pb2.DT_HALF: (np.dtype(np.float16), "half_val"),
+    types_pb2.DT_INT8: (np.dtype(np.int8), "int_val"),
+    types_pb2.DT_INT16: (np.dtype(np.int16), "int_val"),
+    types_pb2.DT_INT32: (np.dtype(np.int32), "int_val"),
+    types_pb2.DT_INT64: (np.dtype(np.int64), "int64_val"),
+    types_pb2.DT_UINT8: (np.dtype(np.uint8), "int_val"),
+    types_pb2.DT_UINT16: (np.dtype(np.uint16), "int_val"),
+    types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
+    types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
+    types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
+    types_pb2.DT_STRING: (np.dtype(object), "string_val"),
+}
+_BY_NUMPY = {dtype: enum for enum, (dtype, _) in _DTYPES.items()}
+_VALUE_FIELDS = sorted({field for _, field in _DTYPES.values()})
+# No single tensor may decode to more than this (a tiny proto can claim a huge shape).
+MAX_TENSOR_BYTES = 2**31 - 1
+
+
+def dtype_name(enum: int) -> str:
+    """'DT_FLOAT' for 1, and so on."""
+    try:
+        return types_pb2.DataType.Name(enum)
+    except ValueError:
+        return f"DT_<{enum}>"
+
+
+def numpy_dtype(enum: int) -> np.dtype | None:
+    """The numpy dtype for a TF dtype enum, None if we do not support it."""
+    entry = _DTYPES.get(enum)
+    return entry[0] if entry else None
+
+
+def dtype_enum(array: np.ndarray) -> int:
+    """The TF dtype enum of a numpy array (strings are object or bytes arrays)."""
+    if array.dtype.kind in ("O", "S", "U"):
+        return types_pb2.DT_STRING
+    return _BY_NUMPY.get(array.dtype, types_pb2.DT_INVALID)
+
+
+def _shape(name: str, proto: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...]:
+    if proto.unknown_rank:
+        raise invalid(f"input '{name}': tensor_shape has unknown rank")
+    dims = tuple(d.size for d in proto.dim)
+    if any(d < 0 for d in dims):
+        raise invalid(f"input '{name}': tensor_shape {list(dims)} has a negative dimension")
+    return dims
+
+
+def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """Decode one request TensorProto; INVALID_ARGUMENT naming `name` if malformed."""
+    entry = _DTYPES.get(proto.dtype)
+    if entry is None:
+        raise invalid(f"input '{name}': unsupported dtype {dtype_name(proto.dtype)}")
+    dtype, field = entry
+    shape = _shape(name, proto.tensor_shape)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count * max(dtype.itemsize, 1) > MAX_TENSOR_BYTES:
+        raise ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"input '{name}': shape {list(shape)} is larger than {MAX_TENSOR_BYTES} bytes",
+        )
+    if proto.tensor_content:
+        if dtype.kind == "O":
+            raise invalid(f"input '{name}': DT_STRING tensors carry values in string_val")
+        expected = count * dtype.itemsize
+        if len(proto.tensor_content) != expected:
+            raise invalid(
+                f"input '{name}': tensor_content has {len(proto.tensor_content)} bytes, "
+                f"expected {expected} for shape {list(shape)} of {dtype_name(proto.dtype)}"
+            )
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    values = getattr(proto, field)
+    given = len(values)
+    if given > count:
+        raise invalid(
+            f"input '{name}': {given} values in {field} for shape {list(shape)} ({count} elements)"
+        )
+    if given == 0 and count:
+        stray = [f for f in _VALUE_FIELDS if f != field and len(getattr(proto, f))]
+        if stray:
+            raise invalid(
+                f"input '{name}': dtype {dtype_name(proto.dtype)} takes its values from "
+                f"{field}, but the tensor has {stray[0]}"
+            )
+    if dtype.kind == "O":
+        flat = np.empty(given, dtype=object)
+        flat[:] = list(values)
+    elif field == "half_val":
+        flat = np.array(values, dtype=np.uint16).view(np.float16)
+    else:
+        try:
+            flat = np.array(values, dtype=dtype)
+        except OverflowError:
+            raise invalid(
+                f"input '{name}': a value does not fit {dtype_name(proto.dtype)}"
+            ) from None
+    if given == count:
+        return flat.reshape(shape)
+    full = np.empty(count, dtype=dtype) if dtype.kind == "O" else np.zeros(count, dtype=dtype)
+    if dtype.kind == "O":
+        full[:] = b""
+    if given:
+        full[:given] = flat
+        full[given:] = flat[-1]
+    return full.reshape(shape)
+
+
+def from_numpy(
+    array: np.ndarray, proto: tensor_pb2.TensorProto | None = None
+) -> tensor_pb2.TensorProto:
+    """Encode an output array: bytes in tensor_content, strings in string_val."""
+    proto = proto if proto is not None else tensor_pb2.TensorProto()
+    array = np.asarray(array)
+    enum = dtype_enum(array)
+    proto.dtype = enum
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    if enum == types_pb2.DT_STRING:
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()
+        )
+    elif enum == types_pb2.DT_INVALID:
+        raise ServingError(grpc.StatusCode.INTERNAL, f"cannot encode output dtype {array.dtype}")
+    else:
+        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    return proto
+
+
+def _signature_shape(info: meta_graph_pb2.TensorInfo) -> list[int] | None:
+    if info.tensor_shape.unknown_rank or not info.HasField("tensor_shape"):
+        return None
+    return [d.size for d in info.tensor_shape.dim]
+
+
+def check_input(name: str, array: np.ndarray, info: meta_graph_pb2.TensorInfo) -> None:
+    """INVALID_ARGUMENT unless `array` has the dtype and a shape compatible with `info`."""
+    received = dtype_enum(array)
+    if received != info.dtype:
+        raise invalid(
+            f"input '{name}': expected dtype {dtype_name(info.dtype)}, "
+            f"received {dtype_name(received)}"
+        )
+    expected = _signature_shape(info)
+    if expected is None:
+        return
+    shape = list(array.shape)
+    if len(shape) != len(expected) or any(
+        e not in (-1, s) for e, s in zip(expected, shape, strict=True)
+    ):
+        raise invalid(f"input '{name}': expected shape {expected}, received shape {shape}")

@@ -1,0 +1,178 @@
+"""Shared by the server tests: tiny SavedModels, and a real server process to talk to."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import tensorflow as tf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """An ephemeral loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Toy(tf.Module):
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = tf.Variable(scale, dtype=tf.float32)
+
+    def _x0(self, examples: tf.Tensor) -> tf.Tensor:
+        spec = {"x": tf.io.FixedLenFeature([1], tf.float32)}
+        return tf.io.parse_example(examples, spec)["x"][:, 0] * self.scale
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def predict(self, x: tf.Tensor) -> dict:
+        return {"y": x * self.scale}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def classify(self, examples: tf.Tensor) -> dict:
+        p = self._x0(examples)
+        scores = tf.stack([p, 1.0 - p], axis=1)
+        classes = tf.tile(tf.constant([["neg", "pos"]]), [tf.shape(p)[0], 1])
+        return {"scores": scores, "classes": classes}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def regress(self, examples: tf.Tensor) -> dict:
+        return {"outputs": self._x0(examples)}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.int64, name="a"),
+            tf.TensorSpec([None], tf.string, name="s"),
+            tf.TensorSpec([None, 2], tf.int32, name="h"),
+        ]
+    )
+    def types(self, a: tf.Tensor, s: tf.Tensor, h: tf.Tensor) -> dict:
+        return {"a2": a * 2, "s_bytes": s, "h_sum": tf.reduce_sum(h, axis=1)}
+
+
+def build_toy_model(path: Path, scale: float) -> Path:
+    """A SavedModel whose outputs reveal `scale` (use the version number to tell them apart).
+
+    Signatures:
+      serving_default(x: float[None, 3]) -> y = x * scale
+      classify(examples: string[None]) -> scores [None, 2] = (x0*scale, 1-x0*scale),
+                                          classes [None, 2] = ("neg", "pos")  (feature x)
+      regress(examples: string[None]) -> outputs [None] = x0 * scale
+      types(a: int64[None], s: string[None], h: int32[None, 2]) ->
+          a2 = a * 2, s_bytes = s, h_sum = sum(h, 1)
+    """
+    toy = _Toy(scale)
+    tf.saved_model.save(
+        toy,
+        str(path),
+        signatures={
+            "serving_default": toy.predict,
+            "classify": toy.classify,
+            "regress": toy.regress,
+            "types": toy.types,
+        },
+    )
+    return path
+
+
+def copy_version(source: Path, target: Path) -> None:
+    """Publish a version folder atomically (write beside, then rename), as a pusher should."""
+    import shutil
+
+    staging = target.parent / f".staging-{target.name}"
+    shutil.copytree(source, staging)
+    os.rename(staging, target)
+
+
+class ServerProcess:
+    """A `tfsp-model-server` subprocess on ephemeral ports."""
+
+    def __init__(self, *flags: str, rest: bool = True, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.rest_port = free_port() if rest else 0
+        self.flags = [f"--port={self.port}", *flags]
+        if rest:
+            self.flags.append(f"--rest_api_port={self.rest_port}")
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self._log_file = None
+
+    @property
+    def address(self) -> str:
+        """host:port of the gRPC API."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def rest_address(self) -> str:
+        """host:port of the REST API."""
+        return f"127.0.0.1:{self.rest_port}"
+
+    def start(self, timeout: float = 90.0) -> "ServerProcess":
+        """Start and wait until the gRPC port answers."""
+        import grpc
+
+        self._log_file = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", *self.flags],
+            cwd=REPO,
+            stdout=self._log_file,
+            stderr=self._log_file,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            channel = grpc.insecure_channel(self.address)
+            try:
+                grpc.channel_ready_future(channel).result(timeout=0.5)
+                return self
+            except grpc.FutureTimeoutError:
+                pass
+            finally:
+                channel.close()
+        self.stop()
+        raise RuntimeError(f"server did not start in {timeout}s: {self.log()}")
+
+    def log(self) -> str:
+        """The server's output so far."""
+        if self.log_path and self.log_path.exists():
+            return self.log_path.read_text(errors="replace")[-4000:]
+        return ""
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM, wait; returns the exit code (kills after `timeout`)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log_file not in (None, subprocess.DEVNULL):
+            self._log_file.close()
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def running_server(
+    *flags: str, log_path: Path | None = None, rest: bool = True
+) -> Iterator[ServerProcess]:
+    """Start a server for a `with` block and always stop it."""
+    server = ServerProcess(*flags, rest=rest, log_path=log_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

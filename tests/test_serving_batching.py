@@ -1,0 +1,172 @@
+"""Batching (in process on a real SavedModel, then through a server), metrics, SIGTERM drain."""
+
+import http.client
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+
+from serving.batching import BatchingRunner
+from serving.client import ClientError, ServingClient
+from serving.config import BatchingSettings
+from serving.errors import ServingError
+from serving.servable import load_servable
+from tests.serving_harness import build_toy_model, running_server
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batching")
+    build_toy_model(root / "toy" / "3", 3.0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def servable(toy_dir):
+    return load_servable("toy", 3, str(toy_dir / "toy" / "3"))
+
+
+def test_concurrent_calls_are_merged_padded_and_split_back(servable):
+    batches: list[tuple[int, int]] = []
+    settings = BatchingSettings(
+        max_batch_size=8, batch_timeout_micros=500_000, num_batch_threads=1,
+        allowed_batch_sizes=(4, 8),
+    )  # fmt: skip
+    with ThreadPoolExecutor(2) as fallback:
+        runner = BatchingRunner(
+            servable, settings, fallback, lambda _, n, p: batches.append((n, p))
+        )
+        rows = [np.full((1, 3), i, dtype=np.float32) for i in range(5)]
+        futures = [runner.submit("serving_default", {"x": r}, None) for r in rows]
+        results = [f.result(timeout=30) for f in futures]
+        runner.close()
+    for i, result in enumerate(results):
+        np.testing.assert_allclose(result["y"], np.full((1, 3), 3.0 * i))
+    assert batches == [(5, 3)]  # one batch of 5 rows, padded to the allowed size 8
+
+
+def test_incompatible_and_oversized_tasks(servable):
+    settings = BatchingSettings(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=2)
+    with ThreadPoolExecutor(2) as fallback:
+        runner = BatchingRunner(servable, settings, fallback)
+        with pytest.raises(ServingError) as caught:
+            runner.submit("serving_default", {"x": np.zeros((5, 3), np.float32)}, None)
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "larger than maximum batch size 4" in caught.value.message
+        with pytest.raises(ServingError) as caught:
+            runner.submit(
+                "types", {"a": np.int64(1), "s": np.array([b"x"]), "h": np.zeros((1, 2))}, None
+            )
+        assert "at least one dimension" in caught.value.message
+        # different signatures queued together still each get their own answer
+        a = runner.submit("serving_default", {"x": np.ones((2, 3), np.float32)}, ["y"])
+        b = runner.submit(
+            "types",
+            {
+                "a": np.array([1], np.int64),
+                "s": np.array([b"q"], dtype=object),
+                "h": np.array([[1, 2]], np.int32),
+            },
+            ["a2"],
+        )
+        assert a.result(timeout=30)["y"].shape == (2, 3)
+        assert b.result(timeout=30)["a2"].tolist() == [2]
+        runner.close()
+        # after close (an unloaded version), calls still complete, unbatched
+        late = runner.submit("serving_default", {"x": np.ones((1, 3), np.float32)}, None)
+        assert late.result(timeout=30)["y"].tolist() == [[3.0, 3.0, 3.0]]
+
+
+BATCHING = """
+max_batch_size { value: 4 }
+batch_timeout_micros { value: 1500000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 1 }
+allowed_batch_sizes: 2
+allowed_batch_sizes: 4
+"""
+
+
+@pytest.fixture(scope="module")
+def batching_server(toy_dir):
+    params = toy_dir / "batching.config"
+    params.write_text(BATCHING)
+    monitoring = toy_dir / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true path: "/metrics" }')
+    server = running_server(
+        "--model_name=toy",
+        f"--model_base_path={toy_dir / 'toy'}",
+        "--enable_batching",
+        f"--batching_parameters_file={params}",
+        f"--monitoring_config_file={monitoring}",
+        log_path=toy_dir / "server.log",
+    )
+    with server as proc:
+        yield proc
+
+
+def _metrics(server) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    return text
+
+
+def _sample(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_server_batches_concurrent_predicts(batching_server):
+    def one(i):
+        with ServingClient(batching_server.address, timeout=30) as client:
+            spec, outputs = client.predict("toy", {"x": np.full((1, 3), i, np.float32)})
+        return spec.version.value, outputs["y"].tolist()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(8)))
+    assert results == [(3, [[3.0 * i] * 3]) for i in range(8)]
+    text = _metrics(batching_server)
+    batches = _sample(text, ":tensorflow:serving:batching_session:processed_batch_size_count")
+    rows = _sample(text, ":tensorflow:serving:batching_session:processed_batch_size_sum")
+    assert rows == 8 and batches < 8  # merged
+    assert ':tensorflow:serving:request_count{API="predict",entrypoint="GRPC",' in text
+    assert 'model_version_state{model_name="toy",state="AVAILABLE",version="3"} 1.0' in text
+
+
+def test_server_rejects_a_task_above_max_batch_size(batching_server):
+    with ServingClient(batching_server.address, timeout=30) as client:
+        with pytest.raises(ClientError) as caught:
+            client.predict("toy", {"x": np.zeros((5, 3), np.float32)})
+    assert caught.value.code == "INVALID_ARGUMENT"
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0(batching_server):
+    # One row waits for the 1.5 s batch timeout: SIGTERM arrives while it is in flight.
+    results: list = []
+
+    def call():
+        with ServingClient(batching_server.address, timeout=30) as client:
+            try:
+                results.append(client.predict("toy", {"x": np.ones((1, 3), np.float32)})[1])
+            except ClientError as exc:
+                results.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.7)
+    code = batching_server.stop()
+    thread.join(timeout=30)
+    assert code == 0
+    assert len(results) == 1 and not isinstance(results[0], Exception), results
+    assert results[0]["y"].tolist() == [[3.0, 3.0, 3.0]]
+    channel = grpc.insecure_channel(batching_server.address)
+    with pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(channel).result(timeout=1)
+    channel.close()
+    assert "draining" in batching_server.log()

@@ -1,0 +1,233 @@
+"""Flags, TF Serving's text-proto config files, and our rebuilt config protos (no server)."""
+
+import subprocess
+import sys
+
+import pytest
+from google.protobuf import text_format
+
+from serving import config, protos
+from serving.config import ConfigError, VersionPolicy
+from serving.options import FlagError, Options, parse_flags
+from tests.serving_harness import REPO
+
+
+def test_flag_defaults_match_tensorflow_model_server():
+    options = parse_flags(["--model_base_path=/models/cnn"])
+    assert options.port == 8500 and options.rest_api_port == 0
+    assert options.model_name == "default"
+    assert options.rest_api_timeout_in_ms == 30000
+    assert options.file_system_poll_wait_seconds == 1
+    assert options.model_config_file_poll_wait_seconds == 0
+    assert options.enable_batching is False
+
+
+def test_flags_take_tf_syntax():
+    options = parse_flags(
+        [
+            "--port=9000",
+            "--rest_api_port=9001",
+            "--model_name=cnn",
+            "--model_base_path=/m",
+            "--enable_batching",
+            "--rest_api_enable_cors_support=true",
+            "--grpc_max_threads=16",
+            "--grpc_channel_arguments=grpc.max_receive_message_length=1024,grpc.x=abc",
+        ]
+    )
+    assert (options.port, options.rest_api_port, options.model_name) == (9000, 9001, "cnn")
+    assert options.enable_batching and options.rest_api_enable_cors_support
+    assert options.channel_arguments() == [
+        ("grpc.max_receive_message_length", 1024),
+        ("grpc.x", "abc"),
+    ]
+    assert options.max_receive_message_length == 1024
+    assert parse_flags(["--model_base_path=/m", "--enable_batching=false"]).enable_batching is False
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--model_base_path=/m", "--bogus=1"], "unrecognized arguments: --bogus=1"),
+        (["--model_base_path=/m", "--port=http"], "argument --port"),
+        (["--model_base_path=/m", "--port=70000"], "port number"),
+        (["--model_base_path=/m", "--enable_batching=perhaps"], "true or false"),
+        (["--model_base_path=/m", "--rest_api_port=8500"], "cannot be the same"),
+        (["--model_name=x"], "--model_base_path or --model_config_file"),
+        (["--model_config_file=/no/such/file"], "no such file"),
+        (["--model_base_path=/m", "--port=0"], "nothing to serve on"),
+        (["--model_base_path=/m", "--batching_parameters_file=/x"], "requires --enable_batching"),
+        (["--model_base_path=/m", "--rest_api_timeout_in_ms=-5"], "at least 0"),
+        (["--model_base_path=/m", "--model_bas=/x"], "unrecognized"),  # no prefix guessing
+    ],
+)
+def test_bad_flags(argv, fragment):
+    with pytest.raises(FlagError) as caught:
+        parse_flags(argv)
+    assert fragment in str(caught.value)
+
+
+def _run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_console_script_and_tfsp_serve_fail_cleanly_on_bad_flags(tmp_path):
+    script = REPO / ".venv" / "bin" / "tfsp-model-server"
+    result = subprocess.run(
+        [str(script), "--model_base_path=/m", "--no_such_flag"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: unrecognized arguments: --no_such_flag (see 'tfsp-model-server --help')"
+    ]
+    result = _run("-m", "tfsp.cli", "serve", "--port=abc", "--model_base_path=/m")
+    assert result.returncode == 2 and result.stderr.startswith("error: argument --port")
+    bad = tmp_path / "models.config"
+    bad.write_text("model_config_list { config { name: 'x' base_path: '/m' bogus: 1 } }")
+    result = _run("-m", "serving.server", f"--model_config_file={bad}")
+    assert result.returncode == 1
+    assert "invalid ModelServerConfig" in result.stderr and "bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+TF_SERVING_MODELS_CONFIG = """
+model_config_list {
+  config {
+    name: 'cnn'
+    base_path: '/models/cnn'
+    model_platform: 'tensorflow'
+    model_version_policy { specific { versions: 42 versions: 43 } }
+    version_labels { key: 'stable' value: 42 }
+    version_labels { key: 'canary' value: 43 }
+  }
+  config {
+    name: 'ae'
+    base_path: '/models/ae'
+    model_platform: 'tensorflow'
+    model_version_policy { latest { num_versions: 2 } }
+  }
+  config { name: 'all' base_path: '/models/all' model_version_policy { all {} } }
+}
+"""
+
+
+def test_models_config_as_written_for_tf_serving(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text(TF_SERVING_MODELS_CONFIG)
+    options = Options(model_config_file=str(path))
+    cnn, ae, every = config.model_settings(config.server_config(options))
+    assert cnn.policy == VersionPolicy("specific", versions=frozenset({42, 43}))
+    assert dict(cnn.labels) == {"stable": 42, "canary": 43}
+    assert ae.policy.select([1, 5, 3, 9]) == {5, 9}
+    assert every.policy.select([1, 2]) == {1, 2}
+    assert cnn.policy.select([41, 42]) == {42}
+    single = config.model_settings(config.server_config(Options(model_base_path="/m")))
+    assert [(s.name, s.base_path, s.policy.kind) for s in single] == [("default", "/m", "latest")]
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("model_config_list { config { name: 'a' base_path: '/a' } config { name: 'a' "
+         "base_path: '/b' } }", "more than once"),
+        ("model_config_list { config { base_path: '/a' } }", "no name"),
+        ("model_config_list { config { name: 'a' } }", "no base_path"),
+        ("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'onnx' } }",
+         "unsupported model_platform"),
+        ("model_config_list { config { name: 'a' base_path: '/a' "
+         "model_version_policy { specific { } } } }", "lists no versions"),
+        ("model_config_list { config { name 'a' } }", "invalid ModelServerConfig"),
+    ],
+)  # fmt: skip
+def test_bad_models_configs(tmp_path, text, fragment):
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        config.model_settings(config.server_config(Options(model_config_file=str(path))))
+    assert fragment in str(caught.value)
+
+
+def test_batching_parameters_file_from_the_tf_serving_docs(tmp_path):
+    path = tmp_path / "batching.config"
+    path.write_text(
+        "max_batch_size { value: 128 }\n"
+        "batch_timeout_micros { value: 0 }\n"
+        "max_enqueued_batches { value: 1000000 }\n"
+        "num_batch_threads { value: 8 }\n"
+        "allowed_batch_sizes: 32\n"
+        "allowed_batch_sizes: 128\n"
+        "pad_variable_length_inputs: true\n"
+    )
+    settings = config.batching_settings(str(path))
+    assert settings.max_batch_size == 128 and settings.num_batch_threads == 8
+    assert settings.allowed_batch_sizes == (32, 128) and settings.pad_variable_length_inputs
+    path.write_text("max_batch_size { value: 64 }\nallowed_batch_sizes: 32\n")
+    with pytest.raises(ConfigError, match="must equal max_batch_size"):
+        config.batching_settings(str(path))
+    path.write_text("max_batch_size: 64\n")  # not the wrapper form
+    with pytest.raises(ConfigError, match="invalid BatchingParameters"):
+        config.batching_settings(str(path))
+    assert config.batching_settings("") == config.BatchingSettings()
+
+
+def test_monitoring_and_ssl_configs(tmp_path):
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text(
+        'prometheus_config { enable: true, path: "/monitoring/prometheus/metrics" }'
+    )
+    assert config.monitoring_path(str(monitoring)) == "/monitoring/prometheus/metrics"
+    monitoring.write_text("prometheus_config { enable: true }")
+    assert config.monitoring_path(str(monitoring)) == "/monitoring/prometheus/metrics"
+    monitoring.write_text("prometheus_config { enable: false }")
+    assert config.monitoring_path(str(monitoring)) is None
+    ssl = tmp_path / "ssl.config"
+    ssl.write_text('server_key: "KEY"\nserver_cert: "CERT"\ncustom_ca: "CA"\nclient_verify: true\n')
+    tls = config.tls_settings(str(ssl))
+    assert (tls.server_key, tls.server_cert, tls.custom_ca, tls.client_verify) == (
+        b"KEY",
+        b"CERT",
+        b"CA",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    "message, fields",
+    [
+        (
+            "BatchingParameters",
+            {
+                "max_batch_size": 1,
+                "batch_timeout_micros": 2,
+                "max_enqueued_batches": 3,
+                "num_batch_threads": 4,
+                "thread_pool_name": 5,
+                "allowed_batch_sizes": 6,
+                "pad_variable_length_inputs": 7,
+            },
+        ),
+        ("MonitoringConfig", {"prometheus_config": 1}),
+        ("PrometheusConfig", {"enable": 1, "path": 2}),
+        ("SSLConfig", {"server_key": 1, "server_cert": 2, "custom_ca": 3, "client_verify": 4}),
+    ],
+)
+def test_rebuilt_protos_have_tf_serving_names_and_numbers(message, fields):
+    descriptor = getattr(protos, message).DESCRIPTOR
+    assert descriptor.full_name == f"tensorflow.serving.{message}"
+    assert {f.name: f.number for f in descriptor.fields} == fields
+
+
+def test_rebuilt_protos_encode_like_tf_serving():
+    params = text_format.Parse(
+        "max_batch_size { value: 32 } allowed_batch_sizes: 8 allowed_batch_sizes: 32",
+        protos.BatchingParameters(),
+    )
+    # field 1 (Int64Value {1: 32}), then packed repeated field 6 (proto3 default)
+    assert params.SerializeToString() == b"\n\x02\x08 2\x02\x08 "
+    decoded = protos.BatchingParameters.FromString(b"\n\x02\x08 0\x080\x20")
+    assert decoded.max_batch_size.value == 32 and list(decoded.allowed_batch_sizes) == [8, 32]

@@ -1,0 +1,216 @@
+"""Model lifecycle on a real server: polling, safe swaps, failed loads, config reloads.
+
+One server polls its model folders and its config file every second. The tests run in file
+order and build on each other (versions 1 -> 2 -> corrupt 3 -> 4).
+"""
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.client import ClientError, ServingClient
+from tests.serving_harness import build_toy_model, copy_version, running_server
+
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+END = get_model_status_pb2.ModelVersionStatus.END
+X = np.ones((1, 3), dtype=np.float32)
+
+CONFIG = """
+model_config_list {
+  config { name: "swap" base_path: "%(root)s/swap" model_platform: "tensorflow" }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lifecycle")
+    builds = root / "builds"
+    for version in (1, 2, 4):
+        build_toy_model(builds / str(version), float(version))
+    build_toy_model(root / "second" / "1", 10.0)
+    copy_version(builds / "1", (root / "swap").joinpath("1"))
+    (root / "swap" / "1").parent.mkdir(exist_ok=True)
+    config = root / "models.config"
+    config.write_text(CONFIG % {"root": root})
+    with running_server(
+        f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=1",
+        "--file_system_poll_wait_seconds=1",
+        "--grpc_max_threads=3",  # fewer than the 6 callers below: they queue, none fails
+        log_path=root / "server.log",
+    ) as server:
+        yield {"root": root, "builds": builds, "config": config, "server": server}
+
+
+@pytest.fixture(scope="module")
+def client(world):
+    with ServingClient(world["server"].address, timeout=30) as c:
+        yield c
+
+
+def _wait_for(condition, timeout=45.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _wait_states(client, predicate, what):
+    """Poll GetModelStatus until predicate(states) holds; return the states."""
+
+    def check():
+        states = _states(client)
+        return states if predicate(states) else None
+
+    return _wait_for(check, what=what)
+
+
+def _states(client, model="swap"):
+    return {
+        v.version: (v.state, v.status.error_code, v.status.error_message)
+        for v in client.status(model).model_version_status
+    }
+
+
+def test_version_swap_under_concurrent_load_fails_no_request(world, client):
+    seen: list[int] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer():
+        with ServingClient(world["server"].address, timeout=30) as own:
+            while not stop.is_set():
+                try:
+                    spec, outputs = own.predict("swap", {"x": X})
+                    # the answer must come from the version that claims it
+                    assert outputs["y"][0, 0] == spec.version.value
+                    seen.append(spec.version.value)
+                except Exception as exc:  # any failure at all is the bug we look for
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        _wait_for(lambda: len(seen) > 20, what="traffic on version 1")
+        copy_version(world["builds"] / "2", world["root"] / "swap" / "2")
+        _wait_for(lambda: seen and seen[-1] == 2, what="version 2 to serve")
+        count = len(seen)
+        _wait_for(lambda: len(seen) > count + 50, what="traffic after the swap")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert set(seen) == {1, 2}
+    # once version 2 answered, version 1 is unloaded shortly after
+    states = _wait_states(client, lambda s: s[1][0] == END, "version 1 to unload")
+    assert states[2][0] == AVAILABLE and states[1][1] == 0
+
+
+def test_corrupt_version_never_replaces_the_serving_one(world, client):
+    corrupt = world["root"] / "swap" / "3"
+    (corrupt / "variables").mkdir(parents=True)
+    (corrupt / "saved_model.pb").write_bytes(b"\x00 this is not a SavedModel \xff" * 10)
+    (world["root"] / "swap" / "not-a-version").mkdir()
+    states = _wait_states(client, lambda s: 3 in s and s[3][0] == END, "the failed load")
+    assert states[3][1] == grpc.StatusCode.DATA_LOSS.value[0]
+    assert "saved_model.pb" in states[3][2]
+    assert states[2][0] == AVAILABLE
+    spec, outputs = client.predict("swap", {"x": X})
+    assert spec.version.value == 2 and outputs["y"][0, 0] == 2.0
+    with pytest.raises(ClientError) as caught:
+        client.predict("swap", {"x": X}, version=3)
+    assert caught.value.code == "NOT_FOUND"
+    assert "failed to load" in world["server"].log()
+
+
+def test_a_good_newer_version_then_replaces_it(world, client):
+    copy_version(world["builds"] / "4", world["root"] / "swap" / "4")
+    _wait_for(lambda: client.predict("swap", {"x": X})[0].version.value == 4, what="version 4")
+    states = _wait_states(client, lambda s: s[2][0] == END, "version 2 to unload")
+    assert states[4][0] == AVAILABLE and states[3][0] == END
+
+
+def _config(root, labels=None, second=False):
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add(name="swap", base_path=str(root / "swap"))
+    entry.model_version_policy.all.SetInParent()
+    for label, version in (labels or {}).items():
+        entry.version_labels[label] = version
+    if second:
+        config.model_config_list.config.add(name="second", base_path=str(root / "second"))
+    return config
+
+
+def test_reload_config_by_rpc_adds_models_policies_and_labels(world, client):
+    root = world["root"]
+    client.reload_config(_config(root, {"stable": 2, "canary": 4}, second=True))
+    # policy "all" loads every good version; the reload returns once they were tried
+    states = _states(client)
+    assert states[2][0] == AVAILABLE and states[4][0] == AVAILABLE
+    assert client.predict("swap", {"x": X}, label="stable")[0].version.value == 2
+    assert client.predict("swap", {"x": X}, label="canary")[0].version.value == 4
+    assert client.predict("second", {"x": X})[1]["y"][0, 0] == 10.0
+
+
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        ("duplicate", grpc.StatusCode.INVALID_ARGUMENT),
+        ("label on a version that is not loaded", grpc.StatusCode.FAILED_PRECONDITION),
+        ("custom config", grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+)
+def test_bad_reloads_are_refused(world, client, change, code):
+    root = world["root"]
+    config = _config(root, {"stable": 2, "canary": 4}, second=True)
+    if change == "duplicate":
+        config.model_config_list.config.add(name="second", base_path=str(root / "second"))
+    elif change == "custom config":
+        config = model_server_config_pb2.ModelServerConfig()
+        config.custom_model_config.Pack(model_server_config_pb2.ModelConfig())
+    else:
+        config.model_config_list.config[0].version_labels["broken"] = 3
+    with pytest.raises(ClientError) as caught:
+        client.reload_config(config)
+    assert caught.value.code == code.name
+    # what served before still serves
+    assert client.predict("swap", {"x": X}, label="stable")[0].version.value == 2
+
+
+def test_reload_by_polling_the_config_file(world, client):
+    text = (
+        world["config"]
+        .read_text()
+        .replace(
+            'model_platform: "tensorflow" }',
+            'model_platform: "tensorflow" version_labels { key: "prod" value: 4 } }',
+        )
+    )
+    world["config"].write_text(text)
+    # the file's policy is latest-1: version 2 goes, "prod" appears, "second" is removed
+    _wait_for(
+        lambda: _try(lambda: client.predict("swap", {"x": X}, label="prod")),
+        what="the file's config to apply",
+    )
+    _wait_for(lambda: _states(client)[2][0] == END, what="version 2 to unload")
+    with pytest.raises(ClientError) as caught:
+        client.predict("second", {"x": X})
+    assert caught.value.code == "NOT_FOUND"
+
+
+def _try(action):
+    try:
+        return action()
+    except ClientError:
+        return None

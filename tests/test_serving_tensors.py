@@ -1,0 +1,129 @@
+"""TensorProto and REST JSON codecs, checked against TensorFlow's own tensor_util."""
+
+import base64
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from serving import rest_json, tensors
+from serving.errors import ServingError
+
+ARRAYS = [
+    np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
+    np.arange(4, dtype=np.float64),
+    np.array([1.5, -2.25], dtype=np.float16),
+    np.array([[-3, 4]], dtype=np.int8),
+    np.array([300, -300], dtype=np.int16),
+    np.array([[1, 2], [3, 4]], dtype=np.int32),
+    np.array([2**40, -1], dtype=np.int64),
+    np.array([255, 0], dtype=np.uint8),
+    np.array([65535], dtype=np.uint16),
+    np.array([2**32 - 1], dtype=np.uint32),
+    np.array([2**63], dtype=np.uint64),
+    np.array([True, False]),
+    np.array([[b"a", b"\x00\xff"]], dtype=object),
+    np.float32(2.5),
+]
+
+
+@pytest.mark.parametrize("array", ARRAYS, ids=lambda a: f"{a.dtype}{list(np.shape(a))}")
+@pytest.mark.parametrize("content", [True, False], ids=["tensor_content", "value_field"])
+def test_decode_matches_tensorflow(array, content):
+    proto = tf.make_tensor_proto(array)
+    if not content and proto.tensor_content:
+        # rebuild with the repeated value field TF would otherwise use
+        dtype = tensors.numpy_dtype(proto.dtype)
+        field = {np.dtype(np.float16): "half_val"}.get(dtype)
+        proto = tensor_pb2.TensorProto(dtype=proto.dtype, tensor_shape=proto.tensor_shape)
+        values = np.asarray(array).ravel()
+        if field == "half_val":
+            proto.half_val.extend(values.view(np.uint16).tolist())
+        else:
+            getattr(proto, tensors._DTYPES[proto.dtype][1]).extend(values.tolist())
+    decoded = tensors.to_numpy("t", proto)
+    expected = tf.make_ndarray(proto)
+    assert decoded.shape == expected.shape
+    assert decoded.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("array", ARRAYS, ids=lambda a: f"{a.dtype}{list(np.shape(a))}")
+def test_encode_is_read_back_by_tensorflow(array):
+    proto = tensors.from_numpy(np.asarray(array))
+    assert tf.make_ndarray(proto).tolist() == np.asarray(array).tolist()
+
+
+def test_short_value_fields_follow_tensorflow_fill_rules():
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0, 2.0])
+    proto.tensor_shape.dim.add(size=2)
+    proto.tensor_shape.dim.add(size=2)
+    assert tensors.to_numpy("t", proto).tolist() == tf.make_ndarray(proto).tolist()
+    empty = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32)
+    empty.tensor_shape.dim.add(size=3)
+    assert tensors.to_numpy("t", empty).tolist() == [0, 0, 0]
+
+
+def _info(dtype, *dims) -> meta_graph_pb2.TensorInfo:
+    info = meta_graph_pb2.TensorInfo(dtype=dtype)
+    for d in dims:
+        info.tensor_shape.dim.add(size=d)
+    return info
+
+
+def test_check_input_names_the_input_and_both_sides():
+    info = _info(types_pb2.DT_FLOAT, -1, 3)
+    tensors.check_input("x", np.zeros((5, 3), np.float32), info)
+    with pytest.raises(ServingError, match=r"input 'x': expected shape \[-1, 3\], received shape"):
+        tensors.check_input("x", np.zeros((5, 2), np.float32), info)
+    with pytest.raises(ServingError, match="expected dtype DT_FLOAT, received DT_DOUBLE"):
+        tensors.check_input("x", np.zeros((5, 3)), info)
+
+
+def test_rest_row_and_columnar_decoding():
+    infos = {"a": _info(types_pb2.DT_INT64, -1), "s": _info(types_pb2.DT_STRING, -1)}
+    rows = {
+        "instances": [
+            {"a": 1, "s": {"b64": base64.b64encode(b"\x00").decode()}},
+            {"a": 2, "s": "t"},
+        ]
+    }
+    arrays, fmt = rest_json.predict_inputs(rows, infos)
+    assert (
+        fmt == "row" and arrays["a"].tolist() == [1, 2] and arrays["s"].tolist() == [b"\x00", b"t"]
+    )
+    arrays, fmt = rest_json.predict_inputs({"inputs": {"a": [3], "s": ["u", "v"]}}, infos)
+    assert fmt == "columnar" and arrays["s"].shape == (2,)
+    single = {"x": _info(types_pb2.DT_FLOAT, -1, 2)}
+    arrays, _ = rest_json.predict_inputs({"instances": [[1, 2.5], [3, 4]]}, single)
+    assert arrays["x"].dtype == np.float32 and arrays["x"].tolist() == [[1, 2.5], [3, 4]]
+    arrays, _ = rest_json.predict_inputs({"instances": [[float("nan"), 0]]}, single)
+    assert np.isnan(arrays["x"][0, 0])
+
+
+def test_rest_responses():
+    outputs = {"y": np.array([[1.0], [2.0]], np.float32)}
+    assert rest_json.predict_response(outputs, "row") == {"predictions": [[1.0], [2.0]]}
+    assert rest_json.predict_response(outputs, "columnar") == {"outputs": [[1.0], [2.0]]}
+    both = {"k": np.array([1, 2]), "img_bytes": np.array([b"\xff", b"a"], dtype=object)}
+    assert rest_json.predict_response(both, "row") == {
+        "predictions": [
+            {"k": 1, "img_bytes": {"b64": "/w=="}},
+            {"k": 2, "img_bytes": {"b64": "YQ=="}},
+        ]
+    }
+    assert rest_json.predict_response(both, "columnar")["outputs"]["k"] == [1, 2]
+
+
+def test_rest_examples_follow_tf_serving_typing():
+    inp = rest_json.examples_input(
+        {"examples": [{"i": [1, 2], "f": [1, 2.5], "s": "x", "b": {"b64": "AAE="}}]}
+    )
+    feature = inp.example_list.examples[0].features.feature
+    assert list(feature["i"].int64_list.value) == [1, 2]
+    assert list(feature["f"].float_list.value) == [1.0, 2.5]
+    assert list(feature["s"].bytes_list.value) == [b"x"]
+    assert list(feature["b"].bytes_list.value) == [b"\x00\x01"]
+    with pytest.raises(ServingError, match="both context and examples"):
+        rest_json.examples_input({"context": {"i": 1}, "examples": [{"i": 2}]})
