@@ -73,7 +73,7 @@ def load_image_folder(root: Path, invert: bool = False) -> Loaded:
     first: tuple[Path, tuple[int, int]] | None = None
     for name, label in classes.items():
         for path in _image_files(root / name):
-            image = _read_grey(path)
+            image = read_grey_image(path)
             if first is None:
                 first = (path, image.shape)
             elif image.shape != first[1]:
@@ -149,7 +149,8 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _read_grey(path: Path) -> np.ndarray:
+def read_grey_image(path: Path) -> np.ndarray:
+    """One image file as a grey [h, w] float32 array in [0, 1]; UserError naming a bad file."""
     try:
         with Image.open(path) as image:
             # open() only parses the header; load() decodes, which is where truncation shows.

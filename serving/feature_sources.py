@@ -1,0 +1,154 @@
+"""Where `tfsp features` reads images from: a .npy array, TFRecords, or a folder of images.
+
+Every source streams: it knows its row count up front and yields fixed-size batches of
+[batch, 32, 32, 1] float32 from any starting row, so a 100,000-row pull never holds more
+than a few batches in memory and a resumed pull can start where the last one stopped.
+"""
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfsp.data.sources import IMAGE_EXTENSIONS, fit_to_image_size, read_grey_image
+from tfsp.errors import UserError
+from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+
+Batch = tuple[int, np.ndarray]  # (first row, images [n, 32, 32, 1])
+
+
+@dataclass
+class FeatureSource:
+    """A row-addressable stream of images; `ids` name the rows in the output."""
+
+    description: str
+    num_rows: int
+    fingerprint: str  # changes when the input changes, so a stale checkpoint is refused
+
+    def batches(self, start: int, batch_size: int) -> Iterator[Batch]:  # pragma: no cover
+        """Yield (first row, images) from row `start` on."""
+        raise NotImplementedError
+
+    def ids(self, start: int, stop: int) -> list:
+        """Row ids for rows [start, stop): row numbers unless the source has names."""
+        return list(range(start, stop))
+
+
+def _fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _as_images(array: np.ndarray, where: str) -> np.ndarray:
+    """[n, 32, 32], [n, 32, 32, 1] or [n, 1024] → [n, 32, 32, 1] float32."""
+    shape = tuple(array.shape)
+    if shape[1:] in ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1), (IMAGE_PIXELS,)):
+        return np.asarray(array, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
+    raise UserError(
+        f"{where} has shape {list(shape)}; expected [n, 32, 32], [n, 32, 32, 1] or [n, 1024]"
+    )
+
+
+class NpySource(FeatureSource):
+    """A .npy array, memory-mapped so only the batches in flight are read."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {path} as a .npy array: {exc}") from exc
+        _as_images(self._array[:0], str(path))  # validates the shape before any work
+        super().__init__(f"{path} ({len(self._array)} rows)", len(self._array), _fingerprint(path))
+        self._path = path
+
+    def batches(self, start: int, batch_size: int) -> Iterator[Batch]:
+        for first in range(start, self.num_rows, batch_size):
+            chunk = self._array[first : first + batch_size]
+            yield first, _as_images(chunk, str(self._path))
+
+
+class TFRecordSource(FeatureSource):
+    """The TFRecord files `tfsp data prepare` writes (a file, or a split's folder)."""
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        files = sorted(path.glob("*.tfrecord")) if path.is_dir() else [path]
+        if not files:
+            raise UserError(f"{path} holds no .tfrecord files")
+        self._files = [str(f) for f in files]
+        try:
+            rows = sum(1 for _ in tf.data.TFRecordDataset(self._files))
+        except tf.errors.OpError as exc:
+            raise UserError(f"cannot read TFRecords in {path}: {exc.message}") from exc
+        super().__init__(f"{path} ({rows} rows)", rows, _fingerprint(*files))
+
+    def batches(self, start: int, batch_size: int) -> Iterator[Batch]:
+        import tensorflow as tf
+
+        spec = {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.float32)}
+        records = tf.data.TFRecordDataset(self._files).skip(start).batch(batch_size)
+        first = start
+        try:
+            for serialized in records:
+                images = tf.io.parse_example(serialized, spec)[IMAGE_KEY].numpy()
+                yield first, _as_images(images, "TFRecord batch")
+                first += len(images)
+        except tf.errors.OpError as exc:
+            raise UserError(f"bad TFRecord near row {first}: {exc.message}") from exc
+
+
+class ImageFolderSource(FeatureSource):
+    """Every PNG/JPEG under a folder (sorted by path); ids are the relative paths."""
+
+    def __init__(self, path: Path) -> None:
+        self._root = path
+        self._files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not self._files:
+            raise UserError(f"{path} holds no .png, .jpg or .jpeg images")
+        listing = hashlib.sha256("\n".join(map(str, self._files)).encode()).hexdigest()
+        super().__init__(f"{path} ({len(self._files)} images)", len(self._files), listing[:16])
+
+    def batches(self, start: int, batch_size: int) -> Iterator[Batch]:
+        for first in range(start, self.num_rows, batch_size):
+            chunk = self._files[first : first + batch_size]
+            greys = [read_grey_image(p) for p in chunk]
+            sizes = {g.shape for g in greys}
+            if len(sizes) != 1:
+                raise UserError(
+                    f"images {chunk[0]}… differ in size {sorted(sizes)}; "
+                    "resize them to one size first"
+                )
+            yield first, fit_to_image_size(np.stack(greys)).reshape(-1, 32, 32, 1)
+
+    def ids(self, start: int, stop: int) -> list:
+        return [str(p.relative_to(self._root)) for p in self._files[start:stop]]
+
+
+def open_source(path: Path) -> FeatureSource:
+    """The source for `path`: .npy file, .tfrecord file or folder of them, or image folder."""
+    if not path.exists():
+        raise UserError(f"input {path} does not exist")
+    if path.is_file():
+        if path.suffix == ".npy":
+            return NpySource(path)
+        if path.suffix == ".tfrecord":
+            return TFRecordSource(path)
+        raise UserError(f"input {path}: expected a .npy or .tfrecord file, or a folder")
+    if any(path.glob("*.tfrecord")):
+        return TFRecordSource(path)
+    if os.path.isdir(path):
+        return ImageFolderSource(path)
+    raise UserError(f"input {path} is neither a file nor a folder")

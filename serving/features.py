@@ -1,0 +1,257 @@
+"""`tfsp features`: pull compressed features (the encoder's codes) from a model server.
+
+Works against our server locally and TF Serving in the cluster: it only calls gRPC Predict
+on the encoder's `predict_images` signature (input `images` [n, 32, 32, 1] → output
+`codes` [n, k]). Requests are batched, several are in flight at once, UNAVAILABLE and
+DEADLINE_EXCEEDED are retried with exponential backoff, rows keep their input order, and
+progress is checkpointed so an interrupted pull resumes (serving/feature_store.py).
+"""
+
+import argparse
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfsp.errors import UserError
+
+ENCODER_SIGNATURE = "predict_images"
+ENCODER_INPUT = "images"
+ENCODER_OUTPUT = "codes"
+RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+
+
+@dataclass
+class PullResult:
+    """What a pull did."""
+
+    rows: int
+    resumed_from: int
+    seconds: float
+    version: int
+    code_size: int
+
+
+def with_retries(call, retries: int, what: str):  # noqa: ANN001, ANN201 - any callable
+    """`call()`, retrying UNAVAILABLE / DEADLINE_EXCEEDED with exponential backoff.
+
+    Other failures, and the last retryable one, become a one-line UserError.
+    """
+    from serving.client import ClientError
+
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except ClientError as exc:
+            if exc.code not in RETRYABLE or attempt == retries:
+                tries = f" after {attempt + 1} tries" if exc.code in RETRYABLE else ""
+                raise UserError(f"{what}: {exc.code}: {exc.message}{tries}") from None
+            time.sleep(min(0.2 * 2**attempt, 5.0))
+    raise AssertionError("unreachable")
+
+
+def describe_encoder(client, model: str, version: int | None, retries: int) -> tuple[int, int]:  # noqa: ANN001
+    """(version, code size) of the served encoder; UserError if `model` is not an encoder."""
+    spec, signatures = with_retries(
+        lambda: client.metadata(model, version=version),
+        retries,
+        f"model server at {client.address}",
+    )
+    signature = signatures.get(ENCODER_SIGNATURE)
+    if signature is None or ENCODER_OUTPUT not in signature.outputs:
+        outputs = sorted(signature.outputs) if signature is not None else []
+        raise UserError(
+            f"model {model!r} is not an encoder: it needs a {ENCODER_SIGNATURE!r} signature "
+            f"with a {ENCODER_OUTPUT!r} output (found signatures {sorted(signatures)}, "
+            f"outputs {outputs})"
+        )
+    image_dims = [d.size for d in signature.inputs[ENCODER_INPUT].tensor_shape.dim]
+    if image_dims[1:] != [32, 32, 1]:
+        raise UserError(
+            f"model {model!r} takes images of shape {image_dims}; this tool sends [n, 32, 32, 1]"
+        )
+    code_size = signature.outputs[ENCODER_OUTPUT].tensor_shape.dim[-1].size
+    return spec.version.value, code_size
+
+
+def pull_features(
+    source,  # noqa: ANN001 - a serving.feature_sources.FeatureSource
+    output: Path,
+    client,  # noqa: ANN001 - a serving.client.ServingClient
+    model: str,
+    *,
+    version: int | None = None,
+    batch_size: int = 256,
+    in_flight: int = 4,
+    part_rows: int = 8192,
+    retries: int = 5,
+    progress: bool = True,
+) -> PullResult:
+    """Pull codes for every row of `source` into `output`, resuming a matching checkpoint."""
+    from tqdm import tqdm
+
+    from serving.feature_store import FeatureStore, check_output
+
+    check_output(output)
+    if source.num_rows == 0:
+        raise UserError(f"input {source.description} has no rows")
+    version, code_size = describe_encoder(client, model, version, retries)
+    store = FeatureStore(
+        output,
+        {
+            "input": source.fingerprint,
+            "rows": source.num_rows,
+            "model": model,
+            "version": version,
+            "code_size": code_size,
+        },
+    )
+    started, resumed_from = time.monotonic(), store.resume_or_start()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        _, outputs = with_retries(
+            lambda: client.predict(
+                model,
+                {ENCODER_INPUT: images},
+                signature=ENCODER_SIGNATURE,
+                version=version,
+                output_filter=[ENCODER_OUTPUT],
+            ),
+            retries,
+            f"Predict on {model!r} version {version}",
+        )
+        codes = outputs[ENCODER_OUTPUT]
+        if codes.shape != (len(images), code_size):
+            raise UserError(
+                f"{model!r} returned codes of shape {list(codes.shape)} for "
+                f"{len(images)} images; expected [{len(images)}, {code_size}]"
+            )
+        return codes
+
+    bar = tqdm(
+        total=source.num_rows,
+        initial=resumed_from,
+        unit="rows",
+        unit_scale=True,
+        desc=f"features from {model} v{version}",
+        disable=not progress,
+        file=sys.stderr,
+    )
+    pending: deque[tuple[int, int, Future]] = deque()
+    buffered_codes: list[np.ndarray] = []
+    buffered_from = resumed_from
+
+    def drain_one() -> None:
+        nonlocal buffered_from
+        first, count, future = pending.popleft()
+        buffered_codes.append(future.result())
+        bar.update(count)
+        rows = sum(len(c) for c in buffered_codes)
+        if rows >= part_rows or first + count == source.num_rows:
+            store.commit(
+                source.ids(buffered_from, buffered_from + rows), np.concatenate(buffered_codes)
+            )
+            buffered_codes.clear()
+            buffered_from += rows
+
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        try:
+            for first, images in source.batches(resumed_from, batch_size):
+                pending.append((first, len(images), pool.submit(predict, images)))
+                while len(pending) > in_flight:
+                    drain_one()
+            while pending:
+                drain_one()
+        except BaseException:
+            for _, _, future in pending:
+                future.cancel()
+            raise
+        finally:
+            bar.close()
+    store.finish(code_size)
+    return PullResult(source.num_rows, resumed_from, time.monotonic() - started, version, code_size)
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    """Add `tfsp features` to the `tfsp` command parser."""
+    parser = subparsers.add_parser(
+        "features",
+        help="pull compressed features (encoder codes) from a model server over gRPC",
+        description="Send images to an encoder model's 'predict_images' signature and write "
+        "the codes, rows in input order. INPUT: a .npy array ([n,32,32], [n,32,32,1] or "
+        "[n,1024], values in [0,1]), a .tfrecord file or folder of them (as 'tfsp data "
+        "prepare' writes), or a folder of PNG/JPEG images. OUTPUT: .npy (float32 [n, code]) "
+        "or .parquet (id, code_0…). An interrupted pull resumes when run again with the "
+        "same arguments; the output file appears only when complete.",
+    )
+    parser.add_argument(
+        "--model",
+        default="autoencoder_encoder",
+        help="encoder model name (default: autoencoder_encoder)",
+    )
+    parser.add_argument("--input", required=True, type=Path, help="images to encode")
+    parser.add_argument("--output", required=True, type=Path, help="a .npy or .parquet file")
+    parser.add_argument("--version", type=int, help="pin a model version (default: latest)")
+    parser.add_argument(
+        "--server",
+        help="gRPC host:port or dns:///name:port (default: $TFSP_SERVER, else localhost:8500)",
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="rows per request (256)")
+    parser.add_argument("--in-flight", type=int, default=4, help="concurrent requests (4)")
+    parser.add_argument(
+        "--part-rows",
+        type=int,
+        default=8192,
+        help="rows per checkpoint; an interrupted pull loses at most this many rows of work (8192)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="retries of UNAVAILABLE / DEADLINE_EXCEEDED per request (5)",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_cmd_features)
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    for flag in ("batch_size", "in_flight", "part_rows"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.retries < 0:
+        raise UserError("--retries must be 0 or more")
+    from tfsp.progress import quiet_frameworks
+
+    quiet_frameworks()
+    from serving.client import ServingClient
+    from serving.feature_sources import open_source
+    from serving.feature_store import check_output
+
+    check_output(args.output)
+    source = open_source(args.input)
+    with ServingClient(args.server, timeout=args.timeout) as client:
+        result = pull_features(
+            source,
+            args.output,
+            client,
+            args.model,
+            version=args.version,
+            batch_size=args.batch_size,
+            in_flight=args.in_flight,
+            part_rows=args.part_rows,
+            retries=args.retries,
+            progress=not args.no_progress,
+        )
+    resumed = f", resumed at row {result.resumed_from}" if result.resumed_from else ""
+    pulled = result.rows - result.resumed_from
+    print(
+        f"wrote {args.output}: {result.rows} rows × {result.code_size} codes from "
+        f"{args.model} v{result.version} ({pulled / max(result.seconds, 1e-9):.0f} rows/s"
+        f"{resumed})"
+    )
+    return 0
