@@ -9,13 +9,34 @@ from tfx import v1 as tfx
 
 from pipelines.components import DataAnomaliesError
 from pipelines.factory import PipelineSpec, create_pipeline
-from pipelines.families import get_family
+from pipelines.families import Family, get_family
 from pipelines.layout import LocalLayout, check_data_dir, pipeline_name
 from pipelines.results import RunResult, read_run_result
 from tfsp.errors import UserError
+from trainers.common import BASE_VERSIONS_KEY, latest_pushed_version
 
 # In-process Beam: these data sets are small, and worker processes would only add start-up.
 DEFAULT_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+
+
+def pinned_base_versions(family: Family, serving_root: Path) -> dict[str, str]:
+    """The served version of every family `family` builds on; UserError if one has none.
+
+    Pinning the version in the Trainer's config (rather than letting the Trainer look) makes
+    a newly pushed base invalidate the cached Trainer, and a missing one fail before any
+    component runs.
+    """
+    versions = {}
+    for base in family.depends_on:
+        version = latest_pushed_version(str(serving_root / base))
+        if version is None:
+            raise UserError(
+                f"the {family.name} family builds on the pushed {base} model, and none is "
+                f"pushed under {serving_root / base}; run 'tfsp pipeline run --family {base}' "
+                "first"
+            )
+        versions[base] = version
+    return versions
 
 
 def run_local(
@@ -39,6 +60,9 @@ def run_local(
         str(layout.metadata_path)
     )
     layout.home.mkdir(parents=True, exist_ok=True)
+    custom_config = dict(custom_config or {})
+    if spec_family.depends_on:
+        custom_config[BASE_VERSIONS_KEY] = pinned_base_versions(spec_family, layout.serving_root)
     spec = PipelineSpec(
         family=spec_family,
         pipeline_name=name,
@@ -51,7 +75,7 @@ def run_local(
         ),
         batch_size=spec_family.default_batch_size if batch_size is None else batch_size,
         gate_lower_bound=gate_lower_bound,
-        custom_config=custom_config or {},
+        custom_config=custom_config,
         metadata_connection_config=connection,
         beam_pipeline_args=DEFAULT_BEAM_ARGS,
         enable_cache=enable_cache,
@@ -60,4 +84,4 @@ def run_local(
         tfx.orchestration.LocalDagRunner().run(create_pipeline(spec))
     except DataAnomaliesError as exc:
         raise UserError(f"run stopped before training: {exc}") from exc
-    return read_run_result(connection, name)
+    return read_run_result(connection, name, spec_family)

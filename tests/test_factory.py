@@ -1,18 +1,26 @@
 """The pipeline factory's wiring, the gate's configuration and the anomaly gate's report."""
 
+import pytest
+import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
 from pipelines.components import describe_anomalies
 from pipelines.factory import (
     ANOMALY_GATE,
+    BASELINE_RESOLVER,
     COMPONENT_IDS,
+    EVALUATOR,
     EXAMPLE_VALIDATOR,
+    REFERENCE_MODEL_GEN,
+    TRAINER,
     TRANSFORM,
     PipelineSpec,
+    component_ids,
     create_pipeline,
     eval_config,
+    family_eval_config,
 )
-from pipelines.families import FAMILIES, get_family
+from pipelines.families import FAMILIES, get_family, run_order
 
 
 def _spec(tmp_path, **overrides):
@@ -30,10 +38,51 @@ def _spec(tmp_path, **overrides):
     return PipelineSpec(**values)
 
 
-def test_every_family_builds_the_same_component_graph(tmp_path):
+def test_every_family_builds_its_declared_component_graph(tmp_path):
     for name in FAMILIES:
-        pipeline = create_pipeline(_spec(tmp_path, family=get_family(name)))
-        assert sorted(c.id for c in pipeline.components) == sorted(COMPONENT_IDS)
+        family = get_family(name)
+        pipeline = create_pipeline(_spec(tmp_path, family=family))
+        assert sorted(c.id for c in pipeline.components) == sorted(component_ids(family))
+    assert component_ids(get_family("cnn")) == COMPONENT_IDS
+
+
+@pytest.mark.parametrize("name", ["batchnorm", "transfer"])
+def test_claim_families_compare_against_the_trainers_reference_model(tmp_path, name):
+    components = {
+        c.id: c for c in create_pipeline(_spec(tmp_path, family=get_family(name))).components
+    }
+    assert BASELINE_RESOLVER not in components
+    assert {n.id for n in components[REFERENCE_MODEL_GEN].upstream_nodes} == {TRAINER}
+    evaluator = components[EVALUATOR]
+    assert REFERENCE_MODEL_GEN in {n.id for n in evaluator.upstream_nodes}
+    baseline = evaluator.inputs["baseline_model"]
+    assert baseline.producer_component_id == REFERENCE_MODEL_GEN
+
+
+@pytest.mark.parametrize("name", ["cnn", "rnn"])
+def test_other_families_compare_against_their_last_blessed_model(tmp_path, name):
+    components = {
+        c.id: c for c in create_pipeline(_spec(tmp_path, family=get_family(name))).components
+    }
+    assert BASELINE_RESOLVER in components
+    assert REFERENCE_MODEL_GEN not in components
+
+
+def test_a_family_built_on_another_gets_the_serving_root(tmp_path):
+    trainer = {
+        c.id: c for c in create_pipeline(_spec(tmp_path, family=get_family("transfer"))).components
+    }[TRAINER]
+    assert str(tmp_path / "serving") in str(trainer.exec_properties["custom_config"])
+    cnn_trainer = {c.id: c for c in create_pipeline(_spec(tmp_path)).components}[TRAINER]
+    assert "serving_root" not in str(cnn_trainer.exec_properties["custom_config"])
+
+
+def test_run_order_puts_dependencies_first():
+    order = run_order()
+    assert set(order) == set(FAMILIES)
+    assert order.index("cnn") < order.index("transfer")
+    assert run_order(["transfer"]) == ["transfer"]  # a dependency not asked for is not added
+    assert run_order(["transfer", "cnn"]) == ["cnn", "transfer"]
 
 
 def test_transform_waits_for_the_anomaly_gate(tmp_path):
@@ -57,6 +106,50 @@ def test_gate_has_an_absolute_bound_and_a_baseline_check():
     assert metric.threshold.change_threshold.absolute.value < 0
     assert config.model_specs[0].signature_name == "serving_default"
     assert config.model_specs[0].label_key == "label"
+
+
+def _change(config: tfma.EvalConfig, metric: str):
+    (found,) = [m for m in config.metrics_specs[0].metrics if m.class_name == metric]
+    return found.threshold.change_threshold
+
+
+def test_a_claim_needs_a_strict_improvement_over_the_reference():
+    # TFMA passes HIGHER_IS_BETTER when candidate - baseline >= absolute: a positive absolute
+    # makes a tie fail; LOWER_IS_BETTER passes when the difference <= absolute.
+    config = family_eval_config(get_family("batchnorm"))
+    change = _change(config, "SparseCategoricalAccuracy")
+    assert change.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    assert change.absolute.value > 0
+    lower = eval_config(
+        "MeanSquaredError",
+        None,
+        upper_bound=0.1,
+        direction="lower",
+        baseline="reference",
+        label_key="image",
+        prediction_key="reconstruction",
+    )
+    change = _change(lower, "MeanSquaredError")
+    assert change.direction == tfma.MetricDirection.LOWER_IS_BETTER
+    assert change.absolute.value < 0
+    (metric,) = [m for m in lower.metrics_specs[0].metrics if m.class_name == "MeanSquaredError"]
+    assert metric.threshold.value_threshold.upper_bound.value == 0.1
+    assert not metric.threshold.value_threshold.HasField("lower_bound")
+    assert lower.model_specs[0].label_key == "image"
+    assert lower.model_specs[0].prediction_key == "reconstruction"
+
+
+def test_transfer_gate_reads_its_label_from_the_models_signature():
+    spec = family_eval_config(get_family("transfer")).model_specs[0]
+    assert spec.label_key == "task_label"
+    assert list(spec.preprocessing_function_names) == ["transformed_labels"]
+    assert (
+        family_eval_config(get_family("batchnorm"), 0.3)
+        .metrics_specs[0]
+        .metrics[1]
+        .threshold.value_threshold.lower_bound.value
+        == 0.3
+    )
 
 
 def test_anomalies_are_named_per_split_and_feature():

@@ -3,8 +3,10 @@
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
@@ -13,6 +15,13 @@ from tfx_bsl.public import tfxio
 from tfsp.features import LABEL_KEY
 
 HYPERPARAMETERS_FILE = "hyperparameters.json"
+# Where a Trainer that trains a reference model (the other side of a family's claim) exports
+# it, under its model_run directory; ReferenceModelGen publishes it as a Model artifact.
+REFERENCE_MODEL_DIR = "reference"
+# Trainer custom_config keys for families that build on another family's pushed model: the
+# serving root (the factory passes the runner's) and, when the runner pins them, the versions.
+SERVING_ROOT_KEY = "serving_root"
+BASE_VERSIONS_KEY = "base_versions"  # {family: version}
 
 
 @dataclass(frozen=True)
@@ -60,13 +69,18 @@ def transformed_dataset(
     tf_transform_output: tft.TFTransformOutput,
     batch_size: int,
     shuffle: bool,
+    label_key: str = LABEL_KEY,
 ) -> tf.data.Dataset:
-    """One pass over Transform's output as (features, label) batches."""
+    """One pass over Transform's output as (features, label) batches.
+
+    `label_key` names the transformed feature split off as the label (a family whose target
+    is not the digit, e.g. a reconstruction, names its own).
+    """
     return data_accessor.tf_dataset_factory(
         file_pattern,
         tfxio.TensorFlowDatasetOptions(
             batch_size=batch_size,
-            label_key=LABEL_KEY,
+            label_key=label_key,
             num_epochs=1,
             shuffle=shuffle,
             shuffle_seed=0 if shuffle else None,
@@ -86,3 +100,40 @@ def cosine_epoch_schedule(learning_rate: float, epochs: int) -> tf.keras.callbac
         return learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
 
     return tf.keras.callbacks.LearningRateScheduler(rate)
+
+
+def dataset_arrays(dataset: tf.data.Dataset, feature: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over (features, label) batches as (features[feature], labels) numpy arrays.
+
+    Families that train two models for a comparison train both on these arrays, so the two
+    see exactly the same examples in the same order.
+    """
+    xs, ys = [], []
+    for features, labels in dataset:
+        xs.append(features[feature].numpy())
+        ys.append(np.reshape(labels.numpy(), [-1]))
+    if not xs:
+        raise ValueError("the dataset holds no examples")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def latest_pushed_version(model_root: str) -> str | None:
+    """The highest numeric version folder under `model_root` (a served model's folder).
+
+    TF Serving serves the highest numeric version, so this is the model clients get.
+    """
+    if not tf.io.gfile.isdir(model_root):
+        return None
+    versions = [v.rstrip("/") for v in tf.io.gfile.listdir(model_root)]
+    numeric = [
+        v
+        for v in versions
+        if v.isdigit() and tf.io.gfile.exists(os.path.join(model_root, v, "saved_model.pb"))
+    ]
+    return max(numeric, key=int) if numeric else None
+
+
+def write_json(path: str, values: dict) -> None:
+    """Write `values` as indented JSON through tf.io.gfile (local or remote paths)."""
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump(values, f, indent=2, sort_keys=True)

@@ -1,0 +1,145 @@
+"""End-to-end: every family's real pipeline, run by `tfsp pipeline run --family all` (few
+epochs, lowered bounds), then the pushed models as clients see them; and the refusals."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipelines.families import FAMILIES as REGISTERED
+from tests.conftest import run_tfsp
+from tfsp.data.prepare import read_split, to_example
+
+pytestmark = pytest.mark.e2e
+
+# As in test_pipeline_e2e.py: few epochs and a lowered floor. The claims themselves (BN above
+# plain, transferred above scratch) are still the Evaluator's strict comparisons.
+SMALL_RUN = ("--epochs", "4", "--min-accuracy", "0.5")
+FAMILIES = ("cnn", "rnn", "batchnorm", "transfer")
+
+
+def _examples(images, labels):
+    return tf.constant(
+        [
+            to_example(image, label).SerializeToString()
+            for image, label in zip(images, labels, strict=True)
+        ]
+    )
+
+
+def _versions(home, family):
+    root = home / "serving" / family
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+@pytest.fixture(scope="module")
+def all_home(tmp_path_factory, digits_dir):
+    """A home where `--family all` ran every family once."""
+    home = tmp_path_factory.mktemp("all")
+    result = run_tfsp(
+        "pipeline", "run", "--family", "all", "--data-dir", str(digits_dir), *SMALL_RUN, home=home
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return home, result
+
+
+def test_all_runs_every_family_in_dependency_order_and_pushes_each(all_home):
+    home, result = all_home
+    starts = [result.stderr.index(f"==> pipeline tfsp-{name} ") for name in FAMILIES]
+    assert starts.index(min(starts)) == 0  # cnn first
+    assert starts[0] < starts[FAMILIES.index("transfer")]
+    for name in FAMILIES:
+        assert len(_versions(home, name)) == 1, name
+    # Every registered family runs (families added later included).
+    assert result.stdout.count("pushed:") == len(REGISTERED)
+
+
+def test_claim_families_print_both_figures_and_the_bn_figure(all_home):
+    home, result = all_home
+    assert "claim:          BN variant accuracy" in result.stdout
+    assert "vs plain variant" in result.stdout
+    assert "claim:          transferred model accuracy" in result.stdout
+    assert "vs from-scratch model" in result.stdout
+    (figure,) = [line.split()[-1] for line in result.stdout.splitlines() if "figure:" in line]
+    assert figure.endswith("distributions.png")
+    assert open(figure, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "ReferenceModelGen" in result.stderr
+
+
+@pytest.mark.parametrize("family", ["rnn", "batchnorm"])
+def test_pushed_classifiers_have_both_signatures(all_home, digits_dir, family):
+    home, _ = all_home
+    (version,) = _versions(home, family)
+    loaded = tf.saved_model.load(str(home / "serving" / family / version))
+    assert {"serving_default", "predict_images"} <= set(loaded.signatures)
+    images, labels = read_split(digits_dir / "test" / "data.tfrecord")
+    raw = loaded.signatures["predict_images"](images=tf.constant(images[:32, ..., None]))
+    examples = _examples(images[:32], labels[:32])
+    scores = loaded.signatures["serving_default"](examples=examples)["scores"]
+    assert scores.shape == (32, 10)
+    np.testing.assert_allclose(scores.numpy(), raw["probabilities"].numpy(), atol=1e-5)
+
+
+def test_transferred_model_serves_the_new_label_set(all_home, digits_dir):
+    home, _ = all_home
+    (version,) = _versions(home, "transfer")
+    loaded = tf.saved_model.load(str(home / "serving" / "transfer" / version))
+    assert set(loaded.signatures) == {"serving_default", "predict_images", "transformed_labels"}
+    images, labels = read_split(digits_dir / "test" / "data.tfrecord")
+    examples = _examples(images[:40], labels[:40])
+    classified = loaded.signatures["serving_default"](examples=examples)
+    assert classified["classes"].numpy()[0].tolist() == [b"0-4", b"5-9"]
+    task = loaded.signatures["transformed_labels"](examples=examples)["task_label"]
+    assert task.numpy()[:, 0].tolist() == (labels[:40] >= 5).astype(int).tolist()
+    raw = loaded.signatures["predict_images"](images=tf.constant(images[:40, ..., None]))
+    assert raw["probabilities"].shape == (40, 2)
+
+
+def test_all_stops_at_the_first_failed_gate_and_transfer_needs_a_cnn(tmp_path, digits_dir):
+    result = run_tfsp(
+        "pipeline",
+        "run",
+        "--family",
+        "all",
+        "--data-dir",
+        str(digits_dir),
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "1e-7",
+        home=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "cnn: not blessed; nothing pushed" in result.stderr
+    assert "stopped at family cnn" in result.stderr
+    assert "tfsp-rnn" not in result.stderr  # nothing after the failed family ran
+    assert _versions(tmp_path, "cnn") == []
+
+    alone = run_tfsp(
+        "pipeline", "run", "--family", "transfer", "--data-dir", str(digits_dir), home=tmp_path
+    )
+    assert alone.returncode == 1
+    (error,) = [line for line in alone.stderr.splitlines() if line.startswith("error:")]
+    assert "none is pushed" in error and "--family cnn' first" in error
+
+
+def test_transfer_compiles_for_kubeflow_with_its_reference_step(tmp_path):
+    out = tmp_path / "transfer.json"
+    result = run_tfsp(
+        "pipeline", "compile", "--family", "transfer", "--image", "reg/x:1", "--output", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    spec = json.loads(out.read_text())
+    assert "ReferenceModelGen" in spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+    gpu_steps = {
+        name
+        for name, e in executors.items()
+        if e.get("container", {}).get("resources", {}).get("accelerator")
+    }
+    assert gpu_steps == {"Trainer_executor"}
+    # The Trainer finds the CNN under the serving root the cluster's TF Serving reads.
+    trainer = spec["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"]
+    custom_config = json.dumps(trainer["inputs"]["parameters"]["custom_config"])
+    assert "serving_root" in custom_config and "/models" in custom_config

@@ -1,0 +1,254 @@
+"""The RNN family: shapes per cell, the Jordan recurrence, the LSTM's forget bias, clipping,
+and the mechanics (not the claims) of the adding-problem and truncated-BPTT experiments."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfsp.cli import build_parser
+from tfsp.errors import UserError
+from trainers.rnn import (
+    CELLS,
+    JordanCell,
+    RNNConfig,
+    build_rnn_classifier,
+    config_from_custom,
+    make_optimizer,
+)
+from trainers.rnn_experiments import (
+    TRIVIAL_ADDING_MSE,
+    TruncatedBPTT,
+    adding_problem,
+    format_report,
+    tbptt_schedule,
+    train_adding,
+    train_tbptt,
+)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_classifier_reads_32_rows_of_32_and_returns_10_probabilities(cell, bidirectional, layers):
+    config = RNNConfig(cell=cell, units=4, layers=layers, bidirectional=bidirectional)
+    model = build_rnn_classifier(config)
+    assert model.get_layer("rows").output.shape[1:] == (32, 32)
+    recurrent = [layer for layer in model.layers if layer.name not in ("image", "rows", "probs")]
+    assert len(recurrent) == layers
+    if bidirectional:
+        assert all(isinstance(r, tf.keras.layers.Bidirectional) for r in recurrent)
+        assert recurrent[-1].output.shape[-1] == 8  # forward and backward halves
+    probabilities = model(np.random.default_rng(0).random((3, 1024), np.float32)).numpy()
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_rows_are_the_time_steps():
+    # Row r of the image is step r: a model that only remembers the last step changes its
+    # output when only the last row changes.
+    model = build_rnn_classifier(RNNConfig(cell="simple", units=4))
+    image = np.zeros((1, 32, 32), np.float32)
+    changed = image.copy()
+    changed[0, 31, :] = 1.0
+    a, b = model(image.reshape(1, 1024)), model(changed.reshape(1, 1024))
+    assert not np.allclose(a, b)
+
+
+def test_lstm_forget_gate_bias_starts_at_one():
+    model = build_rnn_classifier(RNNConfig(cell="lstm", units=5))
+    bias = model.get_layer("lstm1").cell.bias.numpy()
+    # Keras orders the gates input, forget, cell, output.
+    np.testing.assert_array_equal(bias[5:10], np.ones(5))
+    np.testing.assert_array_equal(bias[:5], np.zeros(5))
+
+
+def test_jordan_cell_feeds_back_the_previous_output():
+    cell = JordanCell(units=2, output_units=1)
+    cell.build((None, 1))
+    w = np.array([[0.5, -1.0]], np.float32)  # input -> hidden
+    u = np.array([[2.0, 0.25]], np.float32)  # previous output -> hidden
+    b = np.array([0.1, 0.0], np.float32)
+    v = np.array([[1.0], [-0.5]], np.float32)  # hidden -> output
+    c = np.array([0.2], np.float32)
+    cell.set_weights([w, u, b, v, c])
+    x, y_prev = np.array([[0.3]], np.float32), np.array([[-0.4]], np.float32)
+
+    output, (state,) = cell(tf.constant(x), [tf.constant(y_prev)])
+
+    # By hand: h = tanh(0.3*[0.5, -1] + (-0.4)*[2, 0.25] + [0.1, 0]) = tanh([-0.55, -0.4])
+    hidden = np.tanh(np.array([0.15 - 0.8 + 0.1, -0.3 - 0.1]))
+    expected = np.tanh(hidden @ v[:, 0] + 0.2)
+    np.testing.assert_allclose(output.numpy()[0, 0], expected, rtol=1e-6)
+    np.testing.assert_allclose(state.numpy(), output.numpy())
+
+
+def test_jordan_layer_state_is_the_output_sequence():
+    layer = tf.keras.layers.RNN(JordanCell(3), return_sequences=True, return_state=True)
+    sequence, state = layer(np.random.default_rng(1).random((2, 5, 4), np.float32))
+    np.testing.assert_allclose(state.numpy(), sequence.numpy()[:, -1])
+
+
+def test_clipping_is_on_by_default_and_zero_turns_it_off():
+    assert RNNConfig().clip_norm > 0
+    assert make_optimizer(1e-3, 5.0).global_clipnorm == 5.0
+    assert make_optimizer(1e-3, 0.0).global_clipnorm is None
+
+
+def test_options_come_from_custom_config_and_bad_ones_are_refused():
+    config = config_from_custom({"rnn": {"cell": "gru", "layers": 2, "bidirectional": True}})
+    assert (config.cell, config.layers, config.bidirectional) == ("gru", 2, True)
+    assert config_from_custom({}) == RNNConfig()
+    with pytest.raises(UserError):
+        config_from_custom({"rnn": {"cell": "tree"}})
+    with pytest.raises(UserError):
+        config_from_custom({"rnn": {"depth": 3}})
+
+
+def test_cli_cell_choices_match_the_trainer():
+    (action,) = [
+        a
+        for a in build_parser()
+        ._subparsers._group_actions[0]
+        .choices["pipeline"]
+        ._subparsers._group_actions[0]
+        .choices["run"]
+        ._actions
+        if "--cell" in a.option_strings
+    ]
+    assert tuple(action.choices) == CELLS
+
+
+def test_adding_problem_marks_one_value_in_each_half():
+    x, y = adding_problem(50, 100, np.random.default_rng(0))
+    assert x.shape == (50, 100, 2) and y.shape == (50,)
+    markers = x[..., 1]
+    assert (markers.sum(axis=1) == 2).all()
+    assert (markers[:, :50].sum(axis=1) == 1).all()
+    np.testing.assert_allclose(y, (x[..., 0] * markers).sum(axis=1), rtol=1e-6)
+    # The trivial baseline: always predicting 1.0 scores about 2/12.
+    _, many = adding_problem(20000, 10, np.random.default_rng(1))
+    assert abs(np.mean((many - 1.0) ** 2) - TRIVIAL_ADDING_MSE) < 0.01
+
+
+def test_adding_training_logs_raw_gradient_norms():
+    result = train_adding("gru", seq_len=12, steps=3, batch_size=8, units=4, test_size=16)
+    assert np.isfinite(result.test_mse)
+    assert result.max_grad_norm > 0 and not result.diverged
+    report = {
+        "seq_len": 12,
+        "steps": 3,
+        "trivial_mse": TRIVIAL_ADDING_MSE,
+        "learned_below": 0.04,
+        "adding": [result.__dict__],
+        "tbptt": [],
+        "claims": {
+            "lstm_and_gru_learn": False,
+            "simple_rnn_does_not": True,
+            "explodes_without_clipping": 1.0,
+        },
+    }
+    assert "gru" in format_report(report)
+
+
+@pytest.mark.parametrize("k1, k2", [(5, 5), (3, 7), (1, 4), (4, 30)])
+def test_tbptt_schedule_scores_every_step_once_and_looks_back_k2(k1, k2):
+    windows = tbptt_schedule(23, k1, k2)
+    scored = [t for w in windows for t in range(w.loss_from, w.end)]
+    assert scored == list(range(23))
+    for w, nxt in zip(windows, windows[1:], strict=False):
+        assert w.end - w.loss_from == k1
+        assert w.start == max(0, w.end - k2)
+        assert nxt.start == w.carry  # the next window starts from the state kept here
+        assert w.start <= w.carry <= w.end
+    assert windows[-1].carry == windows[-1].end
+
+
+def test_tbptt_needs_k1_at_most_k2():
+    with pytest.raises(ValueError):
+        tbptt_schedule(10, 5, 3)
+
+
+def _full_sequence(trainer: TruncatedBPTT, x: np.ndarray) -> np.ndarray:
+    state = trainer.initial_state(x.shape[0], x.shape[2])
+    predictions, _ = trainer._run(tf.constant(x), state)
+    return predictions.numpy()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "simple", "jordan"])
+@pytest.mark.parametrize("k1, k2", [(4, 4), (3, 8)])
+def test_tbptt_carries_state_across_windows(cell, k1, k2):
+    # Fed window by window, the predictions equal one pass over the whole sequence: the state
+    # at each window's start is exactly where the previous window left it.
+    tf.keras.utils.set_random_seed(0)
+    trainer = TruncatedBPTT(cell, 3, k1, k2, 1e-2)
+    x = np.random.default_rng(0).random((2, 17, 1), np.float32)
+    np.testing.assert_allclose(trainer.forward_windows(x), _full_sequence(trainer, x), atol=1e-5)
+
+
+def test_tbptt_resets_state_between_sequences():
+    tf.keras.utils.set_random_seed(0)
+    trainer = TruncatedBPTT("gru", 3, 4, 4, 1e-2)
+    starts = []
+    x = np.random.default_rng(0).random((2, 12, 1), np.float32)
+    trainer.forward_windows(x, on_window=lambda w, state, _: starts.append((w.start, state)))
+    trainer.forward_windows(x, on_window=lambda w, state, _: starts.append((w.start, state)))
+    firsts = [state for start, state in starts if start == 0]
+    assert len(firsts) == 2
+    for state in firsts:
+        assert all(np.all(s.numpy() == 0) for s in state)
+    later = [state for start, state in starts if start > 0]
+    assert any(np.any(s.numpy() != 0) for state in later for s in state)
+
+
+def test_tbptt_gradient_stops_k2_steps_back():
+    tf.keras.utils.set_random_seed(0)
+    trainer = TruncatedBPTT("lstm", 3, 2, 4, 1e-2)
+    x = tf.constant(np.random.default_rng(0).random((1, 12, 1), np.float32))
+    windows = tbptt_schedule(12, 2, 4)
+    state = trainer.initial_state(1, 1)
+    for window in windows:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            pred, carried = trainer._window(x, window, state)
+            loss = tf.reduce_sum(pred[:, window.loss_from - window.start :])
+        grad = tape.gradient(loss, x).numpy()[0, :, 0]
+        assert np.all(grad[: window.start] == 0)  # nothing flows past k2 steps back
+        assert np.any(grad[window.start : window.end] != 0)
+        assert np.all(grad[window.end :] == 0)
+        state = carried
+
+
+def test_tbptt_training_runs_and_reduces_the_error():
+    result = train_tbptt("gru", k1=5, k2=10, seq_len=30, batches=6, batch_size=8, units=8)
+    assert result.updates == 6 * 6
+    assert np.isfinite(result.test_mse) and result.test_mse < 0.5  # predicting 0 scores 0.5
+
+
+def test_rnn_claims_command_prints_the_tables(capsys, tmp_path):
+    from tfsp.cli import main
+
+    out = tmp_path / "claims.json"
+    code = main(
+        [
+            "experiment",
+            "rnn-claims",
+            "--seq-len",
+            "8",
+            "--steps",
+            "2",
+            "--cells",
+            "gru,simple-relu",
+            "--tbptt",
+            "2:4",
+            "--tbptt-batches",
+            "1",
+            "--output",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "adding problem, T=8" in printed and "simple-relu" in printed
+    assert "TBPTT" in printed and "claims:" in printed
+    assert out.exists()
+    assert main(["experiment", "rnn-claims", "--tbptt", "5:2"]) == 1

@@ -1,0 +1,129 @@
+"""The transfer family: finding the pushed CNN, reading its conv weights back from a generic
+SavedModel, freezing them under a new head, the small labelled set and the new label."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipelines.families import get_family
+from pipelines.local_runner import pinned_base_versions
+from tfsp.errors import UserError
+from trainers.cnn import build_lenet5
+from trainers.common import latest_pushed_version
+from trainers.export import TASK_LABEL_KEY, TRANSFORMED_LABELS
+from trainers.transfer import (
+    BASE_LAYERS,
+    CLASS_NAMES,
+    BaseModelNotFoundError,
+    build_transfer_model,
+    config_from_custom,
+    find_base_model,
+    load_base_weights,
+    small_labelled_set,
+    task_label,
+)
+
+
+class _Servable(tf.Module):
+    """Shaped like the pushed CNN's servable: the Keras model under `.model`."""
+
+    def __init__(self, model: tf.keras.Model) -> None:
+        super().__init__()
+        self.model = model
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1024], tf.float32)])
+    def __call__(self, images):
+        return self.model(images)
+
+
+@pytest.fixture(scope="module")
+def pushed_cnn(tmp_path_factory):
+    """A serving root with a pushed LeNet-5 (versions 7 and 12, plus junk to ignore)."""
+    root = tmp_path_factory.mktemp("serving")
+    tf.keras.utils.set_random_seed(3)
+    model = build_lenet5()
+    for version in ("7", "12"):
+        tf.saved_model.save(_Servable(model), str(root / "cnn" / version))
+    (root / "cnn" / "99-partial").mkdir()
+    (root / "cnn" / "100").mkdir()  # no saved_model.pb: an interrupted push
+    return root, model
+
+
+def test_the_base_is_the_highest_complete_numeric_version(pushed_cnn):
+    root, _ = pushed_cnn
+    assert latest_pushed_version(str(root / "cnn")) == "12"
+    assert find_base_model(str(root)) == str(root / "cnn" / "12")
+    assert find_base_model(str(root), "7") == str(root / "cnn" / "7")
+
+
+def test_no_pushed_cnn_is_a_clear_error(tmp_path):
+    with pytest.raises(BaseModelNotFoundError, match="no CNN has been pushed"):
+        find_base_model(str(tmp_path))
+    with pytest.raises(UserError, match="run 'tfsp pipeline run --family cnn' first"):
+        pinned_base_versions(get_family("transfer"), tmp_path)
+
+
+def test_local_runner_pins_the_served_version(pushed_cnn):
+    root, _ = pushed_cnn
+    assert pinned_base_versions(get_family("transfer"), root) == {"cnn": "12"}
+    assert pinned_base_versions(get_family("cnn"), root) == {}
+
+
+def test_conv_weights_come_back_from_the_generic_savedmodel(pushed_cnn):
+    root, model = pushed_cnn
+    weights = load_base_weights(str(root / "cnn" / "12"))
+    assert set(weights) == set(BASE_LAYERS)
+    for name in BASE_LAYERS:
+        for got, want in zip(weights[name], model.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_transferred_model_freezes_the_base_and_trains_a_new_head(pushed_cnn):
+    root, cnn = pushed_cnn
+    model = build_transfer_model(load_base_weights(str(root / "cnn" / "12")))
+    assert model.output_shape == (None, len(CLASS_NAMES))
+    for name in BASE_LAYERS:
+        assert not model.get_layer(name).trainable
+        np.testing.assert_array_equal(
+            model.get_layer(name).kernel.numpy(), cnn.get_layer(name).kernel.numpy()
+        )
+    assert all(model.get_layer(n).trainable for n in ("dense1", "dense2", "probs"))
+    conv_weights = {id(w) for n in BASE_LAYERS for w in model.get_layer(n).weights}
+    assert {id(w) for w in model.non_trainable_weights} == conv_weights
+    scratch = build_transfer_model(None)
+    assert all(layer.trainable for layer in scratch.layers)
+    assert [w.shape for w in scratch.weights] == [w.shape for w in model.weights]
+
+
+def test_the_new_label_is_the_same_in_numpy_and_tensorflow():
+    digits = np.arange(10)
+    expected = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert task_label(digits).tolist() == expected
+    assert task_label(tf.constant(digits, tf.int64)).numpy().tolist() == expected
+
+
+def test_small_labelled_set_is_balanced_and_deterministic():
+    rng = np.random.default_rng(0)
+    digits = rng.integers(0, 10, 500)
+    images = np.arange(500, dtype=np.float32)[:, None]
+    x, y = small_labelled_set(images, digits, 20, seed=1)
+    assert x.shape == (40, 1) and np.bincount(y).tolist() == [20, 20]
+    assert (task_label(digits[x[:, 0].astype(int)]) == y).all()
+    x2, _ = small_labelled_set(images, digits, 20, seed=1)
+    np.testing.assert_array_equal(x, x2)
+    with pytest.raises(UserError, match="only"):
+        small_labelled_set(images[:5], digits[:5], 20, seed=1)
+
+
+def test_registry_names_the_signature_the_exporter_writes():
+    family = get_family("transfer")
+    assert family.label_signatures == (TRANSFORMED_LABELS,)
+    assert family.label_key == TASK_LABEL_KEY
+    assert family.depends_on == ("cnn",)
+
+
+def test_options():
+    config = config_from_custom({"transfer": {"examples_per_class": 10, "fine_tune_epochs": 2}})
+    assert (config.examples_per_class, config.fine_tune_epochs) == (10, 2)
+    with pytest.raises(UserError):
+        config_from_custom({"transfer": {"examples_per_class": 0}})

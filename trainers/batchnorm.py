@@ -1,0 +1,250 @@
+"""The batch-normalization family: one deep MLP trained twice, with and without BN.
+
+The notes: without BN a deep network's pre-activations spread wide, tanh saturates (outputs
+pinned at ±1) and learning stalls; BN, placed between each Dense layer and its activation,
+keeps them in the activation's sensitive range. Both variants here have the same layers,
+initialisation, data, order of examples, optimiser and number of steps; the only difference
+is BN. The default initialisation is the one the notes' experiment uses (weights drawn from
+N(0, 1)), where the effect is plain to see; `init="glorot"` is the modern default, where the
+gap is much smaller (see the README's measurements).
+
+The Trainer exports the BN variant as its model and the plain one as the reference
+(`<model_run>/reference`); the Evaluator blesses the BN model only if it beats the plain one.
+Per-layer pre-activation and activation histograms of both go to `<model_run>/distributions.png`
+(with the numbers in `distributions.json`).
+"""
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+
+from tfsp.errors import UserError
+from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES
+from trainers.common import (
+    REFERENCE_MODEL_DIR,
+    Hyperparameters,
+    cosine_epoch_schedule,
+    dataset_arrays,
+    transformed_dataset,
+    write_json,
+)
+from trainers.export import export_classifier
+
+ACTIVATIONS = ("tanh", "relu")
+INITS = ("normal", "glorot")
+FIGURE_FILE = "distributions.png"
+DISTRIBUTIONS_FILE = "distributions.json"
+COMPARISON_FILE = "comparison.json"
+# Examples of the eval split whose per-layer values are recorded (enough for smooth histograms).
+_PROBE_EXAMPLES = 256
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """The deep MLP both variants share."""
+
+    hidden_layers: int = 8
+    units: int = 64
+    activation: str = "tanh"
+    init: str = "normal"  # "normal": N(0, 1) as in the notes' experiment; "glorot": Keras's
+    bn_momentum: float = 0.9  # moving statistics settle within our few hundred steps
+    num_classes: int = NUM_CLASSES
+
+    def validate(self) -> None:
+        """Refuse options that cannot build the model, in one line."""
+        if self.hidden_layers < 7:
+            raise UserError(f"the MLP needs at least 7 hidden layers, got {self.hidden_layers}")
+        if self.activation not in ACTIVATIONS:
+            raise UserError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.init not in INITS:
+            raise UserError(f"init must be one of {INITS}, got {self.init!r}")
+
+
+def _initializer(init: str, seed: int) -> tf.keras.initializers.Initializer:
+    if init == "normal":
+        return tf.keras.initializers.RandomNormal(0.0, 1.0, seed=seed)
+    return tf.keras.initializers.GlorotUniform(seed=seed)
+
+
+def build_mlp(config: MLPConfig, batch_norm: bool) -> tf.keras.Model:
+    """The MLP: hidden layers `dense{i}` → (`bn{i}`) → `act{i}`, then the softmax `probs`.
+
+    Layer i's initial weights depend only on i, so both variants start from the same weights.
+    With BN the Dense layer has no bias: BN's shift β replaces it.
+    """
+    config.validate()
+    inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+    x = inputs
+    for i in range(1, config.hidden_layers + 1):
+        x = tf.keras.layers.Dense(
+            config.units,
+            use_bias=not batch_norm,
+            kernel_initializer=_initializer(config.init, seed=i),
+            name=f"dense{i}",
+        )(x)
+        if batch_norm:
+            x = tf.keras.layers.BatchNormalization(momentum=config.bn_momentum, name=f"bn{i}")(x)
+        x = tf.keras.layers.Activation(config.activation, name=f"act{i}")(x)
+    outputs = tf.keras.layers.Dense(
+        config.num_classes,
+        activation="softmax",
+        kernel_initializer=tf.keras.initializers.GlorotUniform(seed=0),
+        name="probs",
+    )(x)
+    return tf.keras.Model(inputs, outputs, name="mlp_bn" if batch_norm else "mlp_plain")
+
+
+def layer_values(model: tf.keras.Model, images: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Per hidden layer, the pre-activations (what enters act{i}) and activations, flattened."""
+    acts = [layer for layer in model.layers if layer.name.startswith("act")]
+    probe = tf.keras.Model(model.inputs, [out for a in acts for out in (a.input, a.output)])
+    outputs = probe({IMAGE_KEY: images}, training=False)
+    values = [v.numpy() if hasattr(v, "numpy") else v for v in outputs]
+    return {
+        "pre_activation": [np.ravel(v) for v in values[0::2]],
+        "activation": [np.ravel(v) for v in values[1::2]],
+    }
+
+
+def summarise(values: dict[str, list[np.ndarray]], activation: str) -> list[dict]:
+    """Per layer: mean/std of both, and the share of units saturated or dead."""
+    rows = []
+    for pre, act in zip(values["pre_activation"], values["activation"], strict=True):
+        stuck = np.abs(act) > 0.99 if activation == "tanh" else act <= 0.0
+        rows.append(
+            {
+                "pre_activation_mean": float(pre.mean()),
+                "pre_activation_std": float(pre.std()),
+                "activation_mean": float(act.mean()),
+                "activation_std": float(act.std()),
+                # tanh: |a| > 0.99 (saturated, gradient ≈ 0); relu: a = 0 (dead).
+                "stuck_fraction": float(stuck.mean()),
+            }
+        )
+    return rows
+
+
+def plot_distributions(
+    plain: dict[str, list[np.ndarray]], bn: dict[str, list[np.ndarray]], path: str, title: str
+) -> None:
+    """Histograms per layer (rows); columns: plain pre-activation, activation, BN ditto."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on build machines
+    import matplotlib.pyplot as plt
+
+    layers = len(plain["pre_activation"])
+    fig, axes = plt.subplots(layers, 4, figsize=(12, 1.6 * layers), squeeze=False)
+    columns = [
+        ("plain: pre-activation", plain["pre_activation"]),
+        ("plain: activation", plain["activation"]),
+        ("BN: pre-activation", bn["pre_activation"]),
+        ("BN: activation", bn["activation"]),
+    ]
+    for col, (name, per_layer) in enumerate(columns):
+        for row, values in enumerate(per_layer):
+            ax = axes[row][col]
+            ax.hist(values, bins=50, color="tab:blue" if col < 2 else "tab:orange")
+            ax.set_yticks([])
+            ax.tick_params(labelsize=6)
+            if row == 0:
+                ax.set_title(name, fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"layer {row + 1}", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with tf.io.gfile.GFile(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=80)
+    plt.close(fig)
+
+
+def config_from_custom(custom_config: dict | None) -> MLPConfig:
+    """Options from the Trainer's custom_config under "batchnorm"."""
+    options = dict((custom_config or {}).get("batchnorm", {}))
+    try:
+        config = MLPConfig(**options)
+    except TypeError as exc:
+        raise UserError(f"unknown batch-normalization option: {exc}") from exc
+    config.validate()
+    return config
+
+
+def train_variant(
+    config: MLPConfig,
+    batch_norm: bool,
+    train: tuple[np.ndarray, np.ndarray],
+    hparams: Hyperparameters,
+) -> tuple[tf.keras.Model, dict]:
+    """Build and train one variant; same seed, data order and steps for both."""
+    tf.keras.utils.set_random_seed(0)
+    model = build_mlp(config, batch_norm)
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(hparams.learning_rate),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    history = model.fit(
+        *train,
+        batch_size=hparams.batch_size,
+        epochs=hparams.epochs,
+        shuffle=True,
+        callbacks=[cosine_epoch_schedule(hparams.learning_rate, hparams.epochs)],
+        verbose=2,
+    )
+    return model, {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """TFX Trainer entry point: train both variants, record distributions, export both."""
+    hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
+    config = config_from_custom(fn_args.custom_config)
+    logging.info("batch-normalization hyper-parameters %s, MLP %s", hparams, config)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+
+    def arrays(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        dataset = transformed_dataset(
+            files, fn_args.data_accessor, tf_transform_output, 256, shuffle=False
+        )
+        return dataset_arrays(dataset, IMAGE_KEY)
+
+    train, evaluation = arrays(fn_args.train_files), arrays(fn_args.eval_files)
+    probe = evaluation[0][:_PROBE_EXAMPLES]
+    results, values = {}, {}
+    for name, batch_norm in (("plain", False), ("bn", True)):
+        model, history = train_variant(config, batch_norm, train, hparams)
+        loss, accuracy = model.evaluate(*evaluation, verbose=0)
+        results[name] = {"eval_accuracy": accuracy, "eval_loss": loss, "history": history}
+        values[name] = layer_values(model, probe)
+        results[name]["layers"] = summarise(values[name], config.activation)
+        # The BN variant is the candidate (pushed if blessed); the plain one the reference.
+        directory = (
+            fn_args.serving_model_dir
+            if batch_norm
+            else os.path.join(fn_args.model_run_dir, REFERENCE_MODEL_DIR)
+        )
+        export_classifier(model, tf_transform_output, directory)
+    logging.info(
+        "eval accuracy after %d epochs: BN %.4f, plain %.4f",
+        hparams.epochs,
+        results["bn"]["eval_accuracy"],
+        results["plain"]["eval_accuracy"],
+    )
+    figure = os.path.join(fn_args.model_run_dir, FIGURE_FILE)
+    plot_distributions(
+        values["plain"],
+        values["bn"],
+        figure,
+        f"{config.hidden_layers} hidden layers × {config.units}, {config.activation}, "
+        f"init {config.init}, after {hparams.epochs} epochs (eval examples)",
+    )
+    logging.info("per-layer distributions: %s", figure)
+    write_json(
+        os.path.join(fn_args.model_run_dir, DISTRIBUTIONS_FILE),
+        {"config": asdict(config), **{k: v["layers"] for k, v in results.items()}},
+    )
+    write_json(os.path.join(fn_args.model_run_dir, COMPARISON_FILE), results)

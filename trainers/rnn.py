@@ -1,0 +1,202 @@
+"""The RNN family: a recurrent classifier reading each digit image row by row.
+
+The 32×32 image is a sequence of 32 time steps of 32 features (one row per step). The cell is
+an option, as the notes list them: SimpleRNN (Elman: the hidden layer is fed back), a Jordan
+network (the *output* is fed back; `JordanCell`), LSTM (forget-gate bias initialised to 1, as
+the notes advise) and GRU; `bidirectional` and stacked `layers` too. Gradients are clipped by
+their global norm (the notes' remedy for the cliffs of an RNN's error surface); the threshold
+is an option and 0 turns clipping off.
+
+The notes' long-range and exploding-gradient claims, and truncated BPTT, are experiments in
+`trainers.rnn_experiments` (`tfsp experiment rnn-claims`), not part of the served model.
+"""
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+
+from tfsp.errors import UserError
+from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES
+from trainers.common import (
+    Hyperparameters,
+    cosine_epoch_schedule,
+    make_strategy,
+    transformed_dataset,
+    write_json,
+)
+from trainers.export import export_classifier
+
+CELLS = ("simple", "jordan", "lstm", "gru")
+
+
+@tf.keras.utils.register_keras_serializable(package="tfsp")
+class JordanCell(tf.keras.layers.Layer):
+    """A Jordan network step: the previous *output* is fed back, not the hidden layer.
+
+        h_t = tanh(x_t W + y_{t-1} U + b)
+        y_t = tanh(h_t V + c)
+
+    The state is y_{t-1} (`output_units` wide); an Elman network (SimpleRNN) would feed back
+    h_{t-1} instead. Wrap it in `tf.keras.layers.RNN`.
+    """
+
+    def __init__(self, units: int, output_units: int | None = None, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.units = units
+        self.output_units = output_units or units
+        self.state_size = self.output_units
+        self.output_size = self.output_units
+
+    def build(self, input_shape: tuple) -> None:
+        """Create W (input→hidden), U (output→hidden), b, V (hidden→output), c."""
+        features = int(input_shape[-1])
+        self.kernel = self.add_weight(
+            shape=(features, self.units), initializer="glorot_uniform", name="kernel"
+        )
+        self.feedback_kernel = self.add_weight(
+            shape=(self.output_units, self.units), initializer="orthogonal", name="feedback"
+        )
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
+        self.output_kernel = self.add_weight(
+            shape=(self.units, self.output_units), initializer="glorot_uniform", name="output"
+        )
+        self.output_bias = self.add_weight(
+            shape=(self.output_units,), initializer="zeros", name="output_bias"
+        )
+        super().build(input_shape)  # marks the cell built, so a later call keeps these weights
+
+    def call(self, inputs: tf.Tensor, states: list) -> tuple[tf.Tensor, list]:
+        """One time step: returns y_t as both the output and the next state."""
+        previous_output = states[0] if isinstance(states, list | tuple) else states
+        hidden = tf.tanh(
+            tf.matmul(inputs, self.kernel)
+            + tf.matmul(previous_output, self.feedback_kernel)
+            + self.bias
+        )
+        output = tf.tanh(tf.matmul(hidden, self.output_kernel) + self.output_bias)
+        return output, [output]
+
+    def get_config(self) -> dict:
+        """Keras serialisation."""
+        return {**super().get_config(), "units": self.units, "output_units": self.output_units}
+
+
+@dataclass(frozen=True)
+class RNNConfig:
+    """Architecture and clipping options; the defaults are the served LSTM classifier."""
+
+    cell: str = "lstm"
+    units: int = 64
+    layers: int = 1
+    bidirectional: bool = False
+    clip_norm: float = 5.0  # global-norm clipping threshold; 0 turns clipping off
+    num_classes: int = NUM_CLASSES
+
+    def validate(self) -> None:
+        """Refuse options that cannot build a model, in one line."""
+        if self.cell not in CELLS:
+            raise UserError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.units < 1 or self.layers < 1:
+            raise UserError(f"units and layers must be >= 1, got {self.units}, {self.layers}")
+        if self.clip_norm < 0:
+            raise UserError(f"clip norm must be >= 0 (0 = off), got {self.clip_norm}")
+
+
+def recurrent_layer(
+    cell: str,
+    units: int,
+    *,
+    return_sequences: bool = False,
+    return_state: bool = False,
+    name: str | None = None,
+) -> tf.keras.layers.Layer:
+    """One recurrent layer of the given cell type."""
+    options = dict(return_sequences=return_sequences, return_state=return_state, name=name)
+    if cell == "simple":
+        return tf.keras.layers.SimpleRNN(units, **options)
+    if cell == "jordan":
+        return tf.keras.layers.RNN(JordanCell(units), **options)
+    if cell == "lstm":
+        # The notes: give the forget gate a large bias so it starts (mostly) open and memory
+        # survives from the first updates on; Keras's unit_forget_bias sets it to 1.
+        return tf.keras.layers.LSTM(units, unit_forget_bias=True, **options)
+    if cell == "gru":
+        return tf.keras.layers.GRU(units, **options)
+    raise UserError(f"cell must be one of {CELLS}, got {cell!r}")
+
+
+def build_rnn_classifier(config: RNNConfig = RNNConfig()) -> tf.keras.Model:
+    """The row-by-row classifier taking the flat `image` feature and returning probabilities."""
+    config.validate()
+    inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+    x = tf.keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE), name="rows")(inputs)
+    for i in range(1, config.layers + 1):
+        sequences = i < config.layers  # every layer but the last feeds a sequence upwards
+        if config.bidirectional:
+            layer = tf.keras.layers.Bidirectional(
+                recurrent_layer(config.cell, config.units, return_sequences=sequences),
+                name=f"bi_{config.cell}{i}",
+            )
+        else:
+            layer = recurrent_layer(
+                config.cell, config.units, return_sequences=sequences, name=f"{config.cell}{i}"
+            )
+        x = layer(x)
+    outputs = tf.keras.layers.Dense(config.num_classes, activation="softmax", name="probs")(x)
+    return tf.keras.Model(inputs, outputs, name=f"rnn_{config.cell}")
+
+
+def make_optimizer(learning_rate: float, clip_norm: float) -> tf.keras.optimizers.Optimizer:
+    """Adam, clipping the gradient's global norm at `clip_norm` (0: no clipping)."""
+    if clip_norm > 0:
+        return tf.keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm)
+    return tf.keras.optimizers.Adam(learning_rate)
+
+
+def config_from_custom(custom_config: dict | None) -> RNNConfig:
+    """Options from the Trainer's custom_config under "rnn" (absent keys keep the default)."""
+    options = dict((custom_config or {}).get("rnn", {}))
+    try:
+        config = RNNConfig(**options)
+    except TypeError as exc:
+        raise UserError(f"unknown RNN option: {exc}") from exc
+    config.validate()
+    return config
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """TFX Trainer entry point: train the row-by-row classifier and export it."""
+    hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
+    config = config_from_custom(fn_args.custom_config)
+    logging.info("RNN hyper-parameters %s, architecture %s", hparams, config)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = transformed_dataset(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, True
+    )
+    evaluation = transformed_dataset(
+        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, False
+    )
+    tf.keras.utils.set_random_seed(0)
+    with make_strategy().scope():
+        model = build_rnn_classifier(config)
+        model.compile(
+            optimizer=make_optimizer(hparams.learning_rate, config.clip_norm),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    history = model.fit(
+        train,
+        validation_data=evaluation,
+        epochs=hparams.epochs,
+        callbacks=[cosine_epoch_schedule(hparams.learning_rate, hparams.epochs)],
+        verbose=2,
+    )
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
+    write_json(os.path.join(fn_args.model_run_dir, "rnn_config.json"), asdict(config))
+    export_classifier(model, tf_transform_output, fn_args.serving_model_dir)

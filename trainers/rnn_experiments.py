@@ -1,0 +1,382 @@
+"""The notes' RNN claims as experiments (`tfsp experiment rnn-claims`), not served models.
+
+1. Long-range dependencies: on the adding problem (each step carries a value in [0, 1] and a
+   marker; the target is the sum of the two marked values, one in each half of a sequence of
+   length T ≥ 100), LSTM and GRU learn it and SimpleRNN does not. "Learned" means a test MSE
+   below a quarter of the trivial baseline's (always predicting 1.0: MSE = 2/12 ≈ 0.167).
+2. Exploding gradients: with clipping off, the global gradient norm explodes on at least one
+   configuration. Every step logs the raw (pre-clipping) global norm; with clipping on the
+   applied update is bounded by the threshold.
+3. Truncated BPTT (k1, k2) on a sequence regression (predict cos from a sin sequence): the
+   sequence is fed window by window through an RNN whose state is carried from one window to
+   the next (a stateful RNN) and reset between sequences; every k1 steps the loss of those k1
+   steps is back-propagated k2 steps (k1 ≤ k2).
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from trainers.rnn import CELLS, recurrent_layer
+
+# The classifier's cells, plus an Elman network with ReLU: the notes' w^T example (an
+# unbounded activation whose recurrent weight drifts above 1) in Keras form.
+EXPERIMENT_CELLS = (*CELLS, "simple-relu")
+TRIVIAL_ADDING_MSE = 2 / 12  # Var(U + U') for two independent U(0, 1): predicting 1.0
+LEARNED_FRACTION = 0.25  # learned: test MSE below this share of the trivial baseline
+
+
+def adding_problem(n: int, seq_len: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`n` adding-problem sequences: x [n, T, 2] (value, marker), y [n] (sum of marked)."""
+    if seq_len < 2:
+        raise ValueError(f"sequences need at least 2 steps, got {seq_len}")
+    values = rng.uniform(0.0, 1.0, (n, seq_len)).astype(np.float32)
+    markers = np.zeros((n, seq_len), np.float32)
+    half = seq_len // 2
+    first = rng.integers(0, half, n)
+    second = rng.integers(half, seq_len, n)
+    rows = np.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    targets = values[rows, first] + values[rows, second]
+    return np.stack([values, markers], axis=-1), targets.astype(np.float32)
+
+
+@dataclass
+class AddingResult:
+    """One configuration's outcome on the adding problem."""
+
+    cell: str
+    clip_norm: float  # 0: clipping off
+    test_mse: float
+    learned: bool
+    max_grad_norm: float  # the largest raw (pre-clipping) global gradient norm seen
+    final_grad_norm: float
+    diverged: bool  # the loss became NaN/inf
+    seconds: float
+
+
+def sequence_regressor(cell: str, units: int) -> tf.keras.Model:
+    """RNN over the whole sequence, then one linear output (the adding problem's sum)."""
+    if cell == "simple-relu":
+        recurrent = tf.keras.layers.SimpleRNN(units, activation="relu")
+    else:
+        recurrent = recurrent_layer(cell, units)
+    return tf.keras.Sequential([recurrent, tf.keras.layers.Dense(1)], name=f"adding_{cell}")
+
+
+def train_adding(
+    cell: str,
+    *,
+    seq_len: int = 100,
+    steps: int = 2000,
+    batch_size: int = 64,
+    units: int = 64,
+    learning_rate: float = 1e-3,
+    clip_norm: float = 1.0,
+    seed: int = 0,
+    test_size: int = 1000,
+) -> AddingResult:
+    """Train `cell` on fresh adding-problem batches for `steps` steps; measure test MSE."""
+    rng = np.random.default_rng(seed)
+    tf.keras.utils.set_random_seed(seed)
+    model = sequence_regressor(cell, units)
+    model.build((None, seq_len, 2))
+    optimizer = tf.keras.optimizers.Adam(learning_rate)
+
+    @tf.function
+    def step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(model(x, training=True)[:, 0] - y))
+        grads = tape.gradient(loss, model.trainable_variables)
+        norm = tf.linalg.global_norm(grads)
+        if clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, clip_norm, use_norm=norm)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss, norm
+
+    started = time.monotonic()
+    max_norm, norm, diverged = 0.0, 0.0, False
+    for _ in range(steps):
+        loss, norm_t = step(*adding_problem(batch_size, seq_len, rng))
+        norm = float(norm_t)
+        if not np.isfinite(float(loss)) or not np.isfinite(norm):
+            diverged = True
+            break
+        max_norm = max(max_norm, norm)
+    x_test, y_test = adding_problem(test_size, seq_len, np.random.default_rng(seed + 10_000))
+    predictions = model.predict(x_test, batch_size=250, verbose=0)[:, 0]
+    mse = float(np.mean((predictions - y_test) ** 2))
+    if not np.isfinite(mse):
+        diverged, mse = True, float("inf")
+    return AddingResult(
+        cell=cell,
+        clip_norm=clip_norm,
+        test_mse=mse,
+        learned=mse < LEARNED_FRACTION * TRIVIAL_ADDING_MSE,
+        max_grad_norm=max_norm,
+        final_grad_norm=norm,
+        diverged=diverged,
+        seconds=time.monotonic() - started,
+    )
+
+
+# --- truncated BPTT -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One TBPTT update: run [start, end) from the state at `start`, score [loss_from, end),
+    and keep the (detached) state at `carry` as the next window's starting state."""
+
+    start: int
+    loss_from: int
+    end: int
+    carry: int
+
+
+def tbptt_schedule(seq_len: int, k1: int, k2: int) -> list[Window]:
+    """The windows of TBPTT(k1, k2) over a sequence of `seq_len` steps.
+
+    Every k1 steps one update: the loss of those (up to) k1 new steps, back-propagated through
+    the last k2 steps (fewer at the start of the sequence). Windows overlap when k1 < k2, so
+    the forward pass over the overlap is recomputed; the state carried to the next window is
+    the one at its start, taken from this window's forward pass.
+    """
+    if not 1 <= k1 <= k2:
+        raise ValueError(f"TBPTT needs 1 <= k1 <= k2, got k1={k1}, k2={k2}")
+    windows = []
+    for loss_from in range(0, seq_len, k1):
+        end = min(loss_from + k1, seq_len)
+        start = max(0, end - k2)
+        windows.append(Window(start=start, loss_from=loss_from, end=end, carry=end))
+    # The state each window must start from is the one at the next window's start.
+    return [
+        Window(w.start, w.loss_from, w.end, nxt.start)
+        for w, nxt in zip(windows, windows[1:], strict=False)
+    ] + windows[-1:]
+
+
+class TruncatedBPTT:
+    """Train a per-step sequence regressor with TBPTT(k1, k2), carrying state across windows.
+
+    The recurrent layer returns its state; the state at a window's `carry` step is kept,
+    detached (no gradient flows into an earlier window), and starts the next window. A new
+    sequence starts from zeros.
+    """
+
+    def __init__(self, cell: str, units: int, k1: int, k2: int, learning_rate: float) -> None:
+        self.k1, self.k2 = k1, k2
+        self.rnn = recurrent_layer(cell, units, return_sequences=True, return_state=True)
+        self.head = tf.keras.layers.Dense(1)
+        self.optimizer = tf.keras.optimizers.Adam(learning_rate)
+
+    def _run(self, x: np.ndarray | tf.Tensor, state: list | None) -> tuple[tf.Tensor, list]:
+        outputs = self.rnn(tf.convert_to_tensor(x), initial_state=state)
+        sequence, new_state = outputs[0], list(outputs[1:])
+        return self.head(sequence)[..., 0], new_state
+
+    def initial_state(self, batch: int, features: int) -> list:
+        """Zeros: what every new sequence starts from."""
+        if not self.rnn.built:
+            self.rnn.build((batch, None, features))
+        sizes = self.rnn.cell.state_size
+        sizes = sizes if isinstance(sizes, list | tuple) else [sizes]
+        return [tf.zeros((batch, int(size))) for size in sizes]
+
+    def forward_windows(
+        self,
+        x: np.ndarray,
+        on_window: Callable[[Window, list, tf.Tensor], None] | None = None,
+    ) -> np.ndarray:
+        """Predictions for a whole batch of sequences, window by window, without training.
+
+        `on_window(window, start_state, predictions)` sees each window (for tests).
+        """
+        batch, seq_len, features = x.shape
+        state = self.initial_state(batch, features)
+        predictions = np.zeros((batch, seq_len), np.float32)
+        for window in tbptt_schedule(seq_len, self.k1, self.k2):
+            pred, state_next = self._window(x, window, state)
+            if on_window is not None:
+                on_window(window, state, pred)
+            predictions[:, window.loss_from : window.end] = pred[
+                :, window.loss_from - window.start :
+            ]
+            state = state_next
+        return predictions
+
+    def _window(
+        self, x: np.ndarray | tf.Tensor, window: Window, state: list
+    ) -> tuple[tf.Tensor, list]:
+        """Forward over the window, split at `carry` so the carried state can be taken."""
+        parts, carried, running = [], state, state
+        if window.carry > window.start:
+            pred, running = self._run(x[:, window.start : window.carry], state)
+            parts.append(pred)
+            carried = running
+        if window.end > window.carry:
+            pred, _ = self._run(x[:, window.carry : window.end], running)
+            parts.append(pred)
+        return tf.concat(parts, axis=1), [tf.stop_gradient(s) for s in carried]
+
+    def train_sequences(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One pass of TBPTT over a batch of sequences; returns the mean window loss."""
+        batch, seq_len, features = x.shape
+        state = self.initial_state(batch, features)
+        losses = []
+        for window in tbptt_schedule(seq_len, self.k1, self.k2):
+            with tf.GradientTape() as tape:
+                pred, carried = self._window(x, window, state)
+                scored = pred[:, window.loss_from - window.start :]
+                loss = tf.reduce_mean(tf.square(scored - y[:, window.loss_from : window.end]))
+            variables = self.rnn.trainable_variables + self.head.trainable_variables
+            grads = tape.gradient(loss, variables)
+            self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+            state = carried
+            losses.append(float(loss))
+        return float(np.mean(losses))
+
+
+def sin_cos_sequences(
+    n: int, seq_len: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """x = sin(ωt + φ) [n, T, 1], y = cos(ωt + φ) [n, T], ω and φ random per sequence.
+
+    cos is not a function of the current sin alone (its sign is the slope's), so the model
+    has to use what came before.
+    """
+    t = np.arange(seq_len, dtype=np.float32)[None, :]
+    omega = rng.uniform(0.05, 0.2, (n, 1)).astype(np.float32)
+    phase = rng.uniform(0.0, 2 * np.pi, (n, 1)).astype(np.float32)
+    angle = omega * t + phase
+    return np.sin(angle)[..., None].astype(np.float32), np.cos(angle).astype(np.float32)
+
+
+@dataclass
+class TBPTTResult:
+    """The sin→cos regression trained with TBPTT(k1, k2)."""
+
+    cell: str
+    k1: int
+    k2: int
+    updates: int
+    test_mse: float  # over whole held-out sequences (predicting 0 scores 0.5)
+    seconds: float
+
+
+def train_tbptt(
+    cell: str = "lstm",
+    *,
+    k1: int = 10,
+    k2: int = 20,
+    seq_len: int = 200,
+    batches: int = 30,
+    batch_size: int = 32,
+    units: int = 32,
+    learning_rate: float = 5e-3,
+    seed: int = 0,
+) -> TBPTTResult:
+    """Train on `batches` batches of fresh sequences; test MSE over 200 held-out ones."""
+    rng = np.random.default_rng(seed)
+    tf.keras.utils.set_random_seed(seed)
+    trainer = TruncatedBPTT(cell, units, k1, k2, learning_rate)
+    started = time.monotonic()
+    for _ in range(batches):
+        trainer.train_sequences(*sin_cos_sequences(batch_size, seq_len, rng))
+    x_test, y_test = sin_cos_sequences(200, seq_len, np.random.default_rng(seed + 10_000))
+    predictions = trainer.forward_windows(x_test)
+    return TBPTTResult(
+        cell=cell,
+        k1=k1,
+        k2=k2,
+        updates=batches * len(tbptt_schedule(seq_len, k1, k2)),
+        test_mse=float(np.mean((predictions - y_test) ** 2)),
+        seconds=time.monotonic() - started,
+    )
+
+
+# --- the report ---------------------------------------------------------------------------
+
+
+def rnn_claims(
+    *,
+    cells: tuple[str, ...] = ("simple", "lstm", "gru", "simple-relu"),
+    seq_len: int = 100,
+    steps: int = 2000,
+    clip_norm: float = 1.0,
+    tbptt: tuple[tuple[int, int], ...] = ((20, 20), (10, 40)),
+    tbptt_batches: int = 30,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Run every configuration; returns the rows of both tables and the claims' verdicts."""
+    for cell in cells:
+        if cell not in EXPERIMENT_CELLS:
+            raise ValueError(f"cell must be one of {EXPERIMENT_CELLS}, got {cell!r}")
+    rows = []
+    for cell in cells:
+        for clip in (0.0, clip_norm):
+            progress(f"adding problem T={seq_len}: {cell}, clipping {'off' if not clip else clip}")
+            rows.append(
+                asdict(train_adding(cell, seq_len=seq_len, steps=steps, clip_norm=clip, seed=seed))
+            )
+    tbptt_rows = []
+    for k1, k2 in tbptt:
+        progress(f"TBPTT sin→cos: lstm, k1={k1}, k2={k2}")
+        tbptt_rows.append(asdict(train_tbptt("lstm", k1=k1, k2=k2, batches=tbptt_batches)))
+    clipped = {r["cell"]: r for r in rows if r["clip_norm"] > 0}
+    unclipped = {r["cell"]: r for r in rows if r["clip_norm"] == 0}
+    gated = [c for c in ("lstm", "gru") if c in clipped]
+    return {
+        "seq_len": seq_len,
+        "steps": steps,
+        "trivial_mse": TRIVIAL_ADDING_MSE,
+        "learned_below": LEARNED_FRACTION * TRIVIAL_ADDING_MSE,
+        "adding": rows,
+        "tbptt": tbptt_rows,
+        "claims": {
+            "lstm_and_gru_learn": bool(gated) and all(clipped[c]["learned"] for c in gated),
+            "simple_rnn_does_not": "simple" in clipped and not clipped["simple"]["learned"],
+            "explodes_without_clipping": max(
+                (r["max_grad_norm"] for r in unclipped.values()), default=0.0
+            ),
+        },
+    }
+
+
+def format_report(report: dict) -> str:
+    """The two tables as text."""
+    lines = [
+        f"adding problem, T={report['seq_len']}, {report['steps']} steps; trivial baseline "
+        f"(always 1.0) MSE {report['trivial_mse']:.3f}; learned = MSE < "
+        f"{report['learned_below']:.3f}",
+        f"{'cell':<11} {'clip':>6} {'test MSE':>9} {'learned':>8} {'max |g|':>10} "
+        f"{'last |g|':>9} {'time':>7}",
+    ]
+    for r in report["adding"]:
+        clip = "off" if r["clip_norm"] == 0 else f"{r['clip_norm']:g}"
+        learned = "diverged" if r["diverged"] else ("yes" if r["learned"] else "no")
+        lines.append(
+            f"{r['cell']:<11} {clip:>6} {r['test_mse']:>9.4f} {learned:>8} "
+            f"{r['max_grad_norm']:>10.3g} {r['final_grad_norm']:>9.3g} {r['seconds']:>6.0f}s"
+        )
+    lines.append("")
+    lines.append("TBPTT sin→cos regression (predicting 0 scores MSE 0.5)")
+    lines.append(f"{'cell':<11} {'k1':>4} {'k2':>4} {'updates':>8} {'test MSE':>9} {'time':>7}")
+    for r in report["tbptt"]:
+        lines.append(
+            f"{r['cell']:<11} {r['k1']:>4} {r['k2']:>4} {r['updates']:>8} "
+            f"{r['test_mse']:>9.4f} {r['seconds']:>6.0f}s"
+        )
+    claims = report["claims"]
+    lines.append("")
+    lines.append(
+        f"claims: LSTM and GRU learn it: {'yes' if claims['lstm_and_gru_learn'] else 'NO'}; "
+        f"SimpleRNN does not: {'yes' if claims['simple_rnn_does_not'] else 'NO'}; "
+        f"largest gradient norm with clipping off: {claims['explodes_without_clipping']:.3g}"
+    )
+    return "\n".join(lines)
