@@ -1,13 +1,15 @@
-"""Our own small TFX components: hyper-parameters as an artifact, and the anomaly gate."""
+"""Our own small TFX components: hyper-parameters as an artifact, the anomaly gate, and the
+reference model a claim is measured against."""
 
+import json
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
-from tfx.utils import io_utils
+from tfx.utils import io_utils, path_utils
 
-from trainers.common import HYPERPARAMETERS_FILE, Hyperparameters
+from trainers.common import HYPERPARAMETERS_FILE, REFERENCE_MODEL_DIR, Hyperparameters
 
 # The file ExampleValidator writes per split (tfx.components.example_validator.executor).
 _ANOMALIES_FILE = "SchemaDiff.pb"
@@ -71,3 +73,53 @@ def AnomalyGate(  # noqa: N802 - TFX names component classes in CamelCase
     problems = describe_anomalies(per_split)
     if problems:
         raise DataAnomaliesError("data anomalies against the schema: " + "; ".join(problems))
+
+
+class MissingReferenceModelError(RuntimeError):
+    """The Trainer of a family gated against a reference model did not export one."""
+
+
+@tfx.dsl.components.component
+def ReferenceModelGen(  # noqa: N802 - TFX names component classes in CamelCase
+    model_run: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelRun],
+    reference: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
+) -> None:
+    """Publish the reference SavedModel the Trainer left in its model_run as a Model artifact.
+
+    A family whose claim compares two trainings (BN vs plain, transferred vs from scratch)
+    trains both in one Trainer run, on the same data and steps; the Evaluator can only compare
+    Model artifacts, so the reference is copied to where a Model keeps its SavedModel
+    (`<uri>/Format-Serving`, tfx.utils.path_utils) and handed to it as the baseline.
+    """
+    source = os.path.join(model_run.uri, REFERENCE_MODEL_DIR)
+    if not tfx.dsl.io.fileio.exists(os.path.join(source, "saved_model.pb")):
+        raise MissingReferenceModelError(
+            f"the Trainer exported no reference model (expected a SavedModel in {source})"
+        )
+    io_utils.copy_dir(source, path_utils.serving_model_dir(reference.uri))
+
+
+@tfx.dsl.components.component
+def CompanionPusher(  # noqa: N802 - TFX names component classes in CamelCase
+    pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel],
+    model_run: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelRun],
+    serving_root: tfx.dsl.components.Parameter[str],
+    companions: tfx.dsl.components.Parameter[str],
+) -> None:
+    """Push the Trainer's companion SavedModels beside the model the Pusher just pushed.
+
+    Same gate, same version: only when the Pusher pushed, each companion (`companions` is
+    JSON [[name, model_run sub-folder], ...]) goes to `<serving_root>/<name>/<version>/`,
+    written beside and renamed into place so a server never sees half a version.
+    """
+    if pushed_model.get_int_custom_property("pushed") != 1:
+        return
+    version = pushed_model.get_string_custom_property("pushed_version")
+    for name, folder in json.loads(companions):
+        source = os.path.join(model_run.uri, folder)
+        target = os.path.join(serving_root, name, version)
+        staging = os.path.join(serving_root, name, f".{version}.incomplete")
+        if tfx.dsl.io.fileio.exists(staging):
+            tfx.dsl.io.fileio.rmtree(staging)
+        io_utils.copy_dir(source, staging)
+        tfx.dsl.io.fileio.rename(staging, target)

@@ -1,10 +1,16 @@
 """The one factory that builds a family's TFX pipeline; it knows nothing of orchestrators.
 
 ImportExampleGen → StatisticsGen → ImportSchemaGen (curated schema) → ExampleValidator →
-AnomalyGate → Transform → Trainer (+ HyperparametersGen) → Evaluator (+ baseline resolver)
-→ Pusher. Runners (local_runner.py, kubeflow_runner.py) own paths, metadata and images.
+AnomalyGate → Transform → Trainer (+ HyperparametersGen) → Evaluator (+ baseline) → Pusher
+(→ CompanionPusher, for families that push extra models with the same version).
+
+The baseline is per family (`Family.baseline`): the latest blessed model (a resolver), or the
+reference model the Trainer trained alongside the candidate (ReferenceModelGen turns it into
+a Model artifact), so the Evaluator itself gates on the family's claim. Runners
+(local_runner.py, kubeflow_runner.py) own paths, metadata and images.
 """
 
+import json
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -12,9 +18,15 @@ from importlib import resources
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
-from pipelines.components import AnomalyGate, HyperparametersGen
-from pipelines.families import Family
+from pipelines.components import (
+    AnomalyGate,
+    CompanionPusher,
+    HyperparametersGen,
+    ReferenceModelGen,
+)
+from pipelines.families import Baseline, Direction, Family
 from tfsp.features import LABEL_KEY
+from trainers.common import SERVING_ROOT_KEY
 
 # Explicit component ids: runners, tests and the result reader find components by these.
 EXAMPLE_GEN = "ImportExampleGen"
@@ -26,11 +38,12 @@ TRANSFORM = "Transform"
 HYPERPARAMETERS_GEN = "HyperparametersGen"
 TRAINER = "Trainer"
 BASELINE_RESOLVER = "LatestBlessedModelResolver"
+REFERENCE_MODEL_GEN = "ReferenceModelGen"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
+COMPANION_PUSHER = "CompanionPusher"
 
-# Every component of a family pipeline (the Pipeline object orders them topologically).
-COMPONENT_IDS = (
+_COMMON_IDS = (
     EXAMPLE_GEN,
     STATISTICS_GEN,
     SCHEMA_GEN,
@@ -39,13 +52,37 @@ COMPONENT_IDS = (
     TRANSFORM,
     HYPERPARAMETERS_GEN,
     TRAINER,
-    BASELINE_RESOLVER,
-    EVALUATOR,
-    PUSHER,
 )
+_BASELINE_IDS: dict[str, str] = {
+    "last_blessed": BASELINE_RESOLVER,
+    "reference": REFERENCE_MODEL_GEN,
+}
 
-# A candidate may tie the baseline but not fall below it.
-_NOT_WORSE_THAN_BASELINE = -1e-10
+
+def component_ids(family: Family) -> tuple[str, ...]:
+    """Every component of `family`'s pipeline (the Pipeline object orders them topologically)."""
+    companion = (COMPANION_PUSHER,) if family.companions else ()
+    return (*_COMMON_IDS, _BASELINE_IDS[family.baseline], EVALUATOR, PUSHER, *companion)
+
+
+# The components of a family gated against its last blessed model (the CNN's pipeline).
+COMPONENT_IDS = (*_COMMON_IDS, BASELINE_RESOLVER, EVALUATOR, PUSHER)
+
+# TFMA's change check passes when (candidate - baseline) >= absolute for HIGHER_IS_BETTER and
+# <= absolute for LOWER_IS_BETTER (tfma/evaluators/metrics_validator.py). Against the last
+# blessed model a tie is fine; a claim needs a strict improvement. The epsilon sits far below
+# one example's worth of any metric on our splits.
+_EPSILON = 1e-10
+_ALLOWED_CHANGE: dict[tuple[str, str], float] = {
+    ("last_blessed", "higher"): -_EPSILON,
+    ("last_blessed", "lower"): _EPSILON,
+    ("reference", "higher"): _EPSILON,
+    ("reference", "lower"): -_EPSILON,
+}
+_TFMA_DIRECTION = {
+    "higher": tfma.MetricDirection.HIGHER_IS_BETTER,
+    "lower": tfma.MetricDirection.LOWER_IS_BETTER,
+}
 
 Number = int | float | tfx.dsl.experimental.RuntimeParameter
 
@@ -75,19 +112,41 @@ class PipelineSpec:
     enable_cache: bool = True
 
 
-def eval_config(metric: str, lower_bound: float) -> tfma.EvalConfig:
-    """Bless a candidate that reaches `lower_bound` and is not worse than the last blessed."""
+def eval_config(
+    metric: str,
+    lower_bound: float | None,
+    *,
+    upper_bound: float | None = None,
+    direction: Direction = "higher",
+    baseline: Baseline = "last_blessed",
+    label_key: str = LABEL_KEY,
+    prediction_key: str = "scores",
+    label_signatures: tuple[str, ...] = (),
+) -> tfma.EvalConfig:
+    """Bless a candidate within the absolute bounds that also passes the baseline check.
+
+    Against the last blessed model the candidate may tie but not be worse; against a reference
+    model (the claim) it must be strictly better, in `direction`.
+    """
+    bounds = {}
+    if lower_bound is not None:
+        bounds["lower_bound"] = {"value": lower_bound}
+    if upper_bound is not None:
+        bounds["upper_bound"] = {"value": upper_bound}
     threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": lower_bound}),
+        value_threshold=tfma.GenericValueThreshold(**bounds),
         change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": _NOT_WORSE_THAN_BASELINE},
+            direction=_TFMA_DIRECTION[direction],
+            absolute={"value": _ALLOWED_CHANGE[(baseline, direction)]},
         ),
     )
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
-                signature_name="serving_default", label_key=LABEL_KEY, prediction_key="scores"
+                signature_name="serving_default",
+                label_key=label_key,
+                prediction_key=prediction_key,
+                preprocessing_function_names=list(label_signatures),
             )
         ],
         slicing_specs=[tfma.SlicingSpec()],
@@ -100,6 +159,31 @@ def eval_config(metric: str, lower_bound: float) -> tfma.EvalConfig:
             )
         ],
     )
+
+
+def family_eval_config(family: Family, lower_bound: float | None = None) -> tfma.EvalConfig:
+    """`family`'s gate; `lower_bound` (if given) replaces the family's own floor."""
+    return eval_config(
+        family.gate_metric,
+        family.gate_lower_bound if lower_bound is None else lower_bound,
+        upper_bound=family.gate_upper_bound,
+        direction=family.gate_direction,
+        baseline=family.baseline,
+        label_key=family.label_key,
+        prediction_key=family.prediction_key,
+        label_signatures=family.label_signatures,
+    )
+
+
+def trainer_config(spec: PipelineSpec) -> dict:
+    """The Trainer's custom_config: the family's, the run's, and where base models live."""
+    config = {**spec.family.custom_config, **spec.custom_config}
+    if spec.family.depends_on:
+        # Families that build on another family's pushed model find it under the serving
+        # root the runner chose, so no path is typed by hand and the factory stays
+        # orchestrator-agnostic.
+        config.setdefault(SERVING_ROOT_KEY, spec.serving_root)
+    return config
 
 
 def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
@@ -142,20 +226,26 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
         hyperparameters=hyperparameters.outputs["hyperparameters"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={**family.custom_config, **spec.custom_config},
+        custom_config=trainer_config(spec),
     ).with_id(TRAINER)
-    baseline = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id(BASELINE_RESOLVER)
-    bound = family.gate_lower_bound if spec.gate_lower_bound is None else spec.gate_lower_bound
+    if family.baseline == "reference":
+        baseline = ReferenceModelGen(model_run=trainer.outputs["model_run"]).with_id(
+            REFERENCE_MODEL_GEN
+        )
+        baseline_model = baseline.outputs["reference"]
+    else:
+        baseline = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        ).with_id(BASELINE_RESOLVER)
+        baseline_model = baseline.outputs["model"]
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=baseline.outputs["model"],
-        eval_config=eval_config(family.gate_metric, bound),
-        example_splits=["eval"],
+        baseline_model=baseline_model,
+        eval_config=family_eval_config(family, spec.gate_lower_bound),
+        example_splits=[family.evaluation_split],
     ).with_id(EVALUATOR)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -166,22 +256,32 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
             )
         ),
     ).with_id(PUSHER)
+    components = [
+        example_gen,
+        statistics_gen,
+        schema_gen,
+        example_validator,
+        anomaly_gate,
+        transform,
+        hyperparameters,
+        trainer,
+        baseline,
+        evaluator,
+        pusher,
+    ]
+    if family.companions:
+        components.append(
+            CompanionPusher(
+                pushed_model=pusher.outputs["pushed_model"],
+                model_run=trainer.outputs["model_run"],
+                serving_root=spec.serving_root,
+                companions=json.dumps([list(c) for c in family.companions]),
+            ).with_id(COMPANION_PUSHER)
+        )
     return tfx.dsl.Pipeline(
         pipeline_name=spec.pipeline_name,
         pipeline_root=spec.pipeline_root,
-        components=[
-            example_gen,
-            statistics_gen,
-            schema_gen,
-            example_validator,
-            anomaly_gate,
-            transform,
-            hyperparameters,
-            trainer,
-            baseline,
-            evaluator,
-            pusher,
-        ],
+        components=components,
         enable_cache=spec.enable_cache,
         metadata_connection_config=spec.metadata_connection_config,
         beam_pipeline_args=spec.beam_pipeline_args,

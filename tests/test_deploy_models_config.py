@@ -48,7 +48,7 @@ def test_a_new_family_changes_the_generated_config(monkeypatch):
         default_epochs=1,
         default_learning_rate=1e-3,
         default_batch_size=8,
-        servables=("extra", "extra_encoder"),
+        companions=(("extra_encoder", "encoder"),),
     )
     monkeypatch.setitem(families.FAMILIES, "extra", extra)
     assert render_models_config() != COMMITTED.read_text()

@@ -6,8 +6,19 @@ Signatures:
   predict_images(images: float[batch, 32, 32, 1]) -> probabilities: float[batch, C],
                                                    class_ids: int64[batch]
       Raw pixels in [0, 1] for clients that hold tensors, not tf.Examples.
-Both run the Transform graph first, so clients always send raw features.
+Both run the Transform graph first, so clients always send raw features. C is the number of
+classes the model predicts; `classes` holds their names (default "0", "1", ...).
+
+A model trained on a label derived from the digit (the transfer family's odd/even) also has
+  transformed_labels(examples: string[batch]) -> task_label: int64[batch, 1]
+      The label this model predicts, computed from the example's `label`; TFMA calls it (as a
+      preprocessing function) to find the label the raw examples do not hold.
+
+The model may take the image as 1,024 floats (what Transform emits) and reshape it inside
+(LeNet to 32×32×1, the RNN to 32 rows × 32 features), so every family exports this one way.
 """
+
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -16,20 +27,41 @@ from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGES = "predict_images"
+TRANSFORMED_LABELS = "transformed_labels"
+TASK_LABEL_KEY = "task_label"
+
+LabelFn = Callable[[tf.Tensor], tf.Tensor]
 
 
 class _ClassifierServable(tf.Module):
     """Holds the model and the Transform layer so the SavedModel tracks both."""
 
-    def __init__(self, model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput) -> None:
+    def __init__(
+        self,
+        model: tf.keras.Model,
+        tf_transform_output: tft.TFTransformOutput,
+        class_names: Sequence[str] | None = None,
+        label_fn: LabelFn | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.tft_layer = tf_transform_output.transform_features_layer()
         raw_spec = tf_transform_output.raw_feature_spec()
-        raw_spec.pop(LABEL_KEY)
+        self._label_spec = {LABEL_KEY: raw_spec.pop(LABEL_KEY)}
         self._raw_spec = raw_spec
         num_classes = int(model.output_shape[-1])
-        self._class_names = tf.constant([str(i) for i in range(num_classes)])
+        names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names for {num_classes} classes: {names}")
+        self._class_names = tf.constant(names)
+        self._label_fn = label_fn
+        if label_fn is not None:
+            # Only models with a derived label carry the function: TFMA calls any callable
+            # named transformed_labels it finds on a model.
+            self.transformed_labels = tf.function(
+                self._transformed_labels,
+                input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
+            )
 
     def _probabilities(self, raw_features: dict[str, tf.Tensor]) -> tf.Tensor:
         transformed = self.tft_layer(raw_features)
@@ -53,17 +85,137 @@ class _ClassifierServable(tf.Module):
             "class_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
         }
 
+    def _transformed_labels(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        labels = tf.io.parse_example(examples, self._label_spec)[LABEL_KEY]
+        return {TASK_LABEL_KEY: tf.cast(self._label_fn(labels), tf.int64)}
+
 
 def export_classifier(
-    model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
+    model: tf.keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    export_dir: str,
+    *,
+    class_names: Sequence[str] | None = None,
+    label_fn: LabelFn | None = None,
 ) -> None:
-    """Write `model` with the Transform graph as a SavedModel with the two signatures above."""
-    servable = _ClassifierServable(model, tf_transform_output)
-    tf.saved_model.save(
-        servable,
-        export_dir,
-        signatures={
-            SERVING_DEFAULT: servable.classify_examples,
-            PREDICT_IMAGES: servable.predict_images,
-        },
+    """Write `model` with the Transform graph as a SavedModel with the signatures above.
+
+    `label_fn` maps the raw `label` (int64[batch, 1]) to the label the model predicts; when
+    given, the SavedModel also has the `transformed_labels` signature.
+    """
+    servable = _ClassifierServable(model, tf_transform_output, class_names, label_fn)
+    signatures = {
+        SERVING_DEFAULT: servable.classify_examples,
+        PREDICT_IMAGES: servable.predict_images,
+    }
+    if label_fn is not None:
+        signatures[TRANSFORMED_LABELS] = servable.transformed_labels
+    tf.saved_model.save(servable, export_dir, signatures=signatures)
+
+
+class _ImageMapServable(tf.Module):
+    """An image-to-tensor model (autoencoder, encoder, PCA) with the same two entry points.
+
+    serving_default(examples: string[batch]) -> {output_key: float[batch, k]}
+    predict_images(images: float[batch, 32, 32, 1]) -> {output_key: float[batch, k]}, or
+        [batch, 32, 32, 1] when the output is itself an image (a reconstruction).
+    With a Transform output the model sees transformed pixels; without, raw pixels.
+    """
+
+    def __init__(
+        self,
+        model: tf.Module,
+        apply: Callable[[tf.Tensor], tf.Tensor],
+        tf_transform_output: tft.TFTransformOutput | None,
+        output_key: str,
+        output_is_image: bool,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self._apply_model = apply
+        self.tft_layer = (
+            tf_transform_output.transform_features_layer() if tf_transform_output else None
+        )
+        self._output_key = output_key
+        self._output_is_image = output_is_image
+
+    def _outputs(self, pixels: tf.Tensor) -> tf.Tensor:
+        inputs = self.tft_layer({IMAGE_KEY: pixels})[IMAGE_KEY] if self.tft_layer else pixels
+        return self._apply_model(inputs)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        spec = {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.float32)}
+        pixels = tf.io.parse_example(examples, spec)[IMAGE_KEY]
+        return {self._output_key: self._outputs(pixels)}
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32, "images")]
     )
+    def predict_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = self._outputs(tf.reshape(images, [-1, IMAGE_PIXELS]))
+        if self._output_is_image:
+            outputs = tf.reshape(outputs, [-1, IMAGE_SIZE, IMAGE_SIZE, 1])
+        return {self._output_key: outputs}
+
+
+def _save_image_map(
+    servable: _ImageMapServable, export_dir: str, extra: dict | None = None
+) -> None:
+    signatures = {
+        SERVING_DEFAULT: servable.serve_examples,
+        PREDICT_IMAGES: servable.predict_images,
+        **(extra or {}),
+    }
+    tf.saved_model.save(servable, export_dir, signatures=signatures)
+
+
+RECONSTRUCTION_KEY = "reconstruction"
+CODES_KEY = "codes"
+ENCODE_IMAGES = "encode_images"
+
+
+def export_autoencoder(
+    autoencoder: tf.keras.Model,
+    encoder: tf.keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    export_dir: str,
+) -> None:
+    """Image → reconstruction (`reconstruction`: [batch, 1024] / [batch, 32, 32, 1]).
+
+    Also `encode_images` (images → `codes`), the code layer inside the same model: what the
+    encoder-only export must agree with.
+    """
+    servable = _ImageMapServable(
+        autoencoder,
+        lambda x: autoencoder(x, training=False),
+        tf_transform_output,
+        RECONSTRUCTION_KEY,
+        output_is_image=True,
+    )
+    servable.code_layer = _ImageMapServable(
+        encoder, lambda x: encoder(x, training=False), tf_transform_output, CODES_KEY, False
+    )
+    _save_image_map(servable, export_dir, {ENCODE_IMAGES: servable.code_layer.predict_images})
+
+
+def export_encoder(
+    encoder: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
+) -> None:
+    """Image → code (`codes`: [batch, code size]): what users pull features from."""
+    servable = _ImageMapServable(
+        encoder,
+        lambda x: encoder(x, training=False),
+        tf_transform_output,
+        CODES_KEY,
+        output_is_image=False,
+    )
+    _save_image_map(servable, export_dir)
+
+
+def export_pca(pca: tf.Module, export_dir: str) -> None:
+    """PCA reconstruction of raw pixels, with the autoencoder's signatures (its baseline)."""
+    servable = _ImageMapServable(
+        pca, pca.reconstruct, None, RECONSTRUCTION_KEY, output_is_image=True
+    )
+    _save_image_map(servable, export_dir)
