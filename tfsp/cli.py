@@ -10,6 +10,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tfsp.errors import UserError, one_line
@@ -39,6 +40,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -90,6 +101,42 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
         "--padding", choices=("valid", "same"), help="convolution padding (default valid)"
     )
     cnn.add_argument("--conv-stride", type=_positive_int, help="convolution stride (default 1)")
+    # Family options: the trainers validate them too; these lists mirror theirs (a unit test
+    # keeps them equal) so a typo fails before TensorFlow loads.
+    rnn = parser.add_argument_group("RNN classifier (family rnn)")
+    rnn.add_argument(
+        "--cell", choices=("simple", "jordan", "lstm", "gru"), help="recurrent cell (default lstm)"
+    )
+    rnn.add_argument("--units", type=_positive_int, help="units per recurrent layer (default 64)")
+    rnn.add_argument("--layers", type=_positive_int, help="stacked recurrent layers (default 1)")
+    rnn.add_argument("--bidirectional", action="store_true", help="bidirectional layers")
+    rnn.add_argument(
+        "--clip-norm",
+        type=_non_negative_float,
+        help="clip gradients at this global norm; 0 turns clipping off (default 5)",
+    )
+    bn = parser.add_argument_group("batch normalization (family batchnorm)")
+    bn.add_argument("--hidden-layers", type=_positive_int, help="MLP hidden layers (default 8)")
+    bn.add_argument("--activation", choices=("tanh", "relu"), help="activation (default tanh)")
+    bn.add_argument(
+        "--init",
+        choices=("normal", "glorot"),
+        help="weight init: N(0,1) as in the notes' experiment, or Glorot (default normal)",
+    )
+    transfer = parser.add_argument_group("transfer learning (family transfer)")
+    transfer.add_argument(
+        "--examples-per-class", type=_positive_int, help="labelled examples per class (default 50)"
+    )
+    transfer.add_argument(
+        "--fine-tune-epochs",
+        type=_positive_int,
+        help="then unfreeze the base for N epochs at a 10x smaller rate (default: none)",
+    )
+    autoencoder = parser.add_argument_group("autoencoder (family autoencoder)")
+    autoencoder.add_argument("--code-size", type=_positive_int, help="code size (default 32)")
+    autoencoder.add_argument(
+        "--ae-kind", choices=("conv", "dense"), help="encoder/decoder layers (default conv)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,17 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check the installation (versions, matmul, devices, runtime)"
     )
     doctor.set_defaults(handler=_cmd_doctor)
+    from serving.commands import add_commands  # serve, predict, status, metadata
+    from serving.features import add_command as add_features_command
+
+    add_commands(commands)
+    add_features_command(commands)
 
     run = commands.add_parser(
         "run",
-        help="the main job: prepare data, train, validate and push the CNN",
-        description="Prepare the digits data (if absent), run the CNN pipeline locally, "
-        "and print where the model was pushed and its test-split accuracy.",
+        help="the main job: data, every family's pipeline, then serve, predict, pull features",
+        description="Prepare the digits data (if absent); run every family's pipeline in "
+        "dependency order (or only --family F), stopping at a failed gate; then start the "
+        "local model server with every pushed model, send one Predict to each, pull the "
+        "encoder's features for the test split, print a summary table and stop the server.",
+    )
+    run.add_argument(
+        "--family", default="all", help="one family instead of all (then no serving step)"
     )
     _add_home(run)
     _add_training_flags(run)
     _add_verbose(run)
-    run.set_defaults(handler=_cmd_run, family="cnn", data_dir=None)
+    run.set_defaults(handler=_cmd_run, data_dir=None)
 
     data = commands.add_parser("data", help="prepare training data").add_subparsers(
         dest="data_command", required=True, metavar="COMMAND"
@@ -157,7 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         "AnomalyGate → Transform → Trainer → Evaluator → Pusher. Exits 1 if the model is "
         "not blessed (nothing is pushed).",
     )
-    prun.add_argument("--family", required=True, help="model family (e.g. cnn)")
+    prun.add_argument(
+        "--family",
+        required=True,
+        help="model family (e.g. cnn, rnn, batchnorm, transfer), or 'all' in dependency order",
+    )
     prun.add_argument("--data-dir", type=Path, help="prepared data (default: <home>/data/digits)")
     _add_home(prun)
     _add_training_flags(prun)
@@ -170,9 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile with KubeflowV2DagRunner. Paths are as the pipeline image and "
         "cluster see them. epochs and learning_rate are run-time parameters.",
     )
-    pcompile.add_argument("--family", required=True, help="model family (e.g. cnn)")
+    pcompile.add_argument("--family", required=True, help="model family, or 'all' (e.g. cnn)")
     pcompile.add_argument("--image", required=True, help="container image every step runs")
-    pcompile.add_argument("--output", required=True, type=Path, help="spec file to write (.json)")
+    compile_output = pcompile.add_mutually_exclusive_group(required=True)
+    compile_output.add_argument(
+        "--output",
+        type=Path,
+        help="one family: PipelineJob file (.json); the KFP package goes beside it (.yaml)",
+    )
+    compile_output.add_argument(
+        "--output-dir", type=Path, help="folder for <family>.json and <family>.yaml per family"
+    )
     pcompile.add_argument("--pipeline-root", default="/tfsp/pipelines", help="(%(default)s)")
     pcompile.add_argument("--data-root", default="/tfsp/data/digits", help="(%(default)s)")
     pcompile.add_argument(
@@ -182,7 +251,120 @@ def build_parser() -> argparse.ArgumentParser:
         "--trainer-gpus", type=int, default=1, help="GPUs the Trainer requests (default: 1)"
     )
     pcompile.set_defaults(handler=_cmd_pipeline_compile)
+
+    psubmit = pipeline_commands.add_parser(
+        "submit",
+        help="submit a compiled pipeline to Kubeflow Pipelines and print the run URL",
+        description="Upload <spec-dir>/<family>.yaml (written by 'tfsp pipeline compile') "
+        "with the KFP client and start a run. Prints the run's URL.",
+    )
+    psubmit.add_argument(
+        "--host", required=True, help="KFP endpoint, e.g. http://localhost:8080 (port-forward)"
+    )
+    psubmit.add_argument("--family", required=True, help="model family (e.g. cnn)")
+    psubmit.add_argument("--experiment", help="KFP experiment (default: tfsp-<family>)")
+    psubmit.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run-time parameter (epochs, learning_rate); repeatable",
+    )
+    psubmit.add_argument(
+        "--spec-dir",
+        type=Path,
+        default=Path("build/kfp"),
+        help="where 'compile --output-dir' wrote the packages (%(default)s)",
+    )
+    psubmit.add_argument("--spec", type=Path, help="package to submit (default: in --spec-dir)")
+    psubmit.add_argument("--run-name", help="run name (default: KFP's, from the file and time)")
+    psubmit.add_argument("--namespace", help="multi-user Kubeflow: your profile's namespace")
+    psubmit.add_argument(
+        "--timeout", type=_positive_float, default=10.0, help="seconds per connection (10)"
+    )
+    psubmit.set_defaults(handler=_cmd_pipeline_submit)
+
+    deploy = commands.add_parser("deploy", help="generate cluster deployment files").add_subparsers(
+        dest="deploy_command", required=True, metavar="COMMAND"
+    )
+    models_config = deploy.add_parser(
+        "models-config",
+        help="TF Serving models.config listing every served model (from the family registry)",
+        description="Write TensorFlow Serving's ModelServerConfig text proto: one entry per "
+        "model the registered families push, base path <root>/<model>.",
+    )
+    models_config.add_argument(
+        "--root", default="/models", help="model store as TF Serving sees it (%(default)s)"
+    )
+    models_config.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    models_config.set_defaults(handler=_cmd_deploy_models_config)
+    _add_experiment_commands(commands)
     return parser
+
+
+def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
+    """`tfsp experiment ...`: the notes' claims that are measured, not served."""
+    experiment = commands.add_parser(
+        "experiment", help="run a study-notes experiment and print its table"
+    ).add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
+    claims = experiment.add_parser(
+        "rnn-claims",
+        help="adding problem (LSTM/GRU learn it, SimpleRNN not), gradient norms, TBPTT",
+        description="Train each cell on the adding problem with clipping off and on, and "
+        "print the test MSE against the trivial baseline (always 1.0, MSE 0.167) and the "
+        "largest raw gradient norm; then the sin→cos regression trained with truncated BPTT.",
+    )
+    claims.add_argument("--seq-len", type=_positive_int, default=100, help="(%(default)s)")
+    claims.add_argument(
+        "--steps", type=_positive_int, default=3000, help="training steps per cell (%(default)s)"
+    )
+    claims.add_argument(
+        "--cells",
+        default="simple,lstm,gru,simple-relu",
+        help="comma-separated: simple, jordan, lstm, gru, simple-relu (%(default)s)",
+    )
+    claims.add_argument(
+        "--clip-norm", type=_positive_float, default=1.0, help="the 'on' threshold (%(default)s)"
+    )
+    claims.add_argument(
+        "--tbptt",
+        default="20:20,10:40",
+        help="k1:k2 pairs for the TBPTT regression, comma-separated (%(default)s)",
+    )
+    claims.add_argument("--tbptt-batches", type=_positive_int, default=30, help="(%(default)s)")
+    claims.add_argument("--output", type=Path, help="also write the results as JSON")
+    claims.set_defaults(handler=_cmd_experiment_rnn_claims)
+
+
+def _cmd_experiment_rnn_claims(args: argparse.Namespace) -> int:
+    cells = tuple(c.strip() for c in args.cells.split(",") if c.strip())
+    known = ("simple", "jordan", "lstm", "gru", "simple-relu")
+    if not cells or any(c not in known for c in cells):
+        raise UserError(f"--cells takes names from {', '.join(known)}; got {args.cells!r}")
+    try:
+        pairs = tuple(tuple(int(k) for k in p.split(":")) for p in args.tbptt.split(",") if p)
+    except ValueError:
+        raise UserError(f"--tbptt takes k1:k2 pairs, got {args.tbptt!r}") from None
+    if any(len(p) != 2 or not 1 <= p[0] <= p[1] for p in pairs):
+        raise UserError(f"--tbptt pairs need 1 <= k1 <= k2, got {args.tbptt!r}")
+    from tfsp.progress import quiet_frameworks
+
+    quiet_frameworks()
+    from trainers.rnn_experiments import format_report, rnn_claims
+
+    report = rnn_claims(
+        cells=cells,
+        seq_len=args.seq_len,
+        steps=args.steps,
+        clip_norm=args.clip_norm,
+        tbptt=pairs,
+        tbptt_batches=args.tbptt_batches,
+        progress=lambda message: print(f"==> {message}", file=sys.stderr, flush=True),
+    )
+    print(format_report(report))
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=2))
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -233,11 +415,59 @@ def _custom_config(args: argparse.Namespace) -> dict:
         )
         if value is not None
     }
-    return {"lenet": lenet} if lenet else {}
+    config = {"lenet": lenet} if lenet else {}
+    # Each family reads its own key; the others ignore it.
+    for key, options in (
+        (
+            "rnn",
+            (
+                ("cell", args.cell),
+                ("units", args.units),
+                ("layers", args.layers),
+                ("bidirectional", args.bidirectional or None),
+                ("clip_norm", args.clip_norm),
+            ),
+        ),
+        (
+            "batchnorm",
+            (
+                ("hidden_layers", args.hidden_layers),
+                ("activation", args.activation),
+                ("init", args.init),
+            ),
+        ),
+        (
+            "transfer",
+            (
+                ("examples_per_class", args.examples_per_class),
+                ("fine_tune_epochs", args.fine_tune_epochs),
+            ),
+        ),
+        ("autoencoder", (("code_size", args.code_size), ("kind", args.ae_kind))),
+    ):
+        chosen = {name: value for name, value in options if value is not None}
+        if chosen:
+            config[key] = chosen
+    return config
+
+
+@dataclass
+class FamilyOutcome:
+    """What one family's run decided, for the main job's summary."""
+
+    family: str
+    version: str | None  # the pushed version; None when nothing was pushed
+    gate: str  # the gate's figures in words
+    blessed: bool
 
 
 def _run_family(args: argparse.Namespace) -> int:
     """Run one family's pipeline and report the gate's verdict; 1 if nothing was pushed."""
+    return 0 if _run_and_report(args).blessed else 1
+
+
+def _run_and_report(args: argparse.Namespace) -> "FamilyOutcome":
+    """Run one family's pipeline, print the gate's verdict, and return the outcome."""
     from tfsp.progress import follow_components, quiet_frameworks
 
     quiet_frameworks()
@@ -249,48 +479,75 @@ def _run_family(args: argparse.Namespace) -> int:
     data_dir = (args.data_dir or layout.data_dir).resolve()
     check_data_dir(data_dir)  # before TensorFlow loads: a typo should fail at once
 
-    from pipelines.factory import COMPONENT_IDS
+    import logging
+
+    from pipelines.factory import component_ids
     from pipelines.local_runner import run_local
-    from pipelines.results import split_accuracy
+    from pipelines.results import claim_summary, test_split_figure
 
     print(f"==> pipeline tfsp-{family.name} (home {layout.home})", file=sys.stderr)
-    follow_components(total=len(COMPONENT_IDS), verbose=args.verbose)
+    progress = follow_components(total=len(component_ids(family)), verbose=args.verbose)
     started = time.monotonic()
-    result = run_local(
-        family.name,
-        layout,
-        data_dir=data_dir,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        gate_lower_bound=args.min_accuracy,
-        custom_config=_custom_config(args),
-        enable_cache=not args.no_cache,
-    )
+    try:
+        result = run_local(
+            family.name,
+            layout,
+            data_dir=data_dir,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            gate_lower_bound=args.min_accuracy,
+            custom_config=_custom_config(args),
+            enable_cache=not args.no_cache,
+        )
+    finally:
+        # `--family all` runs several pipelines in this process: one progress printer each.
+        logging.getLogger("absl").removeHandler(progress)
     wall = time.monotonic() - started
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.metrics.items()))
-    print(f"eval split:     {metrics}")
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.metrics.items()))
+    print(f"{family.evaluation_split + ' split:':<15} {metrics}")
+    claim = claim_summary(result, family)
+    if claim:
+        print(f"claim:          {claim}")
+    for figure in result.figures:
+        print(f"figure:         {figure}")
     if not result.blessed:
-        print("not blessed; nothing pushed. Failed checks:", file=sys.stderr)
+        print(f"{family.name}: not blessed; nothing pushed. Failed checks:", file=sys.stderr)
         for failure in result.failures:
             print(f"  - {failure}", file=sys.stderr)
         print(f"wall time:      {wall:.1f}s")
-        return 1
-    test = split_accuracy(result.pushed_dir, str(data_dir / "test" / "data.tfrecord"))
+        return FamilyOutcome(family.name, None, claim or metrics, False)
+    what, value = test_split_figure(
+        family, result.pushed_dir, str(data_dir / "test" / "data.tfrecord")
+    )
     print(f"pushed:         {result.pushed_dir}{' (cached run)' if result.cached else ''}")
-    print(f"test accuracy:  {test:.4f}")
+    print(f"{what + ':':<15} {value:.4g}")
     print(f"wall time:      {wall:.1f}s")
-    return 0
+    gate = claim or f"{what} {value:.4g}"
+    return FamilyOutcome(family.name, result.pushed_version, gate, True)
 
 
 def _cmd_pipeline_run(args: argparse.Namespace) -> int:
-    return _run_family(args)
+    if args.family != "all":
+        return _run_family(args)
+    from pipelines.families import run_order
+
+    # Dependency order (cnn before transfer); a failed gate stops the rest, since a family
+    # built on it would use a stale or missing model.
+    for name in run_order():
+        code = _run_family(argparse.Namespace(**{**vars(args), "family": name}))
+        if code != 0:
+            print(f"error: stopped at family {name}: its gate failed (see above)", file=sys.stderr)
+            return code
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """The main job: data, every family's pipeline, then serve, predict and pull features."""
     from tfsp.progress import quiet_frameworks
 
     quiet_frameworks()
+    from pipelines.families import run_order
     from pipelines.layout import LocalLayout
 
     layout = LocalLayout.from_env(args.home)
@@ -298,25 +555,76 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"==> preparing the digits data in {layout.data_dir}", file=sys.stderr)
         prepare_args = build_parser().parse_args(["data", "prepare", "--home", str(layout.home)])
         _cmd_data_prepare(prepare_args)
-    return _run_family(args)
+    families = run_order() if args.family == "all" else [args.family]
+    outcomes = []
+    for name in families:
+        outcome = _run_and_report(argparse.Namespace(**{**vars(args), "family": name}))
+        outcomes.append(outcome)
+        if not outcome.blessed:
+            print(f"error: stopped at family {name}: its gate failed (see above)", file=sys.stderr)
+            return 1
+    if args.family != "all":
+        return 0
+    from tfsp.main_job import serve_and_check
+
+    return serve_and_check(layout, outcomes)
 
 
 def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
+    from pipelines.families import FAMILIES, get_family
     from tfsp.progress import quiet_frameworks
 
+    # Names are checked before TensorFlow loads, so a typo fails at once.
+    if args.family == "all":
+        if args.output is not None:
+            raise UserError("--family all writes one spec per family: use --output-dir DIR")
+        families = list(FAMILIES)
+    else:
+        families = [get_family(args.family).name]
     quiet_frameworks()
-    from pipelines.kubeflow_runner import compile_pipeline
+    from pipelines.kubeflow_runner import compile_family
 
-    compile_pipeline(
-        args.family,
-        args.image,
-        args.output,
-        pipeline_root=args.pipeline_root,
-        data_root=args.data_root,
-        serving_root=args.serving_root,
-        trainer_gpus=args.trainer_gpus,
+    for family in families:
+        output = args.output or args.output_dir / f"{family}.json"
+        written = compile_family(
+            family,
+            args.image,
+            output,
+            pipeline_root=args.pipeline_root,
+            data_root=args.data_root,
+            serving_root=args.serving_root,
+            trainer_gpus=args.trainer_gpus,
+        )
+        print(f"wrote {' and '.join(str(path) for path in written)}")
+    return 0
+
+
+def _cmd_pipeline_submit(args: argparse.Namespace) -> int:
+    from pipelines.families import get_family
+    from pipelines.kfp_submit import submit_package
+
+    family = get_family(args.family).name
+    url = submit_package(
+        args.host,
+        args.spec or args.spec_dir / f"{family}.yaml",
+        params=args.param,
+        experiment=args.experiment or f"tfsp-{family}",
+        run_name=args.run_name,
+        namespace=args.namespace,
+        timeout=args.timeout,
     )
-    print(f"wrote {args.output}")
+    print(f"run: {url}")
+    return 0
+
+
+def _cmd_deploy_models_config(args: argparse.Namespace) -> int:
+    from pipelines.model_config import render_models_config, write_models_config
+
+    if args.output is None:
+        sys.stdout.write(render_models_config(args.root))
+    else:
+        write_models_config(args.output, args.root)
+        print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,96 @@
+"""The serving half of `make run`: serve what the pipelines pushed and show that it works.
+
+Writes models.config for the models the runs pushed (under the local serving root), starts
+`tfsp-model-server` on free loopback ports, sends one Predict (`predict_images`) to each
+model, pulls the encoder's features for the test split, prints the summary table, and stops
+the server (SIGTERM: it drains, then exits).
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from google.protobuf import text_format
+
+from pipelines.families import FAMILIES
+from pipelines.layout import LocalLayout
+from pipelines.model_config import build_models_config
+
+FEATURES_MODEL = "autoencoder_encoder"
+PREDICT_SIGNATURE = "predict_images"
+
+
+def _outputs_text(outputs: dict[str, np.ndarray]) -> str:
+    return ", ".join(f"{key} {list(value.shape)}" for key, value in sorted(outputs.items()))
+
+
+def serve_and_check(layout: LocalLayout, outcomes: list, data_dir: Path | None = None) -> int:
+    """Serve the models these runs pushed, send each one Predict, pull the encoder's features
+    for the test split of `data_dir` (default: the home's); 0 when all of it worked."""
+    from serving.client import ServingClient
+    from serving.feature_sources import TFRecordSource
+    from serving.features import pull_features
+    from serving.launcher import LocalServer
+    from tfsp.data.prepare import read_split
+
+    models = [m for o in outcomes if o.blessed for m in FAMILIES[o.family].served_models()]
+    config_file = layout.home / "models.config"
+    config_file.write_text(
+        text_format.MessageToString(build_models_config(str(layout.serving_root), models))
+    )
+    test_split = (data_dir or layout.data_dir) / "test"
+    images, _ = read_split(test_split / "data.tfrecord")
+    one_image = images[:1].reshape(1, 32, 32, 1)
+    features_file = layout.home / "features" / "test_codes.parquet"
+    features_file.parent.mkdir(parents=True, exist_ok=True)
+
+    print(f"==> serving {len(models)} models from {layout.serving_root}", file=sys.stderr)
+    answers: dict[str, str] = {}
+    pulled = None
+    with LocalServer(config_file, layout.home / "server.log").start(models) as server:
+        with ServingClient(server.address) as client:
+            for model in models:
+                spec, outputs = client.predict(
+                    model, {"images": one_image}, signature=PREDICT_SIGNATURE
+                )
+                answers[model] = f"v{spec.version.value}: {_outputs_text(outputs)}"
+            if FEATURES_MODEL in models:
+                print(f"==> pulling {FEATURES_MODEL} features for the test split", file=sys.stderr)
+                pulled = pull_features(
+                    TFRecordSource(test_split), features_file, client, FEATURES_MODEL
+                )
+        stopped = server.stop()
+    if pulled is not None:
+        print(
+            f"features:       {features_file} ({pulled.rows} rows × {pulled.code_size} "
+            f"codes, {pulled.rows / max(pulled.seconds, 1e-9):.0f} rows/s)"
+        )
+    _print_summary(outcomes, answers)
+    if stopped != 0:
+        print(
+            f"error: the model server exited with {stopped}; see {layout.home / 'server.log'}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_summary(outcomes: list, answers: dict[str, str]) -> None:
+    rows = [("model", "version", "gate", "claim met", "Predict")]
+    for outcome in outcomes:
+        for model in FAMILIES[outcome.family].served_models():
+            gate = outcome.gate if model == outcome.family else f"(with {outcome.family})"
+            rows.append(
+                (
+                    model,
+                    outcome.version or "-",
+                    gate,
+                    "yes" if outcome.blessed else "NO",
+                    answers.get(model, "-"),
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
