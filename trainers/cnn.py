@@ -7,25 +7,16 @@ non-linear, pooling then selects features). Padding, stride and pooling type are
 whose output sizes follow `output_size`.
 """
 
-import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 
 import tensorflow as tf
-import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from tfsp.errors import UserError
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES
-from trainers.common import (
-    Hyperparameters,
-    cosine_epoch_schedule,
-    make_strategy,
-    transformed_dataset,
-)
-from trainers.export import export_classifier
+from trainers.common import Hyperparameters, fit_and_export_classifier
 
 PADDINGS = ("valid", "same")
 POOLINGS = ("max", "average")
@@ -128,27 +119,12 @@ def config_from_custom(custom_config: dict | None) -> LeNetConfig:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train LeNet-5 on Transform's output and export it."""
-    hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
     config = config_from_custom(fn_args.custom_config)
-    logging.info("CNN hyper-parameters %s, architecture %s", hparams, config)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = transformed_dataset(
-        fn_args.train_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, True
-    )
-    evaluation = transformed_dataset(
-        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, False
-    )
-    tf.keras.utils.set_random_seed(0)
-    with make_strategy().scope():
+    logging.info("CNN architecture %s", config)
+
+    def build(hparams: Hyperparameters) -> tf.keras.Model:
         model = build_lenet5(config)
         compile_classifier(model, hparams.learning_rate)
-    history = model.fit(
-        train,
-        validation_data=evaluation,
-        epochs=hparams.epochs,
-        callbacks=[cosine_epoch_schedule(hparams.learning_rate, hparams.epochs)],
-        verbose=2,
-    )
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
-    export_classifier(model, tf_transform_output, fn_args.serving_model_dir)
+        return model
+
+    fit_and_export_classifier(fn_args, build)

@@ -4,6 +4,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -13,6 +14,7 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from tfsp.features import LABEL_KEY
+from trainers.export import export_classifier
 
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 # Where a Trainer that trains a reference model (the other side of a family's claim) exports
@@ -137,3 +139,39 @@ def write_json(path: str, values: dict) -> None:
     """Write `values` as indented JSON through tf.io.gfile (local or remote paths)."""
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(values, f, indent=2, sort_keys=True)
+
+
+def fit_and_export_classifier(
+    fn_args: tfx.components.FnArgs,
+    build_compiled_model: Callable[[Hyperparameters], tf.keras.Model],
+) -> tf.keras.Model:
+    """Train a digit classifier on Transform's output and export it (the CNN and RNN run_fn).
+
+    `build_compiled_model(hparams)` is called inside the distribution strategy's scope and
+    returns a compiled Keras model; training uses the cosine schedule, the history goes to
+    `<model_run>/history.json`, and the model is exported by `export_classifier`.
+    """
+    hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = transformed_dataset(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, True
+    )
+    evaluation = transformed_dataset(
+        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, False
+    )
+    tf.keras.utils.set_random_seed(0)
+    with make_strategy().scope():
+        model = build_compiled_model(hparams)
+    history = model.fit(
+        train,
+        validation_data=evaluation,
+        epochs=hparams.epochs,
+        callbacks=[cosine_epoch_schedule(hparams.learning_rate, hparams.epochs)],
+        verbose=2,
+    )
+    write_json(
+        os.path.join(fn_args.model_run_dir, "history.json"),
+        {k: [float(v) for v in vs] for k, vs in history.history.items()},
+    )
+    export_classifier(model, tf_transform_output, fn_args.serving_model_dir)
+    return model

@@ -11,25 +11,16 @@ The notes' long-range and exploding-gradient claims, and truncated BPTT, are exp
 `trainers.rnn_experiments` (`tfsp experiment rnn-claims`), not part of the served model.
 """
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass
 
 import tensorflow as tf
-import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from tfsp.errors import UserError
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES
-from trainers.common import (
-    Hyperparameters,
-    cosine_epoch_schedule,
-    make_strategy,
-    transformed_dataset,
-    write_json,
-)
-from trainers.export import export_classifier
+from trainers.common import Hyperparameters, fit_and_export_classifier, write_json
 
 CELLS = ("simple", "jordan", "lstm", "gru")
 
@@ -171,32 +162,17 @@ def config_from_custom(custom_config: dict | None) -> RNNConfig:
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train the row-by-row classifier and export it."""
-    hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
     config = config_from_custom(fn_args.custom_config)
-    logging.info("RNN hyper-parameters %s, architecture %s", hparams, config)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = transformed_dataset(
-        fn_args.train_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, True
-    )
-    evaluation = transformed_dataset(
-        fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, False
-    )
-    tf.keras.utils.set_random_seed(0)
-    with make_strategy().scope():
+    logging.info("RNN architecture %s", config)
+
+    def build(hparams: Hyperparameters) -> tf.keras.Model:
         model = build_rnn_classifier(config)
         model.compile(
             optimizer=make_optimizer(hparams.learning_rate, config.clip_norm),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(),
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
-    history = model.fit(
-        train,
-        validation_data=evaluation,
-        epochs=hparams.epochs,
-        callbacks=[cosine_epoch_schedule(hparams.learning_rate, hparams.epochs)],
-        verbose=2,
-    )
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({k: [float(v) for v in vs] for k, vs in history.history.items()}, f)
+        return model
+
     write_json(os.path.join(fn_args.model_run_dir, "rnn_config.json"), asdict(config))
-    export_classifier(model, tf_transform_output, fn_args.serving_model_dir)
+    fit_and_export_classifier(fn_args, build)
