@@ -162,10 +162,14 @@ def eval_config(
 
 
 def family_eval_config(family: Family, lower_bound: float | None = None) -> tfma.EvalConfig:
-    """`family`'s gate; `lower_bound` (if given) replaces the family's own floor."""
+    """`family`'s gate; `lower_bound` (if given) replaces the floor of a higher-is-better
+    metric (accuracy). A lower-is-better metric (the autoencoder's MSE) keeps its own bounds:
+    one `--min-accuracy` for `--family all` must not become a floor on an error."""
+    if lower_bound is None or family.gate_direction != "higher":
+        lower_bound = family.gate_lower_bound
     return eval_config(
         family.gate_metric,
-        family.gate_lower_bound if lower_bound is None else lower_bound,
+        lower_bound,
         upper_bound=family.gate_upper_bound,
         direction=family.gate_direction,
         baseline=family.baseline,

@@ -162,3 +162,20 @@ def test_anomalies_are_named_per_split_and_feature():
         "eval: label: Out-of-range values (Unexpectedly large value: 12.)"
     ]
     assert describe_anomalies({"train": clean}) == []
+
+
+def test_an_accuracy_floor_never_becomes_a_floor_on_an_error():
+    # `--min-accuracy` applies to every family of `--family all`; the autoencoder's gate is MSE.
+    from pipelines.factory import family_eval_config
+
+    config = family_eval_config(get_family("autoencoder"), lower_bound=0.5)
+    (metric,) = [m for m in config.metrics_specs[0].metrics if m.class_name == "MeanSquaredError"]
+    assert not metric.threshold.value_threshold.HasField("lower_bound")
+    assert metric.threshold.value_threshold.upper_bound.value == 0.01
+    classifier = family_eval_config(get_family("cnn"), lower_bound=0.5)
+    (accuracy,) = [
+        m
+        for m in classifier.metrics_specs[0].metrics
+        if m.class_name == "SparseCategoricalAccuracy"
+    ]
+    assert accuracy.threshold.value_threshold.lower_bound.value == 0.5

@@ -90,7 +90,8 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-accuracy",
         type=_fraction,
-        help="the Evaluator's absolute bound on eval-split accuracy (family default)",
+        help="the Evaluator's absolute floor on accuracy, for the classifier families "
+        "(family default; the autoencoder's MSE gate keeps its own bounds)",
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="re-run every component (caching is on)"
