@@ -56,21 +56,39 @@ def _as_images(array: np.ndarray, where: str) -> np.ndarray:
 
 
 class NpySource(FeatureSource):
-    """A .npy array, memory-mapped so only the batches in flight are read."""
+    """A .npy array, read slice by slice with plain file reads.
+
+    Not memory-mapped: mapped pages stay resident as they are read, so a mapped pull's
+    memory would grow with the input; these reads keep it at a few batches.
+    """
 
     def __init__(self, path: Path) -> None:
         try:
-            self._array = np.load(path, mmap_mode="r")
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, fortran_order, dtype = read_header(f)
+                self._offset = f.tell()
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read {path} as a .npy array: {exc}") from exc
-        _as_images(self._array[:0], str(path))  # validates the shape before any work
-        super().__init__(f"{path} ({len(self._array)} rows)", len(self._array), _fingerprint(path))
-        self._path = path
+        if fortran_order or dtype.hasobject or not shape:
+            raise UserError(f"{path}: expected a C-ordered numeric array with rows")
+        _as_images(np.zeros((0, *shape[1:]), dtype), str(path))  # validates before any work
+        self._path, self._dtype, self._row_shape = path, dtype, tuple(shape[1:])
+        self._row_items = int(np.prod(self._row_shape))
+        super().__init__(f"{path} ({shape[0]} rows)", int(shape[0]), _fingerprint(path))
 
     def batches(self, start: int, batch_size: int) -> Iterator[Batch]:
-        for first in range(start, self.num_rows, batch_size):
-            chunk = self._array[first : first + batch_size]
-            yield first, _as_images(chunk, str(self._path))
+        with open(self._path, "rb") as f:
+            for first in range(start, self.num_rows, batch_size):
+                count = min(batch_size, self.num_rows - first)
+                f.seek(self._offset + first * self._row_items * self._dtype.itemsize)
+                flat = np.fromfile(f, dtype=self._dtype, count=count * self._row_items)
+                yield first, _as_images(flat.reshape(count, *self._row_shape), str(self._path))
 
 
 class TFRecordSource(FeatureSource):
