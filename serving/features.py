@@ -11,13 +11,21 @@ import argparse
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from tfsp.errors import UserError
+
+if TYPE_CHECKING:  # both import TensorFlow/gRPC; the CLI imports them only when pulling
+    from serving.client import ServingClient
+    from serving.feature_sources import FeatureSource
+
+T = TypeVar("T")
 
 ENCODER_SIGNATURE = "predict_images"
 ENCODER_INPUT = "images"
@@ -36,7 +44,7 @@ class PullResult:
     code_size: int
 
 
-def with_retries(call, retries: int, what: str):  # noqa: ANN001, ANN201 - any callable
+def with_retries(call: Callable[[], T], retries: int, what: str) -> T:
     """`call()`, retrying UNAVAILABLE / DEADLINE_EXCEEDED with exponential backoff.
 
     Other failures, and the last retryable one, become a one-line UserError.
@@ -54,7 +62,9 @@ def with_retries(call, retries: int, what: str):  # noqa: ANN001, ANN201 - any c
     raise AssertionError("unreachable")
 
 
-def describe_encoder(client, model: str, version: int | None, retries: int) -> tuple[int, int]:  # noqa: ANN001
+def describe_encoder(
+    client: "ServingClient", model: str, version: int | None, retries: int
+) -> tuple[int, int]:
     """(version, code size) of the served encoder; UserError if `model` is not an encoder."""
     spec, signatures = with_retries(
         lambda: client.metadata(model, version=version),
@@ -79,9 +89,9 @@ def describe_encoder(client, model: str, version: int | None, retries: int) -> t
 
 
 def pull_features(
-    source,  # noqa: ANN001 - a serving.feature_sources.FeatureSource
+    source: "FeatureSource",
     output: Path,
-    client,  # noqa: ANN001 - a serving.client.ServingClient
+    client: "ServingClient",
     model: str,
     *,
     version: int | None = None,

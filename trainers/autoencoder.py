@@ -9,13 +9,26 @@ eval-split reconstruction error is lower.
 The encoder alone is what users pull features from (`autoencoder_encoder`).
 """
 
+import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_transform as tft
+from tfx import v1 as tfx
 
 from tfsp.errors import UserError
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from trainers.common import (
+    REFERENCE_MODEL_DIR,
+    Hyperparameters,
+    cosine_epoch_schedule,
+    make_strategy,
+    transformed_dataset,
+    write_json,
+)
+from trainers.export import export_autoencoder, export_encoder, export_pca
 
 KINDS = ("conv", "dense")
 
@@ -143,8 +156,6 @@ CLAIM_FILE = "claim.json"
 
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     """Standardised image as the input, raw pixels as the target; the label is not used."""
-    import tensorflow_transform as tft
-
     return {
         IMAGE_KEY: tft.scale_to_z_score(inputs[IMAGE_KEY]),
         PIXELS_KEY: tf.identity(inputs[IMAGE_KEY]),
@@ -192,23 +203,8 @@ def save_reconstruction_figure(
     plt.close(fig)
 
 
-def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx.components.FnArgs
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train the autoencoder; export it, its encoder, and PCA."""
-    import json
-    import logging
-    import os
-
-    import tensorflow_transform as tft
-
-    from trainers.common import (
-        REFERENCE_MODEL_DIR,
-        Hyperparameters,
-        cosine_epoch_schedule,
-        make_strategy,
-        transformed_dataset,
-    )
-    from trainers.export import export_autoencoder, export_encoder, export_pca
-
     hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
     config = config_from_custom(fn_args.custom_config)
     logging.info("autoencoder hyper-parameters %s, architecture %s", hparams, config)
@@ -265,5 +261,4 @@ def run_fn(fn_args) -> None:  # noqa: ANN001 - tfx.components.FnArgs
     save_reconstruction_figure(
         os.path.join(fn_args.model_run_dir, FIGURE_FILE), eval_pixels, ae_eval, pca_eval
     )
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, CLAIM_FILE), "w") as f:
-        json.dump(claim, f, indent=2)
+    write_json(os.path.join(fn_args.model_run_dir, CLAIM_FILE), claim)
