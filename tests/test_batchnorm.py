@@ -87,8 +87,7 @@ def test_a_failed_claim_names_the_claim_and_the_gap():
         {"sparse_categorical_accuracy": 0.93},
     )
     assert message == (
-        "claim failed: BN variant accuracy 0.91 is not above the plain variant's 0.93 "
-        "(by -0.02)"
+        "claim failed: BN variant accuracy 0.91 is not above the plain variant's 0.93 (by -0.02)"
     )
 
 
