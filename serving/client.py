@@ -140,10 +140,8 @@ class ServingClient:
         label: str | None = None,
     ) -> classification_pb2.ClassificationResponse:
         """Classify tf.Examples."""
-        request = classification_pb2.ClassificationRequest(
-            model_spec=model_spec(model, version, label, signature)
-        )
-        request.input.example_list.examples.extend(examples)
+        request = classification_pb2.ClassificationRequest()
+        self._fill_example_request(request, model, examples, signature, version, label)
         return self._call(self.prediction.Classify, request)  # type: ignore[return-value]
 
     def regress(
@@ -156,11 +154,22 @@ class ServingClient:
         label: str | None = None,
     ) -> regression_pb2.RegressionResponse:
         """Regress tf.Examples."""
-        request = regression_pb2.RegressionRequest(
-            model_spec=model_spec(model, version, label, signature)
-        )
-        request.input.example_list.examples.extend(examples)
+        request = regression_pb2.RegressionRequest()
+        self._fill_example_request(request, model, examples, signature, version, label)
         return self._call(self.prediction.Regress, request)  # type: ignore[return-value]
+
+    @staticmethod
+    def _fill_example_request(
+        request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
+        model: str,
+        examples: list[example_pb2.Example],
+        signature: str,
+        version: int | None,
+        label: str | None,
+    ) -> None:
+        # Classify and Regress requests have the same two fields.
+        request.model_spec.CopyFrom(model_spec(model, version, label, signature))
+        request.input.example_list.examples.extend(examples)
 
     def metadata(
         self, model: str, *, version: int | None = None, label: str | None = None

@@ -67,9 +67,11 @@ class Prediction:
     signature: str
     outputs: dict[str, np.ndarray]
 
-    def model_spec(self) -> model_pb2.ModelSpec:
-        """The ModelSpec TF Serving echoes in responses."""
-        return _model_spec(self.name, self.version, self.signature)
+    def fill_model_spec(self, spec: model_pb2.ModelSpec) -> None:
+        """Write the ModelSpec TF Serving echoes in responses into a response's field."""
+        spec.name = self.name
+        spec.version.value = self.version
+        spec.signature_name = self.signature
 
 
 def _model_spec(name: str, version: int, signature: str = "") -> model_pb2.ModelSpec:
@@ -169,7 +171,7 @@ class DataPlane:
         loaded = self.resolve(spec)
         name, signature = self.predict_signature(loaded, signature_name)
         expected = signature.inputs
-        if set(inputs) != set(expected):
+        if len(inputs) != len(expected) or any(key not in expected for key in inputs):
             sent, wanted = sorted(inputs), sorted(expected)
             extra = sorted(set(inputs) - set(expected))
             missing = sorted(set(expected) - set(inputs))
@@ -294,33 +296,32 @@ class DataPlane:
             result.regressions.add(value=float(value))
         return result
 
+    async def _on_examples(
+        self, spec: SpecRef, signature_name: str, inp: input_pb2.Input, kind: str
+    ) -> tuple[model_pb2.ModelSpec, dict[str, np.ndarray], int]:
+        """Run a `kind`-shaped signature on tf.Examples: (answering spec, outputs, examples)."""
+        loaded = self.resolve(spec)
+        name, signature = self._example_signature(loaded, signature_name, kind)
+        examples = self._examples(inp)
+        outputs = await self._run_examples(loaded, name, signature, examples)
+        servable = loaded.servable
+        return _model_spec(servable.name, servable.version, name), outputs, len(examples)
+
     async def classify(
         self, spec: SpecRef, signature_name: str, inp: input_pb2.Input
     ) -> tuple[model_pb2.ModelSpec, classification_pb2.ClassificationResult]:
         """Classify tf.Examples through a classification-shaped signature."""
-        loaded = self.resolve(spec)
-        name, signature = self._example_signature(loaded, signature_name, "classification")
-        examples = self._examples(inp)
-        outputs = await self._run_examples(loaded, name, signature, examples)
-        servable = loaded.servable
-        return (
-            _model_spec(servable.name, servable.version, name),
-            self._classification(outputs, len(examples)),
+        answered, outputs, count = await self._on_examples(
+            spec, signature_name, inp, "classification"
         )
+        return answered, self._classification(outputs, count)
 
     async def regress(
         self, spec: SpecRef, signature_name: str, inp: input_pb2.Input
     ) -> tuple[model_pb2.ModelSpec, regression_pb2.RegressionResult]:
         """Regress tf.Examples through a regression-shaped signature."""
-        loaded = self.resolve(spec)
-        name, signature = self._example_signature(loaded, signature_name, "regression")
-        examples = self._examples(inp)
-        outputs = await self._run_examples(loaded, name, signature, examples)
-        servable = loaded.servable
-        return (
-            _model_spec(servable.name, servable.version, name),
-            self._regression(outputs, len(examples)),
-        )
+        answered, outputs, count = await self._on_examples(spec, signature_name, inp, "regression")
+        return answered, self._regression(outputs, count)
 
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest

@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
+    input_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -68,6 +69,13 @@ class _Calls:
         raise AssertionError("unreachable")  # abort() always raises
 
 
+def _example_call(
+    request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
+) -> tuple[SpecRef, str, input_pb2.Input]:
+    """The data plane's arguments for Classify and Regress, whose requests share their fields."""
+    return SpecRef.from_proto(request.model_spec), request.model_spec.signature_name, request.input
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
@@ -89,7 +97,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 list(request.output_filter),
             )
             response = predict_pb2.PredictResponse()
-            response.model_spec.CopyFrom(prediction.model_spec())
+            prediction.fill_model_spec(response.model_spec)
             for key, value in prediction.outputs.items():
                 tensors.from_numpy(value, response.outputs[key])
             return response
@@ -102,11 +110,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Classify tf.Examples."""
 
         async def work() -> classification_pb2.ClassificationResponse:
-            spec, result = await self._dp.classify(
-                SpecRef.from_proto(request.model_spec),
-                request.model_spec.signature_name,
-                request.input,
-            )
+            spec, result = await self._dp.classify(*_example_call(request))
             return classification_pb2.ClassificationResponse(model_spec=spec, result=result)
 
         return await self._calls.run("classify", request.model_spec.name, context, work)
@@ -117,11 +121,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Regress tf.Examples."""
 
         async def work() -> regression_pb2.RegressionResponse:
-            spec, result = await self._dp.regress(
-                SpecRef.from_proto(request.model_spec),
-                request.model_spec.signature_name,
-                request.input,
-            )
+            spec, result = await self._dp.regress(*_example_call(request))
             return regression_pb2.RegressionResponse(model_spec=spec, result=result)
 
         return await self._calls.run("regress", request.model_spec.name, context, work)

@@ -29,8 +29,14 @@ class _Counters:
     def declare(self, name: str, doc: str) -> None:
         self._docs[name] = doc
 
+    @staticmethod
+    def key(name: str, labels: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return (name, tuple(sorted(labels.items())))
+
     def inc(self, name: str, labels: dict[str, str]) -> None:
-        key = (name, tuple(sorted(labels.items())))
+        self.inc_key(self.key(name, labels))
+
+    def inc_key(self, key: tuple[str, tuple[tuple[str, str], ...]]) -> None:
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + 1.0
 
@@ -99,6 +105,7 @@ class Metrics:
             registry=self.registry,
         )
         self._states_source: Callable[[], list[tuple[str, int, int]]] = list
+        self._request_series: dict[tuple[str, str, str, str], tuple] = {}
 
     def watch_states(self, source: Callable[[], list[tuple[str, int, int]]]) -> None:
         """Report (model, version, state) triples from `source` at each scrape."""
@@ -109,9 +116,18 @@ class Metrics:
         self, model: str, api: str, entrypoint: str, status: str, seconds: float
     ) -> None:
         """Count one finished request and record its latency."""
-        labels = {"model_name": model, "API": api, "entrypoint": entrypoint, "status": status}
-        self._counters.inc(":tensorflow:serving:request_count", labels)
-        self._latency.labels(**labels).observe(seconds * 1e6)
+        # Every request lands here: the label lookups are done once per label set.
+        series = self._request_series.get((model, api, entrypoint, status))
+        if series is None:
+            labels = {"model_name": model, "API": api, "entrypoint": entrypoint, "status": status}
+            series = (
+                self._counters.key(":tensorflow:serving:request_count", labels),
+                self._latency.labels(**labels),
+            )
+            self._request_series[(model, api, entrypoint, status)] = series
+        count_key, latency = series
+        self._counters.inc_key(count_key)
+        latency.observe(seconds * 1e6)
 
     def observe_batch(self, model: str, size: int, padding: int) -> None:
         """Record one batch run by the batcher."""
