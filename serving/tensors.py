@@ -73,7 +73,8 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
         raise invalid(f"input '{name}': unsupported dtype {dtype_name(proto.dtype)}")
     dtype, field = entry
     shape = _shape(name, proto.tensor_shape)
-    count = math.prod(shape)  # Python ints: no overflow, and ~10x cheaper than np.prod
+    # Python ints: a claimed shape may exceed 2**63 elements; also ~10x cheaper than np.prod.
+    count = math.prod(shape)
     if count * max(dtype.itemsize, 1) > MAX_TENSOR_BYTES:
         raise ServingError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -465,6 +465,14 @@ GRPC_CASES = [
         "larger than",
     ),
     (
+        # 2**96 elements: a 64-bit product would wrap around to 0
+        "shape whose size overflows int64",
+        "Predict",
+        _with_input(_tensor(shape=(1 << 32, 1 << 32, 1 << 32), float_val=[1.0])),
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "larger than",
+    ),
+    (
         "unknown output_filter",
         "Predict",
         predict_pb2.PredictRequest(
