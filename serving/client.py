@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import tensors
+from serving.predict_wire import predict_request_bytes
 
 DEFAULT_SERVER = "localhost:8500"
 DEFAULT_REST_SERVER = "localhost:8501"
@@ -88,6 +89,12 @@ class ServingClient:
             ],
         )
         self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        # Predict with a request already serialized by predict_wire (no serializer: bytes).
+        self._predict_bytes = self._channel.unary_unary(
+            "/tensorflow.serving.PredictionService/Predict",
+            request_serializer=None,
+            response_deserializer=predict_pb2.PredictResponse.FromString,
+        )
         self.models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self) -> None:
@@ -121,9 +128,7 @@ class ServingClient:
             model_spec=model_spec(model, version, label, signature),
             output_filter=output_filter or [],
         )
-        for key, value in inputs.items():
-            tensors.from_numpy(np.asarray(value), request.inputs[key])
-        response = self._call(self.prediction.Predict, request)
+        response = self._call(self._predict_bytes, predict_request_bytes(request, inputs))
         outputs = {
             key: tensors.to_numpy(key, proto)
             for key, proto in response.outputs.items()  # type: ignore[attr-defined]

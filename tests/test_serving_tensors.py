@@ -7,9 +7,11 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import predict_pb2
 
 from serving import rest_json, tensors
 from serving.errors import ServingError
+from serving.predict_wire import predict_request_bytes
 
 ARRAYS = [
     np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
@@ -53,6 +55,34 @@ def test_decode_matches_tensorflow(array, content):
 def test_encode_is_read_back_by_tensorflow(array):
     proto = tensors.from_numpy(np.asarray(array))
     assert tf.make_ndarray(proto).tolist() == np.asarray(array).tolist()
+
+
+def _request() -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest(output_filter=["codes"])
+    request.model_spec.name = "m"
+    request.model_spec.version.value = 7
+    request.model_spec.signature_name = "predict_images"
+    return request
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {f"in{i}": array for i, array in enumerate(ARRAYS)},  # every dtype, strings too
+        {"images": np.random.default_rng(0).random((256, 32, 32, 1), dtype=np.float32)},
+        {"empty": np.zeros((0, 3), np.float32), "k" * 200: np.int64(5)},  # 2-byte varints
+        {"images": np.arange(24, dtype=np.float32).reshape(2, 3, 4)[:, ::2]},  # not contiguous
+    ],
+    ids=["all-dtypes", "1MiB", "empty-and-long-key", "strided"],
+)
+def test_predict_request_bytes_parse_as_the_protobuf_built_request(inputs):
+    expected = _request()
+    for name, value in inputs.items():
+        tensors.from_numpy(np.asarray(value), expected.inputs[name])
+    parsed = predict_pb2.PredictRequest.FromString(predict_request_bytes(_request(), inputs))
+    assert parsed == expected
+    for name, value in inputs.items():
+        assert tensors.to_numpy(name, parsed.inputs[name]).tolist() == np.asarray(value).tolist()
 
 
 def test_short_value_fields_follow_tensorflow_fill_rules():
