@@ -90,9 +90,7 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
                 f"input '{name}': tensor_content has {len(content)} bytes, "
                 f"expected {expected} for shape {list(shape)} of {dtype_name(proto.dtype)}"
             )
-        # A writable copy: TensorFlow converts a read-only array more slowly; decoding plus
-        # conversion of a 1 MiB tensor took 0.51 ms this way against 0.58 ms without.
-        return np.frombuffer(bytearray(content), dtype=dtype).reshape(shape)
+        return np.frombuffer(content, dtype=dtype).reshape(shape)
     values = getattr(proto, field)
     given = len(values)
     if given > count:
