@@ -4,19 +4,22 @@ peak memory on a 100,000-row input (it must stream, not load everything).
 Needs a pushed encoder: run `make run` first (or pass --home). In one run:
   1. in-process: the encoder SavedModel's `predict_images` on the same rows and batch size;
   2. over gRPC: `tfsp features` (a child process) against the local model server serving the
-     encoder, on a 100,000-row .npy, twice; the ratio uses the second pull, as the server is
-     then past its warm-up like the in-process function (the first pull is printed too).
-     The pull's peak RSS is read from the kernel while it runs.
+     encoder, on a 100,000-row .npy; its peak RSS is read from the kernel while it runs.
+A first pull warms the fresh server up (the in-process function gets a warm-up call too) and
+is printed apart; then --rounds rounds of both, interleaved so both meet the same machine
+load, and the ratio is the median of the per-round ratios.
 
-    .venv/bin/python benchmarks/features_bench.py [--rows 100000] [--batch-size 256]
+    .venv/bin/python benchmarks/features_bench.py [--rows 100000] [--batch-size 256] [--rounds 3]
 """
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tfsp.progress import quiet_frameworks
@@ -35,10 +38,8 @@ from trainers.common import latest_pushed_version  # noqa: E402
 MODEL = "autoencoder_encoder"
 
 
-def in_process_rows_per_second(model_dir: Path, rows: np.ndarray, batch: int) -> float:
+def in_process_rows_per_second(encode: Callable, rows: np.ndarray, batch: int) -> float:
     """Rows/s of the encoder's predict_images called in this process, batch by batch."""
-    encode = tf.saved_model.load(str(model_dir)).signatures["predict_images"]
-    encode(images=tf.constant(rows[:batch]))  # trace and warm up outside the timing
     started = time.perf_counter()
     for first in range(0, len(rows), batch):
         encode(images=tf.constant(rows[first : first + batch]))
@@ -98,9 +99,10 @@ def main() -> int:
     """Measure both, print figures and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", help="tfsp home with a pushed encoder (default: ./.tfsp)")
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--in-flight", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=100_000, help="rows to pull (100000)")
+    parser.add_argument("--batch-size", type=int, default=256, help="rows per request (256)")
+    parser.add_argument("--in-flight", type=int, default=4, help="requests in flight (4)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measured rounds (3)")
     args = parser.parse_args()
 
     layout = LocalLayout.from_env(args.home)
@@ -124,39 +126,54 @@ def main() -> int:
         del array
         input_mb = source.stat().st_size / 2**20
 
-        sample = np.load(source, mmap_mode="r")[: min(args.rows, 20_000)]
-        local = in_process_rows_per_second(
-            layout.serving_root / MODEL / version, np.asarray(sample), args.batch_size
-        )
-        print(
-            f"in-process encoder ({len(sample)} rows, batch {args.batch_size}): "
-            f"{local:9.0f} rows/s",
-            flush=True,
-        )
+        sample = np.asarray(np.load(source, mmap_mode="r")[: min(args.rows, 20_000)])
+        encode = tf.saved_model.load(str(layout.serving_root / MODEL / version)).signatures[
+            "predict_images"
+        ]
+        encode(images=tf.constant(sample[: args.batch_size]))  # warm-up, outside the timing
 
         config = tmp_dir / "models.config"
         config.write_text(
             text_format.MessageToString(build_models_config(str(layout.serving_root), [MODEL]))
         )
+        local_rates, pulls = [], []
         with LocalServer(config, tmp_dir / "server.log").start([MODEL]) as server:
-            # Two pulls of the same rows: the first also pays the fresh server's warm-up (its
-            # first model calls at this batch size); the in-process figure excludes its own.
-            pulls = [pull(server.address, source, tmp_dir / f"codes{i}.npy", args) for i in (1, 2)]
-        for attempt, (code, _, stderr, _, _) in enumerate(pulls, start=1):
+            # The first pull also pays the fresh server's warm-up (its first model calls at
+            # this batch size), as the in-process figure's warm-up call does: printed apart.
+            cold = pull(server.address, source, tmp_dir / "cold.npy", args)
+            for round_ in range(args.rounds):  # interleaved, so both see the same machine
+                local_rates.append(in_process_rows_per_second(encode, sample, args.batch_size))
+                pulls.append(pull(server.address, source, tmp_dir / f"codes{round_}.npy", args))
+        rates = []
+        for code, stdout, stderr, _, _ in (cold, *pulls):
             if code != 0:
-                print(f"pull {attempt} failed:\n{stderr}", file=sys.stderr)
+                print(f"a pull failed:\n{stderr}", file=sys.stderr)
                 return 1
-        rates = [float(re.search(r"\((\d+) rows/s", stdout).group(1)) for _, stdout, *_ in pulls]
-        cold, grpc_rate = rates
-        whole = args.rows / pulls[1][4]
-        peak_mb = max(p[3] for p in pulls)
+            rates.append(float(re.search(r"\((\d+) rows/s", stdout).group(1)))
+        cold_rate, pull_rates = rates[0], rates[1:]
+        ratios = [ours / local for ours, local in zip(pull_rates, local_rates, strict=True)]
+        whole = statistics.median(args.rows / p[4] for p in pulls)
+        peak_mb = max(p[3] for p in (cold, *pulls))
+        print(
+            f"in-process encoder ({len(sample)} rows, batch {args.batch_size}), per round: "
+            + ", ".join(f"{r:.0f}" for r in local_rates)
+            + " rows/s"
+        )
         print(
             f"tfsp features over gRPC ({args.rows} rows, batch {args.batch_size}, "
-            f"{args.in_flight} in flight): {grpc_rate:.0f} rows/s during the pull "
-            f"({cold:.0f} for the first pull on the fresh server); "
-            f"{whole:.0f} rows/s for the whole command (Python and TF start-up included)"
+            f"{args.in_flight} in flight), per round: "
+            + ", ".join(f"{r:.0f}" for r in pull_rates)
+            + f" rows/s during the pull; first pull on the fresh server {cold_rate:.0f}; "
+            f"whole command (Python and TF start-up included) {whole:.0f} rows/s (median)"
         )
-        print(f"ratio gRPC pull / in-process: {grpc_rate / local:.2f} (target >= 0.70)")
+        ratio = statistics.median(ratios)
+        print(
+            "ratio gRPC pull / in-process per round: "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + f"; median {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.7 else 'NOT met'}); "
+            f"first pull vs the median in-process rate: "
+            f"{cold_rate / statistics.median(local_rates):.2f}"
+        )
         print(
             f"peak RSS of the pull process: {peak_mb:.0f} MiB "
             f"(input file {input_mb:.0f} MiB: streamed, not loaded)"
