@@ -14,8 +14,9 @@ Two files per family:
   same model store, so a blessed push is picked up by TF Serving's own version polling.
 """
 
+import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -23,7 +24,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
 from pipelines.factory import PUSHER, TRAINER, PipelineSpec, create_pipeline
-from pipelines.families import FAMILIES, get_family
+from pipelines.families import get_family
 from pipelines.layout import pipeline_name
 from tfsp.errors import UserError
 
@@ -32,6 +33,20 @@ IMAGE_SCHEMA_FILE = "/opt/tfsp/pipelines/schemas/digits.pbtxt"
 DEFAULT_PIPELINE_ROOT = "/tfsp/pipelines"
 DEFAULT_DATA_ROOT = "/tfsp/data/digits"
 DEFAULT_SERVING_ROOT = "/models"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """Where a compiled pipeline's steps read and write, as the cluster sees them, and how
+    many GPUs its Trainer asks for."""
+
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT
+    data_root: str = DEFAULT_DATA_ROOT
+    serving_root: str = DEFAULT_SERVING_ROOT
+    schema_file: str = IMAGE_SCHEMA_FILE
+    trainer_gpus: int = 1
+
+
 GPU_RESOURCE = "nvidia.com/gpu"
 # The PersistentVolumeClaims of k8s/base/storage.yaml. The model store is what TF Serving
 # reads; the work volume holds the prepared data and the pipeline root.
@@ -49,15 +64,7 @@ def trainer_resources(gpus: int = 1) -> _ResourceSpec:
     return _ResourceSpec(accelerator=_ResourceSpec.AcceleratorConfig(type=GPU_RESOURCE, count=gpus))
 
 
-def _cluster_pipeline(
-    family: str,
-    *,
-    pipeline_root: str,
-    data_root: str,
-    serving_root: str,
-    schema_file: str,
-    trainer_gpus: int,
-) -> tuple[tfx.dsl.Pipeline, dict]:
+def _cluster_pipeline(family: str, options: ClusterOptions) -> tuple[tfx.dsl.Pipeline, dict]:
     """The family's pipeline as the cluster runs it, and its run-time parameters' defaults."""
     spec_family = get_family(family)
     defaults = {
@@ -67,10 +74,10 @@ def _cluster_pipeline(
     spec = PipelineSpec(
         family=spec_family,
         pipeline_name=pipeline_name(family),
-        pipeline_root=pipeline_root,
-        data_root=data_root,
-        serving_root=serving_root,
-        schema_file=schema_file,
+        pipeline_root=options.pipeline_root,
+        data_root=options.data_root,
+        serving_root=options.serving_root,
+        schema_file=options.schema_file,
         batch_size=spec_family.default_batch_size,
         epochs=tfx.dsl.experimental.RuntimeParameter(
             name="epochs", ptype=int, default=defaults["epochs"]
@@ -81,31 +88,16 @@ def _cluster_pipeline(
     )
     pipeline = create_pipeline(spec)
     for component in pipeline.components:
-        if component.id == TRAINER and trainer_gpus > 0:
-            component.with_platform_config(trainer_resources(trainer_gpus))
+        if component.id == TRAINER and options.trainer_gpus > 0:
+            component.with_platform_config(trainer_resources(options.trainer_gpus))
     return pipeline, defaults
 
 
 def compile_pipeline(
-    family: str,
-    image: str,
-    output_file: Path,
-    *,
-    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
-    data_root: str = DEFAULT_DATA_ROOT,
-    serving_root: str = DEFAULT_SERVING_ROOT,
-    schema_file: str = IMAGE_SCHEMA_FILE,
-    trainer_gpus: int = 1,
+    family: str, image: str, output_file: Path, options: ClusterOptions | None = None
 ) -> dict:
     """Write the KFP v2 spec of `family`'s pipeline to `output_file` and return it parsed."""
-    pipeline, defaults = _cluster_pipeline(
-        family,
-        pipeline_root=pipeline_root,
-        data_root=data_root,
-        serving_root=serving_root,
-        schema_file=schema_file,
-        trainer_gpus=trainer_gpus,
-    )
+    pipeline, defaults = _cluster_pipeline(family, options or ClusterOptions())
     output_file.parent.mkdir(parents=True, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
@@ -132,11 +124,8 @@ def _pvc_mount(claim: str, mount_path: str) -> dict:
 
 def kubernetes_platform_spec(
     pipeline_spec: Mapping,
+    options: ClusterOptions,
     *,
-    pipeline_root: str,
-    data_root: str,
-    serving_root: str,
-    trainer_gpus: int,
     model_store_pvc: str = MODEL_STORE_PVC,
     work_pvc: str = WORK_PVC,
 ) -> dict:
@@ -146,24 +135,25 @@ def kubernetes_platform_spec(
     step is its own pod). A local serving root is the model store, mounted on the Pusher only:
     no other step writes there. Object-store roots (gs://, s3://) need no mount.
     """
-    for label, path in (("pipeline root", pipeline_root), ("data root", data_root)):
+    roots = {"pipeline root": options.pipeline_root, "data root": options.data_root}
+    for label, path in roots.items():
         if _is_local(path) and not (path + "/").startswith(WORK_MOUNT + "/"):
             raise UserError(
                 f"the {label} {path} is a local path outside {WORK_MOUNT}, the work volume "
                 "every step mounts; use a path under it or an object-store URI"
             )
-    needs_work_volume = _is_local(pipeline_root) or _is_local(data_root)
+    needs_work_volume = any(_is_local(path) for path in roots.values())
     executors: dict[str, dict] = {}
     for label, executor in pipeline_spec["deploymentSpec"]["executors"].items():
         if "container" not in executor:
             continue  # resolvers run inside the KFP driver, not in a pod of ours
         config: dict = {}
         mounts = [_pvc_mount(work_pvc, WORK_MOUNT)] if needs_work_volume else []
-        if label == f"{PUSHER}_executor" and _is_local(serving_root):
-            mounts.append(_pvc_mount(model_store_pvc, serving_root))
+        if label == f"{PUSHER}_executor" and _is_local(options.serving_root):
+            mounts.append(_pvc_mount(model_store_pvc, options.serving_root))
         if mounts:
             config["pvcMount"] = mounts
-        if label == f"{TRAINER}_executor" and trainer_gpus > 0:
+        if label == f"{TRAINER}_executor" and options.trainer_gpus > 0:
             config["tolerations"] = [dict(GPU_TOLERATION)]
         if config:
             executors[label] = config
@@ -171,24 +161,15 @@ def kubernetes_platform_spec(
 
 
 def kfp_package(
-    family: str,
-    image: str,
-    *,
-    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
-    data_root: str = DEFAULT_DATA_ROOT,
-    serving_root: str = DEFAULT_SERVING_ROOT,
-    schema_file: str = IMAGE_SCHEMA_FILE,
-    trainer_gpus: int = 1,
+    family: str, image: str, options: ClusterOptions | None = None
 ) -> tuple[dict, dict]:
     """`family`'s pipeline spec (schema 2.1) and Kubernetes platform spec, as KFP's API takes.
 
     KFP's run API takes a PipelineSpec, not TFX's PipelineJob wrapper, so the run-time
     parameters' defaults and the pipeline root move into the spec itself.
     """
-    paths = {"pipeline_root": pipeline_root, "data_root": data_root, "serving_root": serving_root}
-    pipeline, defaults = _cluster_pipeline(
-        family, schema_file=schema_file, trainer_gpus=trainer_gpus, **paths
-    )
+    options = options or ClusterOptions()
+    pipeline, defaults = _cluster_pipeline(family, options)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
             default_image=image, use_pipeline_spec_2_1=True
@@ -199,8 +180,8 @@ def kfp_package(
     spec = job["pipelineSpec"]
     for name, definition in spec["root"]["inputDefinitions"]["parameters"].items():
         definition["defaultValue"] = defaults[name]
-    spec["defaultPipelineRoot"] = pipeline_root
-    platform = kubernetes_platform_spec(spec, trainer_gpus=trainer_gpus, **paths)
+    spec["defaultPipelineRoot"] = options.pipeline_root
+    platform = kubernetes_platform_spec(spec, options)
     return spec, platform
 
 
@@ -213,44 +194,14 @@ def write_kfp_package(path: Path, pipeline_spec: Mapping, platform_spec: Mapping
 
 
 def compile_family(
-    family: str,
-    image: str,
-    output_file: Path,
-    *,
-    pipeline_root: str = DEFAULT_PIPELINE_ROOT,
-    data_root: str = DEFAULT_DATA_ROOT,
-    serving_root: str = DEFAULT_SERVING_ROOT,
-    schema_file: str = IMAGE_SCHEMA_FILE,
-    trainer_gpus: int = 1,
+    family: str, image: str, output_file: Path, options: ClusterOptions | None = None
 ) -> tuple[Path, Path]:
     """Write `family`'s PipelineJob JSON to `output_file` and its KFP package beside it (.yaml)."""
-    options = {
-        "pipeline_root": pipeline_root,
-        "data_root": data_root,
-        "serving_root": serving_root,
-        "schema_file": schema_file,
-        "trainer_gpus": trainer_gpus,
-    }
     package = output_file.with_suffix(".yaml")
     if package == output_file:
         raise UserError(f"--output {output_file}: give the .json name; the .yaml goes beside it")
     # The package first: it checks the paths, so a bad root leaves no half-written pair.
-    pipeline_spec, platform_spec = kfp_package(family, image, **options)
-    compile_pipeline(family, image, output_file, **options)
+    pipeline_spec, platform_spec = kfp_package(family, image, options)
+    compile_pipeline(family, image, output_file, options)
     write_kfp_package(package, pipeline_spec, platform_spec)
     return output_file, package
-
-
-def compile_families(
-    image: str,
-    output_dir: Path,
-    families: Iterable[str] | None = None,
-    **options: object,
-) -> list[tuple[Path, Path]]:
-    """`compile_family` for each of `families` (default: every registered family) into
-    `output_dir/<family>.json` and `.yaml`."""
-    names = list(FAMILIES) if families is None else list(families)
-    return [
-        compile_family(name, image, output_dir / f"{name}.json", **options)  # type: ignore[arg-type]
-        for name in names
-    ]

@@ -583,19 +583,17 @@ def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
     else:
         families = [get_family(args.family).name]
     quiet_frameworks()
-    from pipelines.kubeflow_runner import compile_family
+    from pipelines.kubeflow_runner import ClusterOptions, compile_family
 
+    options = ClusterOptions(
+        pipeline_root=args.pipeline_root,
+        data_root=args.data_root,
+        serving_root=args.serving_root,
+        trainer_gpus=args.trainer_gpus,
+    )
     for family in families:
         output = args.output or args.output_dir / f"{family}.json"
-        written = compile_family(
-            family,
-            args.image,
-            output,
-            pipeline_root=args.pipeline_root,
-            data_root=args.data_root,
-            serving_root=args.serving_root,
-            trainer_gpus=args.trainer_gpus,
-        )
+        written = compile_family(family, args.image, output, options)
         print(f"wrote {' and '.join(str(path) for path in written)}")
     return 0
 
