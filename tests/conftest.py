@@ -27,6 +27,27 @@ def run_tfsp(
     )
 
 
+def run_crippled_pipeline(
+    family: str, data_dir: Path, *flags: str, home: Path
+) -> subprocess.CompletedProcess:
+    """`tfsp pipeline run` for `family` with a learning rate (1e-7, one epoch) that cannot
+    learn: the gate must refuse it."""
+    return run_tfsp(
+        "pipeline",
+        "run",
+        "--family",
+        family,
+        "--data-dir",
+        str(data_dir),
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "1e-7",
+        *flags,
+        home=home,
+    )
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits prepared once per session by the real `tfsp data prepare`."""

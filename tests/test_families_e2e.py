@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines.families import FAMILIES as REGISTERED
-from tests.conftest import run_tfsp
+from tests.conftest import run_crippled_pipeline, run_tfsp
 from tfsp.data.prepare import read_split, to_example
 
 pytestmark = pytest.mark.e2e
@@ -99,19 +99,7 @@ def test_transferred_model_serves_the_new_label_set(all_home, digits_dir):
 
 
 def test_all_stops_at_the_first_failed_gate_and_transfer_needs_a_cnn(tmp_path, digits_dir):
-    result = run_tfsp(
-        "pipeline",
-        "run",
-        "--family",
-        "all",
-        "--data-dir",
-        str(digits_dir),
-        "--epochs",
-        "1",
-        "--learning-rate",
-        "1e-7",
-        home=tmp_path,
-    )
+    result = run_crippled_pipeline("all", digits_dir, home=tmp_path)
     assert result.returncode == 1
     assert "cnn: not blessed; nothing pushed" in result.stderr
     assert "stopped at family cnn" in result.stderr

@@ -11,7 +11,7 @@ from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
 from pipelines.factory import TRAINER
-from tests.conftest import run_tfsp
+from tests.conftest import run_crippled_pipeline, run_tfsp
 from tfsp.data.prepare import read_split, to_example
 
 pytestmark = pytest.mark.e2e
@@ -97,21 +97,7 @@ def test_progress_lists_every_component_once(blessed_home):
 def test_crippled_run_is_not_blessed_and_keeps_the_good_version(blessed_home, digits_dir):
     home, _ = blessed_home
     before = _versions(home)
-    result = run_tfsp(
-        "pipeline",
-        "run",
-        "--family",
-        "cnn",
-        "--data-dir",
-        str(digits_dir),
-        "--epochs",
-        "1",
-        "--learning-rate",
-        "1e-7",
-        "--min-accuracy",
-        "0.5",
-        home=home,
-    )
+    result = run_crippled_pipeline("cnn", digits_dir, "--min-accuracy", "0.5", home=home)
     assert result.returncode == 1
     assert "not blessed; nothing pushed" in result.stderr
     assert "is below the bound 0.5 " in result.stderr
@@ -131,19 +117,7 @@ def test_rerun_with_same_inputs_is_served_from_cache(blessed_home, digits_dir):
 
 
 def test_crippled_run_on_a_fresh_home_pushes_nothing(tmp_path, digits_dir):
-    result = run_tfsp(
-        "pipeline",
-        "run",
-        "--family",
-        "cnn",
-        "--data-dir",
-        str(digits_dir),
-        "--epochs",
-        "1",
-        "--learning-rate",
-        "1e-7",
-        home=tmp_path,
-    )
+    result = run_crippled_pipeline("cnn", digits_dir, home=tmp_path)
     assert result.returncode == 1
     assert "not blessed" in result.stderr
     assert "below the bound 0.97 " in result.stderr
