@@ -351,7 +351,7 @@ def main() -> int:
     ratio = ratios("batch", 64)
     print()
     print(
-        f"64 clients with batching: {ratio:.0%} of the echo ceiling's QPS "
+        f"64 clients with batching: {ratio:.1%} of the echo ceiling's QPS "
         f"(median of per-round ratios; target >= 70%: {'met' if ratio >= 0.7 else 'NOT met'})"
     )
     print(
