@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from tfsp.progress import quiet_frameworks
 
@@ -68,10 +69,20 @@ def run_measured(command: list[str]) -> tuple[int, str, str, float]:
         return child.returncode, out.read(), err.read(), peak_kb / 1024
 
 
-def pull(address: str, source: Path, output: Path, args: argparse.Namespace) -> tuple:
-    """One `tfsp features` run in a child: (exit code, stdout, stderr, peak MiB, seconds)."""
+class Pull(NamedTuple):
+    """One `tfsp features` run."""
+
+    code: int
+    stdout: str
+    stderr: str
+    peak_mb: float
+    seconds: float
+
+
+def pull(address: str, source: Path, output: Path, args: argparse.Namespace) -> Pull:
+    """Run `tfsp features` in a child process against the server at `address`."""
     started = time.perf_counter()
-    measured = run_measured(
+    code, stdout, stderr, peak_mb = run_measured(
         [
             sys.executable,
             "-m",
@@ -92,7 +103,7 @@ def pull(address: str, source: Path, output: Path, args: argparse.Namespace) -> 
             "--no-progress",
         ]
     )
-    return (*measured, time.perf_counter() - started)
+    return Pull(code, stdout, stderr, peak_mb, time.perf_counter() - started)
 
 
 def main() -> int:
@@ -145,15 +156,15 @@ def main() -> int:
                 local_rates.append(in_process_rows_per_second(encode, sample, args.batch_size))
                 pulls.append(pull(server.address, source, tmp_dir / f"codes{round_}.npy", args))
         rates = []
-        for code, stdout, stderr, _, _ in (cold, *pulls):
-            if code != 0:
-                print(f"a pull failed:\n{stderr}", file=sys.stderr)
+        for run in (cold, *pulls):
+            if run.code != 0:
+                print(f"a pull failed:\n{run.stderr}", file=sys.stderr)
                 return 1
-            rates.append(float(re.search(r"\((\d+) rows/s", stdout).group(1)))
+            rates.append(float(re.search(r"\((\d+) rows/s", run.stdout).group(1)))
         cold_rate, pull_rates = rates[0], rates[1:]
         ratios = [ours / local for ours, local in zip(pull_rates, local_rates, strict=True)]
-        whole = statistics.median(args.rows / p[4] for p in pulls)
-        peak_mb = max(p[3] for p in (cold, *pulls))
+        whole = statistics.median(args.rows / run.seconds for run in pulls)
+        peak_mb = max(run.peak_mb for run in (cold, *pulls))
         print(
             f"in-process encoder ({len(sample)} rows, batch {args.batch_size}), per round: "
             + ", ".join(f"{r:.0f}" for r in local_rates)
