@@ -27,24 +27,22 @@ def run_tfsp(
     )
 
 
+def run_pipeline(
+    family: str, data_dir: Path, *flags: str, home: Path
+) -> subprocess.CompletedProcess:
+    """`tfsp pipeline run --family FAMILY --data-dir DATA_DIR FLAGS` with TFSP_HOME=home."""
+    return run_tfsp(
+        "pipeline", "run", "--family", family, "--data-dir", str(data_dir), *flags, home=home
+    )
+
+
 def run_crippled_pipeline(
     family: str, data_dir: Path, *flags: str, home: Path
 ) -> subprocess.CompletedProcess:
-    """`tfsp pipeline run` for `family` with a learning rate (1e-7, one epoch) that cannot
-    learn: the gate must refuse it."""
-    return run_tfsp(
-        "pipeline",
-        "run",
-        "--family",
-        family,
-        "--data-dir",
-        str(data_dir),
-        "--epochs",
-        "1",
-        "--learning-rate",
-        "1e-7",
-        *flags,
-        home=home,
+    """`run_pipeline` with a learning rate (1e-7, one epoch) that cannot learn: the gate must
+    refuse it."""
+    return run_pipeline(
+        family, data_dir, "--epochs", "1", "--learning-rate", "1e-7", *flags, home=home
     )
 
 

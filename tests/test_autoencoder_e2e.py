@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import run_tfsp
+from tests.conftest import run_pipeline
 from tfsp.data.prepare import read_split
 
 pytestmark = pytest.mark.e2e
@@ -21,18 +21,8 @@ def _versions(home, model):
 def blessed(tmp_path_factory, digits_dir):
     home = tmp_path_factory.mktemp("ae-home")
     # A small code makes the comparison with PCA clear after few epochs.
-    result = run_tfsp(
-        "pipeline",
-        "run",
-        "--family",
-        "autoencoder",
-        "--data-dir",
-        str(digits_dir),
-        "--epochs",
-        "15",
-        "--code-size",
-        "8",
-        home=home,
+    result = run_pipeline(
+        "autoencoder", digits_dir, "--epochs", "15", "--code-size", "8", home=home
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return home, result
@@ -82,18 +72,8 @@ def test_figure_of_originals_and_reconstructions_is_written(blessed):
 
 
 def test_an_autoencoder_that_loses_to_pca_pushes_nothing(tmp_path, digits_dir):
-    result = run_tfsp(
-        "pipeline",
-        "run",
-        "--family",
-        "autoencoder",
-        "--data-dir",
-        str(digits_dir),
-        "--epochs",
-        "1",
-        "--learning-rate",
-        "1e-5",
-        home=tmp_path,
+    result = run_pipeline(
+        "autoencoder", digits_dir, "--epochs", "1", "--learning-rate", "1e-5", home=tmp_path
     )
     assert result.returncode == 1
     assert "not blessed" in result.stderr

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines.families import FAMILIES as REGISTERED
-from tests.conftest import run_crippled_pipeline, run_tfsp
+from tests.conftest import run_crippled_pipeline, run_pipeline, run_tfsp
 from tfsp.data.prepare import read_split, to_example
 
 pytestmark = pytest.mark.e2e
@@ -39,9 +39,7 @@ def _versions(home, family):
 def all_home(tmp_path_factory, digits_dir):
     """A home where `--family all` ran every family once."""
     home = tmp_path_factory.mktemp("all")
-    result = run_tfsp(
-        "pipeline", "run", "--family", "all", "--data-dir", str(digits_dir), *SMALL_RUN, home=home
-    )
+    result = run_pipeline("all", digits_dir, *SMALL_RUN, home=home)
     assert result.returncode == 0, result.stderr[-3000:]
     return home, result
 
@@ -106,9 +104,7 @@ def test_all_stops_at_the_first_failed_gate_and_transfer_needs_a_cnn(tmp_path, d
     assert "tfsp-rnn" not in result.stderr  # nothing after the failed family ran
     assert _versions(tmp_path, "cnn") == []
 
-    alone = run_tfsp(
-        "pipeline", "run", "--family", "transfer", "--data-dir", str(digits_dir), home=tmp_path
-    )
+    alone = run_pipeline("transfer", digits_dir, home=tmp_path)
     assert alone.returncode == 1
     (error,) = [line for line in alone.stderr.splitlines() if line.startswith("error:")]
     assert "none is pushed" in error and "--family cnn' first" in error

@@ -11,7 +11,7 @@ from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
 from pipelines.factory import TRAINER
-from tests.conftest import run_crippled_pipeline, run_tfsp
+from tests.conftest import run_crippled_pipeline, run_pipeline, run_tfsp
 from tfsp.data.prepare import read_split, to_example
 
 pytestmark = pytest.mark.e2e
@@ -38,9 +38,7 @@ def _executions(home: Path, node_id: str) -> list:
 def blessed_home(tmp_path_factory, digits_dir):
     """A home where one small CNN run was blessed and pushed."""
     home = tmp_path_factory.mktemp("home")
-    result = run_tfsp(
-        "pipeline", "run", "--family", "cnn", "--data-dir", str(digits_dir), *SMALL_RUN, home=home
-    )
+    result = run_pipeline("cnn", digits_dir, *SMALL_RUN, home=home)
     assert result.returncode == 0, result.stderr[-3000:]
     return home, result
 
@@ -107,9 +105,7 @@ def test_crippled_run_is_not_blessed_and_keeps_the_good_version(blessed_home, di
 def test_rerun_with_same_inputs_is_served_from_cache(blessed_home, digits_dir):
     home, _ = blessed_home
     trainer_runs = len(_executions(home, TRAINER))
-    result = run_tfsp(
-        "pipeline", "run", "--family", "cnn", "--data-dir", str(digits_dir), *SMALL_RUN, home=home
-    )
+    result = run_pipeline("cnn", digits_dir, *SMALL_RUN, home=home)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Trainer                      cached" in result.stderr
     assert "(cached run)" in result.stdout
@@ -139,9 +135,7 @@ def test_anomalous_data_stops_the_run_before_training(tmp_path, digits_dir):
     _write_records(data / "eval" / "data.tfrecord", images, labels)
     home = tmp_path / "home"
 
-    result = run_tfsp(
-        "pipeline", "run", "--family", "cnn", "--data-dir", str(data), *SMALL_RUN, home=home
-    )
+    result = run_pipeline("cnn", data, *SMALL_RUN, home=home)
 
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from serving.client import RestClient, ServingClient
-from tests.conftest import run_tfsp
+from tests.conftest import run_pipeline
 from tests.serving_harness import REPO, running_server
 from tfsp.data.prepare import read_split
 
@@ -21,11 +21,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def pushed_cnn(tmp_path_factory, digits_dir) -> Path:
     home = tmp_path_factory.mktemp("cnn-home")
-    result = run_tfsp(
-        "pipeline", "run", "--family", "cnn", "--data-dir", str(digits_dir),
-        "--epochs", "2", "--min-accuracy", "0.1",
-        home=home,
-    )  # fmt: skip
+    result = run_pipeline("cnn", digits_dir, "--epochs", "2", "--min-accuracy", "0.1", home=home)
     assert result.returncode == 0, result.stderr[-3000:]
     versions = list((home / "serving" / "cnn").iterdir())
     assert len(versions) == 1
