@@ -193,24 +193,28 @@ def export_autoencoder(
         RECONSTRUCTION_KEY,
         output_is_image=True,
     )
-    servable.code_layer = _ImageMapServable(
-        encoder, lambda x: encoder(x, training=False), tf_transform_output, CODES_KEY, False
-    )
+    servable.code_layer = _encoder_servable(encoder, tf_transform_output)
     _save_image_map(servable, export_dir, {ENCODE_IMAGES: servable.code_layer.predict_images})
 
 
-def export_encoder(
-    encoder: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
-) -> None:
-    """Image → code (`codes`: [batch, code size]): what users pull features from."""
-    servable = _ImageMapServable(
+def _encoder_servable(
+    encoder: tf.keras.Model, tf_transform_output: tft.TFTransformOutput
+) -> _ImageMapServable:
+    # One definition for both exports of the code, so they cannot drift apart.
+    return _ImageMapServable(
         encoder,
         lambda x: encoder(x, training=False),
         tf_transform_output,
         CODES_KEY,
         output_is_image=False,
     )
-    _save_image_map(servable, export_dir)
+
+
+def export_encoder(
+    encoder: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
+) -> None:
+    """Image → code (`codes`: [batch, code size]): what users pull features from."""
+    _save_image_map(_encoder_servable(encoder, tf_transform_output), export_dir)
 
 
 def export_pca(pca: tf.Module, export_dir: str) -> None:
