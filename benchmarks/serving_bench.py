@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,52 +220,44 @@ def _in_process(version_dir: Path, threads: int, iterations: int) -> dict[str, d
     return json.loads(output.strip().splitlines()[-1])
 
 
+def _timed_calls(call: Callable[[], object], iterations: int) -> dict:
+    """QPS (of single calls) and p50/p99 of `call`, after 20 warm-up calls."""
+    for _ in range(20):
+        call()
+    latencies = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - started)
+    p50, p99 = _percentiles(latencies)
+    return {"qps": 1 / statistics.median(latencies), "p50": p50, "p99": p99}
+
+
 def _measure_in_process(version_dir: str, threads: int, iterations: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from serving.servable import load_servable
+
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    function = tf.saved_model.load(version_dir).signatures["predict_images"]
+    servable = load_servable("cnn", 0, version_dir)
+    function = servable.functions["predict_images"]
     results = {}
     for batch in (1, 64):
         images = tf.constant(np.random.default_rng(1).random((batch, 32, 32, 1), np.float32))
-        for _ in range(20):
-            function(images=images)
-        latencies = []
-        for _ in range(iterations if batch == 1 else iterations // 4):
-            started = time.perf_counter()
-            function(images=images)["probabilities"].numpy()
-            latencies.append(time.perf_counter() - started)
-        p50, p99 = _percentiles(latencies)
-        key = SIGNATURE_CALL if batch == 1 else f"batch {batch} (images/s)"
-        results[key] = {"qps": batch / statistics.median(latencies), "p50": p50, "p99": p99}
-    results[SERVER_CALL] = _measure_server_call(version_dir, iterations)
-    return results
-
-
-def _measure_server_call(version_dir: str, iterations: int) -> dict:
-    """Batch 1 through `Servable.run`, the server's direct way into the function op.
-
-    It skips the public call's Python layers (~0.1 ms), so it is a stricter in-process
-    baseline than the signature call the issue's bound names: both are printed.
-    """
-    import numpy as np
-
-    from serving.servable import load_servable
-
-    servable = load_servable("cnn", 0, version_dir)
+        result = _timed_calls(
+            lambda images=images: function(images=images)["probabilities"].numpy(),
+            iterations if batch == 1 else iterations // 4,
+        )
+        result["qps"] *= batch
+        results[SIGNATURE_CALL if batch == 1 else f"batch {batch} (images/s)"] = result
+    # The server's own way in skips the signature call's Python layers (~0.1 ms): a stricter
+    # in-process baseline than the one the issue's bound names, so both are printed.
     inputs = {"images": np.random.default_rng(1).random((1, 32, 32, 1), np.float32)}
-    for _ in range(20):
-        servable.run("predict_images", inputs)
-    latencies = []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        servable.run("predict_images", inputs)
-        latencies.append(time.perf_counter() - started)
-    p50, p99 = _percentiles(latencies)
-    return {"qps": 1 / statistics.median(latencies), "p50": p50, "p99": p99}
+    results[SERVER_CALL] = _timed_calls(lambda: servable.run("predict_images", inputs), iterations)
+    return results
 
 
 def _model_dir(explicit: str | None) -> tuple[Path, Path]:
