@@ -1,5 +1,7 @@
 """Servable.run: the direct way into TensorFlow must answer exactly as the public call path."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -44,6 +46,16 @@ def test_direct_call_matches_the_public_call(servable, signature):
     for key, value in public.items():
         assert direct[key].dtype == value.dtype, key
         np.testing.assert_array_equal(direct[key], value)
+
+
+def test_signatures_of_another_layout_take_the_public_call(servable):
+    public_only = dataclasses.replace(servable, callers={})
+    for signature, inputs in INPUTS.items():
+        expected = servable.run(signature, inputs)
+        got = public_only.run(signature, inputs)
+        assert sorted(got) == sorted(expected)
+        for key, value in expected.items():
+            np.testing.assert_array_equal(got[key], value)
 
 
 def test_direct_call_keeps_only_the_requested_outputs(servable):
