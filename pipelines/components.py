@@ -1,8 +1,9 @@
-"""Our own small TFX components: hyper-parameters as an artifact, the anomaly gate, and the
-reference model a claim is measured against."""
+"""Our own small TFX components: hyper-parameters as an artifact, the anomaly gate, the
+reference model a claim is measured against, and the serving check before the Pusher."""
 
 import json
 import os
+from pathlib import Path
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
@@ -123,3 +124,42 @@ def CompanionPusher(  # noqa: N802 - TFX names component classes in CamelCase
             tfx.dsl.io.fileio.rmtree(staging)
         io_utils.copy_dir(source, staging)
         tfx.dsl.io.fileio.rename(staging, target)
+
+
+# What TFX's InfraValidator writes, so TFX's Pusher and tools read our blessing as theirs
+# (tfx/components/infra_validator/executor.py, tfx/utils/model_utils.is_infra_validated).
+_INFRA_BLESSED_FILE = "INFRA_BLESSED"
+_INFRA_NOT_BLESSED_FILE = "INFRA_NOT_BLESSED"
+SERVING_CHECK_REASON = "reason"  # custom property: why the candidate cannot be served
+
+
+@tfx.dsl.components.component
+def ServingCheck(  # noqa: N802 - TFX names component classes in CamelCase
+    model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
+    model_run: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelRun],
+    blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
+    model_name: tfx.dsl.components.Parameter[str],
+    companions: tfx.dsl.components.Parameter[str],
+    timeout_seconds: tfx.dsl.components.Parameter[int],
+) -> None:
+    """Bless the candidate for the Pusher only if the model server serves it as TF Serving would.
+
+    Serves the candidate (and the companions the CompanionPusher would push beside it,
+    `companions` as JSON [[name, model_run sub-folder], ...]) in a separate model server
+    process, replays each SavedModel's warmup requests over gRPC and compares the answers
+    with the in-process ones (pipelines/serving_check.py). Writes the InfraBlessing the
+    Pusher requires, with the reason in its `reason` property when it refuses.
+    """
+    from pipelines.serving_check import check_servable  # starts TensorFlow; only here
+
+    models = {model_name: path_utils.serving_model_path(model.uri)}
+    for name, folder in json.loads(companions):
+        models[name] = os.path.join(model_run.uri, folder)
+    tfx.dsl.io.fileio.makedirs(blessing.uri)
+    result = check_servable(
+        models, log_file=Path(blessing.uri) / "model_server.log", timeout=timeout_seconds
+    )
+    marker = _INFRA_BLESSED_FILE if result.servable else _INFRA_NOT_BLESSED_FILE
+    io_utils.write_string_file(os.path.join(blessing.uri, marker), result.reason)
+    blessing.set_int_custom_property("blessed", int(result.servable))
+    blessing.set_string_custom_property(SERVING_CHECK_REASON, result.reason)

@@ -1,8 +1,10 @@
 """The one factory that builds a family's TFX pipeline; it knows nothing of orchestrators.
 
 ImportExampleGen → StatisticsGen → ImportSchemaGen (curated schema) → ExampleValidator →
-AnomalyGate → Transform → Trainer (+ HyperparametersGen) → Evaluator (+ baseline) → Pusher
-(→ CompanionPusher, for families that push extra models with the same version).
+AnomalyGate → Transform → Trainer (+ HyperparametersGen) → Evaluator (+ baseline) and
+ServingCheck → Pusher (→ CompanionPusher, for families that push extra models with the same
+version). The Pusher pushes only what the Evaluator blessed and the ServingCheck served the
+way TF Serving serves it.
 
 The baseline is per family (`Family.baseline`): the latest blessed model (a resolver), or the
 reference model the Trainer trained alongside the candidate (ReferenceModelGen turns it into
@@ -23,6 +25,7 @@ from pipelines.components import (
     CompanionPusher,
     HyperparametersGen,
     ReferenceModelGen,
+    ServingCheck,
 )
 from pipelines.families import Baseline, Direction, Family
 from tfsp.features import LABEL_KEY
@@ -40,6 +43,7 @@ TRAINER = "Trainer"
 BASELINE_RESOLVER = "LatestBlessedModelResolver"
 REFERENCE_MODEL_GEN = "ReferenceModelGen"
 EVALUATOR = "Evaluator"
+SERVING_CHECK = "ServingCheck"
 PUSHER = "Pusher"
 COMPANION_PUSHER = "CompanionPusher"
 
@@ -62,11 +66,18 @@ _BASELINE_IDS: dict[str, str] = {
 def component_ids(family: Family) -> tuple[str, ...]:
     """Every component of `family`'s pipeline (the Pipeline object orders them topologically)."""
     companion = (COMPANION_PUSHER,) if family.companions else ()
-    return (*_COMMON_IDS, _BASELINE_IDS[family.baseline], EVALUATOR, PUSHER, *companion)
+    return (
+        *_COMMON_IDS,
+        _BASELINE_IDS[family.baseline],
+        EVALUATOR,
+        SERVING_CHECK,
+        PUSHER,
+        *companion,
+    )
 
 
 # The components of a family gated against its last blessed model (the CNN's pipeline).
-COMPONENT_IDS = (*_COMMON_IDS, BASELINE_RESOLVER, EVALUATOR, PUSHER)
+COMPONENT_IDS = (*_COMMON_IDS, BASELINE_RESOLVER, EVALUATOR, SERVING_CHECK, PUSHER)
 
 # TFMA's change check passes when (candidate - baseline) >= absolute for HIGHER_IS_BETTER and
 # <= absolute for LOWER_IS_BETTER (tfma/evaluators/metrics_validator.py). Against the last
@@ -110,6 +121,7 @@ class PipelineSpec:
     metadata_connection_config: object | None = None  # None: the orchestrator provides it
     beam_pipeline_args: list[str] = field(default_factory=list)
     enable_cache: bool = True
+    serving_check_timeout_seconds: int = 300
 
 
 def eval_config(
@@ -251,9 +263,17 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
         eval_config=family_eval_config(family, spec.gate_lower_bound),
         example_splits=[family.evaluation_split],
     ).with_id(EVALUATOR)
+    serving_check = ServingCheck(
+        model=trainer.outputs["model"],
+        model_run=trainer.outputs["model_run"],
+        model_name=family.name,
+        companions=json.dumps([list(c) for c in family.companions]),
+        timeout_seconds=spec.serving_check_timeout_seconds,
+    ).with_id(SERVING_CHECK)
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=os.path.join(spec.serving_root, family.name)
@@ -271,6 +291,7 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
         trainer,
         baseline,
         evaluator,
+        serving_check,
         pusher,
     ]
     if family.companions:

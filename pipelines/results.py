@@ -7,7 +7,8 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipelines.factory import EVALUATOR, PUSHER, TRAINER
+from pipelines.components import SERVING_CHECK_REASON
+from pipelines.factory import EVALUATOR, PUSHER, SERVING_CHECK, TRAINER
 from pipelines.families import Family
 
 _CACHED = metadata_store_pb2.Execution.CACHED
@@ -15,9 +16,9 @@ _CACHED = metadata_store_pb2.Execution.CACHED
 
 @dataclass
 class RunResult:
-    """The gate's verdict and, if blessed, where the model went."""
+    """The gates' verdict and, if blessed, where the model went."""
 
-    blessed: bool
+    blessed: bool  # the Evaluator blessed it and the ServingCheck served it
     metrics: dict[str, float]  # candidate's eval-split metrics, by TFMA metric name
     failures: list[str]  # the gate's failed checks, in TFMA's words with the figures
     pushed_dir: str | None
@@ -172,20 +173,27 @@ def read_run_result(
     trainer_execution, trainer_outputs = _latest_outputs(store, pipeline_name, TRAINER)
     _, evaluator_outputs = _latest_outputs(store, pipeline_name, EVALUATOR)
     _, pusher_outputs = _latest_outputs(store, pipeline_name, PUSHER)
+    _, check_outputs = _latest_outputs(store, pipeline_name, SERVING_CHECK)
     blessing = evaluator_outputs["blessing"]
+    infra = check_outputs["blessing"].custom_properties
+    servable = infra["blessed"].int_value == 1
+
     evaluation_uri = evaluator_outputs["evaluation"].uri
     pushed = pusher_outputs["pushed_model"].custom_properties
     was_pushed = pushed.get("pushed") is not None and pushed["pushed"].int_value == 1
     candidate, baseline = _candidate_metrics(evaluation_uri), _baseline_metrics(evaluation_uri)
     model_run = trainer_outputs.get("model_run")
+    failures = describe_failures(
+        tfma.load_validation_result(evaluation_uri), family, candidate, baseline
+    )
+    if not servable:
+        failures.append(f"not servable: {infra[SERVING_CHECK_REASON].string_value}")
     return RunResult(
-        blessed=blessing.custom_properties["blessed"].int_value == 1,
+        blessed=blessing.custom_properties["blessed"].int_value == 1 and servable,
         metrics=candidate,
         baseline_metrics=baseline,
         figures=_figures(model_run.uri if model_run else None),
-        failures=describe_failures(
-            tfma.load_validation_result(evaluation_uri), family, candidate, baseline
-        ),
+        failures=failures,
         pushed_dir=pushed["pushed_destination"].string_value if was_pushed else None,
         pushed_version=pushed["pushed_version"].string_value if was_pushed else None,
         trained_model_dir=trainer_outputs["model"].uri,
@@ -204,7 +212,7 @@ def split_accuracy(saved_model_dir: str, records_file: str, batch_size: int = 25
     import tensorflow as tf  # heavy; only this function needs it
 
     from tfsp.features import LABEL_KEY
-    from trainers.export import TASK_LABEL_KEY, TRANSFORMED_LABELS
+    from trainers.export import EXAMPLES_INPUT, TASK_LABEL_KEY, TRANSFORMED_LABELS
 
     loaded = tf.saved_model.load(saved_model_dir)
     classify = loaded.signatures["serving_default"]
@@ -212,7 +220,7 @@ def split_accuracy(saved_model_dir: str, records_file: str, batch_size: int = 25
     label_spec = {LABEL_KEY: tf.io.FixedLenFeature([1], tf.int64)}
     correct = total = 0
     for batch in tf.data.TFRecordDataset(records_file).batch(batch_size):
-        scores = classify(examples=batch)["scores"]
+        scores = classify(**{EXAMPLES_INPUT: batch})["scores"]
         if derived is not None:
             labels = derived(examples=batch)[TASK_LABEL_KEY][:, 0]
         else:
@@ -231,14 +239,14 @@ def split_reconstruction_mse(
     import tensorflow as tf
 
     from tfsp.features import IMAGE_KEY, IMAGE_PIXELS
-    from trainers.export import RECONSTRUCTION_KEY
+    from trainers.export import EXAMPLES_INPUT, RECONSTRUCTION_KEY
 
     reconstruct = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
     spec = {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.float32)}
     squared = count = 0.0
     for batch in tf.data.TFRecordDataset(records_file).batch(batch_size):
         pixels = tf.io.parse_example(batch, spec)[IMAGE_KEY]
-        error = reconstruct(examples=batch)[RECONSTRUCTION_KEY] - pixels
+        error = reconstruct(**{EXAMPLES_INPUT: batch})[RECONSTRUCTION_KEY] - pixels
         squared += float(tf.reduce_sum(tf.square(error)))
         count += float(tf.size(pixels))
     if count == 0:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import grpc
 import numpy as np
 import tensorflow as tf
-from google.protobuf import any_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
+from google.protobuf import any_pb2, text_format
+from tensorflow.core.protobuf.meta_graph_pb2 import SignatureDef, TensorInfo
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -30,6 +30,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import tensors
 from serving.errors import ServingError, failed_precondition, invalid
 from serving.manager import Loaded, ModelManager
+from serving.servable import Servable
 
 log = logging.getLogger("serving")
 
@@ -37,6 +38,8 @@ DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 SIGNATURE_DEF_FIELD = "signature_def"
+# The input Classify and Regress feed serialized tf.Examples to (kClassifyInputs, kRegressInputs).
+EXAMPLES_INPUT = "inputs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +113,195 @@ def execution_error(exc: BaseException) -> ServingError:
     return ServingError(grpc.StatusCode.INTERNAL, "internal error while running the model")
 
 
+def predict_signature(servable: Servable, signature_name: str) -> tuple[str, SignatureDef]:
+    """A signature by name (default serving_default), as Predict looks it up."""
+    name = signature_name or DEFAULT_SIGNATURE
+    if not servable.runnable(name):
+        raise failed_precondition(f'Serving signature key "{name}" not found.')
+    return name, servable.signature_defs[name]
+
+
+def _names(keys: object) -> str:
+    return ",".join(sorted(keys))  # TF Serving joins std::set keys with "," (sorted)
+
+
+def prepare_predict(
+    signature: SignatureDef, inputs: dict[str, np.ndarray], output_filter: list[str] | None
+) -> list[str] | None:
+    """Check a Predict request against its signature (predict_util.cc PreProcessPrediction).
+
+    Inputs are matched by name. Neither dtype nor shape is compared with the signature:
+    TF Serving hands the tensors to Session::Run as they are, and the session refuses a
+    wrong dtype ("Type mismatch: actual int32 vs. expect float", INVALID_ARGUMENT) while the
+    graph's ops decide about shapes. Inputs the request leaves out are filled into `inputs`
+    from the signature's `defaults`. Returns the output keys to fetch (None: every output).
+    """
+    expected = signature.inputs
+    if len(inputs) > len(expected) or (len(inputs) < len(expected) and not signature.defaults):
+        raise invalid(
+            f"input size does not match signature: {len(inputs)}!={len(expected)} "
+            f"len({{{_names(inputs)}}}) != len({{{_names(expected)}}}). "
+            f"Sent extra: {{{_names(set(inputs) - set(expected))}}}. "
+            f"Missing but required: {{{_names(set(expected) - set(inputs))}}}."
+        )
+    for alias in sorted(expected):
+        if alias not in inputs and alias not in signature.defaults:
+            raise invalid(
+                f"Signature input alias: {alias}(feed name: {expected[alias].name}) not found "
+                f"in request and no default value provided. Inputs expected to be in the "
+                f"request {{{_names(inputs)}}}, or default input alias set: "
+                f"{_names(signature.defaults)}"
+            )
+    for alias in sorted(set(signature.defaults) & set(expected) - set(inputs)):
+        inputs[alias] = tensors.to_numpy(alias, signature.defaults[alias])
+    if any(key not in expected for key in inputs):
+        raise invalid(
+            f"Inputs contains invalid name. Used request inputs: {_names(inputs)}, "
+            f"signature inputs: {_names(expected)}"
+        )
+    if not output_filter:
+        return None
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise invalid(
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{_names(signature.outputs)}}}."
+            )
+        if alias in seen:
+            raise invalid(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return list(output_filter)
+
+
+def examples_array(inp: input_pb2.Input) -> np.ndarray:
+    """The serialized tf.Examples of a Classify/Regress `Input`, as a string array."""
+    which = inp.WhichOneof("kind")
+    if which == "example_list":
+        serialized = [e.SerializeToString() for e in inp.example_list.examples]
+    elif which == "example_list_with_context":
+        # Protobuf merge semantics: concatenating context then example gives the
+        # example's features precedence, as TF Serving's input util does.
+        context = inp.example_list_with_context.context.SerializeToString()
+        serialized = [
+            context + e.SerializeToString() for e in inp.example_list_with_context.examples
+        ]
+    else:
+        serialized = []
+    if not serialized:
+        raise invalid("Input is empty.")
+    array = np.empty(len(serialized), dtype=object)
+    array[:] = serialized
+    return array
+
+
+def _debug_string(signature: SignatureDef) -> str:
+    return text_format.MessageToString(signature, as_one_line=True)
+
+
+def _shape_text(array: np.ndarray) -> str:
+    return "[" + ",".join(str(d) for d in array.shape) + "]"  # TensorShape::DebugString
+
+
+def example_signature(
+    servable: Servable, signature_name: str, kind: str
+) -> tuple[str, SignatureDef]:
+    """A classification- or regression-shaped signature, checked as TF Serving checks it.
+
+    classifier.cc / regressor.cc: one input, keyed `inputs` (what Classify feeds the
+    serialized tf.Examples to); one or two outputs among `classes` and `scores`, or one
+    output `outputs`. The input's dtype is left to the session, as there.
+    """
+    name = signature_name or DEFAULT_SIGNATURE
+    if not servable.runnable(name):
+        raise invalid(f"No signature was found with the name: {name}")
+    signature = servable.signature_defs[name]
+    if len(signature.inputs) != 1:
+        raise invalid("Expected one input Tensor.")
+    if kind == "classification":
+        if len(signature.outputs) not in (1, 2):
+            raise invalid(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+        if EXAMPLES_INPUT not in signature.inputs:
+            raise invalid(
+                f"No classification inputs found in SignatureDef: {_debug_string(signature)}"
+            )
+        if not set(signature.outputs) & {"classes", "scores"}:
+            raise invalid(
+                'Expected classification signature outputs to contain at least one of "classes" '
+                f'or "scores". Signature was: {_debug_string(signature)}'
+            )
+    else:
+        if len(signature.outputs) != 1:
+            raise invalid("Expected one output Tensor.")
+        if EXAMPLES_INPUT not in signature.inputs:
+            raise invalid(f"No regression inputs found in SignatureDef: {_debug_string(signature)}")
+        if "outputs" not in signature.outputs:
+            raise invalid(
+                f"No regression outputs found in SignatureDef: {_debug_string(signature)}"
+            )
+    return name, signature
+
+
+def classification_result(
+    outputs: dict[str, np.ndarray], count: int
+) -> classification_pb2.ClassificationResult:
+    """Classify's result from `scores` and/or `classes` (classifier.cc PostProcess...)."""
+    scores, classes = outputs.get("scores"), outputs.get("classes")
+    width = None
+    for key, value, dtype in (("classes", classes, "DT_STRING"), ("scores", scores, "DT_FLOAT")):
+        if value is None:
+            continue
+        if value.ndim != 2:
+            raise invalid(
+                f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(value)}"
+            )
+        got = tensors.dtype_name(tensors.dtype_enum(value))
+        if got != dtype:
+            raise invalid(f"Expected {key} Tensor of {dtype}. Got: {got}")
+        if value.shape[0] != count:
+            raise invalid(f"Expected {key} output batch size of {count}. Got: {value.shape[0]}")
+        if width is not None and value.shape[1] != width:
+            raise invalid(
+                f"Tensors class and score should match in dim_size(1). "
+                f"Got {width} vs. {value.shape[1]}"
+            )
+        width = value.shape[1]
+    result = classification_pb2.ClassificationResult()
+    for row in range(count):
+        classifications = result.classifications.add()
+        for col in range(width or 0):
+            cls = classifications.classes.add()
+            if classes is not None:
+                label = classes[row, col]
+                cls.label = label.decode(errors="replace") if isinstance(label, bytes) else label
+            if scores is not None:
+                cls.score = float(scores[row, col])
+    return result
+
+
+def regression_result(
+    outputs: dict[str, np.ndarray], count: int
+) -> regression_pb2.RegressionResult:
+    """Regress's result from `outputs`, [count] or [count, 1] floats (regressor.cc)."""
+    values = outputs["outputs"]
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise invalid(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+            f"{_shape_text(values)}"
+        )
+    if values.shape[0] != count:
+        raise invalid(
+            f"Input batch size did not match output batch size: {count} vs. {values.shape[0]}"
+        )
+    got = tensors.dtype_name(tensors.dtype_enum(values))
+    if got != "DT_FLOAT":
+        raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {got}")
+    result = regression_pb2.RegressionResult()
+    for value in values.reshape(-1).tolist():
+        result.regressions.add(value=float(value))
+    return result
+
+
 class DataPlane:
     """Predict, Classify, Regress, MultiInference, metadata, status and config reload."""
 
@@ -126,25 +318,12 @@ class DataPlane:
     def resolve(self, spec: SpecRef) -> Loaded:
         """The loaded version for a spec (NOT_FOUND otherwise)."""
         if not spec.name:
-            raise invalid("Missing model name in request.")
+            raise invalid("ModelSpec has no name specified.")
         return self.manager.resolve(spec.name, spec.version, spec.label)
 
-    @staticmethod
-    def predict_signature(
-        loaded: Loaded, signature_name: str
-    ) -> tuple[str, meta_graph_pb2.SignatureDef]:
-        """A callable signature by name (default serving_default), as Predict looks it up."""
-        name = signature_name or DEFAULT_SIGNATURE
-        servable = loaded.servable
-        if name not in servable.functions or name not in servable.signature_defs:
-            raise failed_precondition(f'Serving signature key "{name}" not found.')
-        return name, servable.signature_defs[name]
-
-    def input_infos(
-        self, spec: SpecRef, signature_name: str
-    ) -> dict[str, meta_graph_pb2.TensorInfo]:
+    def input_infos(self, spec: SpecRef, signature_name: str) -> dict[str, TensorInfo]:
         """The signature's inputs (REST needs their dtypes to decode JSON)."""
-        _, signature = self.predict_signature(self.resolve(spec), signature_name)
+        _, signature = predict_signature(self.resolve(spec).servable, signature_name)
         return dict(signature.inputs)
 
     # ---- execution ----
@@ -169,140 +348,30 @@ class DataPlane:
     ) -> Prediction:
         """Validate inputs against the signature, run it, keep the filtered outputs."""
         loaded = self.resolve(spec)
-        name, signature = self.predict_signature(loaded, signature_name)
-        expected = signature.inputs
-        if len(inputs) != len(expected) or any(key not in expected for key in inputs):
-            sent, wanted = sorted(inputs), sorted(expected)
-            extra = sorted(set(inputs) - set(expected))
-            missing = sorted(set(expected) - set(inputs))
-            raise invalid(
-                f"input size does not match signature: {len(sent)}!={len(wanted)} "
-                f"len({{{', '.join(sent)}}}) != len({{{', '.join(wanted)}}}). "
-                f"Sent extra: {{{', '.join(extra)}}}. "
-                f"Missing but required: {{{', '.join(missing)}}}."
-            )
-        for key, array in inputs.items():
-            tensors.check_input(key, array, expected[key])
-        keys = None
-        if output_filter:
-            unknown = [k for k in output_filter if k not in signature.outputs]
-            if unknown:
-                raise invalid(
-                    f"output tensor alias not found in signature: {unknown[0]} "
-                    f"Outputs expected to be in the set {{{', '.join(sorted(signature.outputs))}}}."
-                )
-            keys = list(dict.fromkeys(output_filter))
+        name, signature = predict_signature(loaded.servable, signature_name)
+        keys = prepare_predict(signature, inputs, output_filter)
         outputs = await self._run(loaded, name, inputs, keys)
         return Prediction(loaded.servable.name, loaded.servable.version, name, outputs)
 
     # ---- classify / regress ----
 
-    @staticmethod
-    def _examples(inp: input_pb2.Input) -> np.ndarray:
-        which = inp.WhichOneof("kind")
-        if which == "example_list":
-            serialized = [e.SerializeToString() for e in inp.example_list.examples]
-        elif which == "example_list_with_context":
-            # Protobuf merge semantics: concatenating context then example gives the
-            # example's features precedence, as TF Serving's input util does.
-            context = inp.example_list_with_context.context.SerializeToString()
-            serialized = [
-                context + e.SerializeToString() for e in inp.example_list_with_context.examples
-            ]
-        else:
-            serialized = []
-        if not serialized:
-            raise invalid("Input is empty.")
-        array = np.empty(len(serialized), dtype=object)
-        array[:] = serialized
-        return array
-
-    @staticmethod
-    def _example_signature(
-        loaded: Loaded, signature_name: str, kind: str
-    ) -> tuple[str, meta_graph_pb2.SignatureDef]:
-        name = signature_name or DEFAULT_SIGNATURE
-        servable = loaded.servable
-        if name not in servable.functions or name not in servable.signature_defs:
-            raise invalid(f"No signature was found with the name: {name}")
-        signature = servable.signature_defs[name]
-        if len(signature.inputs) != 1:
-            raise invalid(f"Expected one input Tensor in {kind} signature {name}.")
-        (info,) = signature.inputs.values()
-        if info.dtype != tensors.types_pb2.DT_STRING:
-            raise invalid(
-                f"{kind} signature {name} must take serialized tf.Examples (DT_STRING), "
-                f"its input is {tensors.dtype_name(info.dtype)}"
-            )
-        outputs = set(signature.outputs)
-        if kind == "classification" and not outputs & {"classes", "scores"}:
-            raise invalid(
-                f"Expected classification signature {name} outputs to contain classes or scores"
-            )
-        if kind == "regression" and "outputs" not in outputs:
-            raise invalid(f"Expected regression signature {name} to have an output 'outputs'")
-        return name, signature
-
     async def _run_examples(
         self,
         loaded: Loaded,
         name: str,
-        signature: meta_graph_pb2.SignatureDef,
+        signature: SignatureDef,
         examples: np.ndarray,
     ) -> dict[str, np.ndarray]:
         (input_key,) = signature.inputs.keys()
         return await self._run(loaded, name, {input_key: examples}, None)
-
-    @staticmethod
-    def _classification(
-        outputs: dict[str, np.ndarray], count: int
-    ) -> classification_pb2.ClassificationResult:
-        scores, classes = outputs.get("scores"), outputs.get("classes")
-        for key, value in (("scores", scores), ("classes", classes)):
-            if value is not None and (value.ndim != 2 or value.shape[0] != count):
-                raise invalid(
-                    f"Expected {key} output of shape [{count}, num_classes], "
-                    f"got {list(value.shape)}"
-                )
-        if scores is not None and classes is not None and scores.shape != classes.shape:
-            raise invalid(
-                f"classes {list(classes.shape)} and scores {list(scores.shape)} differ in shape"
-            )
-        result = classification_pb2.ClassificationResult()
-        width = (scores if scores is not None else classes).shape[1]
-        for row in range(count):
-            classifications = result.classifications.add()
-            for col in range(width):
-                cls = classifications.classes.add()
-                if classes is not None:
-                    label = classes[row, col]
-                    cls.label = label.decode() if isinstance(label, bytes) else str(label)
-                if scores is not None:
-                    cls.score = float(scores[row, col])
-        return result
-
-    @staticmethod
-    def _regression(outputs: dict[str, np.ndarray], count: int) -> regression_pb2.RegressionResult:
-        values = outputs["outputs"]
-        if values.ndim == 2 and values.shape[1] == 1:
-            values = values[:, 0]
-        if values.ndim != 1 or values.shape[0] != count:
-            raise invalid(
-                f"Expected output Tensor shape to be [{count}] or [{count}, 1], "
-                f"got {list(outputs['outputs'].shape)}"
-            )
-        result = regression_pb2.RegressionResult()
-        for value in values.tolist():
-            result.regressions.add(value=float(value))
-        return result
 
     async def _on_examples(
         self, spec: SpecRef, signature_name: str, inp: input_pb2.Input, kind: str
     ) -> tuple[model_pb2.ModelSpec, dict[str, np.ndarray], int]:
         """Run a `kind`-shaped signature on tf.Examples: (answering spec, outputs, examples)."""
         loaded = self.resolve(spec)
-        name, signature = self._example_signature(loaded, signature_name, kind)
-        examples = self._examples(inp)
+        name, signature = example_signature(loaded.servable, signature_name, kind)
+        examples = examples_array(inp)
         outputs = await self._run_examples(loaded, name, signature, examples)
         servable = loaded.servable
         return _model_spec(servable.name, servable.version, name), outputs, len(examples)
@@ -314,24 +383,27 @@ class DataPlane:
         answered, outputs, count = await self._on_examples(
             spec, signature_name, inp, "classification"
         )
-        return answered, self._classification(outputs, count)
+        return answered, classification_result(outputs, count)
 
     async def regress(
         self, spec: SpecRef, signature_name: str, inp: input_pb2.Input
     ) -> tuple[model_pb2.ModelSpec, regression_pb2.RegressionResult]:
         """Regress tf.Examples through a regression-shaped signature."""
         answered, outputs, count = await self._on_examples(spec, signature_name, inp, "regression")
-        return answered, self._regression(outputs, count)
+        return answered, regression_result(outputs, count)
 
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
     ) -> inference_pb2.MultiInferenceResponse:
         """Several classify/regress signatures of one model version on the same input."""
         if not request.tasks:
-            raise invalid("MultiInferenceRequest must contain at least one task.")
+            # TF Serving resolves the servable from the first task's spec before anything.
+            raise invalid("ModelSpec has no name specified.")
         first = request.tasks[0].model_spec
         seen: set[str] = set()
         for task in request.tasks:
+            if not task.model_spec.name:
+                raise invalid("Found ModelSpec with an empty model name.")
             if task.model_spec.name != first.name:
                 raise invalid(
                     "All ModelSpecs in a MultiInferenceRequest must access the same model name."
@@ -340,23 +412,32 @@ class DataPlane:
             if signature in seen:
                 raise invalid(f"Duplicate evaluation of signature: {signature}")
             seen.add(signature)
-            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-                raise invalid(f"Unsupported signature method_name: {task.method_name}")
         loaded = self.resolve(SpecRef.from_proto(first))
-        examples = self._examples(request.input)
+        for task in request.tasks:
+            signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if not loaded.servable.runnable(signature):
+                raise invalid(f"Requested signature not found in model graph: {signature}")
+            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"Unsupported signature method_name: {task.method_name}",
+                )
+        examples = examples_array(request.input)
         response = inference_pb2.MultiInferenceResponse()
         for task in request.tasks:
             kind = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
-            name, signature = self._example_signature(loaded, task.model_spec.signature_name, kind)
+            name, signature = example_signature(
+                loaded.servable, task.model_spec.signature_name, kind
+            )
             outputs = await self._run_examples(loaded, name, signature, examples)
             result = response.results.add()
             result.model_spec.CopyFrom(
                 _model_spec(loaded.servable.name, loaded.servable.version, name)
             )
             if kind == "classification":
-                result.classification_result.CopyFrom(self._classification(outputs, len(examples)))
+                result.classification_result.CopyFrom(classification_result(outputs, len(examples)))
             else:
-                result.regression_result.CopyFrom(self._regression(outputs, len(examples)))
+                result.regression_result.CopyFrom(regression_result(outputs, len(examples)))
         return response
 
     # ---- metadata, status, config ----
@@ -384,11 +465,10 @@ class DataPlane:
         return response
 
     def model_status(self, spec: SpecRef) -> get_model_status_pb2.GetModelStatusResponse:
-        """GetModelStatus for all versions, one version, or a label's version."""
-        if not spec.name:
-            raise invalid("Missing model name in request.")
+        """GetModelStatus for all versions or one version (a label is ignored, as in TF
+        Serving; an empty name finds no versions)."""
         response = get_model_status_pb2.GetModelStatusResponse()
-        for record in self.manager.status(spec.name, spec.version, spec.label):
+        for record in self.manager.status(spec.name, spec.version):
             status = response.model_version_status.add(version=record.version, state=record.state)
             status.status.error_code = record.error_code
             status.status.error_message = record.error_message

@@ -79,9 +79,16 @@ def _example_call(
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        metrics: Metrics | None = None,
+        *,
+        outputs_as_tensor_content: bool = False,
+    ) -> None:
         self._dp = dataplane
         self._calls = _Calls(dataplane, metrics)
+        self._as_content = outputs_as_tensor_content
 
     async def Predict(  # noqa: N802 (gRPC method names)
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
@@ -99,7 +106,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             response = predict_pb2.PredictResponse()
             prediction.fill_model_spec(response.model_spec)
             for key, value in prediction.outputs.items():
-                tensors.from_numpy(value, response.outputs[key])
+                tensors.from_numpy(value, response.outputs[key], as_content=self._as_content)
             return response
 
         return await self._calls.run("predict", request.model_spec.name, context, work)
@@ -271,12 +278,18 @@ def add_services(
     dataplane: DataPlane,
     metrics: Metrics | None,
     max_concurrent: int = 0,
+    *,
+    outputs_as_tensor_content: bool = False,
 ) -> None:
-    """Register PredictionService and ModelService (at most `max_concurrent` at once, if set)."""
+    """Register PredictionService and ModelService (at most `max_concurrent` at once, if set).
+
+    Predict outputs go in the typed value fields, as TF Serving writes them, unless
+    `outputs_as_tensor_content` (its --enable_serialization_as_tensor_content).
+    """
     limit = asyncio.Semaphore(max_concurrent) if max_concurrent > 0 else None
     _register(
         server,
-        PredictionService(dataplane, metrics),
+        PredictionService(dataplane, metrics, outputs_as_tensor_content=outputs_as_tensor_content),
         "tensorflow.serving.PredictionService",
         _PREDICTION_METHODS,
         limit,

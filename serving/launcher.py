@@ -21,6 +21,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ModelNotServable(UserError):
+    """A model's versions all ended without becoming AVAILABLE; the message says why."""
+
+
 class LocalServer:
     """`tfsp-model-server --model_config_file=CONFIG` on free loopback ports."""
 
@@ -36,7 +40,10 @@ class LocalServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self, models: list[str], timeout: float = 180.0) -> "LocalServer":
-        """Start, then wait until every model in `models` has an AVAILABLE version."""
+        """Start, then wait until every model in `models` has an AVAILABLE version.
+
+        ModelNotServable as soon as a model's every version failed to load (warmup included).
+        """
         from serving.client import ClientError, ServingClient
 
         with open(self.log_file, "wb") as log:
@@ -66,12 +73,20 @@ class LocalServer:
                         f"models {waiting} not available after {timeout:.0f}s; see {self.log_file}"
                     )
                 try:
-                    status = client.status(waiting[0])
-                    if any(v.state == v.AVAILABLE for v in status.model_version_status):
-                        waiting.pop(0)
-                        continue
+                    versions = list(client.status(waiting[0]).model_version_status)
                 except ClientError:
-                    pass  # not listening yet, or the model is still loading
+                    versions = []  # not listening yet, or no version seen yet
+                if any(v.state == v.AVAILABLE for v in versions):
+                    waiting.pop(0)
+                    continue
+                failed = [v for v in versions if v.state == v.END and v.status.error_code]
+                if versions and len(failed) == len(versions):
+                    self.stop()
+                    newest = failed[0]
+                    raise ModelNotServable(
+                        f"{waiting[0]} version {newest.version} did not become AVAILABLE: "
+                        f"{newest.status.error_message}"
+                    )
                 time.sleep(0.3)
         return self
 

@@ -22,7 +22,7 @@ import numpy as np
 from tensorflow_serving.apis import get_model_status_pb2
 
 from serving.config import ModelSettings
-from serving.errors import ServingError, not_found
+from serving.errors import ServingError, invalid, not_found
 from serving.servable import LoadError, Servable
 
 log = logging.getLogger("serving")
@@ -90,6 +90,9 @@ def _fingerprint(path: Path) -> tuple:
 
 
 def _load_error_code(exc: BaseException) -> grpc.StatusCode:
+    code = getattr(exc, "code", None)
+    if isinstance(exc, LoadError) and code is not None:
+        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
     text = str(exc)
     if "no saved_model.pb" in text:
         return grpc.StatusCode.NOT_FOUND
@@ -129,9 +132,10 @@ class ModelManager:
             wanted = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise not_found(f"Servable not found for request: {wanted}")
         loaded = model.loaded
-        if label:
+        if label is not None:
+            # An empty label is a label too (the oneof is set): TF Serving refuses it alike.
             if label not in model.labels:
-                raise not_found(f"Unrecognized servable version label: {label}")
+                raise invalid(f"Unrecognized servable version label: {label}")
             version = model.labels[label]
         if version is None:
             if not loaded:
@@ -142,15 +146,13 @@ class ModelManager:
             raise not_found(f"Servable not found for request: Specific({name}, {version})")
         return found
 
-    def status(
-        self, name: str, version: int | None = None, label: str | None = None
-    ) -> list[VersionRecord]:
-        """Version states, newest first, as GetModelStatus reports them."""
+    def status(self, name: str, version: int | None = None) -> list[VersionRecord]:
+        """Version states, newest first, as GetModelStatus reports them.
+
+        There is no label argument: TF Serving's GetModelStatus looks only at the spec's
+        version, so a request naming a label gets every version (get_model_status_impl.cc).
+        """
         model = self._models.get(name)
-        if label:
-            if model is None or label not in model.labels:
-                raise not_found(f"Unrecognized servable version label: {label}")
-            version = model.labels[label]
         records = dict(model.records) if model else {}
         if version is not None:
             if version not in records:
@@ -230,13 +232,15 @@ class ModelManager:
 
     def _apply_labels(self, model: _Model) -> str:
         labels = dict(model.settings.labels)
-        if not self._allow_unavailable_labels:
-            for label, version in labels.items():
-                if version not in model.loaded:
-                    return (
-                        f"Request to assign label {label} to version {version} of model "
-                        f"{model.settings.name}, which is not currently available for inference"
-                    )
+        for label, version in labels.items():
+            # TF Serving's flag lets a *new* label (or one that keeps its version) point at a
+            # version not loaded yet; moving a label onto one is refused either way.
+            allowed = self._allow_unavailable_labels and model.labels.get(label, version) == version
+            if version not in model.loaded and not allowed:
+                return (
+                    f"Request to assign label to version {version} of model "
+                    f"{model.settings.name}, which is not currently available for inference"
+                )
         if labels != model.labels:
             log.info("model %s: version labels %s", model.settings.name, labels or "{}")
         model.labels = labels

@@ -43,6 +43,9 @@ class Options:
     load_retry_interval_micros: int = 60_000_000
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
+    enable_serialization_as_tensor_content: bool = False
     version: bool = False
 
     @property
@@ -125,6 +128,12 @@ _HELP = {
     "load_retry_interval_micros": "wait between load retries (default 60 s)",
     "tensorflow_intra_op_parallelism": "TensorFlow intra-op threads (0: automatic)",
     "tensorflow_inter_op_parallelism": "TensorFlow inter-op threads (0: automatic)",
+    "enable_model_warmup": "replay each version's assets.extra/tf_serving_warmup_requests "
+    "before it becomes available (default true)",
+    "num_request_iterations_for_warmup": "times each warmup request is replayed (used if > 0; "
+    "default once)",
+    "enable_serialization_as_tensor_content": "encode Predict outputs as tensor_content "
+    "instead of the typed value fields (float_val, ...)",
     "version": "print the version and exit",
 }
 

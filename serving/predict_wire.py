@@ -19,20 +19,10 @@ from serving import tensors
 _PREDICT_INPUTS = 2  # PredictRequest.inputs, map<string, TensorProto>
 _MAP_KEY, _MAP_VALUE = 1, 2  # a map entry's key and value
 _TENSOR_CONTENT = 4  # TensorProto.tensor_content
-_LENGTH_DELIMITED = 2
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _field_head(number: int, length: int) -> bytes:
-    return _varint(number << 3 | _LENGTH_DELIMITED) + _varint(length)
+    return tensors.length_delimited_head(number, length)
 
 
 def _input_entry(name: str, array: np.ndarray) -> list[bytes]:
@@ -60,7 +50,7 @@ def predict_request_bytes(
     for name, value in inputs.items():
         array = np.asarray(value)
         if tensors.dtype_enum(array) in (types_pb2.DT_STRING, types_pb2.DT_INVALID):
-            tensors.from_numpy(array, request.inputs[name])
+            tensors.from_numpy(array, request.inputs[name], as_content=True)
         else:
             parts.extend(_input_entry(name, array))
     return b"".join([request.SerializeToString(), *parts])

@@ -263,12 +263,12 @@ def examples_input(body: dict) -> input_pb2.Input:
 
 
 def classify_response(result: classification_pb2.ClassificationResult) -> dict:
-    """{"result": [[[label, score], ...], ...]}."""
+    """{"results": [[[label, score], ...], ...]} (kClassifyRegressResponseKey in json_tensor.cc)."""
     return {
-        "result": [[[c.label, c.score] for c in item.classes] for item in result.classifications]
+        "results": [[[c.label, c.score] for c in item.classes] for item in result.classifications]
     }
 
 
 def regress_response(result: regression_pb2.RegressionResult) -> dict:
-    """{"result": [value, ...]}."""
-    return {"result": [r.value for r in result.regressions]}
+    """{"results": [value, ...]}."""
+    return {"results": [r.value for r in result.regressions]}

@@ -1,117 +1,123 @@
-"""One loaded model version: its SignatureDefs (as TF Serving reports them) and callables."""
+"""One loaded model version, loaded and called the way TF Serving does it.
+
+TF Serving loads a SavedModel with TensorFlow's C++ `LoadSavedModel`: import the MetaGraph
+into a fresh graph, run the saver's restore op, run the init op, then run each signature in a
+Session by its input and output tensor names. This module takes that same path through
+`tf.compat.v1.saved_model.loader.load` into a `tf.compat.v1.Session`. It deliberately does
+not use TF2's object loader (`tf.saved_model.load`): that path restores function captures
+from the object graph and so runs models whose signatures read variables the restore op
+never fills, which TF Serving cannot (production-facts.md, keras-team/keras#19274).
+"""
 
 import dataclasses
-import itertools
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow.python import pywrap_tfe
-from tensorflow.python.eager import context, core
-from tensorflow.python.framework.ops import EagerTensor
-from tensorflow.python.util import nest
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 log = logging.getLogger("serving")
 
+# The signature TF2's saver adds to run table initialisers; a graph-mode loader runs it at
+# load time, and it is not a servable signature (it has no inputs or outputs to call).
+INIT_OP_SIGNATURE = "__saved_model_init_op"
+
 
 class LoadError(Exception):
-    """A version folder that cannot be served; the message is one line."""
+    """A version folder that cannot be served; the message is one line.
+
+    `code` is the gRPC status number GetModelStatus reports for it (None: the manager's
+    default for the message).
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionOptions:
+    """The thread pools of every model's session (TF Serving's `--tensorflow_*` flags)."""
+
+    intra_op_threads: int = 0  # 0: TensorFlow picks
+    inter_op_threads: int = 0
+
+    def config(self) -> config_pb2.ConfigProto:
+        """The ConfigProto each session is created with."""
+        return config_pb2.ConfigProto(
+            intra_op_parallelism_threads=self.intra_op_threads,
+            inter_op_parallelism_threads=self.inter_op_threads,
+            # A SavedModel exported on a GPU machine may pin ops to /device:GPU:0; TF Serving
+            # places them where it can rather than failing on a CPU-only node.
+            allow_soft_placement=True,
+        )
+
+
+_Callable = Callable[..., list]
 
 
 @dataclasses.dataclass
 class Servable:
-    """A SavedModel version: SignatureDef protos for checks and metadata, functions to call."""
+    """A SavedModel version: its SignatureDefs and the Session that runs them."""
 
     name: str
     version: int
     path: str
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
-    functions: dict[str, object]
-    # Keeps the restored object (and so the functions' variables) alive.
-    root: object = None
+    session: tf.compat.v1.Session
+    _callables: dict[tuple, _Callable] = dataclasses.field(default_factory=dict)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    # Signatures that take the direct way into TensorFlow (see _direct_caller).
-    callers: dict[str, Callable[[dict[str, np.ndarray]], dict]] = dataclasses.field(
-        default_factory=dict
-    )
+    def runnable(self, signature: str) -> bool:
+        """Whether `signature` is one a request may call."""
+        return signature in self.signature_defs and signature != INIT_OP_SIGNATURE
 
     def run(
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Call a signature on numpy inputs (already validated) and return numpy outputs."""
-        caller = self.callers.get(signature)
-        if caller is None:
-            results = self.functions[signature](
-                **{key: tf.constant(value) for key, value in inputs.items()}
-            )
-        else:
-            results = caller(inputs)
-        keys = output_keys or list(results)
-        return {key: results[key].numpy() for key in keys}
+        """Run a signature on numpy inputs (names and dtypes already checked).
 
+        Outputs are `output_keys` (default: every output of the signature), as numpy arrays.
+        Errors are TensorFlow's own (`tf.errors.OpError` subclasses), as from Session::Run.
+        """
+        feed_keys = tuple(inputs)
+        fetch_keys = (
+            tuple(output_keys) if output_keys else tuple(self.signature_defs[signature].outputs)
+        )
+        run = self._callable(signature, feed_keys, fetch_keys)
+        values = run(*(inputs[key] for key in feed_keys))
+        return dict(zip(fetch_keys, values, strict=True))
 
-def _direct_caller(function: object) -> Callable[[dict[str, np.ndarray]], dict] | None:
-    """The shortest way into a restored signature, when its layout is the one we know.
+    def _callable(
+        self, signature: str, feeds: tuple[str, ...], fetches: tuple[str, ...]
+    ) -> _Callable:
+        key = (signature, feeds, fetches)
+        found = self._callables.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._callables.get(key)
+            if found is None:
+                definition = self.signature_defs[signature]
+                # A callable fixes the feed and fetch tensors once; each call then goes
+                # straight to TF_SessionRunCallable. Session.make_callable with a feed list
+                # would take Session.run's Python path instead, which refuses feeds whose
+                # shape differs from the placeholder's: TF Serving's Session::Run does not
+                # check that, the graph's ops decide (predict_util.cc).
+                options = config_pb2.CallableOptions(
+                    feed=[definition.inputs[k].name for k in feeds],
+                    fetch=[definition.outputs[k].name for k in fetches],
+                )
+                found = self.session._make_callable_from_options(options)
+                self._callables[key] = found
+        return found
 
-    A signature call through the public API passes ~8 Python layers (argument binding, tape
-    and distribution checks, output packing, capture re-flattening) before TensorFlow runs
-    the function op: ~0.1 ms per call with warm caches and ~0.15 ms after an idle
-    millisecond, against ~0.2 ms for the CNN's own work. In a server with no gradient tape
-    and no distribution strategy they do nothing, so this executes the function op the way
-    they end up doing, with inputs in parameter order followed by the captured variable
-    handles (resolved once: they stay the same while the version is loaded).
-
-    Returns None, so that the public call path is used, unless every assumption holds:
-    inputs named and ordered as the parameters, a flat dict of plain tensors out, captures
-    that are already tensors (no call-time values, no distributed variables).
-    """
-    try:
-        order = list(function.function_type.parameters)  # type: ignore[attr-defined]
-        placeholders = function.inputs[: len(order)]  # type: ignore[attr-defined]
-        captures = list(function._captured_inputs)  # type: ignore[attr-defined]
-        atomic = function._inference_function  # type: ignore[attr-defined]
-        structured = function.structured_outputs  # type: ignore[attr-defined]
-        declared_inputs = len(atomic.cached_definition.signature.input_arg)
-        op_name = atomic.name.decode()
-    except (AttributeError, TypeError):
-        return None
-    if [t.name.split(":")[0] for t in placeholders] != order:
-        return None
-    # Tensors only: a callable is a value captured at call time, and a distributed
-    # variable needs its per-replica handle chosen on each call.
-    if not all(isinstance(c, tf.Tensor) for c in captures):
-        return None
-    if declared_inputs != len(order) + len(captures):
-        return None
-    if not isinstance(structured, dict) or not structured:
-        return None
-    keys = sorted(structured)
-    flat = nest.flatten(structured)
-    if len(flat) != len(keys) or any(
-        flat[i] is not structured[key] or structured[key].dtype in (tf.resource, tf.variant)
-        for i, key in enumerate(keys)
-    ):
-        return None
-    ctx = context.context()
-    # What the public path passes on every call: the session config (thread pools) and the
-    # executor type, fixed once the server has set its threading options.
-    attrs = tuple(itertools.chain(*ctx.function_call_options.as_attrs().items()))
-
-    def call(arrays: dict[str, np.ndarray]) -> dict:
-        device = ctx.device_name
-        inputs = [EagerTensor(arrays[key], device, None) for key in order]
-        try:
-            outputs = pywrap_tfe.TFE_Py_Execute(
-                ctx._handle, device, op_name, inputs + captures, attrs, len(keys)
-            )
-        except core._NotOkStatusException as exc:
-            raise core._status_to_exception(exc) from None
-        return dict(zip(keys, outputs, strict=True))
-
-    return call
+    def close(self) -> None:
+        """Release the session (its variables and thread pools)."""
+        self.session.close()
 
 
 def _meta_graph(path: Path, tags: set[str]) -> meta_graph_pb2.MetaGraphDef:
@@ -130,25 +136,44 @@ def _meta_graph(path: Path, tags: set[str]) -> meta_graph_pb2.MetaGraphDef:
     raise LoadError(f"no MetaGraph with tags {sorted(tags)} in {pb} (has {found})")
 
 
+def _one_line(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+    kept = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(("[[", "Graph execution error"))
+    ]
+    return (" ".join(kept) or type(exc).__name__)[:500]
+
+
 def load_servable(
-    name: str, version: int, path: str, tags: tuple[str, ...] = ("serve",)
+    name: str,
+    version: int,
+    path: str,
+    tags: tuple[str, ...] = ("serve",),
+    session_options: SessionOptions = SessionOptions(),
 ) -> Servable:
-    """Load one version folder; LoadError (one line) if it is not a servable SavedModel."""
+    """Load one version folder as TF Serving does; LoadError (one line) if it cannot be.
+
+    A model whose restore or init op fails is refused here. One whose signatures read
+    variables that nothing restored loads (as in TF Serving) and fails its first call;
+    warmup (serving.warmup) is what catches that before the version becomes available.
+    """
     folder = Path(path)
-    graph = _meta_graph(folder, set(tags))
+    _meta_graph(folder, set(tags))  # clear errors for a missing or garbled file first
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=session_options.config())
     try:
-        root = tf.saved_model.load(str(folder), tags=list(tags))
+        with graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), str(folder))
     except Exception as exc:
-        first = " ".join(str(exc).split())[:300] or type(exc).__name__
-        raise LoadError(f"loading {folder} failed: {first}") from exc
-    functions = dict(root.signatures)
-    callers = {name: c for name, fn in functions.items() if (c := _direct_caller(fn)) is not None}
+        session.close()
+        raise LoadError(f"loading {folder} failed: {_one_line(exc)}") from exc
+    graph.finalize()  # nothing may add ops to a serving graph after load
     return Servable(
         name=name,
         version=version,
         path=str(folder),
-        signature_defs=dict(graph.signature_def),
-        functions=functions,
-        root=root,
-        callers=callers,
+        signature_defs=dict(meta_graph.signature_def),
+        session=session,
     )

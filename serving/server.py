@@ -67,7 +67,8 @@ class _Server:
         from serving.dataplane import DataPlane
         from serving.manager import ModelManager
         from serving.metrics import Metrics
-        from serving.servable import load_servable
+        from serving.servable import LoadError, SessionOptions, load_servable
+        from serving.warmup import WarmupError, run_warmup
 
         if options.tensorflow_intra_op_parallelism:
             tf.config.threading.set_intra_op_parallelism_threads(
@@ -77,6 +78,9 @@ class _Server:
             tf.config.threading.set_inter_op_parallelism_threads(
                 options.tensorflow_inter_op_parallelism
             )
+        session_options = SessionOptions(
+            options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism
+        )
         self.options = options
         self.files = files
         self.metrics = Metrics()
@@ -92,8 +96,22 @@ class _Server:
                 servable, files.batching, self.executor, self.metrics.observe_batch
             )
 
+        def load(name: str, version: int, path: str) -> object:
+            # A version is AVAILABLE only after its warmup requests ran, as in TF Serving;
+            # one whose warmup fails is a failed load and never replaces a serving version.
+            servable = load_servable(name, version, path, tags, session_options)
+            if options.enable_model_warmup:
+                try:
+                    run_warmup(servable, options.num_request_iterations_for_warmup or 1)
+                except WarmupError as exc:
+                    servable.close()
+                    raise LoadError(
+                        f"warmup of {path} failed: {exc}", code=exc.code.value[0]
+                    ) from exc
+            return servable
+
         self.manager = ModelManager(
-            lambda name, version, path: load_servable(name, version, path, tags),
+            load,
             make_runner,
             allow_unavailable_labels=options.allow_version_labels_for_unavailable_models,
             max_load_retries=options.max_num_load_retries,
@@ -184,7 +202,13 @@ class _Server:
         channel_args.setdefault("grpc.max_receive_message_length", INT32_MAX)
         channel_args.setdefault("grpc.max_send_message_length", INT32_MAX)
         server = grpc.aio.server(options=list(channel_args.items()))
-        add_services(server, self.dataplane, self.metrics, options.grpc_max_threads)
+        add_services(
+            server,
+            self.dataplane,
+            self.metrics,
+            options.grpc_max_threads,
+            outputs_as_tensor_content=options.enable_serialization_as_tensor_content,
+        )
         tls = self.files.tls
         credentials = None
         if tls is not None:

@@ -10,7 +10,6 @@ import math
 import grpc
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
 
 from serving.errors import ServingError, invalid
 
@@ -127,13 +126,42 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
     return full.reshape(shape)
 
 
+# Packed repeated fixed-width fields of TensorProto whose wire bytes are the array's own
+# little-endian bytes: (field number, numpy dtype).
+_PACKED_FIXED = {
+    types_pb2.DT_FLOAT: (5, np.dtype("<f4")),
+    types_pb2.DT_DOUBLE: (6, np.dtype("<f8")),
+}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def length_delimited_head(number: int, length: int) -> bytes:
+    """The wire-format head of a length-delimited field (tag, then length): bytes follow."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
 def from_numpy(
-    array: np.ndarray, proto: tensor_pb2.TensorProto | None = None
+    array: np.ndarray, proto: tensor_pb2.TensorProto | None = None, *, as_content: bool = False
 ) -> tensor_pb2.TensorProto:
-    """Encode an output array: bytes in tensor_content, strings in string_val."""
+    """Encode an output array as TF Serving does: typed value fields by default.
+
+    TF Serving writes outputs with Tensor::AsProtoField (`float_val`, `int64_val`, ...) unless
+    started with --enable_serialization_as_tensor_content (predict_util.cc). Strings always
+    go to `string_val`.
+    """
     proto = proto if proto is not None else tensor_pb2.TensorProto()
     array = np.asarray(array)
     enum = dtype_enum(array)
+    if enum == types_pb2.DT_INVALID:
+        raise ServingError(grpc.StatusCode.INTERNAL, f"cannot encode output dtype {array.dtype}")
     proto.dtype = enum
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
@@ -141,32 +169,16 @@ def from_numpy(
         proto.string_val.extend(
             v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()
         )
-    elif enum == types_pb2.DT_INVALID:
-        raise ServingError(grpc.StatusCode.INTERNAL, f"cannot encode output dtype {array.dtype}")
-    else:
+    elif as_content:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
+    elif enum in _PACKED_FIXED and array.size:
+        # The packed field's payload is the values' bytes: merging it is the same message as
+        # extending float_val value by value, ~50x faster for a 256x32 output.
+        number, wire_dtype = _PACKED_FIXED[enum]
+        payload = np.ascontiguousarray(array, dtype=wire_dtype).tobytes()
+        proto.MergeFromString(length_delimited_head(number, len(payload)) + payload)
+    elif enum == types_pb2.DT_HALF:
+        proto.half_val.extend(array.ravel().view(np.uint16).tolist())
+    elif array.size:
+        getattr(proto, _DTYPES[enum][1]).extend(array.ravel().tolist())
     return proto
-
-
-def _signature_shape(info: meta_graph_pb2.TensorInfo) -> list[int] | None:
-    if info.tensor_shape.unknown_rank or not info.HasField("tensor_shape"):
-        return None
-    return [d.size for d in info.tensor_shape.dim]
-
-
-def check_input(name: str, array: np.ndarray, info: meta_graph_pb2.TensorInfo) -> None:
-    """INVALID_ARGUMENT unless `array` has the dtype and a shape compatible with `info`."""
-    received = dtype_enum(array)
-    if received != info.dtype:
-        raise invalid(
-            f"input '{name}': expected dtype {dtype_name(info.dtype)}, "
-            f"received {dtype_name(received)}"
-        )
-    expected = _signature_shape(info)
-    if expected is None:
-        return
-    shape = list(array.shape)
-    if len(shape) != len(expected) or any(
-        e not in (-1, s) for e, s in zip(expected, shape, strict=True)
-    ):
-        raise invalid(f"input '{name}': expected shape {expected}, received shape {shape}")

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from serving.launcher import free_port
@@ -29,16 +30,16 @@ class _Toy(tf.Module):
     def predict(self, x: tf.Tensor) -> dict:
         return {"y": x * self.scale}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def classify(self, examples: tf.Tensor) -> dict:
-        p = self._x0(examples)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def classify(self, inputs: tf.Tensor) -> dict:
+        p = self._x0(inputs)
         scores = tf.stack([p, 1.0 - p], axis=1)
         classes = tf.tile(tf.constant([["neg", "pos"]]), [tf.shape(p)[0], 1])
         return {"scores": scores, "classes": classes}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def regress(self, examples: tf.Tensor) -> dict:
-        return {"outputs": self._x0(examples)}
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+    def regress(self, inputs: tf.Tensor) -> dict:
+        return {"outputs": self._x0(inputs)}
 
     @tf.function(
         input_signature=[
@@ -56,9 +57,9 @@ def build_toy_model(path: Path, scale: float) -> Path:
 
     Signatures:
       serving_default(x: float[None, 3]) -> y = x * scale
-      classify(examples: string[None]) -> scores [None, 2] = (x0*scale, 1-x0*scale),
+      classify(inputs: string[None]) -> scores [None, 2] = (x0*scale, 1-x0*scale),
                                           classes [None, 2] = ("neg", "pos")  (feature x)
-      regress(examples: string[None]) -> outputs [None] = x0 * scale
+      regress(inputs: string[None]) -> outputs [None] = x0 * scale
       types(a: int64[None], s: string[None], h: int32[None, 2]) ->
           a2 = a * 2, s_bytes = s, h_sum = sum(h, 1)
     """
@@ -73,6 +74,57 @@ def build_toy_model(path: Path, scale: float) -> Path:
             "types": toy.types,
         },
     )
+    return path
+
+
+class _KerasInModule(tf.Module):
+    """A Keras 3 model held by a tf.Module that does not track its tf.Variables."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        inputs = tf.keras.Input((3,), name="x")
+        self.model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name="dense")(inputs))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+    def predict(self, x: tf.Tensor) -> dict:
+        return {"y": self.model(x)}
+
+
+def build_unservable_model(path: Path, *, with_warmup: bool = False) -> Path:
+    """A SavedModel TF Serving loads but cannot run: serving_default(x: float[None, 3]) -> y.
+
+    Its signature reads variables named after the Keras ones (`dense/kernel`) that the
+    restore op never fills (keras-team/keras#19274): TF2's loader runs it, a graph-mode
+    Session fails with FAILED_PRECONDITION. `with_warmup` adds one Predict warmup request.
+    """
+    module = _KerasInModule()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.predict})
+    if with_warmup:
+        write_warmup(path, [warmup_predict("serving_default", {"x": np.ones((1, 3), np.float32)})])
+    return path
+
+
+def warmup_predict(signature: str, inputs: dict) -> object:
+    """A PredictionLog holding a Predict request on `signature`."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    record = prediction_log_pb2.PredictionLog()
+    request = record.predict_log.request
+    request.model_spec.signature_name = signature
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+    return record
+
+
+def write_warmup(version_dir: Path, records: list, raw: list[bytes] = ()) -> Path:
+    """Write TF Serving's warmup file (PredictionLog records, then `raw` records as given)."""
+    path = version_dir / "assets.extra" / "tf_serving_warmup_requests"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record.SerializeToString())
+        for data in raw:
+            writer.write(data)
     return path
 
 

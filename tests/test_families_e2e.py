@@ -2,13 +2,16 @@
 epochs, lowered bounds), then the pushed models as clients see them; and the refusals."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from pipelines.families import FAMILIES as REGISTERED
-from tests.conftest import run_crippled_pipeline, run_pipeline, run_tfsp
+from pipelines.families import served_model_names
+from tests.conftest import REPO, run_crippled_pipeline, run_pipeline, run_tfsp
 from tfsp.data.prepare import read_split, to_example
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +70,30 @@ def test_claim_families_print_both_figures_and_the_bn_figure(all_home):
     assert "ReferenceModelGen" in result.stderr
 
 
+def test_every_pushed_model_runs_on_tf_servings_load_path(all_home):
+    """All six models: graph-mode load (restore op, init op, signatures by tensor name in a
+    Session) against TF2's loader, every signature, in a process importing only TensorFlow."""
+    home, _ = all_home
+    folders = []
+    for model in served_model_names():
+        (version,) = _versions(home, model)
+        folder = home / "serving" / model / version
+        assert (folder / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
+        folders.append(str(folder))
+    compared = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "graph_load_compare.py"), *folders],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    reports = [json.loads(line) for line in compared.stdout.splitlines()]
+    assert compared.returncode == 0, reports
+    assert [r["model"] for r in reports] == folders and all(r["ok"] for r in reports)
+    signatures = {r["model"].split("/")[-2]: sorted(r["max_abs_diff"]) for r in reports}
+    assert "transformed_labels" in signatures["transfer"]
+    assert "encode_images" in signatures["autoencoder"]
+
+
 @pytest.mark.parametrize("family", ["rnn", "batchnorm"])
 def test_pushed_classifiers_have_both_signatures(all_home, digits_dir, family):
     home, _ = all_home
@@ -76,7 +103,7 @@ def test_pushed_classifiers_have_both_signatures(all_home, digits_dir, family):
     images, labels = read_split(digits_dir / "test" / "data.tfrecord")
     raw = loaded.signatures["predict_images"](images=tf.constant(images[:32, ..., None]))
     examples = _examples(images[:32], labels[:32])
-    scores = loaded.signatures["serving_default"](examples=examples)["scores"]
+    scores = loaded.signatures["serving_default"](inputs=examples)["scores"]
     assert scores.shape == (32, 10)
     np.testing.assert_allclose(scores.numpy(), raw["probabilities"].numpy(), atol=1e-5)
 
@@ -88,7 +115,7 @@ def test_transferred_model_serves_the_new_label_set(all_home, digits_dir):
     assert set(loaded.signatures) == {"serving_default", "predict_images", "transformed_labels"}
     images, labels = read_split(digits_dir / "test" / "data.tfrecord")
     examples = _examples(images[:40], labels[:40])
-    classified = loaded.signatures["serving_default"](examples=examples)
+    classified = loaded.signatures["serving_default"](inputs=examples)
     assert classified["classes"].numpy()[0].tolist() == [b"0-4", b"5-9"]
     task = loaded.signatures["transformed_labels"](examples=examples)["task_label"]
     assert task.numpy()[:, 0].tolist() == (labels[:40] >= 5).astype(int).tolist()

@@ -64,7 +64,7 @@ def test_blessed_run_pushes_a_loadable_versioned_savedmodel(blessed_home, digits
             for im, lb in zip(images[:64], labels[:64], strict=True)
         ]
     )
-    classified = loaded.signatures["serving_default"](examples=examples)
+    classified = loaded.signatures["serving_default"](inputs=examples)
     # Both signatures are the same model behind the same Transform graph.
     np.testing.assert_allclose(
         classified["scores"].numpy(), raw["probabilities"].numpy(), atol=1e-5

@@ -98,7 +98,7 @@ def test_rest_predict_and_metadata(cnn_server, test_images):
     assert len(reply["predictions"]) == 2
     assert set(reply["predictions"][0]) == {"probabilities", "class_ids"}
     signatures = rest.metadata("cnn")["metadata"]["signature_def"]["signature_def"]
-    assert signatures["serving_default"]["inputs"]["examples"]["dtype"] == "DT_STRING"
+    assert signatures["serving_default"]["inputs"]["inputs"]["dtype"] == "DT_STRING"
 
 
 def test_tfsp_predict_status_metadata_commands(cnn_server, pushed_cnn, test_images, tmp_path):

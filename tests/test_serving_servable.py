@@ -1,13 +1,11 @@
-"""Servable.run: the direct way into TensorFlow must answer exactly as the public call path."""
-
-import dataclasses
+"""Servable: loaded the way TF Serving loads a SavedModel, and answering as TF2's loader does."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving.servable import load_servable
-from tests.serving_harness import build_toy_model
+from serving.servable import INIT_OP_SIGNATURE, LoadError, load_servable
+from tests.serving_harness import build_toy_model, build_unservable_model
 
 EXAMPLE = tf.train.Example(
     features=tf.train.Features(
@@ -16,8 +14,8 @@ EXAMPLE = tf.train.Example(
 ).SerializeToString()
 INPUTS = {
     "serving_default": {"x": np.arange(6, dtype=np.float32).reshape(2, 3)},
-    "classify": {"examples": np.array([EXAMPLE, EXAMPLE], dtype=object)},
-    "regress": {"examples": np.array([EXAMPLE], dtype=object)},
+    "classify": {"inputs": np.array([EXAMPLE, EXAMPLE], dtype=object)},
+    "regress": {"inputs": np.array([EXAMPLE], dtype=object)},
     "types": {
         "a": np.array([1, -2], dtype=np.int64),
         "s": np.array([b"p", b"q"], dtype=object),
@@ -27,44 +25,72 @@ INPUTS = {
 
 
 @pytest.fixture(scope="module")
-def servable(tmp_path_factory):
-    path = build_toy_model(tmp_path_factory.mktemp("servable") / "toy" / "2", 2.0)
-    return load_servable("toy", 2, str(path))
+def toy_path(tmp_path_factory):
+    return build_toy_model(tmp_path_factory.mktemp("servable") / "toy" / "2", 2.0)
 
 
-def _public_call(servable, signature: str, inputs: dict) -> dict:
-    results = servable.functions[signature](**{k: tf.constant(v) for k, v in inputs.items()})
-    return {key: value.numpy() for key, value in results.items()}
+@pytest.fixture(scope="module")
+def servable(toy_path):
+    return load_servable("toy", 2, str(toy_path))
 
 
 @pytest.mark.parametrize("signature", sorted(INPUTS))
-def test_direct_call_matches_the_public_call(servable, signature):
-    assert signature in servable.callers  # the toy's layout is the one the direct way expects
-    direct = servable.run(signature, INPUTS[signature])
-    public = _public_call(servable, signature, INPUTS[signature])
-    assert sorted(direct) == sorted(public)
-    for key, value in public.items():
-        assert direct[key].dtype == value.dtype, key
-        np.testing.assert_array_equal(direct[key], value)
+def test_graph_mode_answers_as_tf2s_loader(servable, toy_path, signature):
+    eager = tf.saved_model.load(str(toy_path)).signatures[signature]
+    expected = eager(**{k: tf.constant(v) for k, v in INPUTS[signature].items()})
+    got = servable.run(signature, INPUTS[signature])
+    assert sorted(got) == sorted(expected)
+    for key, value in expected.items():
+        assert got[key].dtype == value.numpy().dtype, key
+        np.testing.assert_array_equal(got[key], value.numpy())
 
 
-def test_signatures_of_another_layout_take_the_public_call(servable):
-    public_only = dataclasses.replace(servable, callers={})
-    for signature, inputs in INPUTS.items():
-        expected = servable.run(signature, inputs)
-        got = public_only.run(signature, inputs)
-        assert sorted(got) == sorted(expected)
-        for key, value in expected.items():
-            np.testing.assert_array_equal(got[key], value)
-
-
-def test_direct_call_keeps_only_the_requested_outputs(servable):
+def test_only_the_requested_outputs_are_fetched(servable):
     outputs = servable.run("types", INPUTS["types"], ["h_sum"])
     assert list(outputs) == ["h_sum"]
     np.testing.assert_array_equal(outputs["h_sum"], [3, 7])
 
 
+def test_the_init_op_is_in_the_metadata_but_not_callable(servable):
+    assert INIT_OP_SIGNATURE in servable.signature_defs  # TF Serving's metadata lists it too
+    assert not servable.runnable(INIT_OP_SIGNATURE)
+    assert servable.runnable("serving_default")
+
+
+def test_shapes_are_left_to_the_graph(servable):
+    # The signature says [None, 3]; TF Serving feeds the tensor as it is and x * scale
+    # broadcasts over any shape, so this answers (as it does there).
+    got = servable.run("serving_default", {"x": np.ones((2, 4), np.float32)})
+    np.testing.assert_array_equal(got["y"], np.full((2, 4), 2.0, np.float32))
+
+
+def test_a_wrong_dtype_is_the_sessions_invalid_argument(servable):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Type mismatch: actual int32"):
+        servable.run("serving_default", {"x": np.ones((1, 3), np.int32)})
+
+
 def test_a_failing_op_raises_tensorflows_error_type(servable):
     with pytest.raises(tf.errors.InvalidArgumentError) as caught:
-        servable.run("regress", {"examples": np.array([b"not an Example"], dtype=object)})
+        servable.run("regress", {"inputs": np.array([b"not an Example"], dtype=object)})
     assert "parse" in caught.value.message.lower()
+
+
+def test_a_keras_model_whose_variables_nothing_restores_loads_but_fails_its_call(tmp_path):
+    # What TF Serving does with a Keras 3 model saved inside a tf.Module: the load succeeds,
+    # every call fails. TF2's loader runs the same model fine, which hid this.
+    path = build_unservable_model(tmp_path / "bad" / "1")
+    np.testing.assert_array_equal(
+        tf.saved_model.load(str(path)).signatures["serving_default"](x=tf.ones((1, 3)))["y"].shape,
+        (1, 2),
+    )
+    broken = load_servable("bad", 1, str(path))
+    with pytest.raises(tf.errors.FailedPreconditionError, match="Could not find variable"):
+        broken.run("serving_default", {"x": np.ones((1, 3), np.float32)})
+
+
+def test_a_missing_or_garbled_savedmodel_is_a_one_line_load_error(tmp_path):
+    with pytest.raises(LoadError, match="no saved_model.pb"):
+        load_servable("m", 1, str(tmp_path))
+    (tmp_path / "saved_model.pb").write_bytes(b"\x00garbage")
+    with pytest.raises(LoadError, match="is not a SavedModel protobuf"):
+        load_servable("m", 1, str(tmp_path))

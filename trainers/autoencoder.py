@@ -24,6 +24,7 @@ from trainers.common import (
     REFERENCE_MODEL_DIR,
     Hyperparameters,
     cosine_epoch_schedule,
+    eval_warmup_data,
     make_strategy,
     transformed_dataset,
     write_json,
@@ -255,9 +256,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     }
     logging.info("reconstruction MSE on eval: %s", claim)
 
-    export_autoencoder(autoencoder, encoder, tf_transform_output, fn_args.serving_model_dir)
-    export_encoder(encoder, tf_transform_output, os.path.join(fn_args.model_run_dir, ENCODER_DIR))
-    export_pca(pca, os.path.join(fn_args.model_run_dir, REFERENCE_MODEL_DIR))
+    warmup = eval_warmup_data(fn_args, tf_transform_output)
+    export_autoencoder(autoencoder, encoder, tf_transform_output, fn_args.serving_model_dir, warmup)
+    export_encoder(
+        encoder, tf_transform_output, os.path.join(fn_args.model_run_dir, ENCODER_DIR), warmup
+    )
+    export_pca(pca, os.path.join(fn_args.model_run_dir, REFERENCE_MODEL_DIR), warmup)
     save_reconstruction_figure(
         os.path.join(fn_args.model_run_dir, FIGURE_FILE), eval_pixels, ae_eval, pca_eval
     )

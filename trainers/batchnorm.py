@@ -30,6 +30,7 @@ from trainers.common import (
     Hyperparameters,
     cosine_epoch_schedule,
     dataset_arrays,
+    eval_warmup_data,
     transformed_dataset,
     write_json,
 )
@@ -215,6 +216,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train, evaluation = arrays(fn_args.train_files), arrays(fn_args.eval_files)
     probe = evaluation[0][:_PROBE_EXAMPLES]
     results, values = {}, {}
+    warmup = eval_warmup_data(fn_args, tf_transform_output)
     for name, batch_norm in (("plain", False), ("bn", True)):
         model, history = train_variant(config, batch_norm, train, hparams)
         loss, accuracy = model.evaluate(*evaluation, verbose=0)
@@ -227,7 +229,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             if batch_norm
             else os.path.join(fn_args.model_run_dir, REFERENCE_MODEL_DIR)
         )
-        export_classifier(model, tf_transform_output, directory)
+        export_classifier(model, tf_transform_output, directory, warmup=warmup)
     logging.info(
         "eval accuracy after %d epochs: BN %.4f, plain %.4f",
         hparams.epochs,

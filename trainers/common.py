@@ -15,6 +15,7 @@ from tfx_bsl.public import tfxio
 
 from tfsp.features import LABEL_KEY
 from trainers.export import export_classifier
+from trainers.warmup import WARMUP_EXAMPLE_COUNT, WarmupData, warmup_data
 
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 # Where a Trainer that trains a reference model (the other side of a family's claim) exports
@@ -135,8 +136,31 @@ def latest_pushed_version(model_root: str) -> str | None:
     return max(numeric, key=int) if numeric else None
 
 
+def eval_warmup_data(
+    fn_args: tfx.components.FnArgs, tf_transform_output: tft.TFTransformOutput
+) -> WarmupData:
+    """The first few eval examples, as raw pixels (and digits), for the warmup requests."""
+    dataset = fn_args.data_accessor.tf_dataset_factory(
+        fn_args.eval_files,
+        tfxio.TensorFlowDatasetOptions(
+            batch_size=WARMUP_EXAMPLE_COUNT, num_epochs=1, shuffle=False
+        ),
+        tf_transform_output.transformed_metadata.schema,
+    )
+    batch = next(iter(dataset))
+    return warmup_data(
+        {key: value.numpy() for key, value in batch.items()},
+        tf_transform_output.transform_features_layer(),
+    )
+
+
 def write_json(path: str, values: dict) -> None:
-    """Write `values` as indented JSON through tf.io.gfile (local or remote paths)."""
+    """Write `values` as indented JSON through tf.io.gfile (local or remote paths).
+
+    The folder is created first: TFX's local runner creates model_run, its Kubeflow v2
+    entrypoint does not.
+    """
+    tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(values, f, indent=2, sort_keys=True)
 
@@ -173,5 +197,10 @@ def fit_and_export_classifier(
         os.path.join(fn_args.model_run_dir, "history.json"),
         {k: [float(v) for v in vs] for k, vs in history.history.items()},
     )
-    export_classifier(model, tf_transform_output, fn_args.serving_model_dir)
+    export_classifier(
+        model,
+        tf_transform_output,
+        fn_args.serving_model_dir,
+        warmup=eval_warmup_data(fn_args, tf_transform_output),
+    )
     return model

@@ -1,7 +1,7 @@
 """The one way a classifier becomes a SavedModel that TFMA, TF Serving and our server read.
 
 Signatures:
-  serving_default(examples: string[batch]) -> scores: float[batch, C], classes: string[batch, C]
+  serving_default(inputs: string[batch]) -> scores: float[batch, C], classes: string[batch, C]
       Serialized tf.Example in, the shape TF Serving's Classify API and TFMA expect.
   predict_images(images: float[batch, 32, 32, 1]) -> probabilities: float[batch, C],
                                                    class_ids: int64[batch]
@@ -9,13 +9,20 @@ Signatures:
 Both run the Transform graph first, so clients always send raw features. C is the number of
 classes the model predicts; `classes` holds their names (default "0", "1", ...).
 
-A model trained on a label derived from the digit (the transfer family's odd/even) also has
+A model trained on a label derived from the digit (the transfer family's digit >= 5) also has
   transformed_labels(examples: string[batch]) -> task_label: int64[batch, 1]
       The label this model predicts, computed from the example's `label`; TFMA calls it (as a
       preprocessing function) to find the label the raw examples do not hold.
 
 The model may take the image as 1,024 floats (what Transform emits) and reshape it inside
 (LeNet to 32×32×1, the RNN to 32 rows × 32 features), so every family exports this one way.
+
+Every export runs on TF Serving's load path (graph-mode loader, restore op, signatures by
+tensor name in a Session): the servable module tracks the TensorFlow variables under the
+Keras model itself, so the restore op fills the very variables the signatures read (a
+Keras 3 model held by a tf.Module otherwise gets a second, never-restored set:
+keras-team/keras#19274). Every export also carries TF Serving's warmup requests
+(trainers/warmup.py): one per signature, on a few real eval examples.
 """
 
 from collections.abc import Callable, Sequence
@@ -24,13 +31,44 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY
+from trainers.warmup import WarmupData, classify_log, predict_log, write_warmup_file
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGES = "predict_images"
 TRANSFORMED_LABELS = "transformed_labels"
 TASK_LABEL_KEY = "task_label"
+# The input TF Serving's Classify and Regress APIs feed (kClassifyInputs in classifier.cc):
+# a Classify call on a signature whose string input has another name is refused there.
+EXAMPLES_INPUT = "inputs"
+IMAGES_INPUT = "images"
 
 LabelFn = Callable[[tf.Tensor], tf.Tensor]
+
+
+def _tensorflow_variables(*models: tf.Module) -> list[tf.Variable]:
+    """The tf.Variables under Keras variables (or plain ones), for the module to track.
+
+    Tracked by the module, they are what the SavedModel's restore op restores, and the
+    signatures captured exactly these handles when they were traced.
+    """
+    found: list[tf.Variable] = []
+    for model in models:
+        for variable in model.variables:
+            inner = variable if isinstance(variable, tf.Variable) else variable.value
+            if not isinstance(inner, tf.Variable):
+                raise TypeError(f"variable {variable.name} holds no tf.Variable: {type(inner)}")
+            found.append(inner)
+    return found
+
+
+def _save(
+    module: tf.Module,
+    export_dir: str,
+    signatures: dict[str, tf.types.experimental.GenericFunction],
+    warmup: list,
+) -> None:
+    tf.saved_model.save(module, export_dir, signatures=signatures)
+    write_warmup_file(export_dir, warmup)
 
 
 class _ClassifierServable(tf.Module):
@@ -45,6 +83,7 @@ class _ClassifierServable(tf.Module):
     ) -> None:
         super().__init__()
         self.model = model
+        self.model_variables = _tensorflow_variables(model)
         self.tft_layer = tf_transform_output.transform_features_layer()
         raw_spec = tf_transform_output.raw_feature_spec()
         self._label_spec = {LABEL_KEY: raw_spec.pop(LABEL_KEY)}
@@ -67,15 +106,15 @@ class _ClassifierServable(tf.Module):
         transformed = self.tft_layer(raw_features)
         return self.model({IMAGE_KEY: transformed[IMAGE_KEY]}, training=False)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def classify_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        parsed = tf.io.parse_example(examples, self._raw_spec)
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def classify_examples(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(inputs, self._raw_spec)
         scores = self._probabilities(parsed)
         classes = tf.tile(self._class_names[tf.newaxis, :], [tf.shape(scores)[0], 1])
         return {"scores": scores, "classes": classes}
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32, "images")]
+        input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32, IMAGES_INPUT)]
     )
     def predict_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         flat = tf.reshape(images, [-1, IMAGE_PIXELS])
@@ -97,20 +136,27 @@ def export_classifier(
     *,
     class_names: Sequence[str] | None = None,
     label_fn: LabelFn | None = None,
+    warmup: WarmupData,
 ) -> None:
     """Write `model` with the Transform graph as a SavedModel with the signatures above.
 
     `label_fn` maps the raw `label` (int64[batch, 1]) to the label the model predicts; when
-    given, the SavedModel also has the `transformed_labels` signature.
+    given, the SavedModel also has the `transformed_labels` signature. `warmup` holds the
+    examples of the warmup requests (Classify on serving_default, Predict on the others).
     """
     servable = _ClassifierServable(model, tf_transform_output, class_names, label_fn)
     signatures = {
         SERVING_DEFAULT: servable.classify_examples,
         PREDICT_IMAGES: servable.predict_images,
     }
+    requests = [
+        classify_log(SERVING_DEFAULT, warmup.examples()),
+        predict_log(PREDICT_IMAGES, {IMAGES_INPUT: warmup.images}),
+    ]
     if label_fn is not None:
         signatures[TRANSFORMED_LABELS] = servable.transformed_labels
-    tf.saved_model.save(servable, export_dir, signatures=signatures)
+        requests.append(predict_log(TRANSFORMED_LABELS, {"examples": warmup.serialized()}))
+    _save(servable, export_dir, signatures, requests)
 
 
 class _ImageMapServable(tf.Module):
@@ -132,6 +178,7 @@ class _ImageMapServable(tf.Module):
     ) -> None:
         super().__init__()
         self.model = model
+        self.model_variables = _tensorflow_variables(model)
         self._apply_model = apply
         self.tft_layer = (
             tf_transform_output.transform_features_layer() if tf_transform_output else None
@@ -143,14 +190,14 @@ class _ImageMapServable(tf.Module):
         inputs = self.tft_layer({IMAGE_KEY: pixels})[IMAGE_KEY] if self.tft_layer else pixels
         return self._apply_model(inputs)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def serve_examples(self, inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         spec = {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.float32)}
-        pixels = tf.io.parse_example(examples, spec)[IMAGE_KEY]
+        pixels = tf.io.parse_example(inputs, spec)[IMAGE_KEY]
         return {self._output_key: self._outputs(pixels)}
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32, "images")]
+        input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32, IMAGES_INPUT)]
     )
     def predict_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = self._outputs(tf.reshape(images, [-1, IMAGE_PIXELS]))
@@ -160,14 +207,21 @@ class _ImageMapServable(tf.Module):
 
 
 def _save_image_map(
-    servable: _ImageMapServable, export_dir: str, extra: dict | None = None
+    servable: _ImageMapServable, export_dir: str, warmup: WarmupData, extra: dict | None = None
 ) -> None:
     signatures = {
         SERVING_DEFAULT: servable.serve_examples,
         PREDICT_IMAGES: servable.predict_images,
         **(extra or {}),
     }
-    tf.saved_model.save(servable, export_dir, signatures=signatures)
+    # Predict everywhere: these outputs are not classes or scores, so Classify does not apply.
+    requests = [predict_log(SERVING_DEFAULT, {EXAMPLES_INPUT: warmup.serialized()})]
+    requests += [
+        predict_log(name, {IMAGES_INPUT: warmup.images})
+        for name in signatures
+        if name != SERVING_DEFAULT
+    ]
+    _save(servable, export_dir, signatures, requests)
 
 
 RECONSTRUCTION_KEY = "reconstruction"
@@ -180,6 +234,7 @@ def export_autoencoder(
     encoder: tf.keras.Model,
     tf_transform_output: tft.TFTransformOutput,
     export_dir: str,
+    warmup: WarmupData,
 ) -> None:
     """Image → reconstruction (`reconstruction`: [batch, 1024] / [batch, 32, 32, 1]).
 
@@ -194,7 +249,9 @@ def export_autoencoder(
         output_is_image=True,
     )
     servable.code_layer = _encoder_servable(encoder, tf_transform_output)
-    _save_image_map(servable, export_dir, {ENCODE_IMAGES: servable.code_layer.predict_images})
+    _save_image_map(
+        servable, export_dir, warmup, {ENCODE_IMAGES: servable.code_layer.predict_images}
+    )
 
 
 def _encoder_servable(
@@ -211,15 +268,18 @@ def _encoder_servable(
 
 
 def export_encoder(
-    encoder: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, export_dir: str
+    encoder: tf.keras.Model,
+    tf_transform_output: tft.TFTransformOutput,
+    export_dir: str,
+    warmup: WarmupData,
 ) -> None:
     """Image → code (`codes`: [batch, code size]): what users pull features from."""
-    _save_image_map(_encoder_servable(encoder, tf_transform_output), export_dir)
+    _save_image_map(_encoder_servable(encoder, tf_transform_output), export_dir, warmup)
 
 
-def export_pca(pca: tf.Module, export_dir: str) -> None:
+def export_pca(pca: tf.Module, export_dir: str, warmup: WarmupData) -> None:
     """PCA reconstruction of raw pixels, with the autoencoder's signatures (its baseline)."""
     servable = _ImageMapServable(
         pca, pca.reconstruct, None, RECONSTRUCTION_KEY, output_is_image=True
     )
-    _save_image_map(servable, export_dir)
+    _save_image_map(servable, export_dir, warmup)

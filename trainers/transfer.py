@@ -37,6 +37,7 @@ from trainers.common import (
     SERVING_ROOT_KEY,
     Hyperparameters,
     dataset_arrays,
+    eval_warmup_data,
     latest_pushed_version,
     transformed_dataset,
     write_json,
@@ -233,6 +234,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     eval_images, eval_digits = arrays(fn_args.eval_files)
     evaluation = (eval_images, task_label(eval_digits))
     results = {"base_model": base_dir, "config": asdict(config), "train_examples": len(train[1])}
+    warmup = eval_warmup_data(fn_args, tf_transform_output)
     for name, transferred in (("from_scratch", False), ("transferred", True)):
         tf.keras.utils.set_random_seed(config.seed)  # same head initialisation for both
         model = build_transfer_model(base_weights if transferred else None)
@@ -245,7 +247,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             else os.path.join(fn_args.model_run_dir, REFERENCE_MODEL_DIR)
         )
         export_classifier(
-            model, tf_transform_output, directory, class_names=CLASS_NAMES, label_fn=task_label
+            model,
+            tf_transform_output,
+            directory,
+            class_names=CLASS_NAMES,
+            label_fn=task_label,
+            warmup=warmup,
         )
     logging.info(
         "eval accuracy on %s: transferred %.4f, from scratch %.4f",

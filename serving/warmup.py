@@ -1,0 +1,142 @@
+"""Replay a SavedModel's warmup requests before its version becomes available, as TF Serving does.
+
+TF Serving reads `assets.extra/tf_serving_warmup_requests` (a TFRecord file of
+`PredictionLog`) when a version loads and runs each request through the same Predict,
+Classify, Regress and MultiInference logic as a client's, before the version is AVAILABLE.
+A request that fails fails the load (saved_model_warmup.cc, saved_model_warmup_util.cc).
+No file means no warmup. The error texts here are TF Serving's.
+"""
+
+import logging
+import os
+import time
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from serving import tensors
+from serving.dataplane import (
+    classification_result,
+    example_signature,
+    examples_array,
+    predict_signature,
+    prepare_predict,
+    regression_result,
+)
+from serving.errors import ServingError
+from serving.servable import Servable
+
+log = logging.getLogger("serving")
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+MAX_RECORDS = 1000  # WarmupConsts::kMaxNumRecords
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+
+
+class WarmupError(Exception):
+    """A warmup request failed; `code` is the gRPC status TF Serving's load reports."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _run_one(servable: Servable, record: prediction_log_pb2.PredictionLog) -> None:
+    kind = record.WhichOneof("log_type")
+    if kind == "predict_log":
+        request = record.predict_log.request
+        name, signature = predict_signature(servable, request.model_spec.signature_name)
+        inputs = {key: tensors.to_numpy(key, proto) for key, proto in request.inputs.items()}
+        keys = prepare_predict(signature, inputs, list(request.output_filter))
+        servable.run(name, inputs, keys)
+    elif kind in ("classify_log", "regress_log"):
+        request = getattr(record, kind).request
+        shape = "classification" if kind == "classify_log" else "regression"
+        name, signature = example_signature(servable, request.model_spec.signature_name, shape)
+        examples = examples_array(request.input)
+        outputs = servable.run(name, {next(iter(signature.inputs)): examples})
+        result = classification_result if shape == "classification" else regression_result
+        result(outputs, len(examples))
+    elif kind == "multi_inference_log":
+        request = record.multi_inference_log.request
+        examples = examples_array(request.input)
+        for task in request.tasks:
+            shape = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
+            name, signature = example_signature(servable, task.model_spec.signature_name, shape)
+            servable.run(name, {next(iter(signature.inputs)): examples})
+    elif kind is not None:
+        number = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[kind].number
+        raise WarmupError(
+            grpc.StatusCode.UNIMPLEMENTED, f"Unsupported log_type for warmup: {number}"
+        )
+
+
+def _code(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, ServingError):
+        return exc.code
+    if isinstance(exc, tf.errors.OpError):
+        return next(
+            (c for c in grpc.StatusCode if c.value[0] == exc.error_code), grpc.StatusCode.UNKNOWN
+        )
+    return grpc.StatusCode.UNKNOWN
+
+
+def _message(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, ServingError | tf.errors.OpError) else str(exc)
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(("[[", "Graph execution error"))
+    ]
+    return " ".join(lines)[:500] or type(exc).__name__
+
+
+def run_warmup(servable: Servable, iterations: int = 1) -> int:
+    """Replay the version's warmup file `iterations` times per record; the records run.
+
+    Raises WarmupError with TF Serving's status for the first request that fails, a record
+    that is not a PredictionLog, a file that is not TFRecord, or more than 1,000 records.
+    """
+    path = os.path.join(servable.path, WARMUP_FILE)
+    if not os.path.exists(path):
+        log.info("No warmup data file found at %s", path)
+        return 0
+    started = time.monotonic()
+    count = 0
+    try:
+        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            record = prediction_log_pb2.PredictionLog()
+            try:
+                record.ParseFromString(raw)
+            except Exception:  # the protobuf runtime raises several types for garbage
+                raise WarmupError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Failed to parse warmup record: {raw[:64]!r} from {path}",
+                ) from None
+            for _ in range(max(iterations, 1)):
+                try:
+                    _run_one(servable, record)
+                except WarmupError:
+                    raise
+                except Exception as exc:
+                    raise WarmupError(_code(exc), _message(exc)) from exc
+            count += 1
+            if count > MAX_RECORDS:
+                raise WarmupError(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}",
+                )
+    except tf.errors.DataLossError as exc:
+        raise WarmupError(
+            grpc.StatusCode.DATA_LOSS,
+            f"{_message(exc)}. Please verify your warmup data is in TFRecord format.",
+        ) from exc
+    log.info(
+        "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
+        "Elapsed time (microseconds): %d.",
+        path,
+        count,
+        (time.monotonic() - started) * 1e6,
+    )
+    return count
