@@ -10,11 +10,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def user_env() -> dict[str, str]:
+    """This process's environment as a user's shell has it, for the processes tests start.
+
+    Importing tensorflow_transform sets TF_USE_LEGACY_KERAS=1 in os.environ (its keras_lib),
+    which would make every child's `tf.keras` Keras 2: the CLI runs under test would then
+    export other models than a user's shell does (Keras 3).
+    """
+    env = dict(os.environ)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    return env
+
+
 def run_tfsp(
     *args: str, home: Path | None = None, timeout: int = 900
 ) -> subprocess.CompletedProcess:
     """Run `tfsp ARGS` in a fresh process, as a user would, and capture its output."""
-    env = dict(os.environ)
+    env = user_env()
     if home is not None:
         env["TFSP_HOME"] = str(home)
     return subprocess.run(

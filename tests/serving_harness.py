@@ -77,28 +77,44 @@ def build_toy_model(path: Path, scale: float) -> Path:
     return path
 
 
-class _KerasInModule(tf.Module):
-    """A Keras 3 model held by a tf.Module that does not track its tf.Variables."""
+_UNSERVABLE_SCRIPT = """
+import sys
+import keras
+import tensorflow as tf
 
-    def __init__(self) -> None:
+class KerasInModule(tf.Module):
+    def __init__(self):
         super().__init__()
-        inputs = tf.keras.Input((3,), name="x")
-        self.model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name="dense")(inputs))
+        inputs = keras.Input((3,), name="x")
+        self.model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs))
 
     @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
-    def predict(self, x: tf.Tensor) -> dict:
+    def predict(self, x):
         return {"y": self.model(x)}
+
+module = KerasInModule()
+tf.saved_model.save(module, sys.argv[1], signatures={"serving_default": module.predict})
+"""
 
 
 def build_unservable_model(path: Path, *, with_warmup: bool = False) -> Path:
     """A SavedModel TF Serving loads but cannot run: serving_default(x: float[None, 3]) -> y.
 
-    Its signature reads variables named after the Keras ones (`dense/kernel`) that the
-    restore op never fills (keras-team/keras#19274): TF2's loader runs it, a graph-mode
-    Session fails with FAILED_PRECONDITION. `with_warmup` adds one Predict warmup request.
+    A Keras 3 model held by a tf.Module that does not track its tf.Variables: the signature
+    reads variables named after the Keras ones (`dense/kernel`) that the restore op never
+    fills (keras-team/keras#19274). TF2's loader runs it, a graph-mode Session fails with
+    FAILED_PRECONDITION. Built with the `keras` package (Keras 3) in a fresh interpreter:
+    `tf.keras` is Keras 2 in any process where tensorflow_transform was imported first (it
+    sets TF_USE_LEGACY_KERAS=1), and Keras 2 models do not have this bug.
+    `with_warmup` adds one Predict warmup request.
     """
-    module = _KerasInModule()
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.predict})
+    subprocess.run(
+        [sys.executable, "-c", _UNSERVABLE_SCRIPT, str(path)],
+        env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     if with_warmup:
         write_warmup(path, [warmup_predict("serving_default", {"x": np.ones((1, 3), np.float32)})])
     return path

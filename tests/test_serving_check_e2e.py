@@ -6,20 +6,50 @@ loader (the Evaluator) runs that candidate; the serving check's model server doe
 run says why in one line, nothing is pushed, and the served version stays.
 """
 
-import dataclasses
+import json
+import subprocess
+import sys
 
 import pytest
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
 from pipelines.factory import SERVING_CHECK
+from tests.conftest import REPO, user_env
+
+pytestmark = pytest.mark.e2e
+
+# Each run in a fresh process, as `tfsp pipeline run` would: the Trainer runs in-process
+# under LocalDagRunner, and the Keras export it makes must not depend on what this test
+# session's process built before (see tests/serving_harness.build_unservable_model).
+_RUN = """
+import dataclasses, json, sys
+from pathlib import Path
 from pipelines.families import FAMILIES
 from pipelines.layout import LocalLayout
 from pipelines.local_runner import run_local
 
-pytestmark = pytest.mark.e2e
+home, data, run_fn = sys.argv[1:4]
+FAMILIES["cnn"] = dataclasses.replace(FAMILIES["cnn"], run_fn=run_fn)
+result = run_local("cnn", LocalLayout(Path(home)), data_dir=Path(data), epochs=2,
+                   gate_lower_bound=0.3, enable_cache=False)
+print("RESULT " + json.dumps({"blessed": result.blessed, "failures": result.failures,
+                              "pushed_dir": result.pushed_dir}))
+"""
 
-SMALL = dict(epochs=2, gate_lower_bound=0.3)
+
+def _run(home, data, run_fn) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN, str(home), str(data), run_fn],
+        cwd=REPO,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    return json.loads(line.removeprefix("RESULT "))
 
 
 def _versions(home):
@@ -32,25 +62,21 @@ def _check_blessings(home) -> list[int]:
         tfx.orchestration.metadata.sqlite_metadata_connection_config(str(home / "metadata.sqlite"))
     )
     context = store.get_context_by_type_and_name("node", f"tfsp-cnn.{SERVING_CHECK}")
-    artifacts = store.get_artifacts_by_context(context.id)
+    blessing = store.get_artifact_type("InfraBlessing").id
+    artifacts = [a for a in store.get_artifacts_by_context(context.id) if a.type_id == blessing]
     return [a.custom_properties["blessed"].int_value for a in sorted(artifacts, key=lambda a: a.id)]
 
 
-def test_an_unservable_candidate_is_refused_and_the_served_version_stays(
-    tmp_path, digits_dir, monkeypatch
-):
-    layout = LocalLayout(tmp_path)
-    first = run_local("cnn", layout, data_dir=digits_dir, **SMALL)
-    assert first.blessed, first.failures
+def test_an_unservable_candidate_is_refused_and_the_served_version_stays(tmp_path, digits_dir):
+    first = _run(tmp_path, digits_dir, "trainers.cnn.run_fn")
+    assert first["blessed"], first["failures"]
     (served,) = _versions(tmp_path)
 
-    unservable = dataclasses.replace(FAMILIES["cnn"], run_fn="tests.unservable_trainer.run_fn")
-    monkeypatch.setitem(FAMILIES, "cnn", unservable)
-    second = run_local("cnn", layout, data_dir=digits_dir, enable_cache=False, **SMALL)
+    second = _run(tmp_path, digits_dir, "tests.unservable_trainer.run_fn")
 
-    assert not second.blessed
-    assert second.pushed_dir is None
-    (refusal,) = [f for f in second.failures if f.startswith("not servable: ")]
+    assert not second["blessed"]
+    assert second["pushed_dir"] is None
+    (refusal,) = [f for f in second["failures"] if f.startswith("not servable: ")]
     assert "did not become AVAILABLE" in refusal and "Could not find variable" in refusal
     assert "\n" not in refusal
     assert _versions(tmp_path) == [served]
