@@ -23,10 +23,10 @@ from tensorflow_serving.apis import prediction_log_pb2
 from pipelines.model_config import build_models_config
 from serving.client import ServingClient
 from serving.launcher import LocalServer, ModelNotServable
+from serving.warmup import WARMUP_FILE
 
 log = logging.getLogger(__name__)
 
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 # The two load paths run the same kernels; they may differ only by op fusion and rounding.
 OUTPUT_ATOL = 1e-5
 DEFAULT_TIMEOUT_SECONDS = 300.0

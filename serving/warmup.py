@@ -20,11 +20,11 @@ from serving.dataplane import (
     classification_result,
     example_signature,
     examples_array,
+    execution_error,
     predict_signature,
     prepare_predict,
     regression_result,
 )
-from serving.errors import ServingError
 from serving.servable import Servable
 
 log = logging.getLogger("serving")
@@ -72,26 +72,6 @@ def _run_one(servable: Servable, record: prediction_log_pb2.PredictionLog) -> No
         )
 
 
-def _code(exc: BaseException) -> grpc.StatusCode:
-    if isinstance(exc, ServingError):
-        return exc.code
-    if isinstance(exc, tf.errors.OpError):
-        return next(
-            (c for c in grpc.StatusCode if c.value[0] == exc.error_code), grpc.StatusCode.UNKNOWN
-        )
-    return grpc.StatusCode.UNKNOWN
-
-
-def _message(exc: BaseException) -> str:
-    text = exc.message if isinstance(exc, ServingError | tf.errors.OpError) else str(exc)
-    lines = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.strip().startswith(("[[", "Graph execution error"))
-    ]
-    return " ".join(lines)[:500] or type(exc).__name__
-
-
 def run_warmup(servable: Servable, iterations: int = 1) -> int:
     """Replay the version's warmup file `iterations` times per record; the records run.
 
@@ -120,7 +100,8 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
                 except WarmupError:
                     raise
                 except Exception as exc:
-                    raise WarmupError(_code(exc), _message(exc)) from exc
+                    failure = execution_error(exc)  # the status a client would get
+                    raise WarmupError(failure.code, failure.message) from exc
             count += 1
             if count > MAX_RECORDS:
                 raise WarmupError(
@@ -130,7 +111,8 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
     except tf.errors.DataLossError as exc:
         raise WarmupError(
             grpc.StatusCode.DATA_LOSS,
-            f"{_message(exc)}. Please verify your warmup data is in TFRecord format.",
+            f"{execution_error(exc).message}. Please verify your warmup data is in TFRecord "
+            "format.",
         ) from exc
     log.info(
         "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
