@@ -1,5 +1,6 @@
 """Our own small TFX components: hyper-parameters as an artifact, the anomaly gate, the
-reference model a claim is measured against, and the serving check before the Pusher."""
+reference model a claim is measured against, a pushed model as an input artifact, the
+Evaluator that accepts "no baseline yet", and the serving check before the Pusher."""
 
 import json
 import os
@@ -7,10 +8,17 @@ from pathlib import Path
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
-from tfx.types import artifact_utils
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.types import Artifact, artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
-from trainers.common import HYPERPARAMETERS_FILE, REFERENCE_MODEL_DIR, Hyperparameters
+from trainers.common import (
+    HYPERPARAMETERS_FILE,
+    REFERENCE_MODEL_DIR,
+    Hyperparameters,
+    latest_pushed_version,
+)
 
 # The file ExampleValidator writes per split (tfx.components.example_validator.executor).
 _ANOMALIES_FILE = "SchemaDiff.pb"
@@ -98,6 +106,94 @@ def ReferenceModelGen(  # noqa: N802 - TFX names component classes in CamelCase
             f"the Trainer exported no reference model (expected a SavedModel in {source})"
         )
     io_utils.copy_dir(source, path_utils.serving_model_dir(reference.uri))
+
+
+# Custom properties of a PushedModelGen output: which version of which model it copies, and
+# where from. NO_PUSHED_VERSION (a string, not "", so it survives every orchestrator's metadata
+# round trip) marks "nothing pushed yet".
+PUSHED_VERSION = "pushed_version"
+PUSHED_MODEL_NAME = "pushed_model_name"
+PUSHED_FROM = "pushed_from"
+NO_PUSHED_VERSION = "none"
+
+
+class PushedModelNotFoundError(RuntimeError):
+    """A required pushed model (or the pinned version of it) is not in the model store."""
+
+
+@tfx.dsl.components.component
+def PushedModelGen(  # noqa: N802 - TFX names component classes in CamelCase
+    model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
+    serving_root: tfx.dsl.components.Parameter[str],
+    model_name: tfx.dsl.components.Parameter[str],
+    version: tfx.dsl.components.Parameter[str],
+    required: tfx.dsl.components.Parameter[int],
+) -> None:
+    """Publish a model from the model store as a Model artifact: the pinned `version`, else
+    the highest version served at run time.
+
+    Only blessed, servable models reach the model store, so its latest version is the latest
+    blessed model: the baseline a candidate must not fall behind, found the same way under
+    every orchestrator (open-source KFP runs no resolvers). It is also how a family gets the
+    model it builds on (transfer: the CNN). Copying the version into the artifact pins it in
+    the lineage: the artifact says which version, and holds it, whatever is pushed later.
+
+    With nothing pushed, `required` fails the run; otherwise the artifact is marked
+    NO_PUSHED_VERSION and holds no model, and the Evaluator runs without a baseline.
+    """
+    root = os.path.join(serving_root, model_name)
+    chosen = version or latest_pushed_version(root)
+    model.set_string_custom_property(PUSHED_MODEL_NAME, model_name)
+    tfx.dsl.io.fileio.makedirs(model.uri)
+    if chosen is None:
+        if required:
+            raise PushedModelNotFoundError(
+                f"no {model_name} model has been pushed under {root}; run the {model_name} "
+                "pipeline first"
+            )
+        model.set_string_custom_property(PUSHED_VERSION, NO_PUSHED_VERSION)
+        return
+    source = os.path.join(root, chosen)
+    if not tfx.dsl.io.fileio.exists(os.path.join(source, "saved_model.pb")):
+        raise PushedModelNotFoundError(
+            f"version {chosen} of the pushed {model_name} model is not in the model store "
+            f"(no SavedModel in {source})"
+        )
+    io_utils.copy_dir(source, path_utils.serving_model_dir(model.uri))
+    model.set_string_custom_property(PUSHED_VERSION, chosen)
+    model.set_string_custom_property(PUSHED_FROM, source)
+
+
+def holds_no_model(artifact: Artifact) -> bool:
+    """True for a PushedModelGen output that found nothing pushed."""
+    return (
+        artifact.has_custom_property(PUSHED_VERSION)
+        and artifact.get_string_custom_property(PUSHED_VERSION) == NO_PUSHED_VERSION
+    )
+
+
+class BaselineAwareEvaluatorExecutor(evaluator_executor.Executor):
+    """TFX's Evaluator, treating a baseline that holds no model as no baseline at all.
+
+    A resolver hands the Evaluator zero artifacts when nothing is blessed yet; a component
+    always outputs one, so the empty one is dropped here. TFX's Evaluator then ignores the
+    change thresholds and gates on the absolute ones, as it does without a resolver result.
+    """
+
+    def Do(self, input_dict: dict, output_dict: dict, exec_properties: dict) -> None:  # noqa: N802
+        """Run TFX's Evaluator without the baseline when it holds no model."""
+        key = standard_component_specs.BASELINE_MODEL_KEY
+        baselines = [a for a in input_dict.get(key, []) if not holds_no_model(a)]
+        inputs = {k: v for k, v in input_dict.items() if k != key}
+        if baselines:
+            inputs[key] = baselines
+        super().Do(inputs, output_dict, exec_properties)
+
+
+class Evaluator(tfx.components.Evaluator):
+    """TFX's Evaluator component with BaselineAwareEvaluatorExecutor."""
+
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(BaselineAwareEvaluatorExecutor)
 
 
 @tfx.dsl.components.component

@@ -6,10 +6,13 @@ ServingCheck → Pusher (→ CompanionPusher, for families that push extra model
 version). The Pusher pushes only what the Evaluator blessed and the ServingCheck served the
 way TF Serving serves it.
 
-The baseline is per family (`Family.baseline`): the latest blessed model (a resolver), or the
-reference model the Trainer trained alongside the candidate (ReferenceModelGen turns it into
-a Model artifact), so the Evaluator itself gates on the family's claim. Runners
-(local_runner.py, kubeflow_runner.py) own paths, metadata and images.
+The baseline is per family (`Family.baseline`): the latest blessed model, which is the latest
+version in the model store (BaselineModelGen, a PushedModelGen: no resolver, so every
+orchestrator runs it the same way), or the reference model the Trainer trained alongside the
+candidate (ReferenceModelGen turns it into a Model artifact), so the Evaluator itself gates
+on the family's claim. A family built on another (transfer on the CNN) gets that model as the
+Trainer's `base_model`, from BaseModelGen. Runners (local_runner.py, kubeflow_runner.py) own
+paths, metadata and images, and may pin the versions those two read (`pinned_versions`).
 """
 
 import json
@@ -23,13 +26,14 @@ from tfx import v1 as tfx
 from pipelines.components import (
     AnomalyGate,
     CompanionPusher,
+    Evaluator,
     HyperparametersGen,
+    PushedModelGen,
     ReferenceModelGen,
     ServingCheck,
 )
 from pipelines.families import Baseline, Direction, Family
 from tfsp.features import LABEL_KEY
-from trainers.common import SERVING_ROOT_KEY
 
 # Explicit component ids: runners, tests and the result reader find components by these.
 EXAMPLE_GEN = "ImportExampleGen"
@@ -40,7 +44,8 @@ ANOMALY_GATE = "AnomalyGate"
 TRANSFORM = "Transform"
 HYPERPARAMETERS_GEN = "HyperparametersGen"
 TRAINER = "Trainer"
-BASELINE_RESOLVER = "LatestBlessedModelResolver"
+BASELINE_MODEL_GEN = "BaselineModelGen"
+BASE_MODEL_GEN = "BaseModelGen"
 REFERENCE_MODEL_GEN = "ReferenceModelGen"
 EVALUATOR = "Evaluator"
 SERVING_CHECK = "ServingCheck"
@@ -55,19 +60,24 @@ _COMMON_IDS = (
     ANOMALY_GATE,
     TRANSFORM,
     HYPERPARAMETERS_GEN,
-    TRAINER,
 )
 _BASELINE_IDS: dict[str, str] = {
-    "last_blessed": BASELINE_RESOLVER,
+    "last_blessed": BASELINE_MODEL_GEN,
     "reference": REFERENCE_MODEL_GEN,
 }
+# Components whose output depends on the model store at run time, not only on their inputs:
+# an orchestrator that cannot pin the version they read must not serve them from its cache.
+MODEL_STORE_READERS = (BASELINE_MODEL_GEN, BASE_MODEL_GEN)
 
 
 def component_ids(family: Family) -> tuple[str, ...]:
     """Every component of `family`'s pipeline (the Pipeline object orders them topologically)."""
     companion = (COMPANION_PUSHER,) if family.companions else ()
+    base = (BASE_MODEL_GEN,) if family.depends_on else ()
     return (
         *_COMMON_IDS,
+        *base,
+        TRAINER,
         _BASELINE_IDS[family.baseline],
         EVALUATOR,
         SERVING_CHECK,
@@ -77,7 +87,7 @@ def component_ids(family: Family) -> tuple[str, ...]:
 
 
 # The components of a family gated against its last blessed model (the CNN's pipeline).
-COMPONENT_IDS = (*_COMMON_IDS, BASELINE_RESOLVER, EVALUATOR, SERVING_CHECK, PUSHER)
+COMPONENT_IDS = (*_COMMON_IDS, TRAINER, BASELINE_MODEL_GEN, EVALUATOR, SERVING_CHECK, PUSHER)
 
 # TFMA's change check passes when (candidate - baseline) >= absolute for HIGHER_IS_BETTER and
 # <= absolute for LOWER_IS_BETTER (tfma/evaluators/metrics_validator.py). Against the last
@@ -122,6 +132,9 @@ class PipelineSpec:
     beam_pipeline_args: list[str] = field(default_factory=list)
     enable_cache: bool = True
     serving_check_timeout_seconds: int = 300
+    # Model store versions BaselineModelGen/BaseModelGen read, by model name; a model not
+    # here is read at run time (its highest version then).
+    pinned_versions: dict[str, str] = field(default_factory=dict)
 
 
 def eval_config(
@@ -192,14 +205,18 @@ def family_eval_config(family: Family, lower_bound: float | None = None) -> tfma
 
 
 def trainer_config(spec: PipelineSpec) -> dict:
-    """The Trainer's custom_config: the family's, the run's, and where base models live."""
-    config = {**spec.family.custom_config, **spec.custom_config}
-    if spec.family.depends_on:
-        # Families that build on another family's pushed model find it under the serving
-        # root the runner chose, so no path is typed by hand and the factory stays
-        # orchestrator-agnostic.
-        config.setdefault(SERVING_ROOT_KEY, spec.serving_root)
-    return config
+    """The Trainer's custom_config: the family's, then the run's."""
+    return {**spec.family.custom_config, **spec.custom_config}
+
+
+def pushed_model_gen(spec: PipelineSpec, model_name: str, *, required: bool) -> PushedModelGen:
+    """A PushedModelGen reading `model_name` from the spec's model store."""
+    return PushedModelGen(
+        serving_root=spec.serving_root,
+        model_name=model_name,
+        version=spec.pinned_versions.get(model_name, ""),
+        required=int(required),
+    )
 
 
 def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
@@ -234,8 +251,13 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
     hyperparameters = HyperparametersGen(
         epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size
     ).with_id(HYPERPARAMETERS_GEN)
+    base_model_gen = None
+    if family.depends_on:
+        (base_name,) = family.depends_on  # the Trainer takes one base model
+        base_model_gen = pushed_model_gen(spec, base_name, required=True).with_id(BASE_MODEL_GEN)
     trainer = tfx.components.Trainer(
         run_fn=family.run_fn,
+        base_model=base_model_gen.outputs["model"] if base_model_gen else None,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
@@ -250,13 +272,9 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
         )
         baseline_model = baseline.outputs["reference"]
     else:
-        baseline = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-            model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-        ).with_id(BASELINE_RESOLVER)
+        baseline = pushed_model_gen(spec, family.name, required=False).with_id(BASELINE_MODEL_GEN)
         baseline_model = baseline.outputs["model"]
-    evaluator = tfx.components.Evaluator(
+    evaluator = Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
@@ -288,6 +306,7 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
         anomaly_gate,
         transform,
         hyperparameters,
+        *([base_model_gen] if base_model_gen else []),
         trainer,
         baseline,
         evaluator,

@@ -9,9 +9,10 @@ Two files per family:
   form Vertex AI Pipelines takes;
 - `<family>.yaml`: the package KFP's API takes (pipelines/kfp_submit.py submits it):
   the pipeline spec (schema 2.1, parameter defaults and pipeline root inside) and a Kubernetes
-  platform spec that mounts the model store PVC on the Pusher at the serving root, and the
-  work PVC (pipeline root, data) on every step. The TF Serving Deployment in k8s/ mounts the
-  same model store, so a blessed push is picked up by TF Serving's own version polling.
+  platform spec that mounts the model store PVC at the serving root on the steps that push to
+  it or read pushed models from it, and the work PVC (pipeline root, data) on every step. The
+  TF Serving Deployment in k8s/ mounts the same model store, so a blessed push is picked up by
+  TF Serving's own version polling.
 """
 
 import dataclasses
@@ -23,7 +24,14 @@ import yaml
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from pipelines.factory import PUSHER, TRAINER, PipelineSpec, create_pipeline
+from pipelines.factory import (
+    COMPANION_PUSHER,
+    MODEL_STORE_READERS,
+    PUSHER,
+    TRAINER,
+    PipelineSpec,
+    create_pipeline,
+)
 from pipelines.families import get_family
 from pipelines.layout import pipeline_name
 from tfsp.errors import UserError
@@ -55,6 +63,11 @@ WORK_PVC = "tfsp-work"
 WORK_MOUNT = "/tfsp"
 # GPU node pools are usually tainted so that only pods asking for a GPU land there.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+# The steps that push to the model store or read pushed models from it.
+_MODEL_STORE_EXECUTORS = frozenset(
+    f"{component}_executor" for component in (PUSHER, COMPANION_PUSHER, *MODEL_STORE_READERS)
+)
 
 _ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
@@ -132,8 +145,8 @@ def kubernetes_platform_spec(
     """The platform spec (kfp-kubernetes format) that wires the steps to the cluster's volumes.
 
     Local pipeline and data roots must live under WORK_MOUNT (one shared volume, since every
-    step is its own pod). A local serving root is the model store, mounted on the Pusher only:
-    no other step writes there. Object-store roots (gs://, s3://) need no mount.
+    step is its own pod). A local serving root is the model store, mounted only on the steps
+    that push to it or read pushed models from it. Object-store roots need no mount.
     """
     roots = {"pipeline root": options.pipeline_root, "data root": options.data_root}
     for label, path in roots.items():
@@ -146,10 +159,10 @@ def kubernetes_platform_spec(
     executors: dict[str, dict] = {}
     for label, executor in pipeline_spec["deploymentSpec"]["executors"].items():
         if "container" not in executor:
-            continue  # resolvers run inside the KFP driver, not in a pod of ours
+            continue  # importers run inside the KFP driver, not in a pod of ours
         config: dict = {}
         mounts = [_pvc_mount(work_pvc, WORK_MOUNT)] if needs_work_volume else []
-        if label == f"{PUSHER}_executor" and _is_local(options.serving_root):
+        if label in _MODEL_STORE_EXECUTORS and _is_local(options.serving_root):
             mounts.append(_pvc_mount(model_store_pvc, options.serving_root))
         if mounts:
             config["pvcMount"] = mounts

@@ -13,20 +13,25 @@ from pipelines.families import Family, get_family
 from pipelines.layout import LocalLayout, check_data_dir, pipeline_name
 from pipelines.results import RunResult, read_run_result
 from tfsp.errors import UserError
-from trainers.common import BASE_VERSIONS_KEY, latest_pushed_version
+from trainers.common import latest_pushed_version
 
 # In-process Beam: these data sets are small, and worker processes would only add start-up.
 DEFAULT_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
-def pinned_base_versions(family: Family, serving_root: Path) -> dict[str, str]:
-    """The served version of every family `family` builds on; UserError if one has none.
+def pinned_versions(family: Family, serving_root: Path) -> dict[str, str]:
+    """The model store versions `family`'s pipeline reads: the latest of the family itself
+    (its baseline, if it has pushed any) and of every family it builds on (UserError if one
+    has none).
 
-    Pinning the version in the Trainer's config (rather than letting the Trainer look) makes
-    a newly pushed base invalidate the cached Trainer, and a missing one fail before any
-    component runs.
+    Pinning them when the run starts (rather than letting the components look) makes a newly
+    pushed model invalidate the cached baseline and Trainer, and a missing base fail before
+    any component runs.
     """
     versions = {}
+    own = latest_pushed_version(str(serving_root / family.name))
+    if family.baseline == "last_blessed" and own is not None:
+        versions[family.name] = own
     for base in family.depends_on:
         version = latest_pushed_version(str(serving_root / base))
         if version is None:
@@ -61,8 +66,6 @@ def run_local(
     )
     layout.home.mkdir(parents=True, exist_ok=True)
     custom_config = dict(custom_config or {})
-    if spec_family.depends_on:
-        custom_config[BASE_VERSIONS_KEY] = pinned_base_versions(spec_family, layout.serving_root)
     spec = PipelineSpec(
         family=spec_family,
         pipeline_name=name,
@@ -79,6 +82,7 @@ def run_local(
         metadata_connection_config=connection,
         beam_pipeline_args=DEFAULT_BEAM_ARGS,
         enable_cache=enable_cache,
+        pinned_versions=pinned_versions(spec_family, layout.serving_root),
     )
     try:
         tfx.orchestration.LocalDagRunner().run(create_pipeline(spec))

@@ -106,11 +106,18 @@ def test_pusher_writes_to_the_model_store_tf_serving_mounts(compiled, family):
             for m in executors[executor].get("pvcMount", [])
         }
 
-    assert claims("Pusher_executor") == {
-        WORK_PVC: WORK_MOUNT,
-        MODEL_STORE_PVC: DEFAULT_SERVING_ROOT,
-    }
-    for executor in set(executors) - {"Pusher_executor"}:
+    # The steps that push or read pushed models, and only they, mount the model store.
+    store_steps = {
+        f"{component}_executor"
+        for component in ("Pusher", "CompanionPusher", "BaselineModelGen", "BaseModelGen")
+    } & set(executors)
+    assert "Pusher_executor" in store_steps
+    for executor in store_steps:
+        assert claims(executor) == {
+            WORK_PVC: WORK_MOUNT,
+            MODEL_STORE_PVC: DEFAULT_SERVING_ROOT,
+        }, executor
+    for executor in set(executors) - store_steps:
         assert claims(executor) == {WORK_PVC: WORK_MOUNT}, executor
     tolerated = {e for e, config in executors.items() if config.get("tolerations")}
     assert tolerated == {"Trainer_executor"}

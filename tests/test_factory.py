@@ -7,7 +7,8 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from pipelines.components import describe_anomalies
 from pipelines.factory import (
     ANOMALY_GATE,
-    BASELINE_RESOLVER,
+    BASE_MODEL_GEN,
+    BASELINE_MODEL_GEN,
     COMPONENT_IDS,
     EVALUATOR,
     EXAMPLE_VALIDATOR,
@@ -51,7 +52,7 @@ def test_claim_families_compare_against_the_trainers_reference_model(tmp_path, n
     components = {
         c.id: c for c in create_pipeline(_spec(tmp_path, family=get_family(name))).components
     }
-    assert BASELINE_RESOLVER not in components
+    assert BASELINE_MODEL_GEN not in components
     assert {n.id for n in components[REFERENCE_MODEL_GEN].upstream_nodes} == {TRAINER}
     evaluator = components[EVALUATOR]
     assert REFERENCE_MODEL_GEN in {n.id for n in evaluator.upstream_nodes}
@@ -64,17 +65,28 @@ def test_other_families_compare_against_their_last_blessed_model(tmp_path, name)
     components = {
         c.id: c for c in create_pipeline(_spec(tmp_path, family=get_family(name))).components
     }
-    assert BASELINE_RESOLVER in components
     assert REFERENCE_MODEL_GEN not in components
+    baseline = components[BASELINE_MODEL_GEN]
+    assert baseline.exec_properties["model_name"] == name
+    assert baseline.exec_properties["required"] == 0
+    assert components[EVALUATOR].inputs["baseline_model"].producer_component_id == (
+        BASELINE_MODEL_GEN
+    )
 
 
-def test_a_family_built_on_another_gets_the_serving_root(tmp_path):
-    trainer = {
-        c.id: c for c in create_pipeline(_spec(tmp_path, family=get_family("transfer"))).components
-    }[TRAINER]
-    assert str(tmp_path / "serving") in str(trainer.exec_properties["custom_config"])
-    cnn_trainer = {c.id: c for c in create_pipeline(_spec(tmp_path)).components}[TRAINER]
-    assert "serving_root" not in str(cnn_trainer.exec_properties["custom_config"])
+def test_a_family_built_on_another_gets_it_as_the_trainers_base_model(tmp_path):
+    spec = _spec(tmp_path, family=get_family("transfer"), pinned_versions={"cnn": "7"})
+    components = {c.id: c for c in create_pipeline(spec).components}
+    base = components[BASE_MODEL_GEN]
+    assert base.exec_properties == {
+        "serving_root": str(tmp_path / "serving"),
+        "model_name": "cnn",
+        "version": "7",
+        "required": 1,
+    }
+    assert components[TRAINER].inputs["base_model"].producer_component_id == BASE_MODEL_GEN
+    cnn = {c.id: c for c in create_pipeline(_spec(tmp_path)).components}
+    assert BASE_MODEL_GEN not in cnn and "base_model" not in cnn[TRAINER].inputs
 
 
 def test_run_order_puts_dependencies_first():

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import yaml
 
 from pipelines.families import FAMILIES as REGISTERED
 from pipelines.families import served_model_names
@@ -152,7 +153,19 @@ def test_transfer_compiles_for_kubeflow_with_its_reference_step(tmp_path):
         if e.get("container", {}).get("resources", {}).get("accelerator")
     }
     assert gpu_steps == {"Trainer_executor"}
-    # The Trainer finds the CNN under the serving root the cluster's TF Serving reads.
-    trainer = spec["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"]
-    custom_config = json.dumps(trainer["inputs"]["parameters"]["custom_config"])
-    assert "serving_root" in custom_config and "/models" in custom_config
+    # The Trainer gets the CNN as an input artifact, read from the model store TF Serving
+    # reads: pinned in the lineage, with no path in the Trainer's config.
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    base_model = tasks["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]
+    assert base_model["producerTask"] == "BaseModelGen"
+    # The package the open-source backend takes (schema 2.1) carries plain constants.
+    package_spec, platform = yaml.safe_load_all(out.with_suffix(".yaml").read_text())
+    base_params = package_spec["root"]["dag"]["tasks"]["BaseModelGen"]["inputs"]["parameters"]
+    assert base_params["serving_root"]["runtimeValue"]["constant"] == "/models"
+    assert base_params["model_name"]["runtimeValue"]["constant"] == "cnn"
+    # BaseModelGen reads the model store, so it mounts the model store volume.
+    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
+        "BaseModelGen_executor"
+    ]["pvcMount"]
+    assert {m["mountPath"]: m["constant"] for m in mounts}["/models"] == "tfsp-models"
+    assert "serving_root" not in json.dumps(tasks["Trainer"]["inputs"]["parameters"])

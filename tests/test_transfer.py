@@ -1,12 +1,22 @@
 """The transfer family: finding the pushed CNN, reading its conv weights back from a generic
 SavedModel, freezing them under a new head, the small labelled set and the new label."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
+from tfx.types import standard_artifacts
 
+from pipelines.components import (
+    NO_PUSHED_VERSION,
+    PUSHED_VERSION,
+    PushedModelGen,
+    PushedModelNotFoundError,
+    holds_no_model,
+)
 from pipelines.families import get_family
-from pipelines.local_runner import pinned_base_versions
+from pipelines.local_runner import pinned_versions
 from tfsp.errors import UserError
 from trainers.cnn import build_lenet5
 from trainers.common import latest_pushed_version
@@ -15,9 +25,9 @@ from trainers.transfer import (
     BASE_LAYERS,
     CLASS_NAMES,
     BaseModelNotFoundError,
+    base_model_dir,
     build_transfer_model,
     config_from_custom,
-    find_base_model,
     load_base_weights,
     small_labelled_set,
     task_label,
@@ -49,24 +59,61 @@ def pushed_cnn(tmp_path_factory):
     return root, model
 
 
-def test_the_base_is_the_highest_complete_numeric_version(pushed_cnn):
+def _pushed_model(tmp_path, serving_root, version="", required=1) -> standard_artifacts.Model:
+    """Run PushedModelGen's executor for the CNN and return its output artifact."""
+    output = standard_artifacts.Model()
+    output.uri = str(tmp_path / f"out-{version or 'latest'}-{required}")
+    executor = PushedModelGen.EXECUTOR_SPEC.executor_class()
+    executor.Do(
+        {},
+        {"model": [output]},
+        {"serving_root": str(serving_root), "model_name": "cnn", "version": version,
+         "required": required},
+    )  # fmt: skip
+    return output
+
+
+def test_the_base_is_the_highest_complete_numeric_version(pushed_cnn, tmp_path):
     root, _ = pushed_cnn
     assert latest_pushed_version(str(root / "cnn")) == "12"
-    assert find_base_model(str(root)) == str(root / "cnn" / "12")
-    assert find_base_model(str(root), "7") == str(root / "cnn" / "7")
+    for pinned, expected in (("", "12"), ("7", "7")):
+        model = _pushed_model(tmp_path, root, pinned)
+        assert model.get_string_custom_property(PUSHED_VERSION) == expected
+        assert (Path(model.uri) / "Format-Serving" / "saved_model.pb").is_file()
+        assert not holds_no_model(model)
 
 
-def test_no_pushed_cnn_is_a_clear_error(tmp_path):
-    with pytest.raises(BaseModelNotFoundError, match="no CNN has been pushed"):
-        find_base_model(str(tmp_path))
+def test_no_pushed_cnn_is_a_clear_error_or_an_empty_baseline(tmp_path):
+    with pytest.raises(PushedModelNotFoundError, match="no cnn model has been pushed"):
+        _pushed_model(tmp_path, tmp_path / "empty")
     with pytest.raises(UserError, match="run 'tfsp pipeline run --family cnn' first"):
-        pinned_base_versions(get_family("transfer"), tmp_path)
+        pinned_versions(get_family("transfer"), tmp_path)
+    baseline = _pushed_model(tmp_path, tmp_path / "empty", required=0)
+    assert baseline.get_string_custom_property(PUSHED_VERSION) == NO_PUSHED_VERSION
+    assert holds_no_model(baseline)
 
 
-def test_local_runner_pins_the_served_version(pushed_cnn):
+def test_a_pinned_version_missing_from_the_store_is_a_clear_error(pushed_cnn, tmp_path):
     root, _ = pushed_cnn
-    assert pinned_base_versions(get_family("transfer"), root) == {"cnn": "12"}
-    assert pinned_base_versions(get_family("cnn"), root) == {}
+    with pytest.raises(PushedModelNotFoundError, match="version 100 of the pushed cnn"):
+        _pushed_model(tmp_path, root, "100")
+
+
+def test_the_trainer_refuses_a_base_model_input_without_a_savedmodel(tmp_path):
+    class _FnArgs:
+        base_model = str(tmp_path)
+
+    with pytest.raises(BaseModelNotFoundError, match="holds no SavedModel"):
+        base_model_dir(_FnArgs())
+
+
+def test_local_runner_pins_the_served_versions(pushed_cnn, tmp_path):
+    root, _ = pushed_cnn
+    assert pinned_versions(get_family("transfer"), root) == {"cnn": "12"}
+    # The CNN's baseline: its own latest push, once there is one.
+    assert pinned_versions(get_family("cnn"), root) == {"cnn": "12"}
+    assert pinned_versions(get_family("cnn"), tmp_path) == {}
+    assert pinned_versions(get_family("batchnorm"), root) == {}
 
 
 def test_conv_weights_come_back_from_the_generic_savedmodel(pushed_cnn):

@@ -21,10 +21,6 @@ HYPERPARAMETERS_FILE = "hyperparameters.json"
 # Where a Trainer that trains a reference model (the other side of a family's claim) exports
 # it, under its model_run directory; ReferenceModelGen publishes it as a Model artifact.
 REFERENCE_MODEL_DIR = "reference"
-# Trainer custom_config keys for families that build on another family's pushed model: the
-# serving root (the factory passes the runner's) and, when the runner pins them, the versions.
-SERVING_ROOT_KEY = "serving_root"
-BASE_VERSIONS_KEY = "base_versions"  # {family: version}
 
 
 @dataclass(frozen=True)

@@ -32,26 +32,22 @@ from tfsp.errors import UserError
 from tfsp.features import IMAGE_KEY
 from trainers.cnn import LeNetConfig, build_lenet5, compile_classifier
 from trainers.common import (
-    BASE_VERSIONS_KEY,
     REFERENCE_MODEL_DIR,
-    SERVING_ROOT_KEY,
     Hyperparameters,
     dataset_arrays,
     eval_warmup_data,
-    latest_pushed_version,
     transformed_dataset,
     write_json,
 )
 from trainers.export import export_classifier
 
-BASE_FAMILY = "cnn"
 BASE_LAYERS = ("conv1", "conv2")
 CLASS_NAMES = ("0-4", "5-9")
 COMPARISON_FILE = "comparison.json"
 
 
 class BaseModelNotFoundError(RuntimeError):
-    """No CNN has been pushed under the serving root, so there is nothing to transfer."""
+    """The Trainer was given no base CNN (its `base_model` input), so nothing to transfer."""
 
 
 def task_label(digits: np.ndarray | tf.Tensor) -> np.ndarray | tf.Tensor:
@@ -77,18 +73,14 @@ class TransferConfig:
             raise UserError(f"fine-tune epochs must be >= 0, got {self.fine_tune_epochs}")
 
 
-def find_base_model(serving_root: str, version: str | None = None) -> str:
-    """The pushed CNN to transfer from: `version`, else the highest numeric one served."""
-    root = os.path.join(serving_root, BASE_FAMILY)
-    version = version or latest_pushed_version(root)
-    if version is None:
+def base_model_dir(fn_args: tfx.components.FnArgs) -> str:
+    """The base CNN's SavedModel: the Trainer's `base_model` input (a pushed CNN version)."""
+    path = fn_args.base_model
+    if not path or not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
         raise BaseModelNotFoundError(
-            f"no CNN has been pushed under {root}; run the cnn pipeline first "
-            "('tfsp pipeline run --family cnn')"
+            f"the Trainer's base_model input holds no SavedModel ({path or 'not given'}); "
+            "the pipeline's BaseModelGen must feed it a pushed CNN"
         )
-    path = os.path.join(root, version)
-    if not tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
-        raise BaseModelNotFoundError(f"pushed CNN version {version} is missing: {path}")
     return path
 
 
@@ -216,10 +208,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
     custom = fn_args.custom_config or {}
     config = config_from_custom(custom)
-    if SERVING_ROOT_KEY not in custom:
-        raise BaseModelNotFoundError("the Trainer was given no serving root to find the CNN in")
-    pinned = custom.get(BASE_VERSIONS_KEY, {}).get(BASE_FAMILY)
-    base_dir = find_base_model(custom[SERVING_ROOT_KEY], pinned)
+    base_dir = base_model_dir(fn_args)
     logging.info("transfer from %s; hyper-parameters %s, %s", base_dir, hparams, config)
     base_weights = load_base_weights(base_dir)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
