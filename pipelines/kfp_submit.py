@@ -114,11 +114,17 @@ def submit_package(
     experiment: str | None = None,
     run_name: str | None = None,
     namespace: str | None = None,
+    pipeline_root: str | None = None,
     timeout: float = 10.0,
 ) -> str:
-    """Create a run of `package` on the KFP at `host` and return the run's URL."""
+    """Create a run of `package` on the KFP at `host` and return the run's URL.
+
+    The run is created with `pipeline_root`, else the package's defaultPipelineRoot: KFP's
+    backend reads the root only from the run request, never from the package.
+    """
     pipeline_spec, _ = read_kfp_package(package)
     arguments = parse_params(params, pipeline_spec)
+    pipeline_root = pipeline_root or pipeline_spec.get("defaultPipelineRoot")
     _preflight(host, timeout)
 
     import kfp
@@ -144,6 +150,7 @@ def submit_package(
                 run_name=run_name,
                 experiment_name=experiment,
                 namespace=namespace,
+                pipeline_root=pipeline_root,
             )
     except kfp_server_api.ApiException as err:
         raise UserError(

@@ -26,6 +26,7 @@ from tfx import v1 as tfx
 
 from pipelines.factory import (
     COMPANION_PUSHER,
+    EXAMPLE_GEN,
     MODEL_STORE_READERS,
     PUSHER,
     TRAINER,
@@ -38,9 +39,16 @@ from tfsp.errors import UserError
 
 # Where the Dockerfile installs the project, so the curated schema is at a known path.
 IMAGE_SCHEMA_FILE = "/opt/tfsp/pipelines/schemas/digits.pbtxt"
-DEFAULT_PIPELINE_ROOT = "/tfsp/pipelines"
+# KFP standalone's own artifact store. The open-source backend parses the root as a bucket
+# (objectstore.ParseBucketPathToConfig): gs://, s3:// or minio://, never a local path.
+DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
+OBJECT_STORE_SCHEMES = ("gs://", "s3://", "minio://")
 DEFAULT_DATA_ROOT = "/tfsp/data/digits"
 DEFAULT_SERVING_ROOT = "/models"
+WORK_MOUNT = "/tfsp"
+# Beam inside each step's pod, in its own process: the digits are small, and worker
+# processes would only add start-up. Bulk work passes another runner (e.g. DataflowRunner).
+IN_POD_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +56,14 @@ class ClusterOptions:
     """Where a compiled pipeline's steps read and write, as the cluster sees them, and how
     many GPUs its Trainer asks for."""
 
-    pipeline_root: str = DEFAULT_PIPELINE_ROOT
+    pipeline_root: str = DEFAULT_PIPELINE_ROOT  # open-source KFP: gs://, s3://, minio://
     data_root: str = DEFAULT_DATA_ROOT
     serving_root: str = DEFAULT_SERVING_ROOT
     schema_file: str = IMAGE_SCHEMA_FILE
     trainer_gpus: int = 1
+    work_mount: str = WORK_MOUNT  # where every step mounts the work volume
+    gate_lower_bound: float | None = None  # the Evaluator's floor; None: the family's
+    beam_args: tuple[str, ...] = IN_POD_BEAM_ARGS
 
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -60,9 +71,15 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # reads; the work volume holds the prepared data and the pipeline root.
 MODEL_STORE_PVC = "tfsp-models"
 WORK_PVC = "tfsp-work"
-WORK_MOUNT = "/tfsp"
 # GPU node pools are usually tainted so that only pods asking for a GPU land there.
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+TFX_ENTRYPOINT_COMMAND = [
+    "python",
+    "-m",
+    "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
+]
+OPEN_SOURCE_ENTRYPOINT_COMMAND = ["python", "-m", "pipelines.kfp_entrypoint"]
 
 # The steps that push to the model store or read pushed models from it.
 _MODEL_STORE_EXECUTORS = frozenset(
@@ -91,6 +108,8 @@ def _cluster_pipeline(family: str, options: ClusterOptions) -> tuple[tfx.dsl.Pip
         data_root=options.data_root,
         serving_root=options.serving_root,
         schema_file=options.schema_file,
+        gate_lower_bound=options.gate_lower_bound,
+        beam_pipeline_args=list(options.beam_args),
         batch_size=spec_family.default_batch_size,
         epochs=tfx.dsl.experimental.RuntimeParameter(
             name="epochs", ptype=int, default=defaults["epochs"]
@@ -144,24 +163,33 @@ def kubernetes_platform_spec(
 ) -> dict:
     """The platform spec (kfp-kubernetes format) that wires the steps to the cluster's volumes.
 
-    Local pipeline and data roots must live under WORK_MOUNT (one shared volume, since every
-    step is its own pod). A local serving root is the model store, mounted only on the steps
+    A local data root must live under the work mount (one shared volume, since every step is its
+    own pod). A local serving root is the model store, mounted only on the steps
     that push to it or read pushed models from it. Object-store roots need no mount.
     """
-    roots = {"pipeline root": options.pipeline_root, "data root": options.data_root}
-    for label, path in roots.items():
-        if _is_local(path) and not (path + "/").startswith(WORK_MOUNT + "/"):
-            raise UserError(
-                f"the {label} {path} is a local path outside {WORK_MOUNT}, the work volume "
-                "every step mounts; use a path under it or an object-store URI"
-            )
-    needs_work_volume = any(_is_local(path) for path in roots.values())
+    if not options.pipeline_root.startswith(OBJECT_STORE_SCHEMES):
+        raise UserError(
+            f"the pipeline root {options.pipeline_root} is not an object-store URI: the "
+            f"open-source Kubeflow Pipelines backend takes {', '.join(OBJECT_STORE_SCHEMES)} "
+            f"(its default is {DEFAULT_PIPELINE_ROOT})"
+        )
+    data_root, work_mount = options.data_root, options.work_mount
+    if _is_local(data_root) and not (data_root + "/").startswith(work_mount + "/"):
+        raise UserError(
+            f"the data root {data_root} is a local path outside {work_mount}, the work volume "
+            "every step mounts; use a path under it or a gs:// URI"
+        )
+    if not _is_local(data_root) and not data_root.startswith("gs://"):
+        # ImportExampleGen reads the data root with tf.io.gfile, which has gs:// but not
+        # s3:// or minio:// here; the launcher downloads artifacts, not a step's parameters.
+        raise UserError(f"the data root {data_root}: use a path under {work_mount} or gs://")
+    needs_work_volume = _is_local(data_root)
     executors: dict[str, dict] = {}
     for label, executor in pipeline_spec["deploymentSpec"]["executors"].items():
         if "container" not in executor:
             continue  # importers run inside the KFP driver, not in a pod of ours
         config: dict = {}
-        mounts = [_pvc_mount(work_pvc, WORK_MOUNT)] if needs_work_volume else []
+        mounts = [_pvc_mount(work_pvc, work_mount)] if needs_work_volume else []
         if label in _MODEL_STORE_EXECUTORS and _is_local(options.serving_root):
             mounts.append(_pvc_mount(model_store_pvc, options.serving_root))
         if mounts:
@@ -195,7 +223,30 @@ def kfp_package(
         definition["defaultValue"] = defaults[name]
     spec["defaultPipelineRoot"] = options.pipeline_root
     platform = kubernetes_platform_spec(spec, options)
+    for_open_source_backend(spec)
     return spec, platform
+
+
+def for_open_source_backend(pipeline_spec: dict) -> None:
+    """Adapt TFX's compiled spec, in place, to what the open-source KFP backend runs.
+
+    Every step runs pipelines/kfp_entrypoint.py, which hands TFX's entrypoint the launcher's
+    local paths and typed inputs. ImportExampleGen's pre-cache driver (its span, version and
+    data fingerprint) is never run by that backend, so its cache key cannot see new data, and
+    the model store readers' output is the store's state at run time: neither may be cached.
+    """
+    for executor in pipeline_spec["deploymentSpec"]["executors"].values():
+        container = executor.get("container")
+        if container is None:
+            continue
+        if container["command"] != TFX_ENTRYPOINT_COMMAND:
+            raise ValueError(f"unexpected TFX step command {container['command']}")
+        container["command"] = OPEN_SOURCE_ENTRYPOINT_COMMAND
+        container.pop("lifecycle", None)
+    for task_id in (EXAMPLE_GEN, *MODEL_STORE_READERS):
+        task = pipeline_spec["root"]["dag"]["tasks"].get(task_id)
+        if task is not None:
+            task["cachingOptions"] = {"enableCache": False}
 
 
 def write_kfp_package(path: Path, pipeline_spec: Mapping, platform_spec: Mapping) -> None:

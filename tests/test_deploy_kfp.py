@@ -20,8 +20,10 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.families import FAMILIES
 from pipelines.kubeflow_runner import (
+    DEFAULT_PIPELINE_ROOT,
     DEFAULT_SERVING_ROOT,
     GPU_RESOURCE,
+    IN_POD_BEAM_ARGS,
     MODEL_STORE_PVC,
     WORK_MOUNT,
     WORK_PVC,
@@ -90,7 +92,36 @@ def test_package_carries_parameter_defaults_and_pipeline_root(compiled, family):
     assert params["epochs"]["parameterType"] == "NUMBER_INTEGER"
     assert params["epochs"]["defaultValue"] == FAMILIES[family].default_epochs
     assert params["learning_rate"]["defaultValue"] == FAMILIES[family].default_learning_rate
-    assert pipeline["defaultPipelineRoot"].startswith(WORK_MOUNT + "/")
+    assert (
+        pipeline["defaultPipelineRoot"]
+        == DEFAULT_PIPELINE_ROOT
+        == ("minio://mlpipeline/v2/artifacts")
+    )
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_package_steps_run_the_open_source_entrypoint(compiled, family):
+    job = json.loads((compiled / f"{family}.json").read_text())
+    pipeline, _ = _package(compiled / f"{family}.yaml")
+    tfx_command = [
+        "python",
+        "-m",
+        "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
+    ]
+    # The PipelineJob (Vertex AI) keeps TFX's entrypoint; the package, the launcher's one.
+    assert {tuple(c["command"]) for c in _containers(job["pipelineSpec"]).values()} == {
+        tuple(tfx_command)
+    }
+    for name, container in _containers(pipeline).items():
+        assert container["command"] == ["python", "-m", "pipelines.kfp_entrypoint"], name
+        assert "lifecycle" not in container, name  # a pre-cache driver the backend never runs
+    # Beam steps get the in-pod DirectRunner options after TFX's own flags.
+    transform_args = _containers(pipeline)["Transform_executor"]["args"]
+    assert transform_args[-len(IN_POD_BEAM_ARGS) :] == list(IN_POD_BEAM_ARGS)
+    tasks = pipeline["root"]["dag"]["tasks"]
+    uncached = {t for t, task in tasks.items() if not task["cachingOptions"].get("enableCache")}
+    readers = {"BaselineModelGen", "BaseModelGen"} & set(tasks)
+    assert uncached == {"ImportExampleGen", *readers}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -131,10 +162,15 @@ def test_single_family_output_keeps_the_json_and_adds_the_package(tmp_path):
     result = run_tfsp(
         "pipeline", "compile", "--family", "cnn", "--image", IMAGE, "--output", str(out),
         "--serving-root", "gs://bucket/models", "--trainer-gpus", "0",
+        "--beam-arg=--runner=DataflowRunner", "--beam-arg=--region=europe-west4",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     pipeline, platform = _package(out.with_suffix(".yaml"))
     assert _gpu_steps(_containers(pipeline)) == set()
+    # --beam-arg replaces the in-pod defaults.
+    transform_args = _containers(pipeline)["Transform_executor"]["args"]
+    assert transform_args[-2:] == ["--runner=DataflowRunner", "--region=europe-west4"]
+    assert not set(IN_POD_BEAM_ARGS) & set(transform_args)
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     # An object-store serving root needs no volume on the Pusher.
     assert [m["mountPath"] for m in executors["Pusher_executor"]["pvcMount"]] == [WORK_MOUNT]
@@ -147,6 +183,11 @@ def test_single_family_output_keeps_the_json_and_adds_the_package(tmp_path):
         (("--family", "all", "--output", "x.json"), "use --output-dir"),
         (("--family", "nope", "--output-dir", "d"), "unknown family 'nope'"),
         (("--family", "cnn", "--output-dir", "d", "--data-root", "/data"), "outside /tfsp"),
+        (("--family", "cnn", "--output-dir", "d", "--data-root", "s3://b/d"), "under /tfsp or gs"),
+        (
+            ("--family", "cnn", "--output-dir", "d", "--pipeline-root", "/tfsp/pipelines"),
+            "is not an object-store URI",
+        ),
     ],
 )
 def test_compile_refuses_bad_requests_in_one_line(tmp_path, args, message):
@@ -267,6 +308,8 @@ def test_submit_sends_the_package_and_parameters_and_prints_the_run_url(compiled
     run = posts["/apis/v2beta1/runs"]
     assert run["experiment_id"] == "exp-1"
     assert run["runtime_config"]["parameters"] == {"epochs": 3, "learning_rate": 0.01}
+    # The backend takes the root from the run only: the package's default is sent with it.
+    assert run["runtime_config"]["pipeline_root"] == DEFAULT_PIPELINE_ROOT
     # The pipeline spec and the volume wiring both reach the API.
     uploaded = run["pipeline_spec"]
     assert uploaded["pipeline_spec"]["pipelineInfo"]["name"] == "tfsp-cnn"
@@ -274,6 +317,17 @@ def test_submit_sends_the_package_and_parameters_and_prints_the_run_url(compiled
         "Pusher_executor"
     ]["pvcMount"]
     assert {m["mountPath"] for m in mounts} == {WORK_MOUNT, DEFAULT_SERVING_ROOT}
+
+
+def test_submit_sends_the_pipeline_root_it_is_given(compiled, kfp_recorder):
+    host, calls = kfp_recorder
+    result = run_tfsp(
+        "pipeline", "submit", "--host", host, "--family", "cnn", "--spec-dir", str(compiled),
+        "--pipeline-root", "s3://team-bucket/tfsp",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = [body for method, path, body in calls if path == "/apis/v2beta1/runs"]
+    assert run["runtime_config"]["pipeline_root"] == "s3://team-bucket/tfsp"
 
 
 def test_readme_documents_the_deploy_commands():

@@ -5,6 +5,7 @@ answer at once.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -87,6 +88,10 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
         "--learning-rate", type=_positive_float, help="Adam learning rate (family default)"
     )
     parser.add_argument("--batch-size", type=_positive_int, help="batch size (family default)")
+    _add_gate_flag(parser)
+
+
+def _add_gate_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-accuracy",
         type=_fraction,
@@ -243,14 +248,35 @@ def build_parser() -> argparse.ArgumentParser:
     compile_output.add_argument(
         "--output-dir", type=Path, help="folder for <family>.json and <family>.yaml per family"
     )
-    pcompile.add_argument("--pipeline-root", default="/tfsp/pipelines", help="(%(default)s)")
-    pcompile.add_argument("--data-root", default="/tfsp/data/digits", help="(%(default)s)")
+    pcompile.add_argument(
+        "--pipeline-root",
+        default="minio://mlpipeline/v2/artifacts",
+        help="artifact store, gs:// s3:// or minio:// (%(default)s: KFP standalone's MinIO)",
+    )
+    pcompile.add_argument(
+        "--work-mount",
+        default="/tfsp",
+        help="where every step mounts the work volume, the tfsp-work PVC (%(default)s)",
+    )
+    pcompile.add_argument(
+        "--data-root",
+        default="/tfsp/data/digits",
+        help="prepared data: under --work-mount, or gs:// (%(default)s)",
+    )
     pcompile.add_argument(
         "--serving-root", default="/models", help="model store TF Serving reads (%(default)s)"
     )
     pcompile.add_argument(
         "--trainer-gpus", type=int, default=1, help="GPUs the Trainer requests (default: 1)"
     )
+    pcompile.add_argument(
+        "--beam-arg",
+        action="append",
+        metavar="ARG",
+        help="Beam pipeline option for the Beam steps, e.g. --beam-arg=--runner=DataflowRunner; "
+        "repeatable, replaces the default (in-process DirectRunner)",
+    )
+    _add_gate_flag(pcompile)
     pcompile.set_defaults(handler=_cmd_pipeline_compile)
 
     psubmit = pipeline_commands.add_parser(
@@ -278,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where 'compile --output-dir' wrote the packages (%(default)s)",
     )
     psubmit.add_argument("--spec", type=Path, help="package to submit (default: in --spec-dir)")
+    psubmit.add_argument(
+        "--pipeline-root",
+        help="artifact store of the run (default: the one the package was compiled with; "
+        "KFP's backend never reads it from the package itself)",
+    )
     psubmit.add_argument("--run-name", help="run name (default: KFP's, from the file and time)")
     psubmit.add_argument("--namespace", help="multi-user Kubeflow: your profile's namespace")
     psubmit.add_argument(
@@ -590,7 +621,11 @@ def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         serving_root=args.serving_root,
         trainer_gpus=args.trainer_gpus,
+        work_mount=args.work_mount,
+        gate_lower_bound=args.min_accuracy,
     )
+    if args.beam_arg:
+        options = dataclasses.replace(options, beam_args=tuple(args.beam_arg))
     for family in families:
         output = args.output or args.output_dir / f"{family}.json"
         written = compile_family(family, args.image, output, options)
@@ -610,6 +645,7 @@ def _cmd_pipeline_submit(args: argparse.Namespace) -> int:
         experiment=args.experiment or f"tfsp-{family}",
         run_name=args.run_name,
         namespace=args.namespace,
+        pipeline_root=args.pipeline_root,
         timeout=args.timeout,
     )
     print(f"run: {url}")

@@ -1,0 +1,112 @@
+"""The compiled KFP packages run step by step as the open-source backend's launcher runs them.
+
+tests/kfp_launcher.py plays the backend's driver and launcher on this machine (untyped
+inputs, executor-logs, a MinIO root with downloads and uploads); every step runs the package's
+own command in its own process. The CNN runs first and pushes; the transfer family then takes
+that CNN as its base model. What is not reproduced (mounts, images, Argo) is listed there.
+"""
+
+import shutil
+
+import pytest
+import yaml
+
+from pipelines.factory import schema_path
+from pipelines.kubeflow_runner import (
+    DEFAULT_PIPELINE_ROOT,
+    TFX_ENTRYPOINT_COMMAND,
+    ClusterOptions,
+    kfp_package,
+    write_kfp_package,
+)
+from tests.kfp_launcher import PackageRun, StepFailed
+
+pytestmark = pytest.mark.e2e
+
+# A short run with a matching floor, as in test_pipeline_e2e.py.
+SHORT = {"epochs": 4}
+GATE = 0.5
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, digits_dir):
+    """A work volume holding the data, an empty model store, and the compiled packages."""
+    root = tmp_path_factory.mktemp("cluster")
+    work = root / "work"
+    shutil.copytree(digits_dir, work / "data" / "digits")
+    options = ClusterOptions(
+        pipeline_root=DEFAULT_PIPELINE_ROOT,
+        data_root=str(work / "data" / "digits"),
+        serving_root=str(root / "models"),
+        schema_file=schema_path(),
+        trainer_gpus=0,
+        work_mount=str(work),
+        gate_lower_bound=GATE,
+    )
+    packages = {}
+    for family in ("cnn", "transfer"):
+        packages[family] = root / f"{family}.yaml"
+        write_kfp_package(packages[family], *kfp_package(family, "unused:image", options))
+    return root, packages
+
+
+@pytest.fixture(scope="module")
+def cnn_run(cluster):
+    root, packages = cluster
+    run = PackageRun(root / "cnn-run", DEFAULT_PIPELINE_ROOT)
+    run.run(packages["cnn"], SHORT)
+    return run
+
+
+def _versions(models, name):
+    return sorted(p.name for p in (models / name).iterdir() if not p.name.startswith("."))
+
+
+def test_cnn_package_runs_every_step_and_pushes_to_the_model_store(cluster, cnn_run):
+    root, _ = cluster
+    assert set(cnn_run.outputs) >= {"ImportExampleGen", "Trainer", "Evaluator", "Pusher"}
+    (version,) = _versions(root / "models", "cnn")
+    assert (root / "models" / "cnn" / version / "saved_model.pb").is_file()
+    pushed = cnn_run.outputs["Pusher"]["pushed_model"]
+    assert pushed["metadata"]["pushed"] == 1
+    assert pushed["metadata"]["pushed_version"] == version
+    # Nothing pushed before: the baseline holds no model, and the Evaluator gated without it.
+    assert cnn_run.outputs["BaselineModelGen"]["model"]["metadata"]["pushed_version"] == "none"
+    assert cnn_run.outputs["Evaluator"]["blessing"]["metadata"]["blessed"] == 1
+
+
+def test_every_output_is_recorded_at_its_remote_uri_and_uploaded(cnn_run):
+    prefix = f"{DEFAULT_PIPELINE_ROOT}/tfsp-cnn/{cnn_run.run_id}/"
+    assert cnn_run.not_uploaded == []
+    for task, outputs in cnn_run.outputs.items():
+        for key, artifact in outputs.items():
+            assert artifact["uri"].startswith(f"{prefix}{task}/"), (task, key, artifact["uri"])
+    examples = cnn_run.outputs["ImportExampleGen"]["examples"]["uri"]
+    stored = cnn_run.store / "minio" / examples.removeprefix("minio://")
+    assert sorted(p.name for p in stored.iterdir()) == ["Split-eval", "Split-test", "Split-train"]
+
+
+def test_transfer_package_takes_the_pushed_cnn_as_its_base(cluster, cnn_run):
+    root, packages = cluster
+    (cnn_version,) = _versions(root / "models", "cnn")
+    run = PackageRun(root / "transfer-run", DEFAULT_PIPELINE_ROOT)
+    run.run(packages["transfer"], SHORT)
+    base = run.outputs["BaseModelGen"]["model"]["metadata"]
+    assert (base["pushed_model_name"], base["pushed_version"]) == ("cnn", cnn_version)
+    (version,) = _versions(root / "models", "transfer")
+    assert run.outputs["Pusher"]["pushed_model"]["metadata"]["pushed_version"] == version
+
+
+def test_tfx_own_entrypoint_fails_where_the_backend_fails_it(cluster, tmp_path):
+    # The stand-in is as strict as the backend: TFX's v2 entrypoint, unadapted, fails the
+    # first step on the launcher's executor-logs output (production-facts: every step).
+    _, packages = cluster
+    pipeline_spec, platform_spec = yaml.safe_load_all(packages["cnn"].read_text())
+    for executor in pipeline_spec["deploymentSpec"]["executors"].values():
+        executor["container"]["command"] = TFX_ENTRYPOINT_COMMAND
+    unadapted = tmp_path / "tfx-entrypoint.yaml"
+    write_kfp_package(unadapted, pipeline_spec, platform_spec)
+    run = PackageRun(tmp_path / "run", DEFAULT_PIPELINE_ROOT)
+    with pytest.raises(StepFailed, match="(?s)exited 1.*Could not import system.Artifact"):
+        run.run(unadapted, SHORT)
+    assert run.outputs == {}  # the first step already failed
