@@ -15,7 +15,9 @@ entrypoint fails on each difference before any work is done:
   with the output folders created; the ExecutorOutput written back names the remote URIs,
   because the launcher records and uploads whatever URI that file names.
 
-Everything else is TFX's own entrypoint, unchanged.
+Everything else is TFX's own entrypoint, unchanged: its flag parser and `_run_executor`
+(private names of the pinned TFX; tests/test_kfp_package_e2e.py runs every step through
+them, so a TFX upgrade that moves them fails there, not in a cluster).
 """
 
 import argparse
@@ -94,6 +96,8 @@ def localize(
 def make_output_folders(executor_input: pipeline_spec_pb2.ExecutorInput) -> None:
     """Create each output artifact's folder (a value artifact's parent), as TFX's launcher does:
     the KFP launcher creates only the parents."""
+    # TFX is imported where it is used: it loads TensorFlow, which the URI and type
+    # translation above does not need.
     from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
     from tfx.orchestration.portable import outputs_utils
 

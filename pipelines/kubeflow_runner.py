@@ -1,18 +1,18 @@
-"""Compile a family's pipeline for Kubeflow Pipelines v2 (KubeflowV2DagRunner) and submit it.
+"""Compile a family's pipeline for Kubeflow Pipelines v2 (KubeflowV2DagRunner).
 
-The compiled pipeline runs every step in `image`; the Trainer asks for one NVIDIA GPU and
-no other step asks for any. Epochs and learning rate are run-time parameters, so one
-compiled spec serves many runs. Paths are as the image and cluster see them.
-
-Two files per family:
-- `<family>.json`: TFX's PipelineJob (displayName, labels, pipelineSpec, runtimeConfig), the
-  form Vertex AI Pipelines takes;
-- `<family>.yaml`: the package KFP's API takes (pipelines/kfp_submit.py submits it):
-  the pipeline spec (schema 2.1, parameter defaults and pipeline root inside) and a Kubernetes
-  platform spec that mounts the model store PVC at the serving root on the steps that push to
-  it or read pushed models from it, and the work PVC (pipeline root, data) on every step. The
-  TF Serving Deployment in k8s/ mounts the same model store, so a blessed push is picked up by
-  TF Serving's own version polling.
+The compiled pipeline runs every step in `image`; the Trainer asks for GPUs and no other
+step asks for any. Epochs and learning rate are run-time parameters, so one compiled spec
+serves many runs. Paths are as the image and cluster see them. One file per family and
+target:
+- `oss` → `<family>.yaml`, the package the open-source backend's API takes (kfp_submit.py
+  submits it): the pipeline spec (schema 2.1, parameter defaults and an object-store
+  pipeline root inside, every step on pipelines/kfp_entrypoint.py) and a Kubernetes platform
+  spec that mounts the model store PVC at the serving root on the steps that push to it or
+  read pushed models from it, and the work PVC (data) on every step. The TF Serving
+  Deployment in k8s/ mounts the same model store, so a blessed push is picked up by TF
+  Serving's own version polling;
+- `vertex` → `<family>.json`, TFX's PipelineJob (displayName, labels, pipelineSpec,
+  runtimeConfig) as Vertex AI Pipelines takes it, every path on Cloud Storage.
 """
 
 import dataclasses
@@ -27,6 +27,7 @@ from tfx import v1 as tfx
 from pipelines.factory import (
     COMPANION_PUSHER,
     EXAMPLE_GEN,
+    IN_PROCESS_BEAM_ARGS,
     MODEL_STORE_READERS,
     PUSHER,
     TRAINER,
@@ -46,9 +47,7 @@ OBJECT_STORE_SCHEMES = ("gs://", "s3://", "minio://")
 DEFAULT_DATA_ROOT = "/tfsp/data/digits"
 DEFAULT_SERVING_ROOT = "/models"
 WORK_MOUNT = "/tfsp"
-# Beam inside each step's pod, in its own process: the digits are small, and worker
-# processes would only add start-up. Bulk work passes another runner (e.g. DataflowRunner).
-IN_POD_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+GPU_RESOURCE = "nvidia.com/gpu"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +62,27 @@ class ClusterOptions:
     trainer_gpus: int = 1
     work_mount: str = WORK_MOUNT  # where every step mounts the work volume
     gate_lower_bound: float | None = None  # the Evaluator's floor; None: the family's
-    beam_args: tuple[str, ...] = IN_POD_BEAM_ARGS
+    # Beam inside each step's pod by default; bulk work names a distributed runner.
+    beam_args: tuple[str, ...] = IN_PROCESS_BEAM_ARGS
+    gpu_type: str = GPU_RESOURCE  # Kubernetes' resource name; Vertex AI names a GPU model
 
 
-GPU_RESOURCE = "nvidia.com/gpu"
+# Per target, what an option not given is. Vertex AI has no volumes, so its roots have no
+# default that could work: they must be given (gs://).
+_TARGET_DEFAULTS: dict[str, dict[str, str]] = {
+    "oss": {},
+    "vertex": {"gpu_type": "NVIDIA_TESLA_T4"},
+}
+
+
+def cluster_options(target: str, **given: object) -> ClusterOptions:
+    """The ClusterOptions of `target`: the options given (None: not given), else its defaults."""
+    if target not in _TARGET_DEFAULTS:
+        raise UserError(f"--target {target}: expected one of {', '.join(_TARGET_DEFAULTS)}")
+    chosen = {k: v for k, v in given.items() if v is not None}
+    return ClusterOptions(**{**_TARGET_DEFAULTS[target], **chosen})
+
+
 # The PersistentVolumeClaims of k8s/base/storage.yaml. The model store is what TF Serving
 # reads; the work volume holds the prepared data and the pipeline root.
 MODEL_STORE_PVC = "tfsp-models"
@@ -89,9 +105,9 @@ _MODEL_STORE_EXECUTORS = frozenset(
 _ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 
-def trainer_resources(gpus: int = 1) -> _ResourceSpec:
-    """The Trainer's container resources: `gpus` NVIDIA GPUs."""
-    return _ResourceSpec(accelerator=_ResourceSpec.AcceleratorConfig(type=GPU_RESOURCE, count=gpus))
+def trainer_resources(gpus: int = 1, gpu_type: str = GPU_RESOURCE) -> _ResourceSpec:
+    """The Trainer's container resources: `gpus` GPUs of `gpu_type`."""
+    return _ResourceSpec(accelerator=_ResourceSpec.AcceleratorConfig(type=gpu_type, count=gpus))
 
 
 def _cluster_pipeline(family: str, options: ClusterOptions) -> tuple[tfx.dsl.Pipeline, dict]:
@@ -121,23 +137,35 @@ def _cluster_pipeline(family: str, options: ClusterOptions) -> tuple[tfx.dsl.Pip
     pipeline = create_pipeline(spec)
     for component in pipeline.components:
         if component.id == TRAINER and options.trainer_gpus > 0:
-            component.with_platform_config(trainer_resources(options.trainer_gpus))
+            component.with_platform_config(
+                trainer_resources(options.trainer_gpus, options.gpu_type)
+            )
     return pipeline, defaults
 
 
-def compile_pipeline(
-    family: str, image: str, output_file: Path, options: ClusterOptions | None = None
-) -> dict:
-    """Write the KFP v2 spec of `family`'s pipeline to `output_file` and return it parsed."""
-    pipeline, defaults = _cluster_pipeline(family, options or ClusterOptions())
-    output_file.parent.mkdir(parents=True, exist_ok=True)
+def vertex_pipeline_job(family: str, image: str, options: ClusterOptions) -> dict:
+    """`family`'s pipeline as the PipelineJob Vertex AI Pipelines takes (TFX's own form).
+
+    Vertex AI runs TFX's entrypoint as it is, but mounts no PersistentVolumes: the pipeline
+    root, the data and the model store must all be Cloud Storage.
+    """
+    roots = {
+        "--pipeline-root": options.pipeline_root,
+        "--data-root": options.data_root,
+        "--serving-root": options.serving_root,
+    }
+    for flag, path in roots.items():
+        if not path.startswith("gs://"):
+            raise UserError(
+                f"{flag} {path}: Vertex AI Pipelines reads and writes Cloud Storage only "
+                "(no volumes); give a gs:// URI"
+            )
+    pipeline, defaults = _cluster_pipeline(family, options)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
-        output_dir=str(output_file.parent),
-        output_filename=output_file.name,
+        output_dir=".",  # unused: nothing is written (write_out=False)
     )
-    runner.run(pipeline, parameter_values=defaults)
-    return json.loads(output_file.read_text())
+    return runner.run(pipeline, parameter_values=defaults, write_out=False)
 
 
 def _is_local(path: str) -> bool:
@@ -257,15 +285,26 @@ def write_kfp_package(path: Path, pipeline_spec: Mapping, platform_spec: Mapping
         yaml.safe_dump_all([dict(pipeline_spec), dict(platform_spec)], out, sort_keys=True)
 
 
+# The file `tfsp pipeline compile --target` writes: the open-source backend's package, or
+# Vertex AI's PipelineJob.
+TARGET_SUFFIXES = {"oss": ".yaml", "vertex": ".json"}
+
+
 def compile_family(
-    family: str, image: str, output_file: Path, options: ClusterOptions | None = None
-) -> tuple[Path, Path]:
-    """Write `family`'s PipelineJob JSON to `output_file` and its KFP package beside it (.yaml)."""
-    package = output_file.with_suffix(".yaml")
-    if package == output_file:
-        raise UserError(f"--output {output_file}: give the .json name; the .yaml goes beside it")
-    # The package first: it checks the paths, so a bad root leaves no half-written pair.
-    pipeline_spec, platform_spec = kfp_package(family, image, options)
-    compile_pipeline(family, image, output_file, options)
-    write_kfp_package(package, pipeline_spec, platform_spec)
-    return output_file, package
+    family: str, image: str, output_file: Path, options: ClusterOptions, target: str = "oss"
+) -> Path:
+    """Write `family`'s pipeline for `target` (see TARGET_SUFFIXES) to `output_file`."""
+    if output_file.suffix not in ({".yaml", ".yml"} if target == "oss" else {".json"}):
+        raise UserError(
+            f"--output {output_file}: --target {target} writes a {TARGET_SUFFIXES[target]} file"
+        )
+    if target == "oss":
+        pipeline_spec, platform_spec = kfp_package(family, image, options)
+        write_kfp_package(output_file, pipeline_spec, platform_spec)
+    elif target == "vertex":
+        job = vertex_pipeline_job(family, image, options)
+        output_file.parent.mkdir(parents=True, exist_ok=True)
+        output_file.write_text(json.dumps(job, indent=2, sort_keys=True) + "\n")
+    else:
+        raise UserError(f"--target {target}: expected one of {', '.join(TARGET_SUFFIXES)}")
+    return output_file

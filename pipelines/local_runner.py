@@ -3,20 +3,18 @@
 Paths come from `pipelines.layout.LocalLayout`.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from tfx import v1 as tfx
 
 from pipelines.components import DataAnomaliesError
-from pipelines.factory import PipelineSpec, create_pipeline
+from pipelines.factory import IN_PROCESS_BEAM_ARGS, PipelineSpec, create_pipeline
 from pipelines.families import Family, get_family
 from pipelines.layout import LocalLayout, check_data_dir, pipeline_name
 from pipelines.results import RunResult, read_run_result
 from tfsp.errors import UserError
 from trainers.common import latest_pushed_version
-
-# In-process Beam: these data sets are small, and worker processes would only add start-up.
-DEFAULT_BEAM_ARGS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
 def pinned_versions(family: Family, serving_root: Path) -> dict[str, str]:
@@ -55,8 +53,12 @@ def run_local(
     gate_lower_bound: float | None = None,
     custom_config: dict | None = None,
     enable_cache: bool = True,
+    beam_args: Sequence[str] = IN_PROCESS_BEAM_ARGS,
 ) -> RunResult:
-    """Run `family`'s pipeline to completion and return what the gate decided."""
+    """Run `family`'s pipeline to completion and return what the gate decided.
+
+    `beam_args` are the Beam pipeline options of its Beam steps (default: in this process).
+    """
     spec_family = get_family(family)
     data_dir = (data_dir or layout.data_dir).resolve()
     check_data_dir(data_dir)
@@ -80,7 +82,7 @@ def run_local(
         gate_lower_bound=gate_lower_bound,
         custom_config=custom_config,
         metadata_connection_config=connection,
-        beam_pipeline_args=DEFAULT_BEAM_ARGS,
+        beam_pipeline_args=list(beam_args),
         enable_cache=enable_cache,
         pinned_versions=pinned_versions(spec_family, layout.serving_root),
     )

@@ -18,12 +18,12 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from pipelines.factory import IN_PROCESS_BEAM_ARGS
 from pipelines.families import FAMILIES
 from pipelines.kubeflow_runner import (
     DEFAULT_PIPELINE_ROOT,
     DEFAULT_SERVING_ROOT,
     GPU_RESOURCE,
-    IN_POD_BEAM_ARGS,
     MODEL_STORE_PVC,
     WORK_MOUNT,
     WORK_PVC,
@@ -66,23 +66,31 @@ def _gpu_steps(containers: dict[str, dict]) -> set[str]:
 def _push_directory(pipeline_spec: dict) -> str:
     """The Pusher's filesystem destination, as the compiled task passes it."""
     parameters = pipeline_spec["root"]["dag"]["tasks"]["Pusher"]["inputs"]["parameters"]
-    destination = json.loads(parameters["push_destination"]["runtimeValue"]["constant"])
+    value = parameters["push_destination"]["runtimeValue"]
+    # Schema 2.1 (the package) has `constant`; 2.0 (Vertex's PipelineJob) `constantValue`.
+    destination = json.loads(value.get("constant") or value["constantValue"]["stringValue"])
     return destination["filesystem"]["base_directory"]
 
 
+TFX_COMMAND = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_every_family_compiles_to_both_files(compiled, family):
-    job = json.loads((compiled / f"{family}.json").read_text())
-    assert set(job) == {"displayName", "labels", "pipelineSpec", "runtimeConfig"}
+def test_every_family_compiles_to_a_package_of_schema_2_1_without_resolvers(compiled, family):
+    assert sorted(p.name for p in compiled.iterdir()) == sorted(f"{f}.yaml" for f in FAMILIES)
     pipeline, platform = _package(compiled / f"{family}.yaml")
     # Both parse as the protos KFP's API takes (unknown fields would raise).
     json_format.ParseDict(pipeline, pipeline_spec_pb2.PipelineSpec())
     json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    assert pipeline["schemaVersion"] == "2.1.0"  # the only one the backend accepts
     assert pipeline["pipelineInfo"]["name"] == f"tfsp-{family}"
-    for spec in (job["pipelineSpec"], pipeline):
-        containers = _containers(spec)
-        assert {c["image"] for c in containers.values()} == {IMAGE}
-        assert _gpu_steps(containers) == {"Trainer_executor"}
+    executors = pipeline["deploymentSpec"]["executors"]
+    # Every executor is a container: no resolver, which the backend refuses at run creation.
+    assert set(executors) == set(_containers(pipeline))
+    assert not any("resolver" in name.lower() for name in pipeline["root"]["dag"]["tasks"])
+    containers = _containers(pipeline)
+    assert {c["image"] for c in containers.values()} == {IMAGE}
+    assert _gpu_steps(containers) == {"Trainer_executor"}
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -101,23 +109,13 @@ def test_package_carries_parameter_defaults_and_pipeline_root(compiled, family):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_package_steps_run_the_open_source_entrypoint(compiled, family):
-    job = json.loads((compiled / f"{family}.json").read_text())
     pipeline, _ = _package(compiled / f"{family}.yaml")
-    tfx_command = [
-        "python",
-        "-m",
-        "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
-    ]
-    # The PipelineJob (Vertex AI) keeps TFX's entrypoint; the package, the launcher's one.
-    assert {tuple(c["command"]) for c in _containers(job["pipelineSpec"]).values()} == {
-        tuple(tfx_command)
-    }
     for name, container in _containers(pipeline).items():
         assert container["command"] == ["python", "-m", "pipelines.kfp_entrypoint"], name
         assert "lifecycle" not in container, name  # a pre-cache driver the backend never runs
     # Beam steps get the in-pod DirectRunner options after TFX's own flags.
     transform_args = _containers(pipeline)["Transform_executor"]["args"]
-    assert transform_args[-len(IN_POD_BEAM_ARGS) :] == list(IN_POD_BEAM_ARGS)
+    assert transform_args[-len(IN_PROCESS_BEAM_ARGS) :] == list(IN_PROCESS_BEAM_ARGS)
     tasks = pipeline["root"]["dag"]["tasks"]
     uncached = {t for t, task in tasks.items() if not task["cachingOptions"].get("enableCache")}
     readers = {"BaselineModelGen", "BaseModelGen"} & set(tasks)
@@ -157,20 +155,21 @@ def test_pusher_writes_to_the_model_store_tf_serving_mounts(compiled, family):
     assert _push_directory(pipeline) == f"{DEFAULT_SERVING_ROOT}/{family}"
 
 
-def test_single_family_output_keeps_the_json_and_adds_the_package(tmp_path):
-    out = tmp_path / "one" / "cnn.json"
+def test_single_family_output_with_an_object_store_model_store_and_beam_options(tmp_path):
+    out = tmp_path / "one" / "cnn.yaml"
     result = run_tfsp(
         "pipeline", "compile", "--family", "cnn", "--image", IMAGE, "--output", str(out),
         "--serving-root", "gs://bucket/models", "--trainer-gpus", "0",
         "--beam-arg=--runner=DataflowRunner", "--beam-arg=--region=europe-west4",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    pipeline, platform = _package(out.with_suffix(".yaml"))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["cnn.yaml"]
+    pipeline, platform = _package(out)
     assert _gpu_steps(_containers(pipeline)) == set()
     # --beam-arg replaces the in-pod defaults.
     transform_args = _containers(pipeline)["Transform_executor"]["args"]
     assert transform_args[-2:] == ["--runner=DataflowRunner", "--region=europe-west4"]
-    assert not set(IN_POD_BEAM_ARGS) & set(transform_args)
+    assert not set(IN_PROCESS_BEAM_ARGS) & set(transform_args)
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     # An object-store serving root needs no volume on the Pusher.
     assert [m["mountPath"] for m in executors["Pusher_executor"]["pvcMount"]] == [WORK_MOUNT]
@@ -180,7 +179,29 @@ def test_single_family_output_keeps_the_json_and_adds_the_package(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (("--family", "all", "--output", "x.json"), "use --output-dir"),
+        (("--family", "all", "--output", "x.yaml"), "use --output-dir"),
+        (("--family", "cnn", "--output", "x.json"), "--target oss writes a .yaml file"),
+        (("--family", "cnn", "--target", "vertex", "--output", "x.yaml"), "writes a .json"),
+        (
+            ("--family", "cnn", "--target", "vertex", "--output", "x.json"),
+            "--pipeline-root minio://mlpipeline/v2/artifacts: Vertex AI Pipelines reads and "
+            "writes Cloud Storage only",
+        ),
+        (
+            (
+                "--family",
+                "cnn",
+                "--target",
+                "vertex",
+                "--output",
+                "x.json",
+                "--pipeline-root",
+                "gs://b/p",
+                "--data-root",
+                "gs://b/d",
+            ),
+            "--serving-root /models: Vertex AI",
+        ),
         (("--family", "nope", "--output-dir", "d"), "unknown family 'nope'"),
         (("--family", "cnn", "--output-dir", "d", "--data-root", "/data"), "outside /tfsp"),
         (("--family", "cnn", "--output-dir", "d", "--data-root", "s3://b/d"), "under /tfsp or gs"),
@@ -195,6 +216,29 @@ def test_compile_refuses_bad_requests_in_one_line(tmp_path, args, message):
     assert result.returncode == 1
     assert message in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_vertex_target_writes_tfx_pipeline_job_on_cloud_storage(tmp_path):
+    out = tmp_path / "cnn.json"
+    result = run_tfsp(
+        "pipeline", "compile", "--family", "cnn", "--image", IMAGE, "--target", "vertex",
+        "--output", str(out), "--pipeline-root", "gs://b/root", "--data-root", "gs://b/data",
+        "--serving-root", "gs://b/models",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    job = json.loads(out.read_text())
+    assert set(job) == {"displayName", "labels", "pipelineSpec", "runtimeConfig"}
+    assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://b/root"
+    containers = _containers(job["pipelineSpec"])
+    # Vertex AI runs TFX's own entrypoint; its GPUs are named by model.
+    assert {tuple(c["command"]) for c in containers.values()} == {tuple(TFX_COMMAND)}
+    accelerators = {
+        name: c["resources"]["accelerator"] for name, c in containers.items() if "resources" in c
+    }
+    assert list(accelerators) == ["Trainer_executor"]
+    assert accelerators["Trainer_executor"]["type"] == "NVIDIA_TESLA_T4"
+    assert int(accelerators["Trainer_executor"]["count"]) == 1
+    assert _push_directory(job["pipelineSpec"]) == "gs://b/models/cnn"
 
 
 def _closed_port() -> int:

@@ -139,14 +139,15 @@ def test_all_stops_at_the_first_failed_gate_and_transfer_needs_a_cnn(tmp_path, d
 
 
 def test_transfer_compiles_for_kubeflow_with_its_reference_step(tmp_path):
-    out = tmp_path / "transfer.json"
+    out = tmp_path / "transfer.yaml"
     result = run_tfsp(
         "pipeline", "compile", "--family", "transfer", "--image", "reg/x:1", "--output", str(out)
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    spec = json.loads(out.read_text())
-    assert "ReferenceModelGen" in spec["pipelineSpec"]["root"]["dag"]["tasks"]
-    executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
+    spec, platform = yaml.safe_load_all(out.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "ReferenceModelGen" in tasks
+    executors = spec["deploymentSpec"]["executors"]
     gpu_steps = {
         name
         for name, e in executors.items()
@@ -155,12 +156,9 @@ def test_transfer_compiles_for_kubeflow_with_its_reference_step(tmp_path):
     assert gpu_steps == {"Trainer_executor"}
     # The Trainer gets the CNN as an input artifact, read from the model store TF Serving
     # reads: pinned in the lineage, with no path in the Trainer's config.
-    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
     base_model = tasks["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]
     assert base_model["producerTask"] == "BaseModelGen"
-    # The package the open-source backend takes (schema 2.1) carries plain constants.
-    package_spec, platform = yaml.safe_load_all(out.with_suffix(".yaml").read_text())
-    base_params = package_spec["root"]["dag"]["tasks"]["BaseModelGen"]["inputs"]["parameters"]
+    base_params = tasks["BaseModelGen"]["inputs"]["parameters"]
     assert base_params["serving_root"]["runtimeValue"]["constant"] == "/models"
     assert base_params["model_name"]["runtimeValue"]["constant"] == "cnn"
     # BaseModelGen reads the model store, so it mounts the model store volume.

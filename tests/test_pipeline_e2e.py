@@ -1,6 +1,5 @@
 """End-to-end: the real CNN pipeline (real TFX components, LocalDagRunner, SQLite MLMD)."""
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
 from pipelines.factory import TRAINER
-from tests.conftest import run_crippled_pipeline, run_pipeline, run_tfsp
+from tests.conftest import run_crippled_pipeline, run_pipeline
 from tfsp.data.prepare import read_split, to_example
 
 pytestmark = pytest.mark.e2e
@@ -143,32 +142,3 @@ def test_anomalous_data_stops_the_run_before_training(tmp_path, digits_dir):
     assert "eval: label" in error
     assert _executions(home, TRAINER) == []
     assert _versions(home) == []
-
-
-def test_compiled_kubeflow_spec_requests_a_gpu_for_the_trainer_only(tmp_path):
-    out = tmp_path / "cnn.json"
-    result = run_tfsp(
-        "pipeline",
-        "compile",
-        "--family",
-        "cnn",
-        "--image",
-        "registry.example/tfsp-pipeline:1.0",
-        "--output",
-        str(out),
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    spec = json.loads(out.read_text())
-    executors = spec["pipelineSpec"]["deploymentSpec"]["executors"]
-    containers = {name: e["container"] for name, e in executors.items() if "container" in e}
-    assert {c["image"] for c in containers.values()} == {"registry.example/tfsp-pipeline:1.0"}
-    gpu_steps = {
-        name
-        for name, c in containers.items()
-        if c.get("resources", {}).get("accelerator", {}).get("type") == "nvidia.com/gpu"
-    }
-    assert gpu_steps == {"Trainer_executor"}
-    assert containers["Trainer_executor"]["resources"]["accelerator"]["count"] in ("1", 1)
-    params = spec["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == {"epochs", "learning_rate"}
-    assert spec["runtimeConfig"]["parameters"]["epochs"]["intValue"] in ("30", 30)

@@ -5,7 +5,6 @@ answer at once.
 """
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -89,6 +88,18 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=_positive_int, help="batch size (family default)")
     _add_gate_flag(parser)
+    _add_family_flags(parser)
+
+
+def _add_beam_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        metavar="ARG",
+        help="Beam pipeline option for the Beam steps (StatisticsGen, Transform, Evaluator...), "
+        "e.g. --beam-arg=--runner=DataflowRunner; repeatable, replaces the default (Beam's "
+        "FnApiRunner in-process, no download)",
+    )
 
 
 def _add_gate_flag(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +109,9 @@ def _add_gate_flag(parser: argparse.ArgumentParser) -> None:
         help="the Evaluator's absolute floor on accuracy, for the classifier families "
         "(family default; the autoencoder's MSE gate keeps its own bounds)",
     )
+
+
+def _add_family_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-cache", action="store_true", help="re-run every component (caching is on)"
     )
@@ -176,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_home(run)
     _add_training_flags(run)
+    _add_beam_flag(run)
     _add_verbose(run)
     run.set_defaults(handler=_cmd_run, data_dir=None)
 
@@ -217,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run a family's pipeline locally (LocalDagRunner, SQLite metadata)",
         description="ImportExampleGen → StatisticsGen → ImportSchemaGen → ExampleValidator → "
-        "AnomalyGate → Transform → Trainer → Evaluator → Pusher. Exits 1 if the model is "
-        "not blessed (nothing is pushed).",
+        "AnomalyGate → Transform → Trainer → Evaluator (against the last pushed model, from "
+        "BaselineModelGen, or the family's reference model) → ServingCheck → Pusher. Exits 1 "
+        "if the model is not blessed (nothing is pushed).",
     )
     prun.add_argument(
         "--family",
@@ -228,54 +244,67 @@ def build_parser() -> argparse.ArgumentParser:
     prun.add_argument("--data-dir", type=Path, help="prepared data (default: <home>/data/digits)")
     _add_home(prun)
     _add_training_flags(prun)
+    _add_beam_flag(prun)
     _add_verbose(prun)
     prun.set_defaults(handler=_cmd_pipeline_run)
 
     pcompile = pipeline_commands.add_parser(
         "compile",
         help="write a Kubeflow Pipelines v2 spec (Trainer on a GPU node)",
-        description="Compile with KubeflowV2DagRunner. Paths are as the pipeline image and "
-        "cluster see them. epochs and learning_rate are run-time parameters.",
+        description="Compile with KubeflowV2DagRunner, for the open-source KFP backend "
+        "(--target oss: a .yaml package for 'tfsp pipeline submit') or for Vertex AI "
+        "Pipelines (--target vertex: a .json PipelineJob, all paths gs://). Paths are as the "
+        "pipeline image and cluster see them. epochs and learning_rate are run-time "
+        "parameters.",
     )
     pcompile.add_argument("--family", required=True, help="model family, or 'all' (e.g. cnn)")
     pcompile.add_argument("--image", required=True, help="container image every step runs")
+    pcompile.add_argument(
+        "--target",
+        choices=("oss", "vertex"),
+        default="oss",
+        help="oss: open-source Kubeflow Pipelines 2.x (default); vertex: Vertex AI Pipelines",
+    )
     compile_output = pcompile.add_mutually_exclusive_group(required=True)
     compile_output.add_argument(
         "--output",
         type=Path,
-        help="one family: PipelineJob file (.json); the KFP package goes beside it (.yaml)",
+        help="one family: file to write (.yaml for oss, .json for vertex)",
     )
     compile_output.add_argument(
-        "--output-dir", type=Path, help="folder for <family>.json and <family>.yaml per family"
+        "--output-dir",
+        type=Path,
+        help="folder for one <family>.yaml (oss) or .json (vertex) each",
     )
     pcompile.add_argument(
         "--pipeline-root",
-        default="minio://mlpipeline/v2/artifacts",
-        help="artifact store, gs:// s3:// or minio:// (%(default)s: KFP standalone's MinIO)",
+        help="artifact store: gs://, s3:// or minio:// (oss default: "
+        "minio://mlpipeline/v2/artifacts, KFP standalone's MinIO; vertex: required, gs://)",
     )
     pcompile.add_argument(
         "--work-mount",
         default="/tfsp",
-        help="where every step mounts the work volume, the tfsp-work PVC (%(default)s)",
+        help="oss: where every step mounts the work volume, the tfsp-work PVC (%(default)s)",
     )
     pcompile.add_argument(
         "--data-root",
-        default="/tfsp/data/digits",
-        help="prepared data: under --work-mount, or gs:// (%(default)s)",
+        help="prepared data: under --work-mount or gs:// (oss default: /tfsp/data/digits; "
+        "vertex: required, gs://)",
     )
     pcompile.add_argument(
-        "--serving-root", default="/models", help="model store TF Serving reads (%(default)s)"
+        "--serving-root",
+        help="model store TF Serving reads (oss default: /models, the tfsp-models PVC; "
+        "vertex: required, gs://)",
     )
     pcompile.add_argument(
         "--trainer-gpus", type=int, default=1, help="GPUs the Trainer requests (default: 1)"
     )
     pcompile.add_argument(
-        "--beam-arg",
-        action="append",
-        metavar="ARG",
-        help="Beam pipeline option for the Beam steps, e.g. --beam-arg=--runner=DataflowRunner; "
-        "repeatable, replaces the default (in-process DirectRunner)",
+        "--gpu-type",
+        help="the Trainer's GPU (oss default: nvidia.com/gpu, the Kubernetes resource; "
+        "vertex default: NVIDIA_TESLA_T4)",
     )
+    _add_beam_flag(pcompile)
     _add_gate_flag(pcompile)
     pcompile.set_defaults(handler=_cmd_pipeline_compile)
 
@@ -531,6 +560,7 @@ def _run_and_report(args: argparse.Namespace) -> "FamilyOutcome":
             gate_lower_bound=args.min_accuracy,
             custom_config=_custom_config(args),
             enable_cache=not args.no_cache,
+            **({"beam_args": args.beam_arg} if args.beam_arg else {}),
         )
     finally:
         # `--family all` runs several pipelines in this process: one progress printer each.
@@ -614,22 +644,22 @@ def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
     else:
         families = [get_family(args.family).name]
     quiet_frameworks()
-    from pipelines.kubeflow_runner import ClusterOptions, compile_family
+    from pipelines.kubeflow_runner import TARGET_SUFFIXES, cluster_options, compile_family
 
-    options = ClusterOptions(
+    options = cluster_options(
+        args.target,
         pipeline_root=args.pipeline_root,
         data_root=args.data_root,
         serving_root=args.serving_root,
         trainer_gpus=args.trainer_gpus,
+        gpu_type=args.gpu_type,
         work_mount=args.work_mount,
         gate_lower_bound=args.min_accuracy,
+        beam_args=tuple(args.beam_arg) if args.beam_arg else None,
     )
-    if args.beam_arg:
-        options = dataclasses.replace(options, beam_args=tuple(args.beam_arg))
     for family in families:
-        output = args.output or args.output_dir / f"{family}.json"
-        written = compile_family(family, args.image, output, options)
-        print(f"wrote {' and '.join(str(path) for path in written)}")
+        output = args.output or args.output_dir / f"{family}{TARGET_SUFFIXES[args.target]}"
+        print(f"wrote {compile_family(family, args.image, output, options, args.target)}")
     return 0
 
 
