@@ -3,8 +3,9 @@ open-source Kubeflow Pipelines backend's driver and launcher hand it.
 
 The spec is KFP's backend (backend/src/v2: driver/driver.go, component/launcher_v2.go,
 metadata/client.go and converter.go, objectstore/object_store.go). Reproduced:
-- task order from `dependentTasks`; parameters from `runtimeValue.constant` and the root's
-  parameters (run arguments over the package's defaults); a trigger policy is refused;
+- a task runs once its `dependentTasks` are done, tasks ready together at once; parameters
+  from `runtimeValue.constant` and the root's parameters (run arguments over the package's
+  defaults); a trigger policy is refused;
 - input artifacts are the producer's recorded outputs, with an empty type
   (`instanceSchema: ""`, metadata/client.go) and the MLMD id as name;
 - output URIs `<root>/<pipeline>/<run id>/<task>/<uuid>/<key>`, and the extra
@@ -29,16 +30,26 @@ import shutil
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from pipelines.kfp_entrypoint import LOCAL_ROOT_ENV, local_path
+from pipelines.kfp_entrypoint import LOCAL_ROOT_ENV
 from tests.conftest import REPO, user_env
 
 EXECUTOR_LOGS = "executor-logs"
 _SYSTEM_ARTIFACT = {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}
+
+
+def local_path(uri: str, root: str) -> str:
+    """launcher_v2.go LocalPathForURI, under `root` (a pod's "/"): written here from the Go
+    source, not taken from the code under test, so the two sides of the contract can differ."""
+    for scheme, folder in (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/")):
+        if uri.startswith(scheme):
+            return root.rstrip("/") + folder + uri.removeprefix(scheme)
+    return uri  # not mapped: the launcher skips downloading or uploading it
 
 
 class StepFailed(AssertionError):
@@ -55,7 +66,7 @@ class PackageRun:
     outputs: dict[str, dict[str, dict]] = field(default_factory=dict)  # task → key → artifact
     logs: dict[str, str] = field(default_factory=dict)
     not_uploaded: list[str] = field(default_factory=list)  # "task.key" with unmapped URIs
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))  # MLMD ids
 
     @property
     def store(self) -> Path:
@@ -69,8 +80,15 @@ class PackageRun:
         run_parameters = {k: v.get("defaultValue") for k, v in root_parameters.items()}
         run_parameters.update(arguments or {})
         tasks = pipeline_spec["root"]["dag"]["tasks"]
-        for task_name in _in_dependency_order(tasks):
-            self._run_task(pipeline_spec, task_name, tasks[task_name], run_parameters)
+        # Tasks whose dependencies are done run at once, as Argo runs them.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for wave in _waves(tasks):
+                runs = [
+                    pool.submit(self._run_task, pipeline_spec, name, tasks[name], run_parameters)
+                    for name in wave
+                ]
+                for run in runs:
+                    run.result()  # the first failure stops the run after its wave
 
     def _run_task(self, pipeline_spec: dict, name: str, task: dict, run_parameters: dict) -> None:
         if "triggerPolicy" in task:
@@ -115,7 +133,7 @@ class PackageRun:
         self._upload(logs_artifact["uri"], pod)
         if result.returncode != 0:
             raise StepFailed(f"task {name} exited {result.returncode}:\n{log[-4000:]}")
-        self.outputs[name] = self._record_outputs(executor_input, pod)
+        self.outputs[name] = self._record_outputs(name, executor_input, pod)
 
     def _parameters(self, task: dict, run_parameters: dict) -> dict:
         values = {}
@@ -148,7 +166,7 @@ class PackageRun:
             outputs[key] = {"artifacts": [{"type": artifact_type, "uri": uri, "metadata": {}}]}
         return outputs
 
-    def _record_outputs(self, executor_input: dict, pod: Path) -> dict[str, dict]:
+    def _record_outputs(self, task: str, executor_input: dict, pod: Path) -> dict[str, dict]:
         output_file = Path(executor_input["outputs"]["outputFile"])
         reported = json.loads(output_file.read_text()) if output_file.exists() else {}
         recorded = {}
@@ -161,7 +179,7 @@ class PackageRun:
                 artifact["uri"] = merged["uri"]
             artifact["metadata"] = {**artifact["metadata"], **merged.get("metadata", {})}
             if local_path(artifact["uri"], str(pod)) == artifact["uri"]:
-                self.not_uploaded.append(f"{key}")  # the launcher skips an unmapped URI
+                self.not_uploaded.append(f"{task}.{key}")  # the launcher skips unmapped URIs
             else:
                 self._upload(artifact["uri"], pod)
             artifact["name"] = str(next(self._ids))
@@ -198,18 +216,21 @@ def _copy_files(source: Path, target: Path) -> None:
             shutil.copyfile(path, destination)
 
 
-def _in_dependency_order(tasks: dict) -> list[str]:
-    order: list[str] = []
+def _waves(tasks: dict) -> list[list[str]]:
+    """The tasks in waves: each wave's dependencies are all in earlier waves."""
+    done: set[str] = set()
+    waves = []
     pending = dict(tasks)
     while pending:
         ready = sorted(
             name
             for name, task in pending.items()
-            if all(dep in order for dep in task.get("dependentTasks", []))
+            if all(dep in done for dep in task.get("dependentTasks", []))
         )
         if not ready:
             raise ValueError(f"the DAG has a cycle or a missing task among {sorted(pending)}")
-        order.extend(ready)
+        waves.append(ready)
+        done.update(ready)
         for name in ready:
             del pending[name]
-    return order
+    return waves

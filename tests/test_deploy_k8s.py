@@ -41,7 +41,8 @@ def _kustomize(path: Path) -> list[dict]:
 def built() -> dict[str, list[dict]]:
     """Every overlay (and the jobs kustomization) as `kubectl kustomize` renders it."""
     return {name: _kustomize(K8S / "overlays" / name) for name in OVERLAYS} | {
-        "jobs": _kustomize(K8S / "jobs")
+        "jobs": _kustomize(K8S / "jobs"),
+        "kfp-s3": _kustomize(K8S / "kfp-s3"),
     }
 
 
@@ -129,7 +130,7 @@ def _serving_protos() -> tuple[type, type]:
 BatchingParameters, MonitoringConfig = _serving_protos()
 
 
-@pytest.mark.parametrize("overlay", [*OVERLAYS, "jobs"])
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "jobs", "kfp-s3"])
 def test_every_resource_validates_against_the_pinned_kubernetes_schema(built, overlay):
     kinds = set()
     for resource in built[overlay]:
@@ -138,20 +139,17 @@ def test_every_resource_validates_against_the_pinned_kubernetes_schema(built, ov
         assert resource["metadata"].get("namespace", "tfsp") == "tfsp" or (
             resource["kind"] == "Namespace"
         )
-    expected = (
-        {"Job"}
-        if overlay == "jobs"
-        else {
-            "Namespace",
-            "ConfigMap",
-            "PersistentVolumeClaim",
-            "Deployment",
-            "Service",
-            "HorizontalPodAutoscaler",
-            "PodDisruptionBudget",
-            "NetworkPolicy",
-        }
-    )
+    serving_kinds = {
+        "Namespace",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
+    expected = {"jobs": {"Job"}, "kfp-s3": {"ConfigMap"}}.get(overlay, serving_kinds)
     assert kinds == expected
 
 
@@ -336,3 +334,15 @@ def test_prepare_job_mounts_both_volumes_where_the_compiled_pipelines_expect_the
     assert container["args"][:2] == ["data", "prepare"]
     output = container["args"][container["args"].index("--output") + 1]
     assert output.startswith(WORK_MOUNT + "/")
+
+
+def test_kfp_launcher_config_names_an_s3_root_and_its_credentials(built):
+    # The fields KFP's launcher reads (backend/src/v2/config/env.go and s3.go).
+    (config,) = built["kfp-s3"]
+    assert (config["kind"], config["metadata"]["name"]) == ("ConfigMap", "kfp-launcher")
+    assert config["data"]["defaultPipelineRoot"].startswith("s3://")
+    s3 = yaml.safe_load(config["data"]["providers"])["s3"]["default"]
+    assert s3["endpoint"] and s3["region"]
+    secret = s3["credentials"]["secretRef"]
+    assert s3["credentials"]["fromEnv"] is False
+    assert set(secret) == {"secretName", "accessKeyKey", "secretKeyKey"}

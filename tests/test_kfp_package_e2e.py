@@ -3,12 +3,14 @@
 tests/kfp_launcher.py plays the backend's driver and launcher on this machine (untyped
 inputs, executor-logs, a MinIO root with downloads and uploads); every step runs the package's
 own command in its own process. The CNN runs first and pushes; the transfer family then takes
-that CNN as its base model. What is not reproduced (mounts, images, Argo) is listed there.
+that CNN as its base model; a second CNN run is compared with the first one's model. What is
+not reproduced (mounts, images, Argo) is listed there.
 """
 
 import shutil
 
 import pytest
+import tensorflow_model_analysis as tfma
 import yaml
 
 from pipelines.factory import schema_path
@@ -95,6 +97,31 @@ def test_transfer_package_takes_the_pushed_cnn_as_its_base(cluster, cnn_run):
     assert (base["pushed_model_name"], base["pushed_version"]) == ("cnn", cnn_version)
     (version,) = _versions(root / "models", "transfer")
     assert run.outputs["Pusher"]["pushed_model"]["metadata"]["pushed_version"] == version
+
+
+def test_second_cnn_run_is_compared_with_the_first_runs_model(cluster, cnn_run):
+    root, packages = cluster
+    (first,) = _versions(root / "models", "cnn")
+    run = PackageRun(root / "cnn-run-2", DEFAULT_PIPELINE_ROOT)
+    run.run(packages["cnn"], SHORT)
+    baseline = run.outputs["BaselineModelGen"]["model"]
+    assert baseline["metadata"]["pushed_version"] == first
+    # The Evaluator got that model (downloaded from the store) and compared the candidate with
+    # it: its metrics hold the baseline's and the difference.
+    evaluation = (
+        run.store / "minio" / run.outputs["Evaluator"]["evaluation"]["uri"].removeprefix("minio://")
+    )
+    keys = [
+        kv.key
+        for metrics in tfma.load_metrics(str(evaluation))
+        for kv in metrics.metric_keys_and_values
+        if kv.key.name == "sparse_categorical_accuracy"
+    ]
+    assert {key.model_name for key in keys} == {"candidate", "baseline"}
+    assert any(key.is_diff for key in keys)
+    # Blessed or not, the Pusher did what the Evaluator decided.
+    blessed = run.outputs["Evaluator"]["blessing"]["metadata"]["blessed"] == 1
+    assert len(_versions(root / "models", "cnn")) == (2 if blessed else 1)
 
 
 def test_tfx_own_entrypoint_fails_where_the_backend_fails_it(cluster, tmp_path):
