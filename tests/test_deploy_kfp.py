@@ -155,6 +155,20 @@ def test_pusher_writes_to_the_model_store_tf_serving_mounts(compiled, family):
     assert _push_directory(pipeline) == f"{DEFAULT_SERVING_ROOT}/{family}"
 
 
+def test_transfer_takes_the_pushed_cnn_as_an_input_artifact(compiled):
+    spec, platform = _package(compiled / "transfer.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "ReferenceModelGen" in tasks  # its gate compares with the from-scratch reference
+    # The Trainer gets the CNN as an input artifact, read from the model store TF Serving
+    # reads: pinned in the lineage, with no path in the Trainer's config.
+    base_model = tasks["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]
+    assert base_model["producerTask"] == "BaseModelGen"
+    base_params = tasks["BaseModelGen"]["inputs"]["parameters"]
+    assert base_params["serving_root"]["runtimeValue"]["constant"] == DEFAULT_SERVING_ROOT
+    assert base_params["model_name"]["runtimeValue"]["constant"] == "cnn"
+    assert "serving_root" not in json.dumps(tasks["Trainer"]["inputs"]["parameters"])
+
+
 def test_single_family_output_with_an_object_store_model_store_and_beam_options(tmp_path):
     out = tmp_path / "one" / "cnn.yaml"
     result = run_tfsp(

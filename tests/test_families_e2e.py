@@ -8,11 +8,10 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
 
 from pipelines.families import FAMILIES as REGISTERED
 from pipelines.families import served_model_names
-from tests.conftest import REPO, run_crippled_pipeline, run_pipeline, run_tfsp
+from tests.conftest import REPO, run_crippled_pipeline, run_pipeline
 from tfsp.data.prepare import read_split, to_example
 
 pytestmark = pytest.mark.e2e
@@ -136,34 +135,3 @@ def test_all_stops_at_the_first_failed_gate_and_transfer_needs_a_cnn(tmp_path, d
     assert alone.returncode == 1
     (error,) = [line for line in alone.stderr.splitlines() if line.startswith("error:")]
     assert "none is pushed" in error and "--family cnn' first" in error
-
-
-def test_transfer_compiles_for_kubeflow_with_its_reference_step(tmp_path):
-    out = tmp_path / "transfer.yaml"
-    result = run_tfsp(
-        "pipeline", "compile", "--family", "transfer", "--image", "reg/x:1", "--output", str(out)
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    spec, platform = yaml.safe_load_all(out.read_text())
-    tasks = spec["root"]["dag"]["tasks"]
-    assert "ReferenceModelGen" in tasks
-    executors = spec["deploymentSpec"]["executors"]
-    gpu_steps = {
-        name
-        for name, e in executors.items()
-        if e.get("container", {}).get("resources", {}).get("accelerator")
-    }
-    assert gpu_steps == {"Trainer_executor"}
-    # The Trainer gets the CNN as an input artifact, read from the model store TF Serving
-    # reads: pinned in the lineage, with no path in the Trainer's config.
-    base_model = tasks["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]
-    assert base_model["producerTask"] == "BaseModelGen"
-    base_params = tasks["BaseModelGen"]["inputs"]["parameters"]
-    assert base_params["serving_root"]["runtimeValue"]["constant"] == "/models"
-    assert base_params["model_name"]["runtimeValue"]["constant"] == "cnn"
-    # BaseModelGen reads the model store, so it mounts the model store volume.
-    mounts = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][
-        "BaseModelGen_executor"
-    ]["pvcMount"]
-    assert {m["mountPath"]: m["constant"] for m in mounts}["/models"] == "tfsp-models"
-    assert "serving_root" not in json.dumps(tasks["Trainer"]["inputs"]["parameters"])
