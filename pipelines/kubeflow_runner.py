@@ -67,24 +67,28 @@ class ClusterOptions:
     gpu_type: str = GPU_RESOURCE  # Kubernetes' resource name; Vertex AI names a GPU model
 
 
-# Per target, what an option not given is. Vertex AI has no volumes, so its roots have no
-# default that could work: they must be given (gs://).
-_TARGET_DEFAULTS: dict[str, dict[str, str]] = {
-    "oss": {},
-    "vertex": {"gpu_type": "NVIDIA_TESLA_T4"},
-}
+# The file `tfsp pipeline compile --target` writes: the open-source backend's package, or
+# Vertex AI's PipelineJob.
+TARGET_SUFFIXES = {"oss": ".yaml", "vertex": ".json"}
+# Per target, what an option not given is, beyond ClusterOptions' own defaults. Vertex AI
+# has no volumes, so its roots have no default that could work: they must be given (gs://).
+_TARGET_DEFAULTS: dict[str, dict[str, str]] = {"vertex": {"gpu_type": "NVIDIA_TESLA_T4"}}
+
+
+def _check_target(target: str) -> None:
+    if target not in TARGET_SUFFIXES:
+        raise UserError(f"--target {target}: expected one of {', '.join(TARGET_SUFFIXES)}")
 
 
 def cluster_options(target: str, **given: object) -> ClusterOptions:
     """The ClusterOptions of `target`: the options given (None: not given), else its defaults."""
-    if target not in _TARGET_DEFAULTS:
-        raise UserError(f"--target {target}: expected one of {', '.join(_TARGET_DEFAULTS)}")
+    _check_target(target)
     chosen = {k: v for k, v in given.items() if v is not None}
-    return ClusterOptions(**{**_TARGET_DEFAULTS[target], **chosen})
+    return ClusterOptions(**{**_TARGET_DEFAULTS.get(target, {}), **chosen})
 
 
 # The PersistentVolumeClaims of k8s/base/storage.yaml. The model store is what TF Serving
-# reads; the work volume holds the prepared data and the pipeline root.
+# reads; the work volume holds the prepared data.
 MODEL_STORE_PVC = "tfsp-models"
 WORK_PVC = "tfsp-work"
 # GPU node pools are usually tainted so that only pods asking for a GPU land there.
@@ -191,9 +195,9 @@ def kubernetes_platform_spec(
 ) -> dict:
     """The platform spec (kfp-kubernetes format) that wires the steps to the cluster's volumes.
 
-    A local data root must live under the work mount (one shared volume, since every step is its
-    own pod). A local serving root is the model store, mounted only on the steps
-    that push to it or read pushed models from it. Object-store roots need no mount.
+    A local data root must live under the work mount (one shared volume, since every step is
+    its own pod). A local serving root is the model store, mounted only on the steps that push
+    to it or read pushed models from it. Object-store roots need no mount.
     """
     if not options.pipeline_root.startswith(OBJECT_STORE_SCHEMES):
         raise UserError(
@@ -285,15 +289,11 @@ def write_kfp_package(path: Path, pipeline_spec: Mapping, platform_spec: Mapping
         yaml.safe_dump_all([dict(pipeline_spec), dict(platform_spec)], out, sort_keys=True)
 
 
-# The file `tfsp pipeline compile --target` writes: the open-source backend's package, or
-# Vertex AI's PipelineJob.
-TARGET_SUFFIXES = {"oss": ".yaml", "vertex": ".json"}
-
-
 def compile_family(
     family: str, image: str, output_file: Path, options: ClusterOptions, target: str = "oss"
 ) -> Path:
     """Write `family`'s pipeline for `target` (see TARGET_SUFFIXES) to `output_file`."""
+    _check_target(target)
     if output_file.suffix not in ({".yaml", ".yml"} if target == "oss" else {".json"}):
         raise UserError(
             f"--output {output_file}: --target {target} writes a {TARGET_SUFFIXES[target]} file"
@@ -301,10 +301,8 @@ def compile_family(
     if target == "oss":
         pipeline_spec, platform_spec = kfp_package(family, image, options)
         write_kfp_package(output_file, pipeline_spec, platform_spec)
-    elif target == "vertex":
+    else:
         job = vertex_pipeline_job(family, image, options)
         output_file.parent.mkdir(parents=True, exist_ok=True)
         output_file.write_text(json.dumps(job, indent=2, sort_keys=True) + "\n")
-    else:
-        raise UserError(f"--target {target}: expected one of {', '.join(TARGET_SUFFIXES)}")
     return output_file

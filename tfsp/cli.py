@@ -88,6 +88,9 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=_positive_int, help="batch size (family default)")
     _add_gate_flag(parser)
+    parser.add_argument(
+        "--no-cache", action="store_true", help="re-run every component (caching is on)"
+    )
     _add_family_flags(parser)
 
 
@@ -112,9 +115,6 @@ def _add_gate_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_family_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--no-cache", action="store_true", help="re-run every component (caching is on)"
-    )
     cnn = parser.add_argument_group("CNN architecture (family cnn)")
     cnn.add_argument("--pooling", choices=("max", "average"), help="pooling type (default max)")
     cnn.add_argument(
