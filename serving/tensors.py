@@ -106,6 +106,8 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
     if dtype.kind == "O":
         flat = np.empty(given, dtype=object)
         flat[:] = list(values)
+    elif proto.dtype in _PACKED_FIXED:
+        flat = _packed_fixed_values(proto)
     elif field == "half_val":
         flat = np.array(values, dtype=np.uint16).view(np.float16)
     else:
@@ -141,6 +143,49 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _packed_fixed_values(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """`float_val` or `double_val` read from the message's wire bytes.
+
+    Iterating the repeated field makes a Python float per element: ~35 µs for one 32x32
+    image, 15% of the server's interpreter time at 64 clients. Serializing the message is a
+    copy, and the packed field's payload is the values' little-endian bytes.
+    """
+    number, wire_dtype = _PACKED_FIXED[proto.dtype]
+    data = proto.SerializeToString()
+    chunks, pos = [], 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        field, wire = key >> 3, key & 7
+        start = pos
+        if wire == 0:
+            _, pos = _read_varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            length, start = _read_varint(data, pos)
+            pos = start + length
+        elif wire == 5:
+            pos += 4
+        else:  # a message protobuf itself just serialized has no other wire types
+            raise ServingError(grpc.StatusCode.INTERNAL, f"unexpected wire type {wire}")
+        if field == number:  # packed (wire type 2) or, never written so today, one value
+            chunks.append(data[start:pos])
+    return np.frombuffer(b"".join(chunks), dtype=wire_dtype).astype(
+        wire_dtype.newbyteorder("="), copy=False
+    )
 
 
 def length_delimited_head(number: int, length: int) -> bytes:

@@ -95,6 +95,27 @@ def test_short_value_fields_follow_tensorflow_fill_rules():
     assert tensors.to_numpy("t", empty).tolist() == [0, 0, 0]
 
 
+@pytest.mark.parametrize("dtype", [types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE])
+def test_float_fields_read_from_wire_bytes_keep_every_value(dtype):
+    # Values sent unpacked (one tag per value, as an old or hand-written client may) and
+    # split around other fields; special values must survive bit for bit.
+    number, width = (5, "<f4") if dtype == types_pb2.DT_FLOAT else (6, "<f8")
+    tag = bytes([number << 3 | (5 if width == "<f4" else 1)])
+    values = np.array([np.nan, np.inf, -0.0, 1e-30, -2.5], dtype=width)
+    shape = tensor_pb2.TensorProto()
+    shape.tensor_shape.dim.add(size=5)
+    wire = (
+        tensor_pb2.TensorProto(dtype=dtype, version_number=3).SerializeToString()
+        + b"".join(tag + v.tobytes() for v in values[:2])
+        + shape.SerializeToString()
+        + b"".join(tag + v.tobytes() for v in values[2:])
+    )
+    proto = tensor_pb2.TensorProto.FromString(wire)
+    decoded = tensors.to_numpy("t", proto)
+    assert decoded.dtype == values.dtype.newbyteorder("=")
+    assert decoded.tobytes() == tf.make_ndarray(proto).tobytes() == values.tobytes()
+
+
 def _info(dtype, *dims) -> meta_graph_pb2.TensorInfo:
     info = meta_graph_pb2.TensorInfo(dtype=dtype)
     for d in dims:
