@@ -88,7 +88,16 @@ class Servable:
             tuple(output_keys) if output_keys else tuple(self.signature_defs[signature].outputs)
         )
         run = self._callable(signature, feed_keys, fetch_keys)
-        values = run(*(inputs[key] for key in feed_keys))
+        try:
+            values = run(*(inputs[key] for key in feed_keys))
+        except UnicodeDecodeError as exc:
+            # The graph failed and its error text quotes request bytes that are not UTF-8
+            # (a garbled serialized tf.Example): TensorFlow cannot turn that status into a
+            # Python exception and its code is lost. An op that quotes its input refused
+            # that input, which TF Serving reports as INVALID_ARGUMENT.
+            raw = exc.object if isinstance(exc.object, bytes) else str(exc).encode()
+            message = raw.decode("utf-8", errors="backslashreplace")
+            raise tf.errors.InvalidArgumentError(None, None, message) from None
         return dict(zip(fetch_keys, values, strict=True))
 
     def _callable(

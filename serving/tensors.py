@@ -33,6 +33,9 @@ _BY_NUMPY = {dtype: enum for enum, (dtype, _) in _DTYPES.items()}
 _VALUE_FIELDS = sorted({field for _, field in _DTYPES.values()})
 # No single tensor may decode to more than this (a tiny proto can claim a huge shape).
 MAX_TENSOR_BYTES = 2**31 - 1
+# numpy holds at most 64 dimensions (NPY_MAXDIMS), and sizes up to its index type's maximum.
+MAX_RANK = 64
+_INDEX_MAX = 2**63 - 1
 
 
 def dtype_name(enum: int) -> str:
@@ -62,6 +65,11 @@ def _shape(name: str, proto: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ..
     dims = tuple([d.size for d in proto.dim])
     if any(d < 0 for d in dims):
         raise invalid(f"input '{name}': tensor_shape {list(dims)} has a negative dimension")
+    if len(dims) > MAX_RANK:
+        raise invalid(
+            f"input '{name}': tensor_shape has {len(dims)} dimensions; at most {MAX_RANK} "
+            "are supported"
+        )
     return dims
 
 
@@ -78,6 +86,11 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
         raise ServingError(
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"input '{name}': shape {list(shape)} is larger than {MAX_TENSOR_BYTES} bytes",
+        )
+    if count == 0 and math.prod(d for d in shape if d) * max(dtype.itemsize, 1) > _INDEX_MAX:
+        # No values, but numpy multiplies the non-zero dimensions and cannot index past int64.
+        raise invalid(
+            f"input '{name}': shape {list(shape)} is too large (more than 2**63 - 1 entries)"
         )
     content = proto.tensor_content  # each read copies the bytes out of the message: once
     if content:

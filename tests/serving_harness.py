@@ -238,3 +238,28 @@ def running_server(
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def in_process_dataplane(base_path: Path, name: str = "toy") -> Iterator[object]:
+    """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
+
+    Versions under `base_path` load on TF Serving's load path (serving.servable) and run on a
+    thread pool, as in `tfsp serve` without batching.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.batching import DirectRunner
+    from serving.config import model_settings, single_model_config
+    from serving.dataplane import DataPlane
+    from serving.manager import ModelManager
+    from serving.servable import load_servable
+
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model")
+    manager = ModelManager(load_servable, lambda servable: DirectRunner(servable, executor))
+    manager.configure(model_settings(single_model_config(name, str(base_path))))
+    try:
+        yield DataPlane(manager)
+    finally:
+        manager.shutdown()
+        executor.shutdown(wait=True)
