@@ -1,6 +1,7 @@
 """TF Serving's text-proto config files: read, validate, and turn into plain model settings."""
 
 import dataclasses
+import re
 from pathlib import Path
 
 from google.protobuf import message, text_format
@@ -93,6 +94,15 @@ def _policy(config: model_server_config_pb2.ModelConfig) -> VersionPolicy:
     return VersionPolicy("latest", num_versions=num or 1)
 
 
+# A URI's scheme as TensorFlow's io::ParseURI reads one: [a-zA-Z][0-9a-zA-Z.]* then "://".
+_URI_SCHEME = re.compile(r"[a-zA-Z][0-9a-zA-Z.]*://")
+
+
+def is_relative_path(uri: str) -> bool:
+    """TF Serving's UriIsRelativePath: no scheme://host, and a path not starting with '/'."""
+    return _URI_SCHEME.match(uri) is None and not uri.startswith("/")
+
+
 def model_settings(config: model_server_config_pb2.ModelServerConfig) -> list[ModelSettings]:
     """Validate a ModelServerConfig and return its models; ConfigError on any problem."""
     which = config.WhichOneof("config")
@@ -108,6 +118,13 @@ def model_settings(config: model_server_config_pb2.ModelServerConfig) -> list[Mo
         seen.add(entry.name)
         if not entry.base_path:
             raise ConfigError(f"model {entry.name} has no base_path")
+        if is_relative_path(entry.base_path):
+            # ValidateModelConfigList (server_core.cc), for every config TF Serving loads:
+            # at startup, on HandleReloadConfigRequest and from a polled config file.
+            raise ConfigError(
+                f"Expected model {entry.name} to have an absolute path or URI; "
+                f"got base_path()={entry.base_path}"
+            )
         if entry.model_platform not in ("", "tensorflow"):
             raise ConfigError(
                 f"model {entry.name}: unsupported model_platform {entry.model_platform!r}"

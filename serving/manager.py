@@ -10,6 +10,7 @@ the loaded versions, so a swap never blocks or fails them.
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -99,6 +100,21 @@ def _load_error_code(exc: BaseException) -> grpc.StatusCode:
     if "is not a SavedModel protobuf" in text:
         return grpc.StatusCode.DATA_LOSS
     return grpc.StatusCode.UNKNOWN
+
+
+_VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
+_INT64 = range(-(2**63), 2**63)
+
+
+def version_number(name: str) -> int | None:
+    """The version a folder name stands for, as TF Serving parses it (absl::SimpleAtoi into
+    an int64: ASCII digits, optional sign and surrounding spaces); None for any other name,
+    including numbers beyond int64, which TF Serving skips as not being versions."""
+    match = _VERSION_NAME.fullmatch(name)
+    if match is None:
+        return None
+    version = int(match.group(1))
+    return version if version in _INT64 else None
 
 
 class ModelManager:
@@ -246,17 +262,32 @@ class ModelManager:
         model.labels = labels
         return ""
 
-    def _scan(self, model: _Model) -> dict[int, Path]:
+    def _scan(self, model: _Model) -> dict[int, Path] | None:
+        """The version folders under the base path; None if it cannot be listed."""
         base = Path(model.settings.base_path)
+        found: dict[int, Path] | None = {}
         try:
-            found = {
-                int(entry.name): Path(entry.path)
-                for entry in os.scandir(base)
-                if entry.name.isdigit() and entry.is_dir()
-            }
+            # Sorted, as TF Serving's listing: of two names for one number ("7" and "007")
+            # the last wins, with the warning it logs.
+            with os.scandir(base) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as exc:
-            found, note = {}, f"cannot read base path {base}: {exc.strerror or exc}"
+            found, note = None, f"cannot read base path {base}: {exc.strerror or exc}"
         else:
+            for entry in entries:
+                version = version_number(entry.name)
+                if version is None or not entry.is_dir():
+                    continue
+                if version in found:
+                    log.warning(
+                        "model %s: duplicate version directories for version %d: %s is used, "
+                        "%s ignored",
+                        model.settings.name,
+                        version,
+                        entry.name,
+                        found[version].name,
+                    )
+                found[version] = Path(entry.path)
             note = "" if found else f"no versions found under base path {base}"
         if note and note != model.last_scan_note:
             log.warning("model %s: %s", model.settings.name, note)
@@ -276,15 +307,21 @@ class ModelManager:
 
     def _sync(self, model: _Model) -> None:
         on_disk = self._scan(model)
-        if not on_disk:
-            return  # keep serving what we have, as TF Serving does when a folder empties
+        if on_disk is None:
+            # TF Serving's poll fails on a base path it cannot list and changes nothing.
+            return
+        # A base path without version folders aspires no versions, and TF Serving then
+        # unloads every one (file_system_storage_path_source.cc, availability_preserving_
+        # policy.cc: with no aspired version, non-aspired ones are unloaded).
         aspired = model.settings.policy.select(sorted(on_disk))
         for version in sorted(aspired, reverse=True):
             if version not in model.loaded and self._should_try(
                 model.records.get(version), on_disk[version]
             ):
                 self._try_load(model, version, on_disk[version])
-        if any(v in model.loaded for v in aspired):
+        # Otherwise a version that stops being aspired is unloaded only once an aspired one
+        # serves, so a failed load never leaves the model with nothing.
+        if not aspired or any(v in model.loaded for v in aspired):
             for version in sorted(set(model.loaded) - aspired):
                 self._unload(model, version)
 

@@ -9,6 +9,8 @@ int64_list, any decimal float_list, strings bytes_list, as TF Serving does.
 import base64
 import binascii
 import json
+import math
+import re
 
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
@@ -18,16 +20,101 @@ from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb
 from serving import tensors
 from serving.errors import invalid
 
+# TF Serving parses with RapidJSON (json_tensor.cc ParseJson: kParseIterativeFlag |
+# kParseNanAndInfFlag | kParseStopWhenDoneFlag), which refuses a number a double cannot
+# hold ("Number too big to be stored in double"), while Python's float() quietly makes it
+# inf. Only a number with a 3-digit exponent or 20 digits in a row can overflow (or not
+# fit int64/uint64), so the costlier hooked decoder runs only when the body has one.
+_MAYBE_BIG_NUMBER = re.compile(rb"[eE][-+]?[0-9]{3}|[0-9]{20}")
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+MAX_TENSOR_DIMS = 64  # numpy's limit (TF's TensorShape allows 254)
 
-def parse_body(body: bytes) -> dict:
-    """The request's JSON object (NaN/Infinity allowed, as TF Serving documents)."""
+
+class _NumberTooBig(ValueError):
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def _rapidjson_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NumberTooBig(text)
+    return value
+
+
+def _rapidjson_int(text: str) -> int | float:
+    # RapidJSON keeps an integer that fits int64 or uint64 and makes any other a double.
+    if len(text) <= 21:
+        value = int(text)
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+    return _rapidjson_float(text)
+
+
+_DECODER = json.JSONDecoder()
+_BIG_NUMBER_DECODER = json.JSONDecoder(parse_float=_rapidjson_float, parse_int=_rapidjson_int)
+
+
+def _lone_surrogate(value: object) -> str | None:
+    """The first string (key or value) in `value` holding a lone UTF-16 surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return item
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def parse_body(body: bytes | bytearray) -> dict:
+    """The request's JSON object, parsed as TF Serving's RapidJSON settings do.
+
+    NaN/Infinity are allowed and bytes after the first complete JSON value are ignored
+    (kParseStopWhenDoneFlag); a number too big for a double, a lone surrogate escape, JSON
+    nested deeper than Python's parser goes, or a body that is not UTF-8 is a 400.
+    """
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid(f"JSON Parse error: {exc}") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise invalid(
+            f"JSON Parse error: the body is not valid UTF-8 (at byte offset {exc.start})"
+        ) from None
+    start = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
+    if start == len(text):
+        raise invalid("JSON Parse error: The document is empty")
+    decoder = _BIG_NUMBER_DECODER if _MAYBE_BIG_NUMBER.search(body) else _DECODER
+    try:
+        value, _ = decoder.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise invalid(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
+    except _NumberTooBig as exc:
+        raise invalid(
+            f"JSON Parse error: Number too big to be stored in double: {exc.text[:40]}"
+        ) from None
+    except RecursionError:
+        raise invalid("JSON Parse error: the document is nested too deeply") from None
+    except ValueError as exc:  # e.g. Python's int-string digit limit
+        raise invalid(f"JSON Parse error: a number cannot be read ({str(exc)[:80]})") from None
+    if "\\u" in text and (bad := _lone_surrogate(value)) is not None:
+        raise invalid(
+            f"JSON Parse error: The surrogate pair in string is invalid: {json.dumps(bad)[:40]}"
+        )
     if not isinstance(value, dict):
         raise invalid("JSON Parse error: the request body must be a JSON object")
     return value
+
+
+def may_hold_booleans(body: bytes | bytearray) -> bool:
+    """False if the body cannot hold a JSON true/false (so numeric inputs need no scan)."""
+    return b"true" in body or b"false" in body
 
 
 def signature_name(body: dict) -> str:
@@ -98,11 +185,34 @@ _KINDS = {"f": "iu", "i": "iu", "u": "iu", "b": ""}
 _JSON_TYPE = {"f": "float", "i": "int", "u": "unsigned int", "b": "bool"}
 
 
-def to_array(name: str, value: object, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
-    """A JSON (nested) value as the array the signature input `info` expects."""
+def _holds_boolean(value: object) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            if any(v is True or v is False for v in item):
+                return True
+            stack.extend(v for v in item if isinstance(v, list))
+    return False
+
+
+def to_array(
+    name: str, value: object, info: meta_graph_pb2.TensorInfo, *, may_hold_booleans: bool = True
+) -> np.ndarray:
+    """A JSON (nested) value as the array the signature input `info` expects.
+
+    As json_tensor.cc AddValueToTensor: numeric inputs take numbers only (a JSON true/false
+    is refused, not read as 1/0), bool inputs take true/false only. `may_hold_booleans=False`
+    (the body has no true/false) skips the scan for booleans mixed into numbers.
+    """
     dtype = tensors.numpy_dtype(info.dtype)
     if dtype is None:
         raise invalid(f"input '{name}': dtype {tensors.dtype_name(info.dtype)} is not supported")
+    if len(_shape_of(name, value)) > MAX_TENSOR_DIMS:
+        raise invalid(
+            f"input '{name}': lists nested more than {MAX_TENSOR_DIMS} deep "
+            f"(at most {MAX_TENSOR_DIMS} dimensions)"
+        )
     if dtype.kind == "O":
         return _to_string_array(name, value)
     try:
@@ -110,11 +220,14 @@ def to_array(name: str, value: object, info: meta_graph_pb2.TensorInfo) -> np.nd
     except ValueError:
         raise invalid(f"input '{name}': ragged nested lists") from None
     accepted = _KINDS[dtype.kind] + dtype.kind
+    expected = f"{_JSON_TYPE[dtype.kind]} ({tensors.dtype_name(info.dtype)})"
     if raw.size and raw.dtype.kind not in accepted:
         shown = json.dumps(value)[:60] if raw.size < 8 else "a value"
+        raise invalid(f"input '{name}': {shown} is not of expected type: {expected}")
+    # numpy turns [1.5, true] into floats: find booleans mixed into numbers ourselves.
+    if dtype.kind != "b" and raw.size and may_hold_booleans and _holds_boolean(value):
         raise invalid(
-            f"input '{name}': {shown} is not of expected type: {_JSON_TYPE[dtype.kind]} "
-            f"({tensors.dtype_name(info.dtype)})"
+            f"input '{name}': a JSON boolean (true/false) is not of expected type: {expected}"
         )
     if dtype.kind in "iu" and raw.size:
         info_range = np.iinfo(dtype)
@@ -124,9 +237,16 @@ def to_array(name: str, value: object, info: meta_graph_pb2.TensorInfo) -> np.nd
 
 
 def predict_inputs(
-    body: dict, infos: dict[str, meta_graph_pb2.TensorInfo]
+    body: dict, infos: dict[str, meta_graph_pb2.TensorInfo], *, may_hold_booleans: bool = True
 ) -> tuple[dict[str, np.ndarray], str]:
-    """Decode "instances" (row) or "inputs" (columnar); returns (arrays, format)."""
+    """Decode "instances" (row) or "inputs" (columnar); returns (arrays, format).
+
+    `may_hold_booleans` as in `to_array` (False only if the body has no true/false).
+    """
+
+    def convert(name: str, value: object, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
+        return to_array(name, value, info, may_hold_booleans=may_hold_booleans)
+
     has_rows, has_columns = "instances" in body, "inputs" in body
     if has_rows == has_columns:
         raise invalid(
@@ -145,14 +265,14 @@ def predict_inputs(
                     raise invalid(
                         f"instance has inputs {sorted(row)}, the signature expects {sorted(names)}"
                     )
-            return {n: to_array(n, [row[n] for row in rows], infos[n]) for n in infos}, "row"
+            return {n: convert(n, [row[n] for row in rows], infos[n]) for n in infos}, "row"
         if len(infos) != 1:
             raise invalid(
                 "instances is a plain list, but expecting list of objects as multiple input "
                 f"tensors required as per the signature ({sorted(infos)})"
             )
         ((name, info),) = infos.items()
-        return {name: to_array(name, rows, info)}, "row"
+        return {name: convert(name, rows, info)}, "row"
     columns = body["inputs"]
     if isinstance(columns, dict) and not _is_b64(columns):
         unknown = sorted(set(columns) - set(infos))
@@ -162,11 +282,11 @@ def predict_inputs(
                 f"inputs {sorted(columns)} do not match the signature's {sorted(infos)}"
                 f" (extra: {unknown}, missing: {missing})"
             )
-        return {n: to_array(n, columns[n], infos[n]) for n in infos}, "columnar"
+        return {n: convert(n, columns[n], infos[n]) for n in infos}, "columnar"
     if len(infos) != 1:
         raise invalid(f"'inputs' is a single tensor but the signature expects {sorted(infos)}")
     ((name, info),) = infos.items()
-    return {name: to_array(name, columns, info)}, "columnar"
+    return {name: convert(name, columns, info)}, "columnar"
 
 
 def _json_values(name: str, array: np.ndarray) -> object:
@@ -217,10 +337,11 @@ def _feature(name: str, value: object) -> feature_pb2.Feature:
             _b64(name, v) if _is_b64(v) else v.encode()
             for v in values  # type: ignore[union-attr]
         )
-    elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    elif all(isinstance(v, int) for v in values):
+        # true/false are int64 1/0 in a feature (json_tensor.cc AddValueToFeature).
         if any(not -(2**63) <= v < 2**63 for v in values):  # type: ignore[operator]
             raise invalid(f"feature '{name}': integer out of int64 range")
-        feature.int64_list.value.extend(values)  # type: ignore[arg-type]
+        feature.int64_list.value.extend(int(v) for v in values)  # type: ignore[arg-type]
     elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         feature.float_list.value.extend(float(v) for v in values)  # type: ignore[arg-type]
     else:

@@ -31,11 +31,16 @@ _DTYPES: dict[int, tuple[np.dtype, str]] = {
 }
 _BY_NUMPY = {dtype: enum for enum, (dtype, _) in _DTYPES.items()}
 _VALUE_FIELDS = sorted({field for _, field in _DTYPES.values()})
-# No single tensor may decode to more than this (a tiny proto can claim a huge shape).
+# No single tensor may decode to more than this (a tiny proto can claim a huge shape). TF
+# Serving allocates whatever the shape claims and reports a failed allocation as "tensor
+# parsing error" (INVALID_ARGUMENT); a fixed cap refuses the same requests before any memory
+# is touched, and a claim TF would satisfy by filling gigabytes with one repeated value too.
 MAX_TENSOR_BYTES = 2**31 - 1
-# numpy holds at most 64 dimensions (NPY_MAXDIMS), and sizes up to its index type's maximum.
+# numpy holds at most 64 dimensions (NPY_MAXDIMS); TensorFlow's TensorShape holds 254.
 MAX_RANK = 64
+TF_MAX_RANK = 254
 _INDEX_MAX = 2**63 - 1
+_SHOWN_DIMS = 8  # a refused shape's dimensions shown in a message (a status is one line)
 
 
 def dtype_name(enum: int) -> str:
@@ -59,18 +64,45 @@ def dtype_enum(array: np.ndarray) -> int:
     return _BY_NUMPY.get(array.dtype, types_pb2.DT_INVALID)
 
 
-def _shape(name: str, proto: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...]:
+def _debug_string(dims: tuple[int, ...]) -> str:
+    """TensorShape::DebugString ("[2,3]"), shortened past a few dimensions."""
+    if len(dims) > _SHOWN_DIMS:
+        return "[" + ",".join(map(str, dims[:_SHOWN_DIMS])) + f",...] ({len(dims)} dimensions)"
+    return "[" + ",".join(map(str, dims)) + "]"
+
+
+def _shape(name: str, proto: tensor_shape_pb2.TensorShapeProto) -> tuple[tuple[int, ...], int]:
+    """The dimensions and element count of a request tensor's shape, checked as
+    TensorShape::IsValidShape checks it (tensor_shape.cc) and for what numpy can hold."""
     if proto.unknown_rank:
         raise invalid(f"input '{name}': tensor_shape has unknown rank")
     dims = tuple([d.size for d in proto.dim])
-    if any(d < 0 for d in dims):
-        raise invalid(f"input '{name}': tensor_shape {list(dims)} has a negative dimension")
     if len(dims) > MAX_RANK:
-        raise invalid(
-            f"input '{name}': tensor_shape has {len(dims)} dimensions; at most {MAX_RANK} "
-            "are supported"
+        # TF's own limit is 254; shapes between the two are valid there and refused here.
+        limit = f"at most {MAX_RANK} are supported" + (
+            "" if len(dims) > TF_MAX_RANK else f" (TensorFlow allows {TF_MAX_RANK})"
         )
-    return dims
+        raise invalid(
+            f"input '{name}': Shape {_debug_string(dims)} has too many dimensions; {limit}"
+        )
+    if any(d < 0 for d in dims):
+        raise invalid(
+            f"input '{name}': tensor_shape {_debug_string(dims)} has a negative dimension"
+        )
+    # Python ints: a claimed shape may exceed 2**63 elements; also ~10x cheaper than np.prod.
+    count = math.prod(dims)
+    if count > _INDEX_MAX or (count == 0 and len(dims) > 1):
+        # TF multiplies in order and refuses the shape once the running product overflows
+        # int64, so [0, 2**40, 2**40] is valid there while [2**40, 2**40, 0] is not.
+        product = 1
+        for size in dims:
+            product *= size
+            if product > _INDEX_MAX:
+                raise invalid(
+                    f"input '{name}': Shape {_debug_string(dims)} is too large "
+                    "(more than 2**63 - 1 entries)"
+                )
+    return dims, count
 
 
 def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
@@ -79,18 +111,18 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
     if entry is None:
         raise invalid(f"input '{name}': unsupported dtype {dtype_name(proto.dtype)}")
     dtype, field = entry
-    shape = _shape(name, proto.tensor_shape)
-    # Python ints: a claimed shape may exceed 2**63 elements; also ~10x cheaper than np.prod.
-    count = math.prod(shape)
+    shape, count = _shape(name, proto.tensor_shape)
     if count * max(dtype.itemsize, 1) > MAX_TENSOR_BYTES:
-        raise ServingError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"input '{name}': shape {list(shape)} is larger than {MAX_TENSOR_BYTES} bytes",
+        raise invalid(
+            f"input '{name}': Shape {_debug_string(shape)} of {dtype_name(proto.dtype)} is "
+            f"larger than {MAX_TENSOR_BYTES} bytes"
         )
     if count == 0 and math.prod(d for d in shape if d) * max(dtype.itemsize, 1) > _INDEX_MAX:
-        # No values, but numpy multiplies the non-zero dimensions and cannot index past int64.
+        # A valid empty shape for TF, but numpy multiplies the non-zero dimensions (in bytes)
+        # and cannot index past int64, so no array has it.
         raise invalid(
-            f"input '{name}': shape {list(shape)} is too large (more than 2**63 - 1 entries)"
+            f"input '{name}': Shape {_debug_string(shape)} cannot be held: its non-zero "
+            "dimensions multiply past 2**63 - 1 bytes"
         )
     content = proto.tensor_content  # each read copies the bytes out of the message: once
     if content:
