@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 
 from serving import tensors
 from serving.dataplane import DataPlane, SpecRef
+from serving.drain import SHUTTING_DOWN, Gate
 from serving.errors import ServingError
 from serving.metrics import Metrics
 
@@ -255,22 +256,47 @@ _MODEL_METHODS = {
 }
 
 
+def _refusing(gate: Gate) -> grpc.RpcMethodHandler:
+    async def refuse(request: object, context: grpc.aio.ServicerContext) -> object:
+        await gate.refusal()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+
+    return grpc.unary_unary_rpc_method_handler(refuse, request_deserializer=lambda _: None)
+
+
+class _GatedHandlers(grpc.GenericRpcHandler):
+    """The method table, asked when a call's headers arrive (before its message is read):
+    every known call is recorded at the gate, and refused once the gate is closed."""
+
+    def __init__(self, handlers: dict[str, grpc.RpcMethodHandler], gate: Gate | None) -> None:
+        self._handlers = handlers
+        self._gate = gate
+        self._refused = _refusing(gate) if gate is not None else None
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> object:
+        handler = self._handlers.get(handler_call_details.method)
+        if handler is None or self._gate is None or self._gate.admit():
+            return handler
+        return self._refused
+
+
 def _register(
     server: grpc.aio.Server,
     servicer: object,
     service: str,
     methods: dict,
     limit: asyncio.Semaphore | None,
+    gate: Gate | None,
 ) -> None:
     handlers = {
-        name: grpc.unary_unary_rpc_method_handler(
+        f"/{service}/{name}": grpc.unary_unary_rpc_method_handler(
             _guarded(getattr(servicer, name), limit),
             request_deserializer=_lenient(request_class),
             response_serializer=response_class.SerializeToString,
         )
         for name, (request_class, response_class) in methods.items()
     }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_generic_rpc_handlers((_GatedHandlers(handlers, gate),))
 
 
 def add_services(
@@ -280,11 +306,13 @@ def add_services(
     max_concurrent: int = 0,
     *,
     outputs_as_tensor_content: bool = False,
+    gate: Gate | None = None,
 ) -> None:
     """Register PredictionService and ModelService (at most `max_concurrent` at once, if set).
 
     Predict outputs go in the typed value fields, as TF Serving writes them, unless
-    `outputs_as_tensor_content` (its --enable_serialization_as_tensor_content).
+    `outputs_as_tensor_content` (its --enable_serialization_as_tensor_content). Calls pass
+    `gate` (serving.drain) as they arrive: refused with UNAVAILABLE once it closes.
     """
     limit = asyncio.Semaphore(max_concurrent) if max_concurrent > 0 else None
     _register(
@@ -293,6 +321,7 @@ def add_services(
         "tensorflow.serving.PredictionService",
         _PREDICTION_METHODS,
         limit,
+        gate,
     )
     _register(
         server,
@@ -300,4 +329,5 @@ def add_services(
         "tensorflow.serving.ModelService",
         _MODEL_METHODS,
         limit,
+        gate,
     )

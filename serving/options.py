@@ -25,6 +25,8 @@ class Options:
     rest_api_port: int = 0
     rest_api_num_threads: int = 0
     rest_api_timeout_in_ms: int = 30000
+    # Not a TF Serving flag: its HTTP server (libevent) has a fixed 50 s read timeout.
+    rest_api_read_timeout_in_ms: int = 50000
     rest_api_enable_cors_support: bool = False
     model_name: str = "default"
     model_base_path: str = ""
@@ -46,6 +48,9 @@ class Options:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     enable_serialization_as_tensor_content: bool = False
+    # Not a TF Serving flag: TF Serving ignores SIGTERM, so Kubernetes kills it after the
+    # pod's terminationGracePeriodSeconds (30 s unless set); we drain within the same time.
+    shutdown_grace_period_seconds: int = 30
     version: bool = False
 
     @property
@@ -108,6 +113,9 @@ _HELP = {
     "rest_api_port": "port for the HTTP/REST API (0, the default, disables it)",
     "rest_api_num_threads": "accepted for compatibility (REST runs on the event loop)",
     "rest_api_timeout_in_ms": "timeout for REST calls (default 30000)",
+    "rest_api_read_timeout_in_ms": "REST connections whose request headers take longer than "
+    "this to arrive (from the connection or the previous response), or whose body pauses "
+    "longer, are closed (0: no limit; default 50000, libevent's read timeout in TF Serving)",
     "rest_api_enable_cors_support": "add CORS headers to REST responses",
     "model_name": "name of the model (ignored with --model_config_file; default 'default')",
     "model_base_path": "folder holding the model's numeric version folders",
@@ -134,6 +142,9 @@ _HELP = {
     "default once)",
     "enable_serialization_as_tensor_content": "encode Predict outputs as tensor_content "
     "instead of the typed value fields (float_val, ...)",
+    "shutdown_grace_period_seconds": "on SIGTERM/SIGINT: requests already received are "
+    "answered, new ones get UNAVAILABLE, and the server exits 0 within this many seconds, "
+    "cancelling what is still running then (default 30, Kubernetes' default grace period)",
     "version": "print the version and exit",
 }
 

@@ -8,16 +8,20 @@ status TF Serving maps each gRPC code to.
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 import urllib.parse
+import zlib
 
-from aiohttp import web
+import grpc
+from aiohttp import StreamReader, hdrs, web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from serving import rest_json
 from serving.dataplane import DataPlane, SpecRef
+from serving.drain import SHUTTING_DOWN, Gate
 from serving.errors import ServingError, invalid
 from serving.metrics import CONTENT_TYPE, Metrics
 
@@ -31,11 +35,22 @@ _STATUS = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
+# ZLib::kMaxUncompressedBytes (util/net_http/compression/gzip_zlib.h): the most a gzip body
+# may inflate to. TF Serving's evhttp_request.cc (UncompressGzipBody) drops a body over it,
+# which then fails as an empty JSON document: 400.
+MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024
+_INFLATE_STEP = 1 << 20  # inflate at most this much per zlib call: memory stays bounded
+# libevent's HTTP_READ_TIMEOUT (50 s): TF Serving's HTTP server never sets its own.
+DEFAULT_READ_TIMEOUT_MS = 50_000
 _CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET",
     "Access-Control-Allow-Headers": "Content-Type",
 }
+
+
+class _ReadTimeout(Exception):
+    """The client sent nothing for the read timeout in the middle of a request body."""
 
 
 def _spec(name: str, version: str | None, label: str | None) -> SpecRef:
@@ -58,11 +73,18 @@ class RestApi:
         metrics: Metrics | None,
         timeout_seconds: float | None,
         cors: bool = False,
+        *,
+        max_body_bytes: int = 2**31 - 1,
+        read_timeout_seconds: float | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._dp = dataplane
+        self._gate = gate
         self._metrics = metrics
         self._timeout = timeout_seconds
         self._headers = dict(_CORS) if cors else {}
+        self._max_body = max_body_bytes
+        self._read_timeout = read_timeout_seconds
 
     def _json(self, payload: object, status: int = 200) -> web.Response:
         return web.Response(
@@ -77,12 +99,15 @@ class RestApi:
         started = time.perf_counter()
         api, model, code = "unknown", "", "OK"
         try:
+            if self._gate is not None and not self._gate.admit():
+                await self._gate.refusal()
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             path = request.raw_path.split("?", 1)[0]
             if request.method == "POST" and (match := _PREDICTION.fullmatch(path)):
                 api = match.group(4).lower()
                 spec = _spec(*match.group(1, 2, 3))
                 model = spec.name
-                body = await request.read()
+                body = await self._read_body(request)
                 work = self._verb(api, spec, body)
             elif request.method == "GET" and (match := _STATUS.fullmatch(path)):
                 spec = _spec(*match.group(1, 2, 3))
@@ -96,9 +121,17 @@ class RestApi:
         except ServingError as exc:
             code = exc.code.name
             return self._json({"error": exc.message}, exc.http_status)
-        except web.HTTPRequestEntityTooLarge as exc:
-            code = "RESOURCE_EXHAUSTED"
-            return self._json({"error": f"request too large: {exc.text}"}, 429)
+        except web.RequestPayloadError as exc:
+            # A broken chunked encoding, a body shorter than its Content-Length, ...
+            code = "INVALID_ARGUMENT"
+            return self._json({"error": f"cannot read the request body: {exc}"}, 400)
+        except RecursionError:
+            # Values nested almost as deep as the JSON parser allows, walked recursively.
+            code = "INVALID_ARGUMENT"
+            return self._json({"error": "the request JSON is nested too deeply"}, 400)
+        except _ReadTimeout:
+            code = "DEADLINE_EXCEEDED"
+            return await self._read_timed_out(request)
         except TimeoutError:
             code = "DEADLINE_EXCEEDED"
             return self._json({"error": "Deadline exceeded"}, 504)
@@ -112,12 +145,90 @@ class RestApi:
                 seconds = time.perf_counter() - started
                 self._metrics.observe_request(name, api, "REST", code, seconds)
 
-    async def _verb(self, verb: str, spec: SpecRef, raw: bytes) -> dict:
+    async def _read_timed_out(self, request: web.Request) -> web.Response:
+        # 408, then close at once: aiohttp would otherwise linger reading the rest of a
+        # body that is not coming.
+        seconds = self._read_timeout
+        response = self._json(
+            {"error": f"timed out reading the request body (nothing received for {seconds:g} s)"},
+            408,
+        )
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        return response
+
+    async def _next_chunk(self, stream: StreamReader) -> bytes:
+        if self._read_timeout is None:
+            return await stream.readany()
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                return await stream.readany()
+        except TimeoutError:
+            raise _ReadTimeout from None
+
+    def _too_large(self, what: str) -> ServingError:
+        return ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"request too large: {what} is over the {self._max_body}-byte limit",
+        )
+
+    async def _read_body(self, request: web.Request) -> bytearray:
+        """The body, inflated if gzip-encoded, within the size limits and read timeout.
+
+        Read chunk by chunk so that a body over a limit is refused as soon as it crosses
+        it, and a gzip body is inflated a step at a time: a small "gzip bomb" never
+        inflates past the limit. Like TF Serving (evhttp_request.cc), any Content-Encoding
+        holding "gzip" is inflated and other encodings are taken as they are.
+        """
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").lower()
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if "gzip" in encoding else None
+        inflated_limit = min(self._max_body, MAX_UNCOMPRESSED_BYTES)
+        body = bytearray()
+        received = 0
+        while chunk := await self._next_chunk(request.content):
+            received += len(chunk)
+            if received > self._max_body:
+                raise self._too_large("the body")
+            if inflater is None:
+                body += chunk
+            elif not inflater.eof:  # bytes after the gzip stream's end are ignored
+                self._inflate(inflater, chunk, body, inflated_limit)
+        if inflater is not None and received and not inflater.eof:
+            raise invalid("the body is Content-Encoding gzip but its gzip stream is truncated")
+        return body
+
+    def _inflate(
+        self, inflater: "zlib._Decompress", data: bytes, body: bytearray, limit: int
+    ) -> None:
+        while data:
+            try:
+                out = inflater.decompress(data, min(_INFLATE_STEP, limit - len(body) + 1))
+            except zlib.error as exc:
+                raise invalid(
+                    f"the body is Content-Encoding gzip but is not valid gzip data ({exc})"
+                ) from None
+            body += out
+            if len(body) > limit:
+                if limit < MAX_UNCOMPRESSED_BYTES:
+                    raise self._too_large("the inflated gzip body")
+                raise invalid(
+                    "the gzip-encoded body inflates to more than "
+                    f"{MAX_UNCOMPRESSED_BYTES} bytes (TF Serving's limit)"
+                )
+            if inflater.eof or (not out and inflater.unconsumed_tail == data):
+                return
+            data = inflater.unconsumed_tail
+
+    async def _verb(self, verb: str, spec: SpecRef, raw: bytearray) -> dict:
         body = rest_json.parse_body(raw)
         signature = rest_json.signature_name(body)
         if verb == "predict":
             infos = self._dp.input_infos(spec, signature)
-            inputs, fmt = rest_json.predict_inputs(body, infos)
+            inputs, fmt = rest_json.predict_inputs(
+                body, infos, may_hold_booleans=rest_json.may_hold_booleans(raw)
+            )
             prediction = await self._dp.predict(spec, signature, inputs)
             return rest_json.predict_response(prediction.outputs, fmt)
         inp = rest_json.examples_input(body)
@@ -149,11 +260,25 @@ def build_app(
     *,
     timeout_ms: int,
     max_body_bytes: int,
+    read_timeout_ms: int = DEFAULT_READ_TIMEOUT_MS,
     cors: bool = False,
     prometheus_path: str | None = None,
+    gate: Gate | None = None,
 ) -> web.Application:
-    """The aiohttp application: /v1/... and, if configured, the Prometheus endpoint."""
-    api = RestApi(dataplane, metrics, timeout_ms / 1000 if timeout_ms > 0 else None, cors)
+    """The aiohttp application: /v1/... and, if configured, the Prometheus endpoint.
+
+    Serve it with `app_runner`, which sets the matching connection options. Requests pass
+    `gate` (serving.drain) as they arrive: refused with 503 once it closes.
+    """
+    api = RestApi(
+        dataplane,
+        metrics,
+        timeout_ms / 1000 if timeout_ms > 0 else None,
+        cors,
+        max_body_bytes=max_body_bytes,
+        read_timeout_seconds=read_timeout_ms / 1000 if read_timeout_ms > 0 else None,
+        gate=gate,
+    )
     app = web.Application(client_max_size=max_body_bytes)
     if prometheus_path and metrics is not None:
 
@@ -163,3 +288,25 @@ def build_app(
         app.router.add_get(prometheus_path, prometheus)
     app.router.add_route("*", "/{tail:[vV]1(/.*)?}", api.handle)
     return app
+
+
+def app_runner(
+    app: web.Application, *, read_timeout_ms: int, shutdown_timeout: float
+) -> web.AppRunner:
+    """An AppRunner for `build_app`'s app: no slow client holds a connection for ever.
+
+    `read_timeout_ms` (0: no limit) bounds the wait for a request's headers, counted from the
+    connection's opening or the previous response (aiohttp's keep-alive timer, which also
+    runs while headers are partly received), and the lingering read of an unread body after
+    an early answer; `build_app` bounds each pause inside a body. Bodies reach the handler
+    as sent (auto_decompress off): `RestApi` inflates gzip itself, with a size limit.
+    """
+    seconds = read_timeout_ms / 1000 if read_timeout_ms > 0 else math.inf
+    return web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=seconds,
+        lingering_time=min(10.0, seconds),
+        auto_decompress=False,
+    )

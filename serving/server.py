@@ -2,8 +2,9 @@
 
 `tfsp-model-server` and `tfsp serve` both end up in `run(options)`. Config files are read
 before TensorFlow is imported, so a bad flag or file fails in a fraction of a second. The
-initial models load before the ports open, as in TF Serving. SIGTERM/SIGINT stop accepting
-requests, let in-flight ones finish, drain the batch queues and exit 0.
+initial models load before the ports open, as in TF Serving. On SIGTERM/SIGINT every request
+already received is answered, new ones get UNAVAILABLE, the batch queues drain and the server
+exits 0 within --shutdown_grace_period_seconds (serving.drain).
 """
 
 import asyncio
@@ -16,12 +17,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from serving import config as config_mod
+from serving import drain
 from serving.config import ConfigError
 from serving.options import FlagError, Options, parse_flags
 
 log = logging.getLogger("serving")
 SERVER_VERSION = "tfsp-model-server 0.1.0 (TensorFlow Serving API compatible)"
-DRAIN_SECONDS = 30.0
 GC_THRESHOLDS = (10_000, 10, 100)  # see _Server.__init__
 
 
@@ -120,6 +121,7 @@ class _Server:
         )
         self.metrics.watch_states(self.manager.states)
         self.dataplane = DataPlane(self.manager, reload=self.reload)
+        self.gate = drain.Gate()
         self.pollers: list = []
         self.grpc_server = None
         self.rest_runner = None
@@ -208,6 +210,7 @@ class _Server:
             self.metrics,
             options.grpc_max_threads,
             outputs_as_tensor_content=options.enable_serialization_as_tensor_content,
+            gate=self.gate,
         )
         tls = self.files.tls
         credentials = None
@@ -240,17 +243,29 @@ class _Server:
             return
         from aiohttp import web
 
-        from serving.rest import build_app
+        from serving.rest import app_runner, build_app
 
         app = build_app(
             self.dataplane,
             self.metrics,
             timeout_ms=self.options.rest_api_timeout_in_ms,
             max_body_bytes=self.options.max_receive_message_length,
+            read_timeout_ms=self.options.rest_api_read_timeout_in_ms,
             cors=self.options.rest_api_enable_cors_support,
             prometheus_path=self.files.prometheus_path,
+            gate=self.gate,
         )
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_SECONDS)
+        runner = app_runner(
+            app,
+            read_timeout_ms=self.options.rest_api_read_timeout_in_ms,
+            # what is left of the grace period when drain() closes the listeners
+            shutdown_timeout=max(
+                0.0,
+                self.options.shutdown_grace_period_seconds
+                - drain.INTAKE_SECONDS
+                - drain.REFUSAL_SECONDS,
+            ),
+        )
         await runner.setup()
         site = web.TCPSite(runner, "0.0.0.0", self.options.rest_api_port)
         try:
@@ -265,16 +280,26 @@ class _Server:
         if self.files.prometheus_path:
             log.info("Prometheus metrics at %s", self.files.prometheus_path)
 
-    async def stop(self) -> None:
-        loop = asyncio.get_running_loop()
-        for poller in self.pollers:
-            await loop.run_in_executor(None, poller.stop)
+    async def _close_listeners(self, grace_seconds: float) -> None:
         stops = []
         if self.grpc_server is not None:
-            stops.append(self.grpc_server.stop(DRAIN_SECONDS))
+            stops.append(self.grpc_server.stop(grace_seconds))
         if self.rest_runner is not None:
             stops.append(self.rest_runner.cleanup())
         await asyncio.gather(*stops)
+
+    async def stop(self, drain_calls: bool = True) -> None:
+        """Stop: with `drain_calls`, answer what was received and refuse new calls first
+        (serving.drain), within --shutdown_grace_period_seconds."""
+        loop = asyncio.get_running_loop()
+        for poller in self.pollers:
+            await loop.run_in_executor(None, poller.stop)
+        if drain_calls:
+            await drain.drain(
+                self.gate, self.options.shutdown_grace_period_seconds, self._close_listeners
+            )
+        else:
+            await self._close_listeners(0.0)
         await loop.run_in_executor(None, self.manager.shutdown)
         self.executor.shutdown(wait=True)
 
@@ -289,12 +314,12 @@ async def _serve(options: Options, files: _Files) -> int:
         await server.start()
     except ConfigError as exc:
         log.error("Failed to start server: %s", exc)
-        await server.stop()
+        await server.stop(drain_calls=False)
         return 1
     except Exception as exc:
         message = getattr(exc, "message", None) or str(exc)
         log.error("Failed to start server: %s", message)
-        await server.stop()
+        await server.stop(drain_calls=False)
         return 1
     if stop.is_set():
         log.info("signal received during startup")

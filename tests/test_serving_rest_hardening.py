@@ -1,0 +1,200 @@
+"""Hostile REST requests against a real server process: each gets a 400 (or TF Serving's
+status) with a one-line JSON error, memory stays bounded, slow clients are cut off, and the
+server answers a good request afterwards.
+"""
+
+import http.client
+import json
+import socket
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from serving import rest_json
+from serving.errors import ServingError
+from tests.serving_harness import build_toy_model, running_server
+
+READ_TIMEOUT_S = 1.5
+RSS_GROWTH_BOUND_MIB = 64
+GOOD = b'{"instances": [[1, 2, 3]]}'
+PREDICT = "/v1/models/toy:predict"
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _gzip(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+def _bomb(inflated_mib: int) -> bytes:
+    """A gzip stream of `inflated_mib` MiB of zeros, built without holding them."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    return b"".join(packer.compress(zeros) for _ in range(inflated_mib)) + packer.flush()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rest-hardening") / "toy"
+    build_toy_model(root / "1", 1.0)
+    with running_server(
+        "--model_name=toy",
+        f"--model_base_path={root}",
+        f"--rest_api_read_timeout_in_ms={int(READ_TIMEOUT_S * 1000)}",
+        log_path=root.parent / "server.log",
+    ) as proc:
+        # REST opens just after gRPC, which is what running_server waits for.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", proc.rest_port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, proc.log()
+                time.sleep(0.1)
+        yield proc
+
+
+def _post(server: object, body: bytes, headers: dict | None = None) -> tuple[int, object]:
+    host, port = server.rest_address.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("POST", PREDICT, body=body, headers=headers or {})
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+    finally:
+        connection.close()
+    return status, json.loads(raw)
+
+
+def _answers_good_request(server: object) -> None:
+    assert server.alive(), server.log()
+    assert _post(server, GOOD) == (200, {"predictions": [[1.0, 2.0, 3.0]]})
+
+
+GZIP = {"Content-Encoding": "gzip"}
+CASES = [
+    # (id, body, headers, status, words the error must contain)
+    ("10,000 levels of [", b'{"instances": ' + b"[" * 10_000, {}, 400, "nested too deeply"),
+    ("lone high surrogate", b'{"instances": [["\\ud800"]]}', {}, 400, "surrogate"),
+    ("lone low surrogate key", b'{"inputs": {"\\udc00": [1]}}', {}, 400, "surrogate"),
+    (
+        "5,000-digit integer",
+        b'{"instances": [[' + b"7" * 5000 + b", 1, 2]]}",
+        {},
+        400,
+        "Number too big",
+    ),
+    ("1e400 overflows a double", b'{"instances": [[1e400, 1, 2]]}', {}, 400, "Number too big"),
+    ("gzip header, not gzip", GOOD, GZIP, 400, "not valid gzip"),
+    ("truncated gzip", _gzip(GOOD)[:-12], GZIP, 400, "truncated"),
+    ("true in a float tensor", b'{"instances": [[1, true, 3]]}', {}, 400, "boolean"),
+    ("all booleans, float tensor", b'{"instances": [[true, false, true]]}', {}, 400, "float"),
+    (
+        "true in an int64 tensor",
+        b'{"signature_name": "types", "inputs": {"a": [1, true], "s": ["x", "y"], '
+        b'"h": [[1, 2], [3, 4]]}}',
+        {},
+        400,
+        "boolean",
+    ),
+    ("invalid UTF-8", b'{"instances": [["\xff"]]}', {}, 400, "UTF-8"),
+]
+
+
+@pytest.mark.parametrize(
+    "body, headers, status, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_hostile_bodies_get_a_json_error(server, body, headers, status, words):
+    got, reply = _post(server, body, headers)
+    assert got == status, reply
+    assert isinstance(reply, dict) and set(reply) == {"error"}, reply
+    assert words in reply["error"] and "\n" not in reply["error"], reply
+    _answers_good_request(server)
+
+
+ACCEPTED = [
+    # TF Serving's RapidJSON stops after the first JSON value (kParseStopWhenDoneFlag).
+    ("trailing bytes are ignored", GOOD + b" }garbage", {}),
+    ("a real gzip body", _gzip(GOOD), GZIP),
+    ("a valid surrogate pair", b'{"instances": [[1, 2, 3]], "note": "\\ud83d\\ude00"}', {}),
+]
+
+
+@pytest.mark.parametrize("body, headers", [c[1:] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
+def test_bodies_tf_serving_accepts(server, body, headers):
+    assert _post(server, body, headers) == (200, {"predictions": [[1.0, 2.0, 3.0]]})
+
+
+def test_gzip_bomb_is_refused_with_bounded_memory(server):
+    bomb = _bomb(256)
+    assert len(bomb) < 300_000
+    _answers_good_request(server)
+    before = _rss_mib(server.process.pid)
+    got, reply = _post(server, bomb, GZIP)
+    assert got == 400, reply
+    assert "inflates to more than 104857600 bytes" in reply["error"], reply
+    growth = _rss_mib(server.process.pid) - before
+    assert growth < RSS_GROWTH_BOUND_MIB, f"server RSS grew by {growth:.0f} MiB"
+    _answers_good_request(server)
+
+
+def _closed_after(server: object, data: bytes) -> tuple[float, bytes]:
+    """Send `data` on a raw socket, then read until the server closes it."""
+    host, port = server.rest_address.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        started = time.monotonic()
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return time.monotonic() - started, received
+
+
+SLOW = [
+    ("nothing sent", b""),
+    ("half the headers", f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\n".encode()),
+    (
+        "headers, part of the body",
+        f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n".encode()
+        + b'{"instances": ',
+    ),
+]
+
+
+@pytest.mark.parametrize("data", [c[1] for c in SLOW], ids=[c[0] for c in SLOW])
+def test_slow_clients_are_cut_off(server, data):
+    elapsed, received = _closed_after(server, data)
+    assert READ_TIMEOUT_S * 0.8 <= elapsed < READ_TIMEOUT_S + 2.0, elapsed
+    if b"Content-Length" in data:  # stalled in the body: told why before the close
+        head, _, payload = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), received
+        assert "timed out reading the request body" in json.loads(payload)["error"]
+    _answers_good_request(server)
+
+
+def test_server_log_has_no_traceback(server):
+    assert "Traceback" not in server.log()
+
+
+# ---- in-process: the JSON rules themselves ----
+
+
+def test_booleans_in_examples_are_int64_as_in_tf_serving():
+    inp = rest_json.examples_input({"examples": [{"f": [True, 0, 2]}]})
+    assert list(inp.example_list.examples[0].features.feature["f"].int64_list.value) == [1, 0, 2]
+    with pytest.raises(ServingError, match="all be numbers"):
+        rest_json.examples_input({"examples": [{"f": [1.5, True]}]})
+
+
+def test_big_integers_become_doubles_as_in_rapidjson():
+    body = rest_json.parse_body(b'{"a": [18446744073709551615, 18446744073709551616]}')
+    assert body["a"][0] == 2**64 - 1 and isinstance(body["a"][1], float)
