@@ -1,6 +1,8 @@
 """Shared by the server tests: tiny SavedModels, and a real server process to talk to."""
 
 import contextlib
+import http.client
+import json
 import os
 import signal
 import subprocess
@@ -226,6 +228,21 @@ class ServerProcess:
         if self._log_file not in (None, subprocess.DEVNULL):
             self._log_file.close()
         return self.process.returncode
+
+
+def post_json(
+    server: "ServerProcess", path: str, body: bytes, headers: dict | None = None
+) -> tuple[int, object]:
+    """POST `body` to the server's REST API; (HTTP status, the JSON reply, errors included)."""
+    host, port = server.rest_address.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("POST", path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        status, raw = response.status, response.read()
+    finally:
+        connection.close()
+    return status, json.loads(raw)
 
 
 @contextlib.contextmanager

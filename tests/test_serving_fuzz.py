@@ -13,7 +13,6 @@ request that caused it.
 """
 
 import asyncio
-import http.client
 import json
 from pathlib import Path
 
@@ -37,7 +36,12 @@ from tensorflow_serving.apis import (
 from serving import tensors
 from serving.dataplane import SpecRef
 from serving.errors import ServingError
-from tests.serving_harness import build_toy_model, in_process_dataplane, running_server
+from tests.serving_harness import (
+    build_toy_model,
+    in_process_dataplane,
+    post_json,
+    running_server,
+)
 
 ANSWERABLE = {
     grpc.StatusCode.OK,
@@ -332,7 +336,7 @@ def server(tmp_path_factory):
             )
             for method in _METHODS
         }
-        status, _ = _post(proc, "/v1/models/toy:predict", b'{"instances": [[1, 2, 3]]}')
+        status, _ = post_json(proc, "/v1/models/toy:predict", b'{"instances": [[1, 2, 3]]}')
         assert status == 200, proc.log()
         proc.rss_start = _rss_mib(proc.process.pid)
         yield proc
@@ -348,18 +352,6 @@ def test_grpc_wire_bytes_get_a_client_status(server, method, data):
     except grpc.RpcError as exc:
         code = exc.code()
     assert code in ANSWERABLE, (code, server.log())
-
-
-def _post(server: object, path: str, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
-    host, port = server.rest_address.split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        connection.request("POST", path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        status, raw = response.status, response.read()
-    finally:
-        connection.close()
-    return status, json.loads(raw)  # every answer, errors included, is a JSON object
 
 
 JSON = st.recursive(
@@ -393,7 +385,7 @@ REST_PATHS = st.sampled_from(
     body=st.one_of(st.binary(max_size=200), JSON.map(lambda v: json.dumps(v).encode())),
 )
 def test_rest_bodies_get_a_client_status(server, path, body):
-    status, reply = _post(server, path, body, {"Content-Type": "application/json"})
+    status, reply = post_json(server, path, body, {"Content-Type": "application/json"})
     assert status in ANSWERABLE_HTTP, (status, reply, server.log())
     if status != 200:
         assert isinstance(reply.get("error"), str) and reply["error"], reply
@@ -402,7 +394,7 @@ def test_rest_bodies_get_a_client_status(server, path, body):
 def test_server_survived_the_wire_fuzzing_with_bounded_memory(server):
     # Runs after the wire-level tests above (pytest keeps a module's order).
     assert server.alive(), server.log()
-    status, reply = _post(server, "/v1/models/toy:predict", b'{"instances": [[1, 2, 3]]}')
+    status, reply = post_json(server, "/v1/models/toy:predict", b'{"instances": [[1, 2, 3]]}')
     assert (status, reply) == (200, {"predictions": [[1.0, 2.0, 3.0]]})
     growth = _rss_mib(server.process.pid) - server.rss_start
     assert growth < RSS_GROWTH_BOUND_MIB, f"server RSS grew by {growth:.0f} MiB"

@@ -3,7 +3,6 @@ status) with a one-line JSON error, memory stays bounded, slow clients are cut o
 server answers a good request afterwards.
 """
 
-import http.client
 import json
 import socket
 import time
@@ -14,7 +13,7 @@ import pytest
 
 from serving import rest_json
 from serving.errors import ServingError
-from tests.serving_harness import build_toy_model, running_server
+from tests.serving_harness import build_toy_model, post_json, running_server
 
 READ_TIMEOUT_S = 1.5
 RSS_GROWTH_BOUND_MIB = 64
@@ -64,15 +63,7 @@ def server(tmp_path_factory):
 
 
 def _post(server: object, body: bytes, headers: dict | None = None) -> tuple[int, object]:
-    host, port = server.rest_address.split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=60)
-    try:
-        connection.request("POST", PREDICT, body=body, headers=headers or {})
-        response = connection.getresponse()
-        status, raw = response.status, response.read()
-    finally:
-        connection.close()
-    return status, json.loads(raw)
+    return post_json(server, PREDICT, body, headers)
 
 
 def _answers_good_request(server: object) -> None:
