@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from pipelines.families import FAMILIES as REGISTERED
 from pipelines.families import served_model_names
-from tests.conftest import REPO, run_crippled_pipeline, run_pipeline
+from tests.conftest import REPO, run_crippled_pipeline, run_pipeline, user_env
 from tfsp.data.prepare import read_split, to_example
 
 pytestmark = pytest.mark.e2e
@@ -80,6 +80,13 @@ def test_every_pushed_model_runs_on_tf_servings_load_path(all_home):
         folder = home / "serving" / model / version
         assert (folder / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
         folders.append(str(folder))
+    reports = _graph_load_compare(folders)
+    signatures = {r["model"].split("/")[-2]: sorted(r["max_abs_diff"]) for r in reports}
+    assert "transformed_labels" in signatures["transfer"]
+    assert "encode_images" in signatures["autoencoder"]
+
+
+def _graph_load_compare(folders: list[str]) -> list[dict]:
     compared = subprocess.run(
         [sys.executable, str(REPO / "tests" / "graph_load_compare.py"), *folders],
         capture_output=True,
@@ -87,11 +94,32 @@ def test_every_pushed_model_runs_on_tf_servings_load_path(all_home):
         timeout=600,
     )
     reports = [json.loads(line) for line in compared.stdout.splitlines()]
-    assert compared.returncode == 0, reports
+    assert compared.returncode == 0, (reports, compared.stderr[-3000:])
     assert [r["model"] for r in reports] == folders and all(r["ok"] for r in reports)
-    signatures = {r["model"].split("/")[-2]: sorted(r["max_abs_diff"]) for r in reports}
-    assert "transformed_labels" in signatures["transfer"]
-    assert "encode_images" in signatures["autoencoder"]
+    return reports
+
+
+def test_every_rnn_cell_runs_on_tf_servings_load_path(all_home, tmp_path):
+    """Every `--cell` (the Jordan cell included), bidirectional and stacked, exported the one
+    way with the run's Transform graph, runs in a Session as TF Serving runs it."""
+    home, _ = all_home
+    (graph,) = (home / "pipelines" / "tfsp-rnn" / "Transform" / "transform_graph").iterdir()
+    exported = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "export_rnn_variants.py"), str(graph), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=user_env(),
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    folders = exported.stdout.split()
+    assert [f.split("/")[-1] for f in folders] == [
+        "simple", "jordan", "lstm", "gru",
+        "jordan-bidirectional", "gru-stacked", "lstm-bidirectional-stacked",
+    ]  # fmt: skip
+    for report in _graph_load_compare(folders):
+        assert sorted(report["max_abs_diff"]) == ["predict_images", "serving_default"]
 
 
 @pytest.mark.parametrize("family", ["rnn", "batchnorm"])
