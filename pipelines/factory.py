@@ -35,16 +35,6 @@ from pipelines.components import (
 from pipelines.families import Baseline, Direction, Family
 from tfsp.features import LABEL_KEY
 
-# Beam for the Beam steps (StatisticsGen, Transform, Evaluator...) when the runner is given
-# no other: Beam's FnApiRunner in this process. Beam's default, DirectRunner, first tries its
-# Prism runner, which it downloads from GitHub at run time (Beam 2.77); FnApiRunner is what
-# it falls back to, so naming it gives the same engine without the download.
-IN_PROCESS_BEAM_ARGS = (
-    "--runner=FnApiRunner",
-    "--direct_running_mode=in_memory",
-    "--direct_num_workers=1",
-)
-
 # Explicit component ids: runners, tests and the result reader find components by these.
 EXAMPLE_GEN = "ImportExampleGen"
 STATISTICS_GEN = "StatisticsGen"

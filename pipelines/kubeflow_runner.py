@@ -27,7 +27,6 @@ from tfx import v1 as tfx
 from pipelines.factory import (
     COMPANION_PUSHER,
     EXAMPLE_GEN,
-    IN_PROCESS_BEAM_ARGS,
     MODEL_STORE_READERS,
     PUSHER,
     TRAINER,
@@ -36,6 +35,7 @@ from pipelines.factory import (
 )
 from pipelines.families import get_family
 from pipelines.layout import pipeline_name
+from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
 from tfsp.errors import UserError
 
 # Where the Dockerfile installs the project, so the curated schema is at a known path.

@@ -9,10 +9,11 @@ from pathlib import Path
 from tfx import v1 as tfx
 
 from pipelines.components import DataAnomaliesError
-from pipelines.factory import IN_PROCESS_BEAM_ARGS, PipelineSpec, create_pipeline
+from pipelines.factory import PipelineSpec, create_pipeline
 from pipelines.families import Family, get_family
 from pipelines.layout import LocalLayout, check_data_dir, pipeline_name
 from pipelines.results import RunResult, read_run_result
+from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
 from tfsp.errors import UserError
 from trainers.common import latest_pushed_version
 

@@ -45,14 +45,21 @@ def _fingerprint(*paths: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _check_shape(shape: tuple[int, ...], where: str) -> None:
+    if tuple(shape[1:]) not in (
+        (IMAGE_SIZE, IMAGE_SIZE),
+        (IMAGE_SIZE, IMAGE_SIZE, 1),
+        (IMAGE_PIXELS,),
+    ):
+        raise UserError(
+            f"{where} has shape {list(shape)}; expected [n, 32, 32], [n, 32, 32, 1] or [n, 1024]"
+        )
+
+
 def _as_images(array: np.ndarray, where: str) -> np.ndarray:
     """[n, 32, 32], [n, 32, 32, 1] or [n, 1024] → [n, 32, 32, 1] float32."""
-    shape = tuple(array.shape)
-    if shape[1:] in ((IMAGE_SIZE, IMAGE_SIZE), (IMAGE_SIZE, IMAGE_SIZE, 1), (IMAGE_PIXELS,)):
-        return np.asarray(array, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
-    raise UserError(
-        f"{where} has shape {list(shape)}; expected [n, 32, 32], [n, 32, 32, 1] or [n, 1024]"
-    )
+    _check_shape(tuple(array.shape), where)
+    return np.asarray(array, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
 
 
 class NpySource(FeatureSource):
@@ -77,7 +84,7 @@ class NpySource(FeatureSource):
             raise UserError(f"cannot read {path} as a .npy array: {exc}") from exc
         if fortran_order or dtype.hasobject or not shape:
             raise UserError(f"{path}: expected a C-ordered numeric array with rows")
-        _as_images(np.zeros((0, *shape[1:]), dtype), str(path))  # validates before any work
+        _check_shape(tuple(shape), str(path))  # before any work
         self._path, self._dtype, self._row_shape = path, dtype, tuple(shape[1:])
         self._row_items = int(np.prod(self._row_shape))
         super().__init__(f"{path} ({shape[0]} rows)", int(shape[0]), _fingerprint(path))

@@ -204,11 +204,23 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         help="encoder model name (default: autoencoder_encoder)",
     )
     parser.add_argument("--input", required=True, type=Path, help="images to encode")
-    parser.add_argument("--output", required=True, type=Path, help="a .npy or .parquet file")
-    parser.add_argument("--version", type=int, help="pin a model version (default: latest)")
     parser.add_argument(
+        "--output",
+        required=True,
+        type=Path,
+        help="a .npy or .parquet file; with --saved-model, a new folder for the shards",
+    )
+    parser.add_argument("--version", type=int, help="pin a model version (default: latest)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
         "--server",
         help="gRPC host:port or dns:///name:port (default: $TFSP_SERVER, else localhost:8500)",
+    )
+    where.add_argument(
+        "--saved-model",
+        type=Path,
+        help="no server: run this encoder SavedModel (a version folder) in Apache Beam workers "
+        "over the whole input (RunInference; DirectRunner in-process unless --beam-arg says)",
     )
     parser.add_argument("--batch-size", type=int, default=256, help="rows per request (256)")
     parser.add_argument("--in-flight", type=int, default=4, help="concurrent requests (4)")
@@ -226,18 +238,59 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    beam_group = parser.add_argument_group("with --saved-model (Apache Beam)")
+    beam_group.add_argument(
+        "--format",
+        choices=("parquet", "tfrecord"),
+        default="parquet",
+        help="parquet: id, code_0… shards; tfrecord: the input tf.Examples with a 'codes' "
+        "feature added (TFRecord input only). Default parquet",
+    )
+    beam_group.add_argument(
+        "--beam-arg",
+        action="append",
+        metavar="ARG",
+        help="Beam pipeline option, repeatable, e.g. --beam-arg=--direct_num_workers=2 or "
+        "--beam-arg=--runner=DataflowRunner (default: Beam's FnApiRunner in-process)",
+    )
     parser.set_defaults(handler=_cmd_features)
 
 
+def _cmd_features_beam(args: argparse.Namespace) -> int:
+    from serving.features_beam import run_features_job
+    from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
+
+    result = run_features_job(
+        args.saved_model,
+        str(args.input),
+        args.output,
+        output_format=args.format,
+        batch_size=args.batch_size,
+        beam_args=args.beam_arg or IN_PROCESS_BEAM_ARGS,
+    )
+    print(
+        f"wrote {args.output}: {result.rows} rows × {result.code_size} codes in "
+        f"{len(result.files)} file(s), {result.seconds:.1f} s "
+        f"({result.rows / max(result.seconds, 1e-9):.0f} rows/s)"
+    )
+    return 0
+
+
 def _cmd_features(args: argparse.Namespace) -> int:
+    from tfsp.progress import quiet_frameworks
+
+    quiet_frameworks()
+    if args.saved_model is not None:
+        if args.batch_size < 1:
+            raise UserError("--batch-size must be at least 1")
+        return _cmd_features_beam(args)
+    if args.format != "parquet" or args.beam_arg:
+        raise UserError("--format and --beam-arg apply with --saved-model only")
     for flag in ("batch_size", "in_flight", "part_rows"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.retries < 0:
         raise UserError("--retries must be 0 or more")
-    from tfsp.progress import quiet_frameworks
-
-    quiet_frameworks()
     from serving.client import ServingClient
     from serving.feature_sources import open_source
     from serving.feature_store import check_output

@@ -125,7 +125,10 @@ class Servable:
         return found
 
     def close(self) -> None:
-        """Release the session (its variables and thread pools)."""
+        """Release the session (its variables and thread pools), callables first: one
+        released after TensorFlow's module teardown (at interpreter exit) raises."""
+        with self._lock:
+            self._callables.clear()
         self.session.close()
 
 
