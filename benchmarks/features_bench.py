@@ -1,13 +1,15 @@
-"""Rows/s of `tfsp features` over gRPC against the encoder called in-process, and the pull's
-peak memory on a 100,000-row input (it must stream, not load everything).
+"""Rows/s of `tfsp features` over gRPC and on Apache Beam against the encoder called
+in-process, and their peak memory on a 100,000-row input (they must stream).
 
 Needs a pushed encoder: run `make run` first (or pass --home). In one run:
   1. in-process: the encoder SavedModel's `predict_images` on the same rows and batch size;
   2. over gRPC: `tfsp features` (a child process) against the local model server serving the
-     encoder, on a 100,000-row .npy; its peak RSS is read from the kernel while it runs.
+     encoder, on a 100,000-row .npy; its peak RSS is read from the kernel while it runs;
+  3. on Beam: `tfsp features --saved-model` on the same .npy, Beam's FnApiRunner in-process
+     (one worker), then with two worker processes (multi_processing).
 A first pull warms the fresh server up (the in-process function gets a warm-up call too) and
-is printed apart; then --rounds rounds of both, interleaved so both meet the same machine
-load, and the ratio is the median of the per-round ratios.
+is printed apart; then --rounds rounds of all, interleaved so all meet the same machine
+load, and each ratio is the median of the per-round ratios.
 
     .venv/bin/python benchmarks/features_bench.py [--rows 100000] [--batch-size 256] [--rounds 3]
 """
@@ -106,6 +108,32 @@ def pull(address: str, source: Path, output: Path, args: argparse.Namespace) -> 
     return Pull(code, stdout, stderr, peak_mb, time.perf_counter() - started)
 
 
+BEAM_WORKERS = {
+    "1 worker": ("--runner=FnApiRunner", "--direct_running_mode=in_memory"),
+    "2 worker processes": (
+        "--runner=FnApiRunner",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+    ),
+}
+
+
+def beam_job(
+    encoder: Path, source: Path, output: Path, args: argparse.Namespace, mode: str
+) -> Pull:
+    """Run `tfsp features --saved-model` in a child process with the Beam options of `mode`."""
+    started = time.perf_counter()
+    beam_args = [f"--beam-arg={arg}" for arg in BEAM_WORKERS[mode]]
+    code, stdout, stderr, peak_mb = run_measured(
+        [
+            sys.executable, "-m", "tfsp.cli", "features",
+            "--saved-model", str(encoder), "--input", str(source), "--output", str(output),
+            "--batch-size", str(args.batch_size), *beam_args,
+        ]
+    )  # fmt: skip
+    return Pull(code, stdout, stderr, peak_mb, time.perf_counter() - started)
+
+
 def main() -> int:
     """Measure both, print figures and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -148,19 +176,29 @@ def main() -> int:
             text_format.MessageToString(build_models_config(str(layout.serving_root), [MODEL]))
         )
         local_rates, pulls = [], []
+        beams: dict[str, list[Pull]] = {mode: [] for mode in BEAM_WORKERS}
+        encoder_dir = layout.serving_root / MODEL / version
         with LocalServer(config, tmp_dir / "server.log").start([MODEL]) as server:
             # The first pull also pays the fresh server's warm-up (its first model calls at
             # this batch size), as the in-process figure's warm-up call does: printed apart.
             cold = pull(server.address, source, tmp_dir / "cold.npy", args)
-            for round_ in range(args.rounds):  # interleaved, so both see the same machine
+            for round_ in range(args.rounds):  # interleaved, so all see the same machine
                 local_rates.append(in_process_rows_per_second(encode, sample, args.batch_size))
                 pulls.append(pull(server.address, source, tmp_dir / f"codes{round_}.npy", args))
+                for i, mode in enumerate(BEAM_WORKERS):
+                    output = tmp_dir / f"beam{round_}-{i}"
+                    beams[mode].append(beam_job(encoder_dir, source, output, args, mode))
         rates = []
-        for run in (cold, *pulls):
+        for run in (cold, *pulls, *(job for jobs in beams.values() for job in jobs)):
             if run.code != 0:
-                print(f"a pull failed:\n{run.stderr}", file=sys.stderr)
+                print(f"a run failed:\n{run.stderr[-3000:]}", file=sys.stderr)
                 return 1
             rates.append(float(re.search(r"\((\d+) rows/s", run.stdout).group(1)))
+        beam_rates = {
+            mode: rates[1 + args.rounds * (1 + i) : 1 + args.rounds * (2 + i)]
+            for i, mode in enumerate(BEAM_WORKERS)
+        }
+        rates = rates[: 1 + args.rounds]
         cold_rate, pull_rates = rates[0], rates[1:]
         ratios = [ours / local for ours, local in zip(pull_rates, local_rates, strict=True)]
         whole = statistics.median(args.rows / run.seconds for run in pulls)
@@ -188,6 +226,26 @@ def main() -> int:
         print(
             f"peak RSS of the pull process: {peak_mb:.0f} MiB "
             f"(input file {input_mb:.0f} MiB: streamed, not loaded)"
+        )
+        one, two = (beam_rates[mode] for mode in BEAM_WORKERS)
+        for mode, found in beam_rates.items():
+            jobs = beams[mode]
+            print(
+                f"tfsp features --saved-model on Beam, {mode}, per round: "
+                + ", ".join(f"{r:.0f}" for r in found)
+                + " rows/s during the job; whole command "
+                + f"{statistics.median(args.rows / job.seconds for job in jobs):.0f} rows/s; "
+                + f"peak RSS of the main process {max(job.peak_mb for job in jobs):.0f} MiB"
+            )
+
+        def median_ratio(top: list[float], bottom: list[float]) -> float:
+            return statistics.median(a / b for a, b in zip(top, bottom, strict=True))
+
+        print(
+            f"ratios (median per round): Beam 1 worker / in-process "
+            f"{median_ratio(one, local_rates):.2f}; Beam 1 worker / gRPC pull "
+            f"{median_ratio(one, pull_rates):.2f}; Beam 2 workers / 1 worker "
+            f"{median_ratio(two, one):.2f}"
         )
     return 0
 

@@ -1,11 +1,13 @@
 """Our own small TFX components: hyper-parameters as an artifact, the anomaly gate, the
 reference model a claim is measured against, a pushed model as an input artifact, the
-Evaluator that accepts "no baseline yet", and the serving check before the Pusher."""
+Evaluator that accepts "no baseline yet", the serving check before the Pusher, and the
+features of a pushed encoder over every split."""
 
 import json
 import os
 from pathlib import Path
 
+import apache_beam as beam
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.components.evaluator import executor as evaluator_executor
@@ -259,3 +261,43 @@ def ServingCheck(  # noqa: N802 - TFX names component classes in CamelCase
     io_utils.write_string_file(os.path.join(blessing.uri, marker), result.reason)
     blessing.set_int_custom_property("blessed", int(result.servable))
     blessing.set_string_custom_property(SERVING_CHECK_REASON, result.reason)
+
+
+FEATURE_FILE_PREFIX = "data_tfrecord"  # as ExampleGen names its files, gzip-compressed
+FEATURES_ENCODED = "encoded"  # custom property: 1 when the examples carry the codes
+
+
+@tfx.dsl.components.component(use_beam=True)
+def FeatureGen(  # noqa: N802 - TFX names component classes in CamelCase
+    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    pushed_model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.PushedModel],
+    model_run: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelRun],
+    features: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Examples],
+    encoder: tfx.dsl.components.Parameter[str],
+    batch_size: tfx.dsl.components.Parameter[int] = 256,
+    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
+) -> None:
+    """Every split's tf.Examples with the pushed encoder's `codes` added as a feature.
+
+    The same Beam job as `tfsp features --saved-model` (serving.features_beam), on the
+    pipeline's Beam options, with the encoder the Trainer left in its model_run under
+    `encoder`. Only when the Pusher pushed: features of a model nobody serves would not
+    match what a client pulls. Then the output holds no split and `encoded` is 0.
+    """
+    from serving.features_beam import encode, read_rows, tfrecord_input, write_examples_with_codes
+
+    if pushed_model.get_int_custom_property("pushed") != 1:
+        features.split_names = artifact_utils.encode_split_names([])
+        features.set_int_custom_property(FEATURES_ENCODED, 0)
+        return
+    splits = artifact_utils.decode_split_names(examples.split_names)
+    saved_model = os.path.join(model_run.uri, encoder)
+    with beam_pipeline as pipeline:
+        for split in splits:
+            files = tfx.dsl.io.fileio.glob(os.path.join(examples.uri, f"Split-{split}", "*"))
+            rows = read_rows(pipeline, tfrecord_input(files, split), batch_size, f"{split}/")
+            encoded = encode(rows, saved_model, label=f"{split}/")
+            prefix = os.path.join(features.uri, f"Split-{split}", FEATURE_FILE_PREFIX)
+            write_examples_with_codes(encoded, prefix, ".gz", label=f"{split}/")
+    features.split_names = artifact_utils.encode_split_names(splits)
+    features.set_int_custom_property(FEATURES_ENCODED, 1)

@@ -27,6 +27,7 @@ from pipelines.components import (
     AnomalyGate,
     CompanionPusher,
     Evaluator,
+    FeatureGen,
     HyperparametersGen,
     PushedModelGen,
     ReferenceModelGen,
@@ -51,6 +52,7 @@ EVALUATOR = "Evaluator"
 SERVING_CHECK = "ServingCheck"
 PUSHER = "Pusher"
 COMPANION_PUSHER = "CompanionPusher"
+FEATURE_GEN = "FeatureGen"
 
 _COMMON_IDS = (
     EXAMPLE_GEN,
@@ -73,6 +75,7 @@ MODEL_STORE_READERS = (BASELINE_MODEL_GEN, BASE_MODEL_GEN)
 def component_ids(family: Family) -> tuple[str, ...]:
     """Every component of `family`'s pipeline (the Pipeline object orders them topologically)."""
     companion = (COMPANION_PUSHER,) if family.companions else ()
+    features = (FEATURE_GEN,) if family.feature_encoder else ()
     base = (BASE_MODEL_GEN,) if family.depends_on else ()
     return (
         *_COMMON_IDS,
@@ -83,6 +86,7 @@ def component_ids(family: Family) -> tuple[str, ...]:
         SERVING_CHECK,
         PUSHER,
         *companion,
+        *features,
     )
 
 
@@ -321,6 +325,15 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
                 serving_root=spec.serving_root,
                 companions=json.dumps([list(c) for c in family.companions]),
             ).with_id(COMPANION_PUSHER)
+        )
+    if family.feature_encoder:
+        components.append(
+            FeatureGen(
+                examples=example_gen.outputs["examples"],
+                pushed_model=pusher.outputs["pushed_model"],
+                model_run=trainer.outputs["model_run"],
+                encoder=family.feature_encoder,
+            ).with_id(FEATURE_GEN)
         )
     return tfx.dsl.Pipeline(
         pipeline_name=spec.pipeline_name,

@@ -50,6 +50,9 @@ class Family:
     evaluation_split: str = "eval"
     # Families whose pushed models this one reads (run first by `--family all`).
     depends_on: tuple[str, ...] = ()
+    # A model_run sub-folder holding an encoder SavedModel: once pushed, the FeatureGen step
+    # adds its codes to every split's examples (the Beam job of `tfsp features`).
+    feature_encoder: str = ""
 
     def served_models(self) -> tuple[str, ...]:
         """Names of the models this family pushes: its own name, then its companions'."""
@@ -136,6 +139,7 @@ FAMILIES: dict[str, Family] = {
         default_batch_size=32,
         companions=(("autoencoder_encoder", "encoder"),),
         evaluation_split="test",
+        feature_encoder="encoder",
     ),
 }
 

@@ -257,9 +257,14 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_features_beam(args: argparse.Namespace) -> int:
+    import logging
+
     from serving.features_beam import run_features_job
     from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
 
+    # A failing step is reported once, as our own one-line error; Beam would also log it
+    # with a worker traceback.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     result = run_features_job(
         args.saved_model,
         str(args.input),

@@ -7,7 +7,8 @@ ones the served encoder returns. DirectRunner in-process by default; `--beam-arg
 any Beam option (DataflowRunner, FlinkRunner, `--direct_num_workers`...).
 
 Inputs: TFRecords of tf.Examples with a 1,024-float `image` feature (what `tfsp data
-prepare` writes: a file, a folder or a glob), a .npy array, or a folder of images. Every row
+prepare` writes: a file, a folder or a glob, local or on gs://), a .npy array, or a folder of
+images. Every row
 keeps an id: `<file name>:<record>` for TFRecords, the row number for .npy, the relative
 path for images. Outputs, sharded, in a folder that appears only when the job succeeded:
 Parquet (`id`, `code_0`…) or TFRecords (each input tf.Example with a `codes` feature added;
@@ -15,7 +16,9 @@ TFRecord inputs only).
 """
 
 import atexit
+import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -38,17 +41,32 @@ from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 FORMATS = ("parquet", "tfrecord")
 CODES_FEATURE = "codes"
 METRICS_NAMESPACE = "tfsp_features"
-NPY_CHUNK_ROWS = 4096  # rows per .npy read task: the unit of parallelism for an array
+NPY_ROWS_PER_TASK = 4096  # the unit of parallelism for an array
+IMAGES_PER_TASK = 256  # ... and for a folder of images (TFRecords: one file a task)
 PROGRESS_SECONDS = 5.0
+
+
+class _NoMemoryProbeWarning(logging.Filter):
+    """Beam 2.77's RunInference warns on every batch that it cannot read the process's
+    memory: its optional model_manager import fails here and takes `resource` with it
+    (apache_beam/ml/inference/base.py). The figure only feeds a metric we do not read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resource module is not available" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_NoMemoryProbeWarning())
 
 
 class BadInput(ValueError):
     """A row or file the encoder cannot take; the message names the file."""
 
 
-# An element of the pipeline: (row id, image [32, 32, 1] float32, the input tf.Example's
-# serialized bytes or None for inputs that are not TFRecords).
-Row = tuple[str, np.ndarray, bytes | None]
+# An element of the pipeline: a chunk of up to --batch-size rows, (row ids, images
+# [n, 32, 32, 1] float32, the input tf.Examples serialized, or None for inputs that are not
+# TFRecords). Rows travel in chunks, not one by one: Beam's per-element cost (about 50 µs
+# here) would otherwise exceed the encoder's own per-row cost several times over.
+Chunk = tuple[list[str], np.ndarray, list[bytes] | None]
 
 
 def encoder_code_size(saved_model: Path) -> int:
@@ -76,53 +94,64 @@ def encoder_code_size(saved_model: Path) -> int:
     return int(dims[1].size)
 
 
-def _image(values: np.ndarray, where: str) -> np.ndarray:
-    if values.size != IMAGE_PIXELS:
-        raise BadInput(f"{where}: an image of {values.size} values; expected {IMAGE_PIXELS}")
-    return np.asarray(values, np.float32).reshape(IMAGE_SIZE, IMAGE_SIZE, 1)
-
-
-def read_tfrecord_file(path: str) -> Iterator[Row]:
-    """The rows of one TFRecord file of tf.Examples."""
+def read_tfrecord_file(path: str, chunk_rows: int) -> Iterator[Chunk]:
+    """The rows of one TFRecord file of tf.Examples (gzip when named *.gz), in chunks."""
     import tensorflow as tf
 
     name = os.path.basename(path)
-    index = 0
+    compression = "GZIP" if path.endswith(".gz") else ""  # TFX's ExampleGen writes .gz
+    spec = {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.float32)}
+    first = 0
+    records = tf.data.TFRecordDataset(path, compression).batch(chunk_rows)
     try:
-        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        for serialized in records:
+            where = f"{path}: records {first}-{first + len(serialized) - 1}"
             try:
-                example = tf.train.Example.FromString(record)
-            except Exception:  # protobuf's DecodeError and others for garbage
-                raise BadInput(f"{path}: record {index} is not a tf.Example") from None
-            feature = example.features.feature.get(IMAGE_KEY)
-            if feature is None or not feature.float_list.value:
-                raise BadInput(f"{path}: record {index} has no float feature {IMAGE_KEY!r}")
-            values = np.asarray(feature.float_list.value, np.float32)
-            yield f"{name}:{index}", _image(values, f"{path}: record {index}"), record
-            index += 1
+                images = tf.io.parse_example(serialized, spec)[IMAGE_KEY].numpy()
+            except tf.errors.InvalidArgumentError as exc:
+                raise BadInput(f"{where}: {_tf_reason(exc)}") from None
+            ids = [f"{name}:{i}" for i in range(first, first + len(images))]
+            yield ids, images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), list(serialized.numpy())
+            first += len(images)
     except tf.errors.OpError as exc:
-        raise BadInput(f"{path} is not a readable TFRecord file ({exc.message})") from None
+        raise BadInput(f"{path} is not a readable TFRecord file ({_tf_reason(exc)})") from None
 
 
-def read_npy_chunk(path: str, start: int, rows: int) -> Iterator[Row]:
-    """Rows [start, start + rows) of a .npy array."""
+_TF_NOISE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\]|Name: <unknown>, ")
+
+
+def _tf_reason(exc: BaseException) -> str:
+    """The op's own words from a TensorFlow error, on one line."""
+    message = getattr(exc, "message", str(exc)).split("\n\t [[", 1)[0]
+    return " ".join(_TF_NOISE.sub("", message).split())[:300]
+
+
+def read_npy_chunk(path: str, start: int, rows: int, chunk_rows: int) -> Iterator[Chunk]:
+    """Rows [start, start + rows) of a .npy array, in chunks."""
     from serving.feature_sources import NpySource
 
     source = NpySource(Path(path))
-    _, images = next(source.batches(start, rows))
-    for offset, image in enumerate(images):
-        yield str(start + offset), image, None
+    for first, images in source.batches(start, chunk_rows):
+        if first >= start + rows:
+            return
+        images = images[: start + rows - first]
+        yield [str(first + i) for i in range(len(images))], images, None
 
 
-def read_image(root: str, relative: str) -> Iterator[Row]:
-    """One image file, framed to 32×32 as `tfsp data prepare` frames a folder's images."""
+def read_images(root: str, relative: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
+    """Image files, each framed to 32×32 as `tfsp data prepare` frames a folder's images."""
     from tfsp.data.sources import fit_to_image_size, read_grey_image
 
-    try:
-        grey = read_grey_image(Path(root) / relative)
-    except UserError as exc:
-        raise BadInput(str(exc)) from None
-    yield relative, fit_to_image_size(grey[np.newaxis])[0][..., np.newaxis], None
+    for first in range(0, len(relative), chunk_rows):
+        names = list(relative[first : first + chunk_rows])
+        images = []
+        for name in names:
+            try:
+                grey = read_grey_image(Path(root) / name)
+            except UserError as exc:
+                raise BadInput(str(exc)) from None
+            images.append(fit_to_image_size(grey[np.newaxis])[0])
+        yield names, np.stack(images)[..., np.newaxis], None
 
 
 @dataclass(frozen=True)
@@ -136,40 +165,52 @@ class Input:
 
 def plan_input(path: str) -> Input:
     """List the input's read tasks before the job starts; UserError if there is nothing."""
-    from apache_beam.io.filesystems import FileSystems
-
     local = Path(path)
     if local.is_file() and local.suffix == ".npy":
         from serving.feature_sources import NpySource
 
         rows = NpySource(local).num_rows
-        tasks = [(path, s, min(NPY_CHUNK_ROWS, rows - s)) for s in range(0, rows, NPY_CHUNK_ROWS)]
+        step = NPY_ROWS_PER_TASK
+        tasks = [(path, first, min(step, rows - first)) for first in range(0, rows, step)]
         return Input("npy", tasks, f"{path} ({rows} rows)")
     if local.is_dir() and not any(local.glob("*.tfrecord")):
         from serving.feature_sources import ImageFolderSource
 
         images = ImageFolderSource(local)
         relative = images.ids(0, images.num_rows)
-        return Input("images", [(path, r) for r in relative], images.description)
+        tasks = [
+            (path, tuple(relative[i : i + IMAGES_PER_TASK]))
+            for i in range(0, len(relative), IMAGES_PER_TASK)
+        ]
+        return Input("images", tasks, images.description)
+    import tensorflow as tf
+
+    # TensorFlow's file systems: local paths and gs:// (what the workers read with tf.data)
     pattern = os.path.join(path, "*.tfrecord") if local.is_dir() else path
     try:
-        files = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-    except Exception as exc:  # Beam raises BeamIOError for a pattern with no match
-        raise UserError(f"input {path}: {exc}") from None
+        files = sorted(tf.io.gfile.glob(pattern))
+    except tf.errors.OpError as exc:
+        raise UserError(f"input {path}: {exc.message}") from None
     if not files:
         raise UserError(f"input {path}: no files match")
-    return Input("tfrecord", [(f,) for f in files], f"{path} ({len(files)} TFRecord files)")
+    return tfrecord_input(files, path)
 
 
-_READERS = {"tfrecord": read_tfrecord_file, "npy": read_npy_chunk, "images": read_image}
+def tfrecord_input(files: Sequence[str], description: str) -> Input:
+    """An Input reading these TFRecord files (plain, or gzip when named *.gz), one task each."""
+    return Input("tfrecord", [(f,) for f in files], f"{description} ({len(files)} TFRecord files)")
+
+
+_READERS = {"tfrecord": read_tfrecord_file, "npy": read_npy_chunk, "images": read_images}
 
 
 class EncoderHandler(ModelHandler):
-    """RunInference's model: the encoder's `predict_images` on a batch of rows, loaded once
-    per worker on TF Serving's load path."""
+    """RunInference's model: the encoder's `predict_images` on one chunk of rows at a time,
+    loaded once per worker on TF Serving's load path."""
 
-    def __init__(self, saved_model: str, batch_size: int) -> None:
-        super().__init__(min_batch_size=1, max_batch_size=batch_size)
+    def __init__(self, saved_model: str) -> None:
+        # Chunks are batches already: RunInference passes them on one by one.
+        super().__init__(min_batch_size=1, max_batch_size=1)
         self._saved_model = saved_model
         self._seen = 0
         self._started = self._reported = time.monotonic()
@@ -182,14 +223,17 @@ class EncoderHandler(ModelHandler):
         return servable
 
     def run_inference(
-        self, batch: Sequence[Row], model: Any, inference_args: dict | None = None
-    ) -> list[tuple[Row, np.ndarray]]:
-        images = np.stack([row[1] for row in batch])
-        codes = model.run(ENCODER_SIGNATURE, {ENCODER_INPUT: images}, [ENCODER_OUTPUT])
-        self._progress(len(batch))
-        return list(zip(batch, codes[ENCODER_OUTPUT], strict=True))
+        self, batch: Sequence[Chunk], model: Any, inference_args: dict | None = None
+    ) -> list[tuple[Chunk, np.ndarray]]:
+        encoded = []
+        for chunk in batch:
+            outputs = model.run(ENCODER_SIGNATURE, {ENCODER_INPUT: chunk[1]}, [ENCODER_OUTPUT])
+            encoded.append((chunk, outputs[ENCODER_OUTPUT]))
+            self._progress(len(chunk[0]))
+        return encoded
 
     def _progress(self, rows: int) -> None:
+        Metrics.counter(METRICS_NAMESPACE, "rows").inc(rows)
         self._seen += rows
         now = time.monotonic()
         if now - self._reported >= PROGRESS_SECONDS:
@@ -205,6 +249,47 @@ class EncoderHandler(ModelHandler):
         return METRICS_NAMESPACE
 
 
+def read_rows(
+    pipeline: beam.Pipeline, plan: Input, chunk_rows: int, label: str = ""
+) -> beam.PCollection:
+    """The input's rows in chunks of `chunk_rows`, read by the workers task by task (labels
+    prefixed by `label`)."""
+    reader = _READERS[plan.kind]
+    return (
+        pipeline
+        | f"{label}ReadTasks" >> beam.Create([(*t, chunk_rows) for t in plan.tasks], reshuffle=True)
+        | f"{label}ReadRows" >> beam.FlatMapTuple(reader)
+    )
+
+
+def encode(rows: beam.PCollection, saved_model: str, label: str = "") -> beam.PCollection:
+    """(chunk, codes [n, code]) for every chunk, through RunInference."""
+    return rows | f"{label}Encode" >> RunInference(EncoderHandler(saved_model))
+
+
+def write_parquet(encoded: beam.PCollection, prefix: str, code_size: int) -> None:
+    """Parquet shards `<prefix>-*.parquet` of (id, code_0…)."""
+    schema = _parquet_schema(code_size)
+    _ = (
+        encoded
+        | "ToTables" >> beam.MapTuple(lambda chunk, codes: _parquet_table(chunk, codes, schema))
+        | "WriteParquet"
+        >> beam.io.WriteToParquetBatched(prefix, schema, file_name_suffix=".parquet")
+    )
+
+
+def write_examples_with_codes(
+    encoded: beam.PCollection, prefix: str, suffix: str, label: str = ""
+) -> None:
+    """TFRecord shards `<prefix>-*<suffix>` of the input tf.Examples with `codes` added
+    (gzip-compressed when `suffix` ends in .gz)."""
+    _ = (
+        encoded
+        | f"{label}AddCodes" >> beam.FlatMapTuple(_examples_with_codes)
+        | f"{label}WriteTFRecord" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=suffix)
+    )
+
+
 def _parquet_schema(code_size: int) -> Any:
     import pyarrow as pa
 
@@ -213,20 +298,21 @@ def _parquet_schema(code_size: int) -> Any:
     )
 
 
-def _parquet_row(encoded: tuple[Row, np.ndarray]) -> dict:
-    (row_id, _, _), codes = encoded
-    record = {"id": row_id}
-    record.update({f"code_{i}": float(v) for i, v in enumerate(codes)})
-    return record
+def _parquet_table(chunk: Chunk, codes: np.ndarray, schema: Any) -> Any:
+    import pyarrow as pa
+
+    columns = [pa.array(chunk[0], pa.string())]
+    columns += [pa.array(codes[:, i], pa.float32()) for i in range(codes.shape[1])]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _example_with_codes(encoded: tuple[Row, np.ndarray]) -> bytes:
+def _examples_with_codes(chunk: Chunk, codes: np.ndarray) -> Iterator[bytes]:
     import tensorflow as tf
 
-    (_, _, serialized), codes = encoded
-    example = tf.train.Example.FromString(serialized)
-    example.features.feature[CODES_FEATURE].float_list.value.extend(codes.tolist())
-    return example.SerializeToString()
+    for serialized, row in zip(chunk[2], codes, strict=True):
+        example = tf.train.Example.FromString(serialized)
+        example.features.feature[CODES_FEATURE].float_list.value.extend(row.tolist())
+        yield example.SerializeToString()
 
 
 @dataclass
@@ -265,52 +351,32 @@ def run_features_job(
     staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.partial"
     staging.mkdir()
     started = time.monotonic()
-    reader = _READERS[plan.kind]
     try:
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
-            encoded = (
-                pipeline
-                | "ReadTasks" >> beam.Create(plan.tasks, reshuffle=True)
-                | "ReadRows" >> beam.FlatMapTuple(reader)
-                | "CountRows" >> beam.Map(_counted)
-                | "Encode" >> RunInference(EncoderHandler(str(saved_model), batch_size))
-            )
+            encoded = encode(read_rows(pipeline, plan, batch_size), str(saved_model))
             prefix = str(staging / "part")
             if output_format == "parquet":
-                _ = (
-                    encoded
-                    | "ToRecords" >> beam.Map(_parquet_row)
-                    | "Write"
-                    >> beam.io.WriteToParquet(
-                        prefix, _parquet_schema(code_size), file_name_suffix=".parquet"
-                    )
-                )
+                write_parquet(encoded, prefix, code_size)
             else:
-                _ = (
-                    encoded
-                    | "AddCodes" >> beam.Map(_example_with_codes)
-                    | "Write" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord")
-                )
+                write_examples_with_codes(encoded, prefix, ".tfrecord")
         result = pipeline.result
         counters = result.metrics().query(MetricsFilter().with_name("rows"))["counters"]
         rows = int(sum(c.committed or c.attempted or 0 for c in counters))
     except BadInput as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(str(exc)) from None
+        raise UserError(_BEAM_STEP.sub("", str(exc))) from None
     except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
         cause = _bad_input_in(exc)
         if cause is not None:
             raise UserError(cause) from None
         raise UserError(f"the Beam job failed: {_first_line(exc)}") from exc
+    if rows == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"input {input_path} holds no rows ({plan.description})")
     os.rename(staging, output)
     files = sorted(str(p) for p in output.iterdir())
     return BeamResult(rows, time.monotonic() - started, files, code_size)
-
-
-def _counted(row: Row) -> Row:
-    Metrics.counter(METRICS_NAMESPACE, "rows").inc()
-    return row
 
 
 def _first_line(exc: BaseException) -> str:
@@ -330,5 +396,8 @@ def _bad_input_in(exc: BaseException) -> str | None:
     marker = "BadInput: "
     text = str(exc)
     if marker in text:
-        return text.split(marker, 1)[1].splitlines()[0].strip(" '\"[]")
+        return _BEAM_STEP.sub("", text.split(marker, 1)[1].splitlines()[0]).strip(" '\"")
     return None
+
+
+_BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]")

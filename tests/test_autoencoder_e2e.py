@@ -71,6 +71,43 @@ def test_figure_of_originals_and_reconstructions_is_written(blessed):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _feature_splits(home) -> dict[str, list[tf.train.Example]]:
+    (output,) = (home / "pipelines" / "tfsp-autoencoder" / "FeatureGen" / "features").iterdir()
+    return {
+        split.name.removeprefix("Split-"): [
+            tf.train.Example.FromString(record.numpy())
+            for record in tf.data.TFRecordDataset([str(f) for f in split.glob("*.gz")], "GZIP")
+        ]
+        for split in sorted(output.glob("Split-*"))
+    }
+
+
+def test_feature_gen_adds_the_pushed_encoders_codes_to_every_split(blessed, digits_dir):
+    home, result = blessed
+    assert "FeatureGen" in result.stderr
+    (version,) = _versions(home, "autoencoder_encoder")
+    encoder = tf.saved_model.load(str(home / "serving" / "autoencoder_encoder" / version))
+    splits = _feature_splits(home)
+    assert sorted(splits) == ["eval", "test", "train"]
+    for split, examples in splits.items():
+        images, labels = read_split(digits_dir / split / "data.tfrecord")
+        assert len(examples) == len(images), split
+        pixels = np.stack(
+            [np.asarray(e.features.feature["image"].float_list.value, np.float32) for e in examples]
+        )
+        codes = np.stack(
+            [np.asarray(e.features.feature["codes"].float_list.value, np.float32) for e in examples]
+        )
+        assert codes.shape == (len(images), 8)
+        expected = encoder.signatures["predict_images"](
+            images=tf.constant(pixels.reshape(-1, 32, 32, 1))
+        )["codes"]
+        np.testing.assert_allclose(codes, expected.numpy(), atol=1e-5)
+        assert sorted(int(e.features.feature["label"].int64_list.value[0]) for e in examples) == (
+            sorted(labels.tolist())
+        )
+
+
 def test_an_autoencoder_that_loses_to_pca_pushes_nothing(tmp_path, digits_dir):
     result = run_pipeline(
         "autoencoder", digits_dir, "--epochs", "1", "--learning-rate", "1e-5", home=tmp_path
@@ -80,6 +117,8 @@ def test_an_autoencoder_that_loses_to_pca_pushes_nothing(tmp_path, digits_dir):
     assert "PCA" in result.stderr
     assert _versions(tmp_path, "autoencoder") == []
     assert _versions(tmp_path, "autoencoder_encoder") == []
+    features = tmp_path / "pipelines" / "tfsp-autoencoder" / "FeatureGen"
+    assert not list(features.rglob("Split-*"))  # no features of a model nobody serves
 
 
 def test_main_job_serves_what_was_pushed_and_pulls_features(blessed, digits_dir, capsys):

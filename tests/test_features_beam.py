@@ -159,7 +159,10 @@ def _wrong_size(tmp_path: Path) -> Path:
     "make_input, words",
     [
         (_not_tfrecord, "notes.tfrecord is not a readable TFRecord file"),
-        (_no_image_feature, "labels-only.tfrecord: record 0 has no float feature 'image'"),
+        (
+            _no_image_feature,
+            "labels-only.tfrecord: records 0-0: Feature: image (data type: float) is required",
+        ),
         (_wrong_size, "mnist-sized.npy has shape [4, 28, 28]; expected"),
     ],
     ids=["not-tfrecord", "missing-feature", "wrong-image-size"],

@@ -3,8 +3,9 @@
 tests/kfp_launcher.py plays the backend's driver and launcher on this machine (untyped
 inputs, executor-logs, a MinIO root with downloads and uploads); every step runs the package's
 own command in its own process. The CNN runs first and pushes; the transfer family then takes
-that CNN as its base model; a second CNN run is compared with the first one's model. What is
-not reproduced (mounts, images, Argo) is listed there.
+that CNN as its base model; a second CNN run is compared with the first one's model; the
+autoencoder's run ends with FeatureGen, a Beam step. What is not reproduced (mounts, images,
+Argo) is listed there.
 """
 
 import shutil
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.e2e
 
 # A short run with a matching floor, as in test_pipeline_e2e.py.
 SHORT = {"epochs": 4}
+# Enough for the autoencoder (code size 32) to beat PCA and push: 40 epochs did by 11% here.
+AUTOENCODER = {"epochs": 60}
 GATE = 0.5
 
 
@@ -47,7 +50,7 @@ def cluster(tmp_path_factory, digits_dir):
         gate_lower_bound=GATE,
     )
     packages = {}
-    for family in ("cnn", "transfer"):
+    for family in ("cnn", "transfer", "autoencoder"):
         packages[family] = root / f"{family}.yaml"
         write_kfp_package(packages[family], *kfp_package(family, "unused:image", options))
     return root, packages
@@ -154,3 +157,23 @@ def test_tfx_own_entrypoint_fails_where_the_backend_fails_it(cluster, tmp_path):
     with pytest.raises(StepFailed, match="(?s)exited 1.*Could not import system.Artifact"):
         run.run(unadapted, SHORT)
     assert run.outputs == {}  # the first step already failed
+
+
+def test_autoencoder_package_pushes_and_adds_the_codes_to_every_split(cluster):
+    import tensorflow as tf
+
+    root, packages = cluster
+    run = PackageRun(root / "autoencoder-run", DEFAULT_PIPELINE_ROOT)
+    run.run(packages["autoencoder"], AUTOENCODER)
+    assert run.outputs["Pusher"]["pushed_model"]["metadata"]["pushed"] == 1
+    features = run.outputs["FeatureGen"]["features"]
+    assert features["metadata"]["encoded"] == 1
+    assert run.not_uploaded == []
+    stored = run.store / "minio" / features["uri"].removeprefix("minio://")
+    assert sorted(p.name for p in stored.iterdir()) == ["Split-eval", "Split-test", "Split-train"]
+    files = [str(f) for f in (stored / "Split-test").glob("*.gz")]
+    examples = [
+        tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, "GZIP")
+    ]
+    assert len(examples) == 270
+    assert all(len(e.features.feature["codes"].float_list.value) == 32 for e in examples)
