@@ -203,7 +203,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         default="autoencoder_encoder",
         help="encoder model name (default: autoencoder_encoder)",
     )
-    parser.add_argument("--input", required=True, type=Path, help="images to encode")
+    # str, not Path: Path would fold gs://bucket into gs:/bucket
+    parser.add_argument("--input", required=True, help="images to encode")
     parser.add_argument(
         "--output",
         required=True,
@@ -218,7 +219,6 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     )
     where.add_argument(
         "--saved-model",
-        type=Path,
         help="no server: run this encoder SavedModel (a version folder) in Apache Beam workers "
         "over the whole input (RunInference; DirectRunner in-process unless --beam-arg says)",
     )
@@ -267,7 +267,7 @@ def _cmd_features_beam(args: argparse.Namespace) -> int:
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     result = run_features_job(
         args.saved_model,
-        str(args.input),
+        args.input,
         args.output,
         output_format=args.format,
         batch_size=args.batch_size,
@@ -301,7 +301,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from serving.feature_store import check_output
 
     check_output(args.output)
-    source = open_source(args.input)
+    source = open_source(Path(args.input))
     with ServingClient(args.server, timeout=args.timeout) as client:
         result = pull_features(
             source,

@@ -69,14 +69,24 @@ class BadInput(ValueError):
 Chunk = tuple[list[str], np.ndarray, list[bytes] | None]
 
 
-def encoder_code_size(saved_model: Path) -> int:
-    """The code size of the encoder SavedModel; UserError if it is not one."""
-    from serving.servable import LoadError, _meta_graph
+def encoder_code_size(saved_model: str) -> int:
+    """The code size of the encoder SavedModel (a local or gs:// folder); UserError if it
+    is not one."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
 
+    pb = os.path.join(saved_model, "saved_model.pb")
     try:
-        graph = _meta_graph(saved_model, {"serve"})
-    except LoadError as exc:
-        raise UserError(f"--saved-model {saved_model}: {exc}") from None
+        with tf.io.gfile.GFile(pb, "rb") as f:
+            saved = saved_model_pb2.SavedModel.FromString(f.read())
+    except tf.errors.OpError as exc:
+        raise UserError(f"--saved-model {saved_model}: cannot read {pb} ({exc.message})") from None
+    except Exception:  # protobuf's DecodeError and others for garbage
+        raise UserError(f"--saved-model {saved_model}: {pb} is not a SavedModel") from None
+    graphs = [g for g in saved.meta_graphs if set(g.meta_info_def.tags) == {"serve"}]
+    if not graphs:
+        raise UserError(f"--saved-model {saved_model}: no MetaGraph tagged 'serve'")
+    graph = graphs[0]
     signature = graph.signature_def.get(ENCODER_SIGNATURE)
     if (
         signature is None
@@ -326,7 +336,7 @@ class BeamResult:
 
 
 def run_features_job(
-    saved_model: Path,
+    saved_model: str,
     input_path: str,
     output: Path,
     *,
@@ -353,7 +363,7 @@ def run_features_job(
     started = time.monotonic()
     try:
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
-            encoded = encode(read_rows(pipeline, plan, batch_size), str(saved_model))
+            encoded = encode(read_rows(pipeline, plan, batch_size), saved_model)
             prefix = str(staging / "part")
             if output_format == "parquet":
                 write_parquet(encoded, prefix, code_size)
