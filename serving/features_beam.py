@@ -7,12 +7,12 @@ ones the served encoder returns. DirectRunner in-process by default; `--beam-arg
 any Beam option (DataflowRunner, FlinkRunner, `--direct_num_workers`...).
 
 Inputs: TFRecords of tf.Examples with a 1,024-float `image` feature (what `tfsp data
-prepare` writes: a file, a folder or a glob, local or on gs://), a .npy array, or a folder of
-images. Every row
-keeps an id: `<file name>:<record>` for TFRecords, the row number for .npy, the relative
-path for images. Outputs, sharded, in a folder that appears only when the job succeeded:
-Parquet (`id`, `code_0`…) or TFRecords (each input tf.Example with a `codes` feature added;
-TFRecord inputs only).
+prepare` writes), Parquet with `id` and `image` columns (a file, a folder or a glob, local or
+on gs://), a .npy array, or a folder of images. Every row keeps an id: `<file
+name>:<record>` for TFRecords, the `id` column for Parquet, the row number for .npy, the
+relative path for images. Outputs, sharded, in a folder that appears only when the job
+succeeded: Parquet (`id`, `code_0`…) or TFRecords (each input tf.Example with a `codes`
+feature added; TFRecord inputs only).
 """
 
 import atexit
@@ -148,6 +148,37 @@ def read_npy_chunk(path: str, start: int, rows: int, chunk_rows: int) -> Iterato
         yield [str(first + i) for i in range(len(images))], images, None
 
 
+def read_parquet_file(path: str, chunk_rows: int) -> Iterator[Chunk]:
+    """The rows of one Parquet file with an `id` column and an `image` column of 1,024
+    floats per row, in chunks."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    try:
+        # Whole-file reads through TensorFlow's file systems (gs:// too): pyarrow cannot
+        # take a GFile, and one shard of a sharded data set fits in memory.
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            data = handle.read()
+        table = pq.read_table(pa.BufferReader(data), columns=["id", IMAGE_KEY])
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise BadInput(
+            f"{path} is not a Parquet file with 'id' and {IMAGE_KEY!r} columns ({exc})"
+        ) from None
+    for batch in table.to_batches(max_chunksize=chunk_rows):
+        first = batch.to_pydict()
+        ids = [str(row_id) for row_id in first["id"]]
+        try:
+            images = np.asarray(first[IMAGE_KEY], np.float32)
+        except ValueError:
+            images = np.zeros((0,))
+        if images.ndim != 2 or images.shape[1] != IMAGE_PIXELS:
+            raise BadInput(
+                f"{path}: rows {ids[0]}…: each {IMAGE_KEY!r} must hold {IMAGE_PIXELS} floats"
+            )
+        yield ids, images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), None
+
+
 def read_images(root: str, relative: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
     """Image files, each framed to 32×32 as `tfsp data prepare` frames a folder's images."""
     from tfsp.data.sources import fit_to_image_size, read_grey_image
@@ -168,9 +199,19 @@ def read_images(root: str, relative: tuple[str, ...], chunk_rows: int) -> Iterat
 class Input:
     """What the driver found to read; `tasks` are the units the workers share."""
 
-    kind: str  # "tfrecord", "npy" or "images"
+    kind: str  # "tfrecord", "parquet", "npy" or "images"
     tasks: list[tuple]
     description: str
+
+
+def _glob(pattern: str, path: str) -> list[str]:
+    import tensorflow as tf
+
+    # TensorFlow's file systems: local paths and gs:// (what the workers read with)
+    try:
+        return sorted(tf.io.gfile.glob(pattern))
+    except tf.errors.OpError as exc:
+        raise UserError(f"input {path}: {exc.message}") from None
 
 
 def plan_input(path: str) -> Input:
@@ -183,6 +224,11 @@ def plan_input(path: str) -> Input:
         step = NPY_ROWS_PER_TASK
         tasks = [(path, first, min(step, rows - first)) for first in range(0, rows, step)]
         return Input("npy", tasks, f"{path} ({rows} rows)")
+    if (local.is_dir() and any(local.glob("*.parquet"))) or path.endswith(".parquet"):
+        files = _glob(os.path.join(path, "*.parquet") if local.is_dir() else path, path)
+        if not files:
+            raise UserError(f"input {path}: no files match")
+        return Input("parquet", [(f,) for f in files], f"{path} ({len(files)} Parquet files)")
     if local.is_dir() and not any(local.glob("*.tfrecord")):
         from serving.feature_sources import ImageFolderSource
 
@@ -193,14 +239,7 @@ def plan_input(path: str) -> Input:
             for i in range(0, len(relative), IMAGES_PER_TASK)
         ]
         return Input("images", tasks, images.description)
-    import tensorflow as tf
-
-    # TensorFlow's file systems: local paths and gs:// (what the workers read with tf.data)
-    pattern = os.path.join(path, "*.tfrecord") if local.is_dir() else path
-    try:
-        files = sorted(tf.io.gfile.glob(pattern))
-    except tf.errors.OpError as exc:
-        raise UserError(f"input {path}: {exc.message}") from None
+    files = _glob(os.path.join(path, "*.tfrecord") if local.is_dir() else path, path)
     if not files:
         raise UserError(f"input {path}: no files match")
     return tfrecord_input(files, path)
@@ -211,7 +250,12 @@ def tfrecord_input(files: Sequence[str], description: str) -> Input:
     return Input("tfrecord", [(f,) for f in files], f"{description} ({len(files)} TFRecord files)")
 
 
-_READERS = {"tfrecord": read_tfrecord_file, "npy": read_npy_chunk, "images": read_images}
+_READERS = {
+    "tfrecord": read_tfrecord_file,
+    "parquet": read_parquet_file,
+    "npy": read_npy_chunk,
+    "images": read_images,
+}
 
 
 class EncoderHandler(ModelHandler):

@@ -134,6 +134,34 @@ def test_npy_and_image_folder_inputs_keep_their_ids(encoder, tmp_path):
     assert sorted(ids) == ["sub/0.png", "sub/1.png", "sub/2.png"]
 
 
+def test_parquet_input_keeps_its_id_column(encoder, tmp_path):
+    import pyarrow as pa
+
+    array = np.random.default_rng(3).random((40, 1024), dtype=np.float32)
+    table = pa.table({"id": [f"img-{i:03d}" for i in range(40)], "image": list(array)})
+    folder = tmp_path / "table"
+    folder.mkdir()
+    pq.write_table(table.slice(0, 25), folder / "a.parquet")
+    pq.write_table(table.slice(25), folder / "b.parquet")
+    result = _features(
+        "--saved-model", str(encoder), "--input", str(folder), "--output", str(tmp_path / "out")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ids, codes = _parquet(tmp_path / "out")
+    order = np.argsort(ids)
+    assert sorted(ids) == [f"img-{i:03d}" for i in range(40)]
+    expected = _encode(encoder, array.reshape(-1, 32, 32, 1))
+    np.testing.assert_allclose(codes[order], expected, atol=ATOL)
+
+
+def _no_image_column(tmp_path: Path) -> Path:
+    import pyarrow as pa
+
+    path = tmp_path / "ids-only.parquet"
+    pq.write_table(pa.table({"id": [1, 2]}), path)
+    return path
+
+
 def _not_tfrecord(tmp_path: Path) -> Path:
     path = tmp_path / "notes.tfrecord"
     path.write_text("this is not a TFRecord file\n" * 10)
@@ -164,8 +192,9 @@ def _wrong_size(tmp_path: Path) -> Path:
             "labels-only.tfrecord: records 0-0: Feature: image (data type: float) is required",
         ),
         (_wrong_size, "mnist-sized.npy has shape [4, 28, 28]; expected"),
+        (_no_image_column, "ids-only.parquet is not a Parquet file with 'id' and 'image' columns"),
     ],
-    ids=["not-tfrecord", "missing-feature", "wrong-image-size"],
+    ids=["not-tfrecord", "missing-feature", "wrong-image-size", "parquet-without-images"],
 )
 def test_bad_input_is_one_error_line_and_no_output(encoder, tmp_path, make_input, words):
     output = tmp_path / "codes"
