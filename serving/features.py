@@ -273,10 +273,14 @@ def _cmd_features_beam(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         beam_args=args.beam_arg or IN_PROCESS_BEAM_ARGS,
     )
+    rate = (
+        f"{result.rows / max(result.seconds, 1e-9):.0f} rows/s"
+        if result.rows is not None
+        else "the runner reported no row count"
+    )
     print(
         f"wrote {args.output}: {result.rows} rows × {result.code_size} codes in "
-        f"{len(result.files)} file(s), {result.seconds:.1f} s "
-        f"({result.rows / max(result.seconds, 1e-9):.0f} rows/s)"
+        f"{len(result.files)} file(s), {result.seconds:.1f} s ({rate})"
     )
     return 0
 

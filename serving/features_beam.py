@@ -371,9 +371,9 @@ def _examples_with_codes(chunk: Chunk, codes: np.ndarray) -> Iterator[bytes]:
 
 @dataclass
 class BeamResult:
-    """What a Beam features job did."""
+    """What a Beam features job did (`rows` None: the runner reported no metrics)."""
 
-    rows: int
+    rows: int | None
     seconds: float
     files: list[str]
     code_size: int
@@ -405,6 +405,28 @@ def run_features_job(
     staging = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.partial"
     staging.mkdir()
     started = time.monotonic()
+    try:  # the staging folder goes, whatever stops the job (Ctrl-C included)
+        rows = _run_job(plan, saved_model, staging, output_format, code_size, batch_size, beam_args)
+        if rows == 0:
+            raise UserError(f"input {input_path} holds no rows ({plan.description})")
+        os.rename(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files = sorted(str(p) for p in output.iterdir())
+    return BeamResult(rows, time.monotonic() - started, files, code_size)
+
+
+def _run_job(
+    plan: Input,
+    saved_model: str,
+    staging: Path,
+    output_format: str,
+    code_size: int,
+    batch_size: int,
+    beam_args: Sequence[str],
+) -> int | None:
+    """Run the Beam job into `staging`; the rows it encoded (None if the runner reports no
+    metrics); one-line UserErrors for every failure."""
     try:
         with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
             encoded = encode(read_rows(pipeline, plan, batch_size), saved_model)
@@ -413,24 +435,19 @@ def run_features_job(
                 write_parquet(encoded, prefix, code_size)
             else:
                 write_examples_with_codes(encoded, prefix, ".tfrecord")
-        result = pipeline.result
-        counters = result.metrics().query(MetricsFilter().with_name("rows"))["counters"]
-        rows = int(sum(c.committed or c.attempted or 0 for c in counters))
     except BadInput as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         raise UserError(_BEAM_STEP.sub("", str(exc))) from None
     except Exception as exc:
-        shutil.rmtree(staging, ignore_errors=True)
         cause = _bad_input_in(exc)
         if cause is not None:
             raise UserError(cause) from None
         raise UserError(f"the Beam job failed: {_first_line(exc)}") from exc
-    if rows == 0:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"input {input_path} holds no rows ({plan.description})")
-    os.rename(staging, output)
-    files = sorted(str(p) for p in output.iterdir())
-    return BeamResult(rows, time.monotonic() - started, files, code_size)
+    try:
+        query = pipeline.result.metrics().query(MetricsFilter().with_name("rows"))
+    except Exception:  # a runner without metrics support
+        return None
+    counters = query["counters"]
+    return int(sum(c.committed or c.attempted or 0 for c in counters)) if counters else None
 
 
 def _first_line(exc: BaseException) -> str:
