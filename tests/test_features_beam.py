@@ -64,6 +64,15 @@ def _parquet(folder: Path) -> tuple[list[str], np.ndarray]:
     return table["id"], codes
 
 
+def _encoded(encoder: Path, source: Path, output: Path) -> tuple[list[str], np.ndarray]:
+    """Run `tfsp features --saved-model` on `source`; the (ids, codes) it wrote."""
+    result = _features(
+        "--saved-model", str(encoder), "--input", str(source), "--output", str(output)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _parquet(output)
+
+
 @pytest.mark.parametrize("workers", ["in-memory", "two processes"])
 def test_codes_equal_the_encoder_row_for_row(encoder, digits_dir, tmp_path, workers):
     output = tmp_path / "codes"
@@ -111,12 +120,7 @@ def test_npy_and_image_folder_inputs_keep_their_ids(encoder, tmp_path):
     rng = np.random.default_rng(2)
     array = rng.random((50, 32, 32), dtype=np.float32)
     np.save(tmp_path / "rows.npy", array)
-    result = _features(
-        "--saved-model", str(encoder), "--input", str(tmp_path / "rows.npy"),
-        "--output", str(tmp_path / "from-npy"),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ids, codes = _parquet(tmp_path / "from-npy")
+    ids, codes = _encoded(encoder, tmp_path / "rows.npy", tmp_path / "from-npy")
     order = np.argsort([int(i) for i in ids])
     assert sorted(int(i) for i in ids) == list(range(50))
     np.testing.assert_allclose(codes[order], _encode(encoder, array[..., None]), atol=ATOL)
@@ -125,12 +129,7 @@ def test_npy_and_image_folder_inputs_keep_their_ids(encoder, tmp_path):
     folder.mkdir(parents=True)
     for i in range(3):
         Image.fromarray((array[i] * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    result = _features(
-        "--saved-model", str(encoder), "--input", str(tmp_path / "pictures"),
-        "--output", str(tmp_path / "from-images"),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    ids, _ = _parquet(tmp_path / "from-images")
+    ids, _ = _encoded(encoder, tmp_path / "pictures", tmp_path / "from-images")
     assert sorted(ids) == ["sub/0.png", "sub/1.png", "sub/2.png"]
 
 
@@ -143,11 +142,7 @@ def test_parquet_input_keeps_its_id_column(encoder, tmp_path):
     folder.mkdir()
     pq.write_table(table.slice(0, 25), folder / "a.parquet")
     pq.write_table(table.slice(25), folder / "b.parquet")
-    result = _features(
-        "--saved-model", str(encoder), "--input", str(folder), "--output", str(tmp_path / "out")
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    ids, codes = _parquet(tmp_path / "out")
+    ids, codes = _encoded(encoder, folder, tmp_path / "out")
     order = np.argsort(ids)
     assert sorted(ids) == [f"img-{i:03d}" for i in range(40)]
     expected = _encode(encoder, array.reshape(-1, 32, 32, 1))
