@@ -225,7 +225,7 @@ def test_wrong_image_shape_is_refused_before_any_request(tmp_path):
         "--input", str(src), "--output", str(out), server_address=f"127.0.0.1:{free_port()}"
     )
     assert result.returncode == 1
-    assert "has shape [0, 28, 28]; expected [n, 32, 32]" in result.stderr
+    assert "in.npy has shape [5, 28, 28]; expected [n, 32, 32]" in result.stderr  # its real shape
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
