@@ -9,8 +9,9 @@ cancels requests that clients sent before the signal. `drain` shuts down in thre
    transports hold no more), for at most `INTAKE_SECONDS`;
 2. refusal: a new call is held, then gets UNAVAILABLE (503 over REST), once arrivals stop
    again or after at most `REFUSAL_SECONDS`. Holding it keeps a client that retries at once
-   from arriving again and again, so the transports are empty when the server closes (gRPC
-   would cancel, not refuse, a call arriving at that moment);
+   from arriving again and again, so the transports are empty when the server closes. gRPC
+   cancels, not refuses, a call that arrives at that very moment: clients that keep sending
+   new calls regardless (open loop) can still see that, rarely;
 3. close: the listeners close, and the calls in progress finish within what is left of the
    grace period (gRPC's own stop, aiohttp's shutdown). Calls still running then are
    cancelled (gRPC answers them UNAVAILABLE "Cancelling all calls").
@@ -29,7 +30,7 @@ log = logging.getLogger("serving")
 QUIET_SECONDS = 0.05
 QUIET_STEPS = 5  # the loop is checked every QUIET_SECONDS / QUIET_STEPS
 INTAKE_SECONDS = 1.0
-REFUSAL_SECONDS = 0.5
+REFUSAL_SECONDS = 2.0  # closed-loop clients are all held well before; a cap for open-loop ones
 CLOSE_STEP_SECONDS = 0.01  # the servers' first step of closing runs before this is up
 SHUTTING_DOWN = "Server is shutting down; not accepting new requests"
 
