@@ -72,21 +72,12 @@ Chunk = tuple[list[str], np.ndarray, list[bytes] | None]
 def encoder_code_size(saved_model: str) -> int:
     """The code size of the encoder SavedModel (a local or gs:// folder); UserError if it
     is not one."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
+    from serving.servable import LoadError, read_meta_graph
 
-    pb = os.path.join(saved_model, "saved_model.pb")
     try:
-        with tf.io.gfile.GFile(pb, "rb") as f:
-            saved = saved_model_pb2.SavedModel.FromString(f.read())
-    except tf.errors.OpError as exc:
-        raise UserError(f"--saved-model {saved_model}: cannot read {pb} ({exc.message})") from None
-    except Exception:  # protobuf's DecodeError and others for garbage
-        raise UserError(f"--saved-model {saved_model}: {pb} is not a SavedModel") from None
-    graphs = [g for g in saved.meta_graphs if set(g.meta_info_def.tags) == {"serve"}]
-    if not graphs:
-        raise UserError(f"--saved-model {saved_model}: no MetaGraph tagged 'serve'")
-    graph = graphs[0]
+        graph = read_meta_graph(saved_model, {"serve"})
+    except LoadError as exc:
+        raise UserError(f"--saved-model {saved_model}: {exc}") from None
     signature = graph.signature_def.get(ENCODER_SIGNATURE)
     if (
         signature is None

@@ -11,9 +11,9 @@ never fills, which TF Serving cannot (production-facts.md, keras-team/keras#1927
 
 import dataclasses
 import logging
+import os
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -132,13 +132,18 @@ class Servable:
         self.session.close()
 
 
-def _meta_graph(path: Path, tags: set[str]) -> meta_graph_pb2.MetaGraphDef:
-    pb = path / "saved_model.pb"
-    if not pb.is_file():
+def read_meta_graph(path: str, tags: set[str]) -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraph tagged `tags` in the SavedModel folder `path` (local or any file system
+    TensorFlow reads, gs:// included); LoadError (one line) if there is none."""
+    pb = os.path.join(str(path), "saved_model.pb")
+    if not tf.io.gfile.exists(pb):
         raise LoadError(f"no saved_model.pb in {path}")
     saved = saved_model_pb2.SavedModel()
     try:
-        saved.ParseFromString(pb.read_bytes())
+        with tf.io.gfile.GFile(pb, "rb") as f:
+            saved.ParseFromString(f.read())
+    except tf.errors.OpError as exc:
+        raise LoadError(f"cannot read {pb}: {exc.message}") from None
     except Exception:  # the protobuf runtime raises several types for garbage input
         raise LoadError(f"{pb} is not a SavedModel protobuf") from None
     for graph in saved.meta_graphs:
@@ -171,13 +176,13 @@ def load_servable(
     variables that nothing restored loads (as in TF Serving) and fails its first call;
     warmup (serving.warmup) is what catches that before the version becomes available.
     """
-    folder = Path(path)
-    _meta_graph(folder, set(tags))  # clear errors for a missing or garbled file first
+    folder = str(path)  # not Path: it would fold gs://bucket into gs:/bucket
+    read_meta_graph(folder, set(tags))  # clear errors for a missing or garbled file first
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=session_options.config())
     try:
         with graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), str(folder))
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), folder)
     except Exception as exc:
         session.close()
         raise LoadError(f"loading {folder} failed: {_one_line(exc)}") from exc
@@ -185,7 +190,7 @@ def load_servable(
     return Servable(
         name=name,
         version=version,
-        path=str(folder),
+        path=folder,
         signature_defs=dict(meta_graph.signature_def),
         session=session,
     )
