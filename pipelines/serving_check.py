@@ -14,14 +14,14 @@ import logging
 import tempfile
 from pathlib import Path
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 
 from pipelines.model_config import build_models_config
-from serving.client import ServingClient
+from serving import tensors
+from serving.client import ClientError, ServingClient
 from serving.launcher import LocalServer, ModelNotServable
 from serving.warmup import WARMUP_FILE
 
@@ -84,16 +84,16 @@ def _replay(
     function = loaded.signatures[signature]  # type: ignore[attr-defined]
     where = f"{name} {signature}"
     if kind == "predict_log":
-        response = client.prediction.Predict(request, timeout=60)
+        response = client.send("Predict", request)
         local = function(**{k: tf.constant(v) for k, v in _tensors(request.inputs).items()})
-        served = _tensors(response.outputs)
+        served = {key: tensors.to_numpy(key, proto) for key, proto in response.outputs.items()}
         keys = list(request.output_filter) or sorted(local)
         if sorted(served) != sorted(keys):
             raise _Mismatch(f"{where}: served outputs {sorted(served)}, expected {keys}")
         for key in keys:
             _compare(f"{where} {key}", served[key], local[key].numpy())
     elif kind == "classify_log":
-        response = client.prediction.Classify(request, timeout=60)
+        response = client.send("Classify", request)
         serialized = [e.SerializeToString() for e in request.input.example_list.examples]
         (input_key,) = function.structured_input_signature[1]
         local = function(**{input_key: tf.constant(serialized)})
@@ -133,8 +133,8 @@ def check_servable(
                     for record in records[name]:
                         _replay(client, name, loaded, record)
                         sent += 1
-        except grpc.RpcError as exc:
-            return CheckResult(False, f"{exc.code().name}: {exc.details()}", sent)
+        except ClientError as exc:
+            return CheckResult(False, str(exc), sent)
         except _Mismatch as exc:
             return CheckResult(False, str(exc), sent)
         finally:

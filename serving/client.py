@@ -1,5 +1,9 @@
 """The one client of the model server (and of TF Serving): gRPC stubs, and REST over HTTP.
 
+It needs neither TensorFlow nor `tensorflow-serving-api`: messages are serving.protos'
+rebuilt classes, wire-compatible with TF Serving's (tests/test_protos.py), so `pip install
+tfsp` without the [full] extra is enough to call a server.
+
 Addresses default to localhost:8500 (gRPC) and localhost:8501 (REST), overridable with
 `TFSP_SERVER` / `TFSP_REST_SERVER` or explicitly. Failures raise ClientError carrying the
 status name and the server's message.
@@ -9,25 +13,34 @@ import http.client
 import json
 import os
 import urllib.parse
+from typing import TypeVar
 
 import grpc
 import numpy as np
-from tensorflow.core.example import example_pb2
-from tensorflow_serving.apis import (
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_management_pb2,
-    model_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-    regression_pb2,
-)
-from tensorflow_serving.config import model_server_config_pb2
+from google.protobuf.message import Message
 
-from serving import tensors
+from serving import protos, tensors
 from serving.predict_wire import predict_request_bytes
+
+M = TypeVar("M", bound=Message)
+_PREDICTION = "/tensorflow.serving.PredictionService/"
+_MODELS = "/tensorflow.serving.ModelService/"
+# Every method of the two services: (path prefix, response class).
+_METHODS = {
+    "Predict": (_PREDICTION, protos.PredictResponse),
+    "Classify": (_PREDICTION, protos.ClassificationResponse),
+    "Regress": (_PREDICTION, protos.RegressionResponse),
+    "MultiInference": (_PREDICTION, protos.MultiInferenceResponse),
+    "GetModelMetadata": (_PREDICTION, protos.GetModelMetadataResponse),
+    "GetModelStatus": (_MODELS, protos.GetModelStatusResponse),
+    "HandleReloadConfigRequest": (_MODELS, protos.ReloadConfigResponse),
+}
+
+
+def _serialize(request: Message | bytes) -> bytes:
+    # Bytes pass through: Predict requests come already serialized from predict_wire.
+    return request if isinstance(request, bytes) else request.SerializeToString()
+
 
 DEFAULT_SERVER = "localhost:8500"
 DEFAULT_REST_SERVER = "localhost:8501"
@@ -54,11 +67,11 @@ class ClientError(Exception):
 
 def model_spec(
     name: str, version: int | None = None, label: str | None = None, signature: str = ""
-) -> model_pb2.ModelSpec:
+) -> protos.ModelSpec:
     """A ModelSpec addressing a version by number, by label, or the latest."""
     if version is not None and label:
         raise ValueError("give a version or a label, not both")
-    spec = model_pb2.ModelSpec(name=name, signature_name=signature)
+    spec = protos.ModelSpec(name=name, signature_name=signature)
     if version is not None:
         spec.version.value = version
     elif label:
@@ -88,14 +101,12 @@ class ServingClient:
                 ("grpc.lb_policy_name", "round_robin"),
             ],
         )
-        self.prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        # Predict with a request already serialized by predict_wire (no serializer: bytes).
-        self._predict_bytes = self._channel.unary_unary(
-            "/tensorflow.serving.PredictionService/Predict",
-            request_serializer=None,
-            response_deserializer=predict_pb2.PredictResponse.FromString,
-        )
-        self.models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._stubs = {
+            name: self._channel.unary_unary(
+                path + name, request_serializer=_serialize, response_deserializer=cls.FromString
+            )
+            for name, (path, cls) in _METHODS.items()
+        }
 
     def close(self) -> None:
         """Close the channel."""
@@ -107,11 +118,19 @@ class ServingClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: object, request: object) -> object:
+    def _call(self, method: str, request: Message | bytes) -> Message:
         try:
-            return method(request, timeout=self.timeout)  # type: ignore[operator]
+            return self._stubs[method](request, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise ClientError(exc.code().name, exc.details() or "") from None
+
+    def send(self, method: str, request: Message | bytes) -> Message:
+        """Call one method by name (e.g. "Predict") with a request of any class that has the
+        method's request type (TensorFlow's own, a replayed warmup record's, or bytes);
+        returns the rebuilt response class."""
+        if method not in self._stubs:
+            raise ValueError(f"unknown method {method!r}; one of {sorted(self._stubs)}")
+        return self._call(method, request)
 
     def predict(
         self,
@@ -122,13 +141,13 @@ class ServingClient:
         version: int | None = None,
         label: str | None = None,
         output_filter: list[str] | None = None,
-    ) -> tuple[model_pb2.ModelSpec, dict[str, np.ndarray]]:
+    ) -> tuple[protos.ModelSpec, dict[str, np.ndarray]]:
         """Predict; returns (the ModelSpec that answered, outputs as arrays)."""
-        request = predict_pb2.PredictRequest(
+        request = protos.PredictRequest(
             model_spec=model_spec(model, version, label, signature),
             output_filter=output_filter or [],
         )
-        response = self._call(self._predict_bytes, predict_request_bytes(request, inputs))
+        response = self._call("Predict", predict_request_bytes(request, inputs))
         outputs = {
             key: tensors.to_numpy(key, proto)
             for key, proto in response.outputs.items()  # type: ignore[attr-defined]
@@ -138,71 +157,84 @@ class ServingClient:
     def classify(
         self,
         model: str,
-        examples: list[example_pb2.Example],
+        examples: list[Message],
         *,
         signature: str = "",
         version: int | None = None,
         label: str | None = None,
-    ) -> classification_pb2.ClassificationResponse:
-        """Classify tf.Examples."""
-        request = classification_pb2.ClassificationRequest()
+    ) -> protos.ClassificationResponse:
+        """Classify tf.Examples (rebuilt or TensorFlow's own `tf.train.Example`)."""
+        request = protos.ClassificationRequest()
         self._fill_example_request(request, model, examples, signature, version, label)
-        return self._call(self.prediction.Classify, request)  # type: ignore[return-value]
+        return self._call("Classify", request)  # type: ignore[return-value]
 
     def regress(
         self,
         model: str,
-        examples: list[example_pb2.Example],
+        examples: list[Message],
         *,
         signature: str = "",
         version: int | None = None,
         label: str | None = None,
-    ) -> regression_pb2.RegressionResponse:
-        """Regress tf.Examples."""
-        request = regression_pb2.RegressionRequest()
+    ) -> protos.RegressionResponse:
+        """Regress tf.Examples (rebuilt or TensorFlow's own `tf.train.Example`)."""
+        request = protos.RegressionRequest()
         self._fill_example_request(request, model, examples, signature, version, label)
-        return self._call(self.prediction.Regress, request)  # type: ignore[return-value]
+        return self._call("Regress", request)  # type: ignore[return-value]
+
+    def multi_inference(self, request: Message) -> protos.MultiInferenceResponse:
+        """MultiInference: several classify/regress tasks of one model on the same input."""
+        return self._call(  # type: ignore[return-value]
+            "MultiInference", rebuilt(request, protos.MultiInferenceRequest)
+        )
 
     @staticmethod
     def _fill_example_request(
-        request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
+        request: protos.ClassificationRequest | protos.RegressionRequest,
         model: str,
-        examples: list[example_pb2.Example],
+        examples: list[Message],
         signature: str,
         version: int | None,
         label: str | None,
     ) -> None:
         # Classify and Regress requests have the same two fields.
         request.model_spec.CopyFrom(model_spec(model, version, label, signature))
-        request.input.example_list.examples.extend(examples)
+        request.input.example_list.examples.extend(rebuilt(e, protos.Example) for e in examples)
 
     def metadata(
         self, model: str, *, version: int | None = None, label: str | None = None
-    ) -> tuple[model_pb2.ModelSpec, dict]:
+    ) -> tuple[protos.ModelSpec, dict]:
         """(ModelSpec, {signature name: SignatureDef}) of a version."""
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
+        request = protos.GetModelMetadataRequest(
             model_spec=model_spec(model, version, label), metadata_field=["signature_def"]
         )
-        response = self._call(self.prediction.GetModelMetadata, request)
-        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response = self._call("GetModelMetadata", request)
+        signatures = protos.SignatureDefMap()
         response.metadata["signature_def"].Unpack(signatures)  # type: ignore[attr-defined]
         return response.model_spec, dict(signatures.signature_def)  # type: ignore[attr-defined]
 
     def status(
         self, model: str, *, version: int | None = None, label: str | None = None
-    ) -> get_model_status_pb2.GetModelStatusResponse:
+    ) -> protos.GetModelStatusResponse:
         """GetModelStatus."""
-        request = get_model_status_pb2.GetModelStatusRequest(
-            model_spec=model_spec(model, version, label)
-        )
-        return self._call(self.models.GetModelStatus, request)  # type: ignore[return-value]
+        request = protos.GetModelStatusRequest(model_spec=model_spec(model, version, label))
+        return self._call("GetModelStatus", request)  # type: ignore[return-value]
 
-    def reload_config(
-        self, config: model_server_config_pb2.ModelServerConfig
-    ) -> model_management_pb2.ReloadConfigResponse:
-        """HandleReloadConfigRequest."""
-        request = model_management_pb2.ReloadConfigRequest(config=config)
-        return self._call(self.models.HandleReloadConfigRequest, request)  # type: ignore[return-value]
+    def reload_config(self, config: Message) -> protos.ReloadConfigResponse:
+        """HandleReloadConfigRequest with a ModelServerConfig (rebuilt or TF Serving's)."""
+        request = protos.ReloadConfigRequest(config=rebuilt(config, protos.ModelServerConfig))
+        return self._call("HandleReloadConfigRequest", request)  # type: ignore[return-value]
+
+
+def rebuilt(message: Message, cls: type[M]) -> M:
+    """`message` as the rebuilt class `cls`: itself, or re-read from its bytes if it is
+    another class of the same message (TensorFlow's, say)."""
+    if isinstance(message, cls):
+        return message
+    name = message.DESCRIPTOR.full_name
+    if name != cls.DESCRIPTOR.full_name:
+        raise TypeError(f"expected a {cls.DESCRIPTOR.full_name}, got a {name}")
+    return cls.FromString(message.SerializeToString())
 
 
 def _model_path(model: str, version: int | None, label: str | None) -> str:

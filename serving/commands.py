@@ -172,11 +172,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 for v in reply.get("model_version_status", [])
             ]
         else:
-            from tensorflow_serving.apis import get_model_status_pb2
+            from serving import protos
 
             with ServingClient(args.server, timeout=args.timeout) as client:
                 response = client.status(args.model, version=args.version, label=args.label)
-            states = get_model_status_pb2.ModelVersionStatus.State
+            states = protos.ModelVersionStatus.State
             rows = [
                 (
                     v.version,

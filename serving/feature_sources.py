@@ -98,12 +98,23 @@ class NpySource(FeatureSource):
                 yield first, _as_images(flat.reshape(count, *self._row_shape), str(self._path))
 
 
+def _tensorflow(path: Path):  # noqa: ANN202 (the tensorflow module, imported lazily)
+    # TF's own reader checks every record's CRC32C; the light client install has no TF.
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise UserError(
+            f"{path}: reading TFRecord files needs TensorFlow, which the light client install "
+            "leaves out (pip install 'tfsp[full]'); or pass a .npy file or an image folder"
+        ) from None
+    return tf
+
+
 class TFRecordSource(FeatureSource):
     """The TFRecord files `tfsp data prepare` writes (a file, or a split's folder)."""
 
     def __init__(self, path: Path) -> None:
-        import tensorflow as tf
-
+        tf = _tensorflow(path)
         files = sorted(path.glob("*.tfrecord")) if path.is_dir() else [path]
         if not files:
             raise UserError(f"{path} holds no .tfrecord files")

@@ -10,10 +10,8 @@ in its `tensor_content` field. Any protobuf parser reads the result as the same 
 """
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import predict_pb2
 
-from serving import tensors
+from serving import protos, tensors
 
 # Field numbers and wire type 2 (length-delimited) of the fields written by hand.
 _PREDICT_INPUTS = 2  # PredictRequest.inputs, map<string, TensorProto>
@@ -27,7 +25,7 @@ def _field_head(number: int, length: int) -> bytes:
 
 def _input_entry(name: str, array: np.ndarray) -> list[bytes]:
     """One `inputs` map entry for a numeric array, as parts to join."""
-    header = tensor_pb2.TensorProto(dtype=tensors.dtype_enum(array))
+    header = protos.TensorProto(dtype=tensors.dtype_enum(array))
     for size in array.shape:
         header.tensor_shape.dim.add(size=size)
     content = np.ascontiguousarray(array).tobytes()
@@ -39,9 +37,7 @@ def _input_entry(name: str, array: np.ndarray) -> list[bytes]:
     return [_field_head(_PREDICT_INPUTS, entry_length), entry_head, tensor, content]
 
 
-def predict_request_bytes(
-    request: predict_pb2.PredictRequest, inputs: dict[str, np.ndarray]
-) -> bytes:
+def predict_request_bytes(request: protos.PredictRequest, inputs: dict[str, np.ndarray]) -> bytes:
     """`request` (model spec, output filter) with `inputs` added, serialized.
 
     Strings and arrays without a TF dtype go through protobuf as usual (and get its errors).
@@ -49,7 +45,7 @@ def predict_request_bytes(
     parts: list[bytes] = []
     for name, value in inputs.items():
         array = np.asarray(value)
-        if tensors.dtype_enum(array) in (types_pb2.DT_STRING, types_pb2.DT_INVALID):
+        if tensors.dtype_enum(array) in (tensors.DT_STRING, tensors.DT_INVALID):
             tensors.from_numpy(array, request.inputs[name], as_content=True)
         else:
             parts.extend(_input_entry(name, array))

@@ -9,25 +9,31 @@ import math
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
+from serving import protos
 from serving.errors import ServingError, invalid
+
+# The DataType enum's numbers (DT_FLOAT = 1, ...), from the rebuilt protos: this module is
+# shared by the server (TensorFlow's own message classes) and the light client (the rebuilt
+# ones), and works on either, since both have the same fields.
+_DT = {value.name: value.number for value in protos.DATA_TYPE.values}
+DT_INVALID, DT_STRING = _DT["DT_INVALID"], _DT["DT_STRING"]
 
 # dtype enum -> (numpy dtype, repeated value field)
 _DTYPES: dict[int, tuple[np.dtype, str]] = {
-    types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val"),
-    types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val"),
-    types_pb2.DT_HALF: (np.dtype(np.float16), "half_val"),
-    types_pb2.DT_INT8: (np.dtype(np.int8), "int_val"),
-    types_pb2.DT_INT16: (np.dtype(np.int16), "int_val"),
-    types_pb2.DT_INT32: (np.dtype(np.int32), "int_val"),
-    types_pb2.DT_INT64: (np.dtype(np.int64), "int64_val"),
-    types_pb2.DT_UINT8: (np.dtype(np.uint8), "int_val"),
-    types_pb2.DT_UINT16: (np.dtype(np.uint16), "int_val"),
-    types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
-    types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
-    types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
-    types_pb2.DT_STRING: (np.dtype(object), "string_val"),
+    _DT["DT_FLOAT"]: (np.dtype(np.float32), "float_val"),
+    _DT["DT_DOUBLE"]: (np.dtype(np.float64), "double_val"),
+    _DT["DT_HALF"]: (np.dtype(np.float16), "half_val"),
+    _DT["DT_INT8"]: (np.dtype(np.int8), "int_val"),
+    _DT["DT_INT16"]: (np.dtype(np.int16), "int_val"),
+    _DT["DT_INT32"]: (np.dtype(np.int32), "int_val"),
+    _DT["DT_INT64"]: (np.dtype(np.int64), "int64_val"),
+    _DT["DT_UINT8"]: (np.dtype(np.uint8), "int_val"),
+    _DT["DT_UINT16"]: (np.dtype(np.uint16), "int_val"),
+    _DT["DT_UINT32"]: (np.dtype(np.uint32), "uint32_val"),
+    _DT["DT_UINT64"]: (np.dtype(np.uint64), "uint64_val"),
+    _DT["DT_BOOL"]: (np.dtype(np.bool_), "bool_val"),
+    DT_STRING: (np.dtype(object), "string_val"),
 }
 _BY_NUMPY = {dtype: enum for enum, (dtype, _) in _DTYPES.items()}
 _VALUE_FIELDS = sorted({field for _, field in _DTYPES.values()})
@@ -45,10 +51,8 @@ _SHOWN_DIMS = 8  # a refused shape's dimensions shown in a message (a status is 
 
 def dtype_name(enum: int) -> str:
     """'DT_FLOAT' for 1, and so on."""
-    try:
-        return types_pb2.DataType.Name(enum)
-    except ValueError:
-        return f"DT_<{enum}>"
+    value = protos.DATA_TYPE.values_by_number.get(enum)
+    return value.name if value is not None else f"DT_<{enum}>"
 
 
 def numpy_dtype(enum: int) -> np.dtype | None:
@@ -60,8 +64,8 @@ def numpy_dtype(enum: int) -> np.dtype | None:
 def dtype_enum(array: np.ndarray) -> int:
     """The TF dtype enum of a numpy array (strings are object or bytes arrays)."""
     if array.dtype.kind in ("O", "S", "U"):
-        return types_pb2.DT_STRING
-    return _BY_NUMPY.get(array.dtype, types_pb2.DT_INVALID)
+        return DT_STRING
+    return _BY_NUMPY.get(array.dtype, DT_INVALID)
 
 
 def _debug_string(dims: tuple[int, ...]) -> str:
@@ -71,7 +75,7 @@ def _debug_string(dims: tuple[int, ...]) -> str:
     return "[" + ",".join(map(str, dims)) + "]"
 
 
-def _shape(name: str, proto: tensor_shape_pb2.TensorShapeProto) -> tuple[tuple[int, ...], int]:
+def _shape(name: str, proto: protos.TensorShapeProto) -> tuple[tuple[int, ...], int]:
     """The dimensions and element count of a request tensor's shape, checked as
     TensorShape::IsValidShape checks it (tensor_shape.cc) and for what numpy can hold."""
     if proto.unknown_rank:
@@ -105,7 +109,7 @@ def _shape(name: str, proto: tensor_shape_pb2.TensorShapeProto) -> tuple[tuple[i
     return dims, count
 
 
-def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
+def to_numpy(name: str, proto: protos.TensorProto) -> np.ndarray:
     """Decode one request TensorProto; INVALID_ARGUMENT naming `name` if malformed."""
     entry = _DTYPES.get(proto.dtype)
     if entry is None:
@@ -176,8 +180,8 @@ def to_numpy(name: str, proto: tensor_pb2.TensorProto) -> np.ndarray:
 # Packed repeated fixed-width fields of TensorProto whose wire bytes are the array's own
 # little-endian bytes: (field number, numpy dtype).
 _PACKED_FIXED = {
-    types_pb2.DT_FLOAT: (5, np.dtype("<f4")),
-    types_pb2.DT_DOUBLE: (6, np.dtype("<f8")),
+    _DT["DT_FLOAT"]: (5, np.dtype("<f4")),
+    _DT["DT_DOUBLE"]: (6, np.dtype("<f8")),
 }
 
 
@@ -201,7 +205,7 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _packed_fixed_values(proto: tensor_pb2.TensorProto) -> np.ndarray:
+def _packed_fixed_values(proto: protos.TensorProto) -> np.ndarray:
     """`float_val` or `double_val` read from the message's wire bytes.
 
     Iterating the repeated field makes a Python float per element: ~35 µs for one 32x32
@@ -239,23 +243,23 @@ def length_delimited_head(number: int, length: int) -> bytes:
 
 
 def from_numpy(
-    array: np.ndarray, proto: tensor_pb2.TensorProto | None = None, *, as_content: bool = False
-) -> tensor_pb2.TensorProto:
+    array: np.ndarray, proto: protos.TensorProto | None = None, *, as_content: bool = False
+) -> protos.TensorProto:
     """Encode an output array as TF Serving does: typed value fields by default.
 
     TF Serving writes outputs with Tensor::AsProtoField (`float_val`, `int64_val`, ...) unless
     started with --enable_serialization_as_tensor_content (predict_util.cc). Strings always
     go to `string_val`.
     """
-    proto = proto if proto is not None else tensor_pb2.TensorProto()
+    proto = proto if proto is not None else protos.TensorProto()
     array = np.asarray(array)
     enum = dtype_enum(array)
-    if enum == types_pb2.DT_INVALID:
+    if enum == DT_INVALID:
         raise ServingError(grpc.StatusCode.INTERNAL, f"cannot encode output dtype {array.dtype}")
     proto.dtype = enum
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
-    if enum == types_pb2.DT_STRING:
+    if enum == DT_STRING:
         proto.string_val.extend(
             v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()
         )
@@ -267,7 +271,7 @@ def from_numpy(
         number, wire_dtype = _PACKED_FIXED[enum]
         payload = np.ascontiguousarray(array, dtype=wire_dtype).tobytes()
         proto.MergeFromString(length_delimited_head(number, len(payload)) + payload)
-    elif enum == types_pb2.DT_HALF:
+    elif enum == _DT["DT_HALF"]:
         proto.half_val.extend(array.ravel().view(np.uint16).tolist())
     elif array.size:
         getattr(proto, _DTYPES[enum][1]).extend(array.ravel().tolist())
