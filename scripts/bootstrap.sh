@@ -56,6 +56,6 @@ fi
 
 echo "==> installing pinned dependencies (first run: about 3 minutes, ~3.5 GB)" >&2
 "$venv/bin/python" -m pip install --quiet --upgrade "pip==$(grep -E '^pip==' "$root/constraints.txt" | cut -d= -f3)"
-"$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root[dev]"
+"$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root[full,dev]"
 echo "$want" >"$stamp"
 echo "==> environment ready: $venv" >&2

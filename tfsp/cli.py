@@ -15,6 +15,18 @@ from pathlib import Path
 
 from tfsp.errors import UserError, one_line
 
+# Modules the bare `pip install tfsp` leaves out, and the extra that brings each
+# (pyproject.toml): [client] for images and Parquet, [full] for everything else.
+_EXTRA_OF_MODULE = {
+    "PIL": "client",
+    "pyarrow": "client",
+    **dict.fromkeys(
+        ("tensorflow", "tensorflow_serving", "tfx", "tfx_bsl", "apache_beam", "keras", "sklearn",
+         "aiohttp", "prometheus_client", "matplotlib", "ml_metadata", "kfp"),
+        "full",
+    ),
+}  # fmt: skip
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (plus where to look), not a usage dump."""
@@ -706,6 +718,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        extra = _EXTRA_OF_MODULE.get((missing or "").split(".")[0])
+        if extra:
+            print(
+                f"error: this command needs the {extra} install (no module {missing!r}): "
+                f"pip install 'tfsp[{extra}]'; the light install (tfsp[client]) runs the "
+                "client commands only (predict, status, metadata, features against a server)",
+                file=sys.stderr,
+            )
+            return 1
         if verbose:
             traceback.print_exc()
         print(f"error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
