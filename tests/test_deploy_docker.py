@@ -83,14 +83,17 @@ def test_project_is_installed_at_the_path_the_compiled_specs_expect():
 
 
 def test_dependencies_match_pyproject_and_come_from_the_lock():
-    # The dependency layer repeats pyproject's list (so code edits do not reinstall it); any
+    # The dependency layer repeats pyproject's lists (so code edits do not reinstall it); any
     # drift between the two must fail here.
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     build = " ".join(_stages()["build"])
     match = re.search(r"pip install --no-cache-dir -c constraints\.txt (.*?) RUN", build)
     assert match, build
     listed = {token.strip('"') for token in match.group(1).split()}
-    assert listed == set(project["dependencies"])
+    # The images hold the full install: the base list and the [client] and [full] extras.
+    extras = project["optional-dependencies"]
+    wanted = set(project["dependencies"]) | set(extras["client"]) | set(extras["full"])
+    assert listed == {name for name in wanted if not name.startswith("tfsp[")}
     assert '"tensorflow[and-cuda]==2.21.0"' in build  # the GPU variant's extra
 
 
