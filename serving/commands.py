@@ -11,6 +11,9 @@ from pathlib import Path
 from tfsp.errors import UserError, one_line
 
 PREDICT_SIGNATURE = "predict_images"
+# Image files go as they are to the signature that decodes and frames them in the model.
+IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
+IMAGE_BYTES_INPUT = "image_bytes"
 
 
 def _add_address_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,17 +48,26 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     predict = subparsers.add_parser(
         "predict",
-        help="classify a 32×32 digit image with a served model",
-        description="Send one image (PNG/JPEG, resized to 32×32 grey) or a .npy array "
-        "([32,32], [32,32,1], [N,32,32,1], [1024] or [N,1024], values in [0,1]) to the "
-        f"model's '{PREDICT_SIGNATURE}' signature and print each image's class.",
+        help="classify digit images with a served model",
+        description="Send an image file (PNG/JPEG/GIF/BMP, any size, grey or colour, dark ink "
+        f"on light or the reverse) to the model's '{IMAGE_BYTES_SIGNATURE}' signature, which "
+        "frames it in the model as the training images were framed; or a .npy array of "
+        "32×32 pixels ([32,32], [32,32,1], [N,32,32,1], [1024] or [N,1024], values in [0,1], "
+        f"ink bright) to '{PREDICT_SIGNATURE}'. Prints each image's class.",
     )
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="an image file")
     source.add_argument("--npy", type=Path, help="a numpy .npy file")
-    predict.add_argument("--invert", action="store_true", help="the image is dark ink on light")
     predict.add_argument(
-        "--signature", default=PREDICT_SIGNATURE, help=f"signature (default {PREDICT_SIGNATURE})"
+        "--invert",
+        action="store_true",
+        help="with --npy: the arrays are dark ink on light (an --image's polarity is detected "
+        "by the model)",
+    )
+    predict.add_argument(
+        "--signature",
+        help=f"signature (default {IMAGE_BYTES_SIGNATURE} for --image, {PREDICT_SIGNATURE} "
+        "for --npy)",
     )
     _add_address_flags(predict)
     predict.set_defaults(handler=_cmd_predict)
@@ -81,30 +93,39 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run(options)
 
 
-def _load_images(args: argparse.Namespace):  # returns a numpy array (imported lazily)
+def _load_inputs(args: argparse.Namespace) -> tuple[str, str, object]:
+    """(signature, input name, value): the image file's bytes, or the .npy's pixels."""
     import numpy as np
 
-    if args.npy is not None:
+    if args.image is not None:
+        if args.invert:
+            raise UserError("--invert applies to --npy only: the model detects an image's polarity")
         try:
-            array = np.load(args.npy, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {args.npy}: {one_line(exc)}") from None
-        array = np.asarray(array, dtype=np.float32)
-        if array.size % 1024 or array.size == 0:
-            raise UserError(f"{args.npy}: shape {list(array.shape)} is not N×32×32 pixels")
-        return array.reshape(-1, 32, 32, 1)
-    from PIL import Image
-
-    from tfsp.data.sources import fit_to_image_size
-
+            encoded = args.image.read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read image {args.image}: {exc.strerror or exc}") from None
+        value = np.empty(1, dtype=object)
+        value[0] = encoded
+        return args.signature or IMAGE_BYTES_SIGNATURE, IMAGE_BYTES_INPUT, value
     try:
-        with Image.open(args.image) as image:
-            grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UserError(f"cannot read image {args.image}: {one_line(exc)}") from None
+        array = np.load(args.npy, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {args.npy}: {one_line(exc)}") from None
+    array = np.asarray(array, dtype=np.float32)
+    if array.size % 1024 or array.size == 0:
+        raise UserError(f"{args.npy}: shape {list(array.shape)} is not N×32×32 pixels")
     if args.invert:
-        grey = 1.0 - grey
-    return fit_to_image_size(grey[np.newaxis])[..., np.newaxis]
+        array = 1.0 - array
+    return args.signature or PREDICT_SIGNATURE, "images", array.reshape(-1, 32, 32, 1)
+
+
+def _rest_instances(value: object) -> list:
+    # TF Serving's JSON for bytes: {"b64": ...}, one per row.
+    import base64
+
+    if value.dtype == object:  # type: ignore[attr-defined]
+        return [{"b64": base64.b64encode(row).decode()} for row in value]  # type: ignore[attr-defined]
+    return value.tolist()  # type: ignore[attr-defined]
 
 
 def _describe(spec_version: object, args: argparse.Namespace) -> str:
@@ -116,7 +137,7 @@ def _describe(spec_version: object, args: argparse.Namespace) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    images = _load_images(args)
+    signature, input_name, value = _load_inputs(args)
     from serving.client import ClientError, RestClient, ServingClient
 
     try:
@@ -124,8 +145,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             client = RestClient(args.rest_server, timeout=args.timeout)
             reply = client.predict(
                 args.model,
-                instances=images.tolist(),
-                signature=args.signature,
+                instances=_rest_instances(value),
+                signature=signature,
                 version=args.version,
                 label=args.label,
             )
@@ -136,8 +157,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             with ServingClient(args.server, timeout=args.timeout) as client:
                 spec, outputs = client.predict(
                     args.model,
-                    {"images": images},
-                    signature=args.signature,
+                    {input_name: value},
+                    signature=signature,
                     version=args.version,
                     label=args.label,
                 )
@@ -147,7 +168,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     except (KeyError, TypeError) as exc:
         raise UserError(f"unexpected response (no {one_line(exc)})") from None
-    print(f"model {args.model} {answered} ({args.signature}, {via})")
+    print(f"model {args.model} {answered} ({signature}, {via})")
     for index, row in enumerate(probabilities):
         best = max(range(len(row)), key=row.__getitem__)
         print(f"image {index}: class {best}  p={row[best]:.3f}")

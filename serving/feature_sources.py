@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfsp.data.sources import IMAGE_EXTENSIONS, fit_to_image_size, read_grey_image
+from tfsp.data.sources import IMAGE_EXTENSIONS
 from tfsp.errors import UserError
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 
@@ -27,9 +27,11 @@ class FeatureSource:
     description: str
     num_rows: int
     fingerprint: str  # changes when the input changes, so a stale checkpoint is refused
+    # Batches hold encoded image files (bytes) rather than [n, 32, 32, 1] pixels.
+    sends_image_files = False
 
     def batches(self, start: int, batch_size: int) -> Iterator[Batch]:  # pragma: no cover
-        """Yield (first row, images) from row `start` on."""
+        """Yield (first row, images or encoded image files) from row `start` on."""
         raise NotImplementedError
 
     def ids(self, start: int, stop: int) -> list:
@@ -140,8 +142,23 @@ class TFRecordSource(FeatureSource):
             raise UserError(f"bad TFRecord near row {first}: {exc.message}") from exc
 
 
+def image_file_bytes(paths: list[Path]) -> np.ndarray:
+    """The files' contents as a bytes array (a DT_STRING tensor); UserError naming a file
+    that cannot be read."""
+    contents = np.empty(len(paths), dtype=object)
+    for row, path in enumerate(paths):
+        try:
+            contents[row] = path.read_bytes()
+        except OSError as exc:
+            raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    return contents
+
+
 class ImageFolderSource(FeatureSource):
-    """Every PNG/JPEG under a folder (sorted by path); ids are the relative paths."""
+    """Every PNG/JPEG under a folder (sorted by path), as encoded bytes; ids are the
+    relative paths."""
+
+    sends_image_files = True
 
     def __init__(self, path: Path) -> None:
         self._root = path
@@ -158,16 +175,9 @@ class ImageFolderSource(FeatureSource):
         super().__init__(f"{path} ({len(self._files)} images)", len(self._files), listing[:16])
 
     def batches(self, start: int, batch_size: int) -> Iterator[Batch]:
+        # The files' bytes, as they are: the model decodes and frames them.
         for first in range(start, self.num_rows, batch_size):
-            chunk = self._files[first : first + batch_size]
-            greys = [read_grey_image(p) for p in chunk]
-            sizes = {g.shape for g in greys}
-            if len(sizes) != 1:
-                raise UserError(
-                    f"images {chunk[0]}… differ in size {sorted(sizes)}; "
-                    "resize them to one size first"
-                )
-            yield first, fit_to_image_size(np.stack(greys)).reshape(-1, 32, 32, 1)
+            yield first, image_file_bytes(self._files[first : first + batch_size])
 
     def ids(self, start: int, stop: int) -> list:
         return [str(p.relative_to(self._root)) for p in self._files[start:stop]]

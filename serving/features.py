@@ -30,6 +30,20 @@ T = TypeVar("T")
 ENCODER_SIGNATURE = "predict_images"
 ENCODER_INPUT = "images"
 ENCODER_OUTPUT = "codes"
+# Image files are sent as they are, to the signature that decodes and frames them in the
+# model (trainers/export.py), so features of a folder match what training saw.
+IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
+IMAGE_BYTES_INPUT = "image_bytes"
+
+
+def encoder_call(batch: np.ndarray) -> tuple[str, str]:
+    """(signature, input name) for a batch: encoded image files (a bytes array) go to
+    `predict_image_bytes`, pixel arrays to `predict_images`."""
+    if batch.dtype == object:
+        return IMAGE_BYTES_SIGNATURE, IMAGE_BYTES_INPUT
+    return ENCODER_SIGNATURE, ENCODER_INPUT
+
+
 RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 
@@ -63,9 +77,15 @@ def with_retries(call: Callable[[], T], retries: int, what: str) -> T:
 
 
 def describe_encoder(
-    client: "ServingClient", model: str, version: int | None, retries: int
+    client: "ServingClient",
+    model: str,
+    version: int | None,
+    retries: int,
+    *,
+    image_files: bool = False,
 ) -> tuple[int, int]:
-    """(version, code size) of the served encoder; UserError if `model` is not an encoder."""
+    """(version, code size) of the served encoder; UserError if `model` is not an encoder
+    (or, for `image_files`, has no signature that takes them)."""
     spec, signatures = with_retries(
         lambda: client.metadata(model, version=version),
         retries,
@@ -83,6 +103,11 @@ def describe_encoder(
     if image_dims[1:] != [32, 32, 1]:
         raise UserError(
             f"model {model!r} takes images of shape {image_dims}; this tool sends [n, 32, 32, 1]"
+        )
+    if image_files and IMAGE_BYTES_SIGNATURE not in signatures:
+        raise UserError(
+            f"model {model!r} has no {IMAGE_BYTES_SIGNATURE!r} signature to frame image files "
+            "(it was exported before 2026-12-05: run its pipeline again), or pass a .npy"
         )
     code_size = signature.outputs[ENCODER_OUTPUT].tensor_shape.dim[-1].size
     return spec.version.value, code_size
@@ -109,7 +134,9 @@ def pull_features(
     check_output(output)
     if source.num_rows == 0:
         raise UserError(f"input {source.description} has no rows")
-    version, code_size = describe_encoder(client, model, version, retries)
+    version, code_size = describe_encoder(
+        client, model, version, retries, image_files=source.sends_image_files
+    )
     store = FeatureStore(
         output,
         {
@@ -123,11 +150,12 @@ def pull_features(
     started, resumed_from = time.monotonic(), store.resume_or_start()
 
     def predict(images: np.ndarray) -> np.ndarray:
+        signature, input_name = encoder_call(images)
         _, outputs = with_retries(
             lambda: client.predict(
                 model,
-                {ENCODER_INPUT: images},
-                signature=ENCODER_SIGNATURE,
+                {input_name: images},
+                signature=signature,
                 version=version,
                 output_filter=[ENCODER_OUTPUT],
             ),

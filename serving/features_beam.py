@@ -34,7 +34,13 @@ from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from serving.features import ENCODER_INPUT, ENCODER_OUTPUT, ENCODER_SIGNATURE
+from serving.features import (
+    ENCODER_INPUT,
+    ENCODER_OUTPUT,
+    ENCODER_SIGNATURE,
+    IMAGE_BYTES_SIGNATURE,
+    encoder_call,
+)
 from tfsp.errors import UserError
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 
@@ -69,9 +75,9 @@ class BadInput(ValueError):
 Chunk = tuple[list[str], np.ndarray, list[bytes] | None]
 
 
-def encoder_code_size(saved_model: str) -> int:
+def encoder_code_size(saved_model: str, *, image_files: bool = False) -> int:
     """The code size of the encoder SavedModel (a local or gs:// folder); UserError if it
-    is not one."""
+    is not one (or, for `image_files`, has no signature that takes them)."""
     from serving.servable import LoadError, read_meta_graph
 
     try:
@@ -88,6 +94,11 @@ def encoder_code_size(saved_model: str) -> int:
             f"--saved-model {saved_model} is not an encoder: it needs a {ENCODER_SIGNATURE!r} "
             f"signature from {ENCODER_INPUT!r} to {ENCODER_OUTPUT!r} (signatures: "
             f"{sorted(graph.signature_def)})"
+        )
+    if image_files and IMAGE_BYTES_SIGNATURE not in graph.signature_def:
+        raise UserError(
+            f"--saved-model {saved_model} has no {IMAGE_BYTES_SIGNATURE!r} signature to frame "
+            "image files (it was exported before 2026-12-05: run its pipeline again)"
         )
     dims = signature.outputs[ENCODER_OUTPUT].tensor_shape.dim
     if len(dims) != 2 or dims[1].size < 1:
@@ -171,19 +182,17 @@ def read_parquet_file(path: str, chunk_rows: int) -> Iterator[Chunk]:
 
 
 def read_images(root: str, relative: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
-    """Image files, each framed to 32×32 as `tfsp data prepare` frames a folder's images."""
-    from tfsp.data.sources import fit_to_image_size, read_grey_image
+    """Image files as their encoded bytes: the encoder's `predict_image_bytes` frames them
+    as `tfsp data prepare` frames a folder's images."""
+    from serving.feature_sources import image_file_bytes
 
     for first in range(0, len(relative), chunk_rows):
         names = list(relative[first : first + chunk_rows])
-        images = []
-        for name in names:
-            try:
-                grey = read_grey_image(Path(root) / name)
-            except UserError as exc:
-                raise BadInput(str(exc)) from None
-            images.append(fit_to_image_size(grey[np.newaxis])[0])
-        yield names, np.stack(images)[..., np.newaxis], None
+        try:
+            contents = image_file_bytes([Path(root) / name for name in names])
+        except UserError as exc:
+            raise BadInput(str(exc)) from None
+        yield names, contents, None
 
 
 @dataclass(frozen=True)
@@ -272,7 +281,8 @@ class EncoderHandler(ModelHandler):
     ) -> list[tuple[Chunk, np.ndarray]]:
         encoded = []
         for chunk in batch:
-            outputs = model.run(ENCODER_SIGNATURE, {ENCODER_INPUT: chunk[1]}, [ENCODER_OUTPUT])
+            signature, input_name = encoder_call(chunk[1])
+            outputs = model.run(signature, {input_name: chunk[1]}, [ENCODER_OUTPUT])
             encoded.append((chunk, outputs[ENCODER_OUTPUT]))
             self._progress(len(chunk[0]))
         return encoded
@@ -387,8 +397,8 @@ def run_features_job(
         raise UserError(f"output {output} already exists; choose a new folder")
     if not output.parent.is_dir():
         raise UserError(f"output folder {output.parent} does not exist")
-    code_size = encoder_code_size(saved_model)
     plan = plan_input(input_path)
+    code_size = encoder_code_size(saved_model, image_files=plan.kind == "images")
     if output_format == "tfrecord" and plan.kind != "tfrecord":
         raise UserError(
             "--format tfrecord adds the codes to the input tf.Examples: TFRecord input only"

@@ -25,7 +25,10 @@ def _inputs(signature: object) -> dict[str, np.ndarray]:
     images = rng.random((ROWS, 32, 32, 1), dtype=np.float32)
     values = {}
     for key, info in signature.inputs.items():
-        if info.dtype == tf.string.as_datatype_enum:
+        if key == "image_bytes":  # encoded image files, as `predict_image_bytes` takes them
+            grey = (images * 255).astype(np.uint8)
+            values[key] = np.array([tf.io.encode_png(g).numpy() for g in grey], dtype=object)
+        elif info.dtype == tf.string.as_datatype_enum:
             examples = []
             for row in range(ROWS):
                 feature = {

@@ -74,13 +74,28 @@ def write_idx_pair(folder: Path, images: np.ndarray, labels: np.ndarray, gz: boo
 
 def test_digits_source_shape_range_and_classes(digits):
     images, labels, description = digits
-    assert images.shape == (1797, 32, 32)
+    printed = 8 * 10 * len(description["printed_fonts"])  # 8 per digit and font by default
+    assert printed == 640
+    assert images.shape == (1797 + printed, 32, 32)
     assert images.dtype == np.float32 and labels.dtype == np.int64
-    assert images.min() == 0.0 and 0.9 < images.max() <= 1.0
+    assert images.min() == 0.0 and images.max() == 1.0
     assert sorted(set(labels.tolist())) == list(range(10))
-    assert description["num_examples"] == 1797
-    # Background (value 0 in the 8×8 source) must stay 0 after resizing: corners are blank.
-    assert np.all(images[:, 0, 0] == 0.0)
+    assert np.bincount(labels[1797:]).tolist() == [printed // 10] * 10
+    assert description["num_examples"] == 1797 + printed
+    assert (description["handwritten_examples"], description["printed_examples"]) == (1797, 640)
+    # Framed: every digit's ink reaches the top and bottom rows or both sides (the square's
+    # longer side), and the ink is bright on a dark background.
+    touches = (images[:, 0].max(axis=1) > 0.2) & (images[:, -1].max(axis=1) > 0.2)
+    touches |= (images[:, :, 0].max(axis=1) > 0.2) & (images[:, :, -1].max(axis=1) > 0.2)
+    assert touches.mean() > 0.95
+    assert np.median(images.mean(axis=(1, 2))) < 0.5
+
+
+def test_printed_digits_can_be_left_out():
+    images, labels, description = load_digits_source(0)
+    assert images.shape == (1797, 32, 32) and description["printed_examples"] == 0
+    with pytest.raises(UserError, match="0 or more"):
+        load_digits_source(-1)
 
 
 def test_fit_pads_28_passes_32_and_resizes_others():
@@ -292,38 +307,41 @@ def test_read_split_errors_are_user_errors(tmp_path):
 # --- image folders --------------------------------------------------------------------------
 
 
-def test_image_folder_pads_28_and_keeps_digit_labels(tmp_path):
-    rng = np.random.default_rng(0)
-    three = rng.integers(0, 256, (28, 28), dtype=np.uint8)
-    five = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+def test_image_folder_frames_and_keeps_digit_labels(tmp_path):
+    three = np.zeros((28, 28), np.uint8)
+    three[4:20, 10:18] = 255  # a 16×8 bright bar, off centre
+    five = np.zeros((50, 30), np.uint8)  # another size
+    five[30:40, 0:20] = 200
     save_png(tmp_path / "3" / "a.png", three)
     save_png(tmp_path / "5" / "b.PNG", five)
     (tmp_path / "5" / ".DS_Store").write_bytes(b"junk")
     images, labels, description = load_image_folder(tmp_path)
     assert labels.tolist() == [3, 5]
     assert description["classes"] == {"3": 3, "5": 5}
+    assert description["original_sizes"] == ["28×28", "30×50"]
     assert images.shape == (2, 32, 32)
-    np.testing.assert_array_equal(images[0, 2:30, 2:30], three / np.float32(255))
-    np.testing.assert_array_equal(images[1, 2:30, 2:30], five / np.float32(255))
-    assert images[:, :2].sum() == 0
+    # The bar fills the height and sits centred in a square: columns 8..23 are ink.
+    np.testing.assert_allclose(images[0][:, 8:24], 1.0, atol=1e-6)
+    np.testing.assert_allclose(images[0][:, :8], 0.0, atol=1e-6)
+    # The 10×20 block fills the width, centred vertically.
+    np.testing.assert_allclose(images[1][8:24], 1.0, atol=1e-6)
+    np.testing.assert_allclose(images[1][:8], 0.0, atol=1e-6)
 
 
-def test_image_folder_named_classes_resize_and_invert(tmp_path):
+def test_image_folder_named_classes_and_dark_ink_on_paper(tmp_path):
     # Dark ink on white paper, as a scan would be; JPEG is lossy so use flat regions.
     page = np.full((40, 40), 255, dtype=np.uint8)
-    page[:, :20] = 0
+    page[8:32, 16:24] = 0
     save_png(tmp_path / "cat" / "x.jpg", page, "JPEG")
     save_png(tmp_path / "ant" / "y.jpeg", np.full((40, 40), 255, dtype=np.uint8), "JPEG")
-    images, labels, description = load_image_folder(tmp_path, invert=True)
+    images, labels, description = load_image_folder(tmp_path)
     assert description["classes"] == {"ant": 0, "cat": 1}
     assert labels.tolist() == [0, 1]
     assert images.shape == (2, 32, 32)
-    np.testing.assert_allclose(images[0], 0.0, atol=0.02)  # white page -> background
-    np.testing.assert_allclose(images[1, :, :14], 1.0, atol=0.02)  # black ink -> 1
-    np.testing.assert_allclose(images[1, :, 18:], 0.0, atol=0.02)
-
-    plain, _, _ = load_image_folder(tmp_path, invert=False)
-    np.testing.assert_allclose(plain, 1.0 - images, atol=1e-6)
+    np.testing.assert_allclose(images[0], 0.0, atol=0.02)  # a blank page: background
+    # The polarity is detected: the black bar becomes bright ink, framed to the full height.
+    np.testing.assert_allclose(images[1][2:30, 12:20], 1.0, atol=0.05)
+    np.testing.assert_allclose(images[1][:, :8], 0.0, atol=0.05)
 
 
 def test_image_folder_rejects_corrupt_png(tmp_path):
@@ -339,13 +357,6 @@ def test_image_folder_rejects_truncated_png(tmp_path):
     data = (tmp_path / "0" / "whole.png").read_bytes()
     (tmp_path / "0" / "whole.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="whole.png"):
-        load_image_folder(tmp_path)
-
-
-def test_image_folder_rejects_mixed_sizes(tmp_path):
-    save_png(tmp_path / "0" / "a.png", np.zeros((28, 28)))
-    save_png(tmp_path / "1" / "odd.png", np.zeros((30, 28)))
-    with pytest.raises(UserError, match=r"odd\.png is 28×30 but .*a\.png is 28×28"):
         load_image_folder(tmp_path)
 
 
@@ -380,12 +391,13 @@ def test_image_folder_rejects_missing_root_no_classes_and_too_many(tmp_path):
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_round_trip(tmp_path, gz):
-    rng = np.random.default_rng(0)
-    raw = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    raw = np.zeros((6, 28, 28), dtype=np.uint8)
+    for row in range(6):  # MNIST-like: a bright square of side 8 + 2·row, off centre
+        raw[row, 3 : 11 + 2 * row, 5 : 13 + 2 * row] = 255
     raw_labels = np.array([0, 9, 3, 3, 1, 7], dtype=np.uint8)
     images, labels, description = load_idx(*write_idx_pair(tmp_path, raw, raw_labels, gz=gz))
     assert images.shape == (6, 32, 32) and images.dtype == np.float32
-    np.testing.assert_array_equal(images[:, 2:30, 2:30], raw / np.float32(255))
+    np.testing.assert_allclose(images, 1.0, atol=1e-6)  # framed: each square fills the frame
     assert labels.dtype == np.int64 and labels.tolist() == raw_labels.tolist()
     assert description["original_size"] == [28, 28]
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from tests.conftest import REPO
 from tests.serving_harness import ServerProcess, build_toy_model, free_port, running_server
+from tfsp.data.framing import frame_arrays, frame_encoded
 from tfsp.data.prepare import to_example
 
 CODE = 4
@@ -27,6 +28,10 @@ class _ToyEncoder(tf.Module):
         quadrants = tf.nn.avg_pool2d(images, 16, 16, "VALID")
         return {"codes": tf.reshape(quadrants, [-1, CODE])}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def encode_files(self, image_bytes: tf.Tensor) -> dict:
+        return self.encode(frame_encoded(image_bytes))
+
 
 def _quadrant_means(images: np.ndarray) -> np.ndarray:
     x = images.reshape(-1, 2, 16, 2, 16)
@@ -37,9 +42,8 @@ def _quadrant_means(images: np.ndarray) -> np.ndarray:
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     encoder = _ToyEncoder()
-    tf.saved_model.save(
-        encoder, str(root / "enc" / "1"), signatures={"predict_images": encoder.encode}
-    )
+    signatures = {"predict_images": encoder.encode, "predict_image_bytes": encoder.encode_files}
+    tf.saved_model.save(encoder, str(root / "enc" / "1"), signatures=signatures)
     build_toy_model(root / "toy" / "1", 1.0)
     config = root / "models.config"
     config.write_text(
@@ -126,9 +130,10 @@ def test_image_folder_ids_are_relative_paths(server, tmp_path):
     (folder / "a").mkdir(parents=True)
     pixels = {}
     for i, name in enumerate(["a/x.png", "b.png", "c.png"]):
-        grey = np.full((32, 32), 60 * i, dtype=np.uint8)
+        grey = np.zeros((40 + 10 * i, 30), dtype=np.uint8)  # any size: the model frames it
+        grey[5 : 15 + 5 * i, 3:25] = 200
         Image.fromarray(grey).save(folder / name)
-        pixels[name] = grey / 255.0
+        pixels[name] = frame_arrays([grey / 255.0])[0]
     out = tmp_path / "codes.parquet"
     result = _features(
         "--model",
@@ -142,7 +147,8 @@ def test_image_folder_ids_are_relative_paths(server, tmp_path):
     assert result.returncode == 0, result.stderr
     table = pq.read_table(out).to_pandas()
     assert table["id"].tolist() == ["a/x.png", "b.png", "c.png"]
-    np.testing.assert_allclose(table["code_0"], [pixels[n][0, 0] for n in table["id"]], atol=1e-6)
+    expected = [_quadrant_means(pixels[name])[0] for name in table["id"]]
+    np.testing.assert_allclose(table[[f"code_{i}" for i in range(CODE)]], expected, atol=1e-6)
 
 
 def test_interrupted_pull_resumes_without_losing_or_repeating_rows(server, tmp_path):

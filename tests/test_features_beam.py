@@ -16,6 +16,7 @@ from PIL import Image
 from serving.servable import load_servable
 from tests.conftest import run_tfsp
 from tests.serving_harness import build_toy_model
+from tfsp.data.framing import frame_arrays, frame_encoded
 from tfsp.data.prepare import read_split
 
 CODE_SIZE = 8
@@ -37,12 +38,20 @@ class _Encoder(tf.Module):
     def predict_images(self, images: tf.Tensor) -> dict:
         return {"codes": tf.tanh(tf.reshape(images, [-1, 1024]) @ self.weights)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def predict_image_bytes(self, image_bytes: tf.Tensor) -> dict:
+        return self.predict_images(frame_encoded(image_bytes))
+
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("encoder") / "1"
     module = _Encoder()
-    tf.saved_model.save(module, str(path), signatures={"predict_images": module.predict_images})
+    signatures = {
+        "predict_images": module.predict_images,
+        "predict_image_bytes": module.predict_image_bytes,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
     return path
 
 
@@ -127,10 +136,14 @@ def test_npy_and_image_folder_inputs_keep_their_ids(encoder, tmp_path):
 
     folder = tmp_path / "pictures" / "sub"
     folder.mkdir(parents=True)
-    for i in range(3):
-        Image.fromarray((array[i] * 255).astype(np.uint8)).save(folder / f"{i}.png")
-    ids, _ = _encoded(encoder, tmp_path / "pictures", tmp_path / "from-images")
-    assert sorted(ids) == ["sub/0.png", "sub/1.png", "sub/2.png"]
+    pictures = [(array[i] * 255).astype(np.uint8) for i in range(3)]
+    for i, picture in enumerate(pictures):
+        Image.fromarray(picture).save(folder / f"{i}.png")
+    ids, codes = _encoded(encoder, tmp_path / "pictures", tmp_path / "from-images")
+    assert ids == ["sub/0.png", "sub/1.png", "sub/2.png"]
+    # The files are framed in the model, as `tfsp data prepare` frames a folder's images.
+    framed = frame_arrays([p / 255.0 for p in pictures])[..., None]
+    np.testing.assert_allclose(codes, _encode(encoder, framed), atol=ATOL)
 
 
 def test_parquet_input_keeps_its_id_column(encoder, tmp_path):

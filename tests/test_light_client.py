@@ -7,9 +7,10 @@ client library answer as the full install does, and that a full-install command 
 to install. Marked e2e: it downloads the client's wheels from PyPI on a new machine.
 """
 
-import argparse
 import configparser
+import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,21 +21,26 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving.commands import _load_images
 from tests.conftest import REPO
 from tests.serving_harness import running_server
+from tfsp.data.framing import frame_encoded
 
 pytestmark = pytest.mark.e2e
 
 
 class _ToyModels(tf.Module):
-    """A 10-class classifier and a 4-number encoder of 32×32 images, both cheap to check."""
+    """A 10-class classifier and a 4-number encoder of 32×32 images, both cheap to check;
+    the classifier also takes encoded image files, framed in the graph as our exports do."""
 
     @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 1], tf.float32, name="images")])
     def classify(self, images: tf.Tensor) -> dict:
         bands = tf.reduce_mean(tf.reshape(images[:, :30], [-1, 10, 3 * 32]), axis=2)
         probabilities = tf.nn.softmax(bands * 10.0)
         return {"probabilities": probabilities, "class_ids": tf.argmax(probabilities, axis=1)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def classify_files(self, image_bytes: tf.Tensor) -> dict:
+        return self.classify(frame_encoded(image_bytes))
 
     @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 1], tf.float32, name="images")])
     def encode(self, images: tf.Tensor) -> dict:
@@ -46,7 +52,11 @@ class _ToyModels(tf.Module):
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     models = _ToyModels()
-    tf.saved_model.save(models, str(root / "digits" / "1"), {"predict_images": models.classify})
+    tf.saved_model.save(
+        models,
+        str(root / "digits" / "1"),
+        {"predict_images": models.classify, "predict_image_bytes": models.classify_files},
+    )
     tf.saved_model.save(models, str(root / "enc" / "1"), {"predict_images": models.encode})
     config = root / "models.config"
     config.write_text(
@@ -64,9 +74,18 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def light_venv(tmp_path_factory) -> Path:
     scratch = tmp_path_factory.mktemp("light")
+    # Built from a copy: setuptools writes build/ next to the sources it builds.
+    source = scratch / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("tfsp", "pipelines", "trainers", "serving"):
+        shutil.copytree(
+            REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "-w", str(scratch / "wheels"), str(REPO)],
+         "-w", str(scratch / "wheels"), str(source)],
         check=True, capture_output=True,
     )  # fmt: skip
     (wheel,) = (scratch / "wheels").glob("tfsp-*.whl")
@@ -117,25 +136,22 @@ def test_status_and_metadata(light_venv, server):
 
 def test_predict_an_image_as_the_full_install_does(light_venv, server, tmp_path):
     running, models = server
-    picture = np.zeros((48, 40), np.uint8)
-    picture[30:44, 5:35] = 255  # bright in the rows that band 8 or 9 averages
+    picture = np.full((48, 40), 255, np.uint8)
+    picture[8:44, 14:22] = 0  # a dark bar on white, any size: the model frames it
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
     path = tmp_path / "digit.png"
-    Image.fromarray(picture).save(path)
+    path.write_bytes(buffer.getvalue())
     result = _light(
-        light_venv,
-        "predict",
-        "--model",
-        "digits",
-        "--image",
-        str(path),
-        "--server",
-        running.address,
-    )
+        light_venv, "predict", "--model", "digits", "--image", str(path),
+        "--server", running.address,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    images = _load_images(argparse.Namespace(npy=None, image=path, invert=False))
-    expected = models.classify(tf.constant(images))["probabilities"].numpy()[0]
-    best = int(np.argmax(expected))
-    assert result.stdout.splitlines()[-1] == f"image 0: class {best}  p={expected[best]:.3f}"
+    assert "(predict_image_bytes, gRPC" in result.stdout
+    expected = models.classify_files(tf.constant([buffer.getvalue()]))["probabilities"]
+    best = int(np.argmax(expected[0]))
+    last = f"image 0: class {best}  p={expected[0][best]:.3f}"
+    assert result.stdout.splitlines()[-1] == last
 
 
 def test_features_to_parquet(light_venv, server, tmp_path):

@@ -49,7 +49,7 @@ def test_blessed_run_pushes_a_loadable_versioned_savedmodel(blessed_home, digits
     model_dir = home / "serving" / "cnn" / version
     assert f"pushed:         {model_dir}" in result.stdout
     loaded = tf.saved_model.load(str(model_dir))
-    assert set(loaded.signatures) == {"serving_default", "predict_images"}
+    assert set(loaded.signatures) == {"serving_default", "predict_images", "predict_image_bytes"}
 
     images, labels = read_split(digits_dir / "test" / "data.tfrecord")
     batch = images[:64].reshape(-1, 32, 32, 1)

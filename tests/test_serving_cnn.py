@@ -120,7 +120,7 @@ def test_tfsp_predict_status_metadata_commands(cnn_server, pushed_cnn, test_imag
         "--rest-server", cnn_server.rest_address,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert f"version {version}" in result.stdout and "REST" in result.stdout
+    assert f"version {version} (predict_image_bytes, REST" in result.stdout
     assert "image 0: class" in result.stdout
 
     result = _tfsp("status", "--model", "cnn", server=cnn_server)
@@ -136,6 +136,14 @@ def test_tfsp_predict_status_metadata_commands(cnn_server, pushed_cnn, test_imag
     [
         (("predict", "--model", "nope", "--npy", "{npy}"), "error: NOT_FOUND: Servable not found"),
         (("predict", "--model", "cnn", "--npy", "{bad}"), "error: "),  # not 32×32 pixels
+        (
+            ("predict", "--model", "cnn", "--image", "{corrupt}"),
+            "error: INVALID_ARGUMENT: Unknown image file format",
+        ),
+        (
+            ("predict", "--model", "cnn", "--image", "{corrupt}", "--invert"),
+            "error: --invert applies to --npy only",
+        ),
     ],
 )
 def test_tfsp_client_errors_are_one_line(cnn_server, tmp_path, args, fragment):
@@ -143,7 +151,9 @@ def test_tfsp_client_errors_are_one_line(cnn_server, tmp_path, args, fragment):
     np.save(npy, np.zeros((1, 32, 32, 1), np.float32))
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((5,), np.float32))
-    argv = [a.format(npy=npy, bad=bad) for a in args]
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not an image at all")
+    argv = [a.format(npy=npy, bad=bad, corrupt=corrupt) for a in args]
     result = _tfsp(*argv, server=cnn_server)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(fragment), result.stderr

@@ -55,6 +55,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -213,8 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare",
         help="write train/eval/test TFRecords (32×32×1 images, labels)",
         description="Write a stratified train/eval/test split as TFRecord tf.Examples. The "
-        "default source is scikit-learn's 1,797 UCI handwritten digits (8×8, resized to "
-        "32×32). 28×28 inputs (MNIST) are padded to 32×32; other sizes are resized.",
+        "default source is scikit-learn's 1,797 UCI handwritten digits (8×8) and digits "
+        "printed in 8 fonts (--printed-per-font renderings of each). Every image is framed "
+        "as the served models frame a client's image: ink bounding box, padded to a square, "
+        "32×32, ink bright (the polarity is detected), so images of any size are accepted.",
     )
     source = prepare.add_mutually_exclusive_group()
     source.add_argument(
@@ -223,7 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--idx", nargs=2, type=Path, metavar=("IMAGES", "LABELS"), help="MNIST IDX files (.gz ok)"
     )
-    prepare.add_argument("--invert", action="store_true", help="images are dark ink on light paper")
+    prepare.add_argument(
+        "--printed-per-font",
+        type=_non_negative_int,
+        default=None,
+        help="default source only: renderings of each digit per font added to the handwritten "
+        "digits (default 8, 0 for none)",
+    )
     prepare.add_argument("--output", type=Path, help="output folder (default: <home>/data/digits)")
     prepare.add_argument(
         "--fractions",
@@ -456,14 +474,17 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from pipelines.layout import LocalLayout
     from tfsp.data import prepare, sources
 
-    if args.invert and not args.images_dir:
-        raise UserError("--invert applies to --images-dir only")
+    if args.printed_per_font is not None and (args.images_dir or args.idx):
+        raise UserError("--printed-per-font applies to the default source only")
     if args.images_dir:
-        loaded = sources.load_image_folder(args.images_dir, invert=args.invert)
+        loaded = sources.load_image_folder(args.images_dir)
     elif args.idx:
         loaded = sources.load_idx(*args.idx)
     else:
-        loaded = sources.load_digits_source()
+        per_font = args.printed_per_font
+        loaded = sources.load_digits_source(
+            sources.DEFAULT_PRINTED_PER_FONT if per_font is None else per_font
+        )
     output = args.output or LocalLayout.from_env(args.home).data_dir
     manifest = prepare.prepare_dataset(
         *loaded,

@@ -6,7 +6,11 @@ Signatures:
   predict_images(images: float[batch, 32, 32, 1]) -> probabilities: float[batch, C],
                                                    class_ids: int64[batch]
       Raw pixels in [0, 1] for clients that hold tensors, not tf.Examples.
-Both run the Transform graph first, so clients always send raw features. C is the number of
+  predict_image_bytes(image_bytes: string[batch]) -> the same outputs as predict_images
+      Encoded images (PNG/JPEG/GIF/BMP, any size, grey or colour, either polarity), decoded
+      and framed in the graph as `tfsp data prepare` frames training images
+      (tfsp/data/framing.py); REST clients send {"b64": ...}.
+All run the Transform graph first, so clients always send raw features. C is the number of
 classes the model predicts; `classes` holds their names (default "0", "1", ...).
 
 A model trained on a label derived from the digit (the transfer family's digit >= 5) also has
@@ -30,11 +34,14 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from tfsp.data.framing import frame_encoded
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY
 from trainers.warmup import WarmupData, classify_log, predict_log, write_warmup_file
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_IMAGES = "predict_images"
+PREDICT_IMAGE_BYTES = "predict_image_bytes"
+IMAGE_BYTES_INPUT = "image_bytes"
 TRANSFORMED_LABELS = "transformed_labels"
 TASK_LABEL_KEY = "task_label"
 # The input TF Serving's Classify and Regress APIs feed (kClassifyInputs in classifier.cc):
@@ -43,6 +50,7 @@ EXAMPLES_INPUT = "inputs"
 IMAGES_INPUT = "images"
 
 LabelFn = Callable[[tf.Tensor], tf.Tensor]
+_IMAGE_BYTES_SPEC = tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)
 
 
 def _tensorflow_variables(*models: tf.Module) -> list[tf.Variable]:
@@ -124,6 +132,10 @@ class _ClassifierServable(tf.Module):
             "class_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
         }
 
+    @tf.function(input_signature=[_IMAGE_BYTES_SPEC])
+    def predict_image_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self.predict_images(frame_encoded(image_bytes))
+
     def _transformed_labels(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         labels = tf.io.parse_example(examples, self._label_spec)[LABEL_KEY]
         return {TASK_LABEL_KEY: tf.cast(self._label_fn(labels), tf.int64)}
@@ -148,10 +160,12 @@ def export_classifier(
     signatures = {
         SERVING_DEFAULT: servable.classify_examples,
         PREDICT_IMAGES: servable.predict_images,
+        PREDICT_IMAGE_BYTES: servable.predict_image_bytes,
     }
     requests = [
         classify_log(SERVING_DEFAULT, warmup.examples()),
         predict_log(PREDICT_IMAGES, {IMAGES_INPUT: warmup.images}),
+        predict_log(PREDICT_IMAGE_BYTES, {IMAGE_BYTES_INPUT: warmup.png_bytes()}),
     ]
     if label_fn is not None:
         signatures[TRANSFORMED_LABELS] = servable.transformed_labels
@@ -205,6 +219,10 @@ class _ImageMapServable(tf.Module):
             outputs = tf.reshape(outputs, [-1, IMAGE_SIZE, IMAGE_SIZE, 1])
         return {self._output_key: outputs}
 
+    @tf.function(input_signature=[_IMAGE_BYTES_SPEC])
+    def predict_image_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self.predict_images(frame_encoded(image_bytes))
+
 
 def _save_image_map(
     servable: _ImageMapServable, export_dir: str, warmup: WarmupData, extra: dict | None = None
@@ -212,14 +230,18 @@ def _save_image_map(
     signatures = {
         SERVING_DEFAULT: servable.serve_examples,
         PREDICT_IMAGES: servable.predict_images,
+        PREDICT_IMAGE_BYTES: servable.predict_image_bytes,
         **(extra or {}),
     }
     # Predict everywhere: these outputs are not classes or scores, so Classify does not apply.
-    requests = [predict_log(SERVING_DEFAULT, {EXAMPLES_INPUT: warmup.serialized()})]
+    requests = [
+        predict_log(SERVING_DEFAULT, {EXAMPLES_INPUT: warmup.serialized()}),
+        predict_log(PREDICT_IMAGE_BYTES, {IMAGE_BYTES_INPUT: warmup.png_bytes()}),
+    ]
     requests += [
         predict_log(name, {IMAGES_INPUT: warmup.images})
         for name in signatures
-        if name != SERVING_DEFAULT
+        if name not in (SERVING_DEFAULT, PREDICT_IMAGE_BYTES)
     ]
     _save(servable, export_dir, signatures, requests)
 

@@ -52,6 +52,13 @@ class WarmupData:
             result.append(tf.train.Example(features=tf.train.Features(feature=feature)))
         return result
 
+    def png_bytes(self) -> np.ndarray:
+        """The images as 8-bit grey PNG files, as a string array (`predict_image_bytes`)."""
+        array = np.empty(len(self.images), dtype=object)
+        grey = np.round(np.clip(self.images, 0.0, 1.0) * 255).astype(np.uint8)
+        array[:] = [tf.io.encode_png(image).numpy() for image in grey]
+        return array
+
     def serialized(self) -> np.ndarray:
         """The examples serialized, as a string array (a Predict `inputs` tensor)."""
         array = np.empty(len(self.images), dtype=object)

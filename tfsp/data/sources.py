@@ -1,7 +1,9 @@
 """Loaders that turn raw image sources into 32×32 grey images in [0, 1] with int64 labels.
 
 Every loader returns (images [n, 32, 32] float32, labels [n] int64, description dict); the
-description is JSON-serialisable and ends up in the dataset manifest.
+description is JSON-serialisable and ends up in the dataset manifest. Every source's images
+are framed (tfsp/data/framing.py: ink bounding box, square, 32×32, ink bright), as the served
+models' `predict_image_bytes` signature frames a client's image.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from tfsp.errors import UserError, one_line
 from tfsp.features import IMAGE_SIZE, NUM_CLASSES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Renderings of each digit per training font that join the handwritten digits by default.
+DEFAULT_PRINTED_PER_FONT = 8
 MNIST_SIZE = 28
 IDX_UBYTE = 0x08
 
@@ -45,56 +49,58 @@ def fit_to_image_size(images: np.ndarray) -> np.ndarray:
     return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)
 
 
-def load_digits_source() -> Loaded:
-    """Load scikit-learn's 1,797 UCI 8×8 handwritten digits, scaled to [0, 1] and 32×32."""
+def load_digits_source(printed_per_font: int = DEFAULT_PRINTED_PER_FONT) -> Loaded:
+    """scikit-learn's 1,797 UCI 8×8 handwritten digits, plus `printed_per_font` renderings of
+    each digit in each of tfsp/data/printed.py's fonts; all framed to 32×32 in [0, 1]."""
     from sklearn.datasets import load_digits
 
+    from tfsp.data.framing import frame_arrays
+    from tfsp.data.printed import TRAINING_FONTS, render_printed_digits
+
+    if printed_per_font < 0:
+        raise UserError(f"printed digits per font must be 0 or more, got {printed_per_font}")
     digits = load_digits()
-    images = fit_to_image_size(digits.images / 16.0)
+    grey = list(digits.images / 16.0)
     labels = digits.target.astype(np.int64)
+    if printed_per_font:
+        printed, printed_labels = render_printed_digits(printed_per_font)
+        grey += printed
+        labels = np.concatenate([labels, printed_labels])
     description = {
         "source": "sklearn_digits",
         "num_examples": int(len(labels)),
+        "handwritten_examples": len(digits.images),
+        "printed_examples": int(len(labels)) - len(digits.images),
+        "printed_fonts": list(TRAINING_FONTS) if printed_per_font else [],
         "original_size": [8, 8],
         "classes": {str(label): label for label in range(NUM_CLASSES)},
     }
-    return images, labels, description
+    return frame_arrays(grey), labels, description
 
 
-def load_image_folder(root: Path, invert: bool = False) -> Loaded:
-    """Load images from root/<class>/<file>; invert=True for dark ink on a light background.
+def load_image_folder(root: Path) -> Loaded:
+    """Load images (any sizes, either polarity) from root/<class>/<file>, framed.
 
     Class folders named 0..9 keep those labels; other names are labelled by sorted position.
     """
+    from tfsp.data.framing import frame_arrays
+
     root = Path(root)
     classes = _class_labels(_class_folders(root))
     images: list[np.ndarray] = []
     labels: list[int] = []
-    first: tuple[Path, tuple[int, int]] | None = None
     for name, label in classes.items():
         for path in _image_files(root / name):
-            image = read_grey_image(path)
-            if first is None:
-                first = (path, image.shape)
-            elif image.shape != first[1]:
-                raise UserError(
-                    f"{path} is {_size(image.shape)} but {first[0]} is {_size(first[1])}; "
-                    "all images must share one size"
-                )
-            images.append(image)
+            images.append(read_grey_image(path))
             labels.append(label)
-    stacked = np.stack(images)
-    if invert:
-        stacked = 1.0 - stacked
     description = {
         "source": "image_folder",
         "root": str(root.resolve()),
-        "invert": invert,
         "num_examples": len(labels),
-        "original_size": list(stacked.shape[1:]),
+        "original_sizes": sorted({_size(image.shape) for image in images}),
         "classes": classes,
     }
-    return fit_to_image_size(stacked), np.asarray(labels, dtype=np.int64), description
+    return frame_arrays(images), np.asarray(labels, dtype=np.int64), description
 
 
 def load_idx(images_path: Path, labels_path: Path) -> Loaded:
@@ -118,7 +124,9 @@ def load_idx(images_path: Path, labels_path: Path) -> Loaded:
         "original_size": list(images.shape[1:]),
         "classes": {str(label): label for label in range(NUM_CLASSES)},
     }
-    return fit_to_image_size(images / 255.0), labels, description
+    from tfsp.data.framing import frame_arrays
+
+    return frame_arrays(images / 255.0), labels, description
 
 
 def _class_folders(root: Path) -> list[str]:
