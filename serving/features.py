@@ -149,6 +149,20 @@ def pull_features(
     )
     started, resumed_from = time.monotonic(), store.resume_or_start()
 
+    def predict_files(files: np.ndarray, first: int) -> np.ndarray:
+        try:
+            return predict(files)
+        except UserError as exc:
+            if "INVALID_ARGUMENT" not in str(exc):
+                raise
+            # Name the file the model could not read: the batch's files one by one.
+            for row, name in enumerate(source.ids(first, first + len(files))):
+                try:
+                    predict(files[row : row + 1])
+                except UserError as single:
+                    raise UserError(f"image {name}: {single}") from None
+            raise
+
     def predict(images: np.ndarray) -> np.ndarray:
         signature, input_name = encoder_call(images)
         _, outputs = with_retries(
@@ -199,7 +213,11 @@ def pull_features(
     with ThreadPoolExecutor(max_workers=in_flight) as pool:
         try:
             for first, images in source.batches(resumed_from, batch_size):
-                pending.append((first, len(images), pool.submit(predict, images)))
+                if source.sends_image_files:
+                    future = pool.submit(predict_files, images, first)
+                else:
+                    future = pool.submit(predict, images)
+                pending.append((first, len(images), future))
                 while len(pending) > in_flight:
                     drain_one()
             while pending:

@@ -151,6 +151,23 @@ def test_image_folder_ids_are_relative_paths(server, tmp_path):
     np.testing.assert_allclose(table[[f"code_{i}" for i in range(CODE)]], expected, atol=1e-6)
 
 
+def test_a_corrupt_image_in_a_folder_is_named(server, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.fromarray(np.full((20, 20), 90, np.uint8)).save(folder / name)
+    (folder / "b.png").write_bytes(b"\x89PNG but nothing after")
+    out = tmp_path / "codes.parquet"
+    result = _features(
+        "--model", "enc", "--input", str(folder), "--output", str(out), "--retries", "0",
+        server_address=server.address,
+    )  # fmt: skip
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: image b.png: Predict on 'enc' version 1: INVALID_ARGUMENT:")
+    assert not out.exists()
+
+
 def test_interrupted_pull_resumes_without_losing_or_repeating_rows(server, tmp_path):
     rows = np.random.default_rng(1).random((20000, 32, 32), dtype=np.float32)
     src = tmp_path / "in.npy"
