@@ -127,7 +127,9 @@ FAMILIES: dict[str, Family] = {
         preprocessing_fn="trainers.autoencoder.preprocessing_fn",
         gate_metric="MeanSquaredError",
         gate_lower_bound=None,
-        gate_upper_bound=0.01,  # a mean-image reconstruction scores ~0.06: nothing learned
+        # Nothing learned: reconstructing every image as the mean image scores 0.071 on the
+        # default data (handwritten and printed digits, 2026-12-05; 0.046 handwritten only).
+        gate_upper_bound=0.02,
         gate_direction="lower",
         baseline="reference",
         candidate_label="autoencoder",

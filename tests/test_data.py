@@ -320,12 +320,14 @@ def test_image_folder_frames_and_keeps_digit_labels(tmp_path):
     assert description["classes"] == {"3": 3, "5": 5}
     assert description["original_sizes"] == ["28×28", "30×50"]
     assert images.shape == (2, 32, 32)
-    # The bar fills the height and sits centred in a square: columns 8..23 are ink.
-    np.testing.assert_allclose(images[0][:, 8:24], 1.0, atol=1e-6)
-    np.testing.assert_allclose(images[0][:, :8], 0.0, atol=1e-6)
+    # The bar fills the height and sits centred in a square: the middle half of the columns
+    # is ink (enlarged bilinearly, so each edge blends over two columns).
+    np.testing.assert_allclose(images[0][:, 9:23], 1.0, atol=1e-6)
+    np.testing.assert_allclose(images[0][:, :7], 0.0, atol=1e-6)
+    np.testing.assert_allclose(images[0][:, 25:], 0.0, atol=1e-6)
     # The 10×20 block fills the width, centred vertically.
-    np.testing.assert_allclose(images[1][8:24], 1.0, atol=1e-6)
-    np.testing.assert_allclose(images[1][:8], 0.0, atol=1e-6)
+    np.testing.assert_allclose(images[1][9:23], 1.0, atol=1e-6)
+    np.testing.assert_allclose(images[1][:7], 0.0, atol=1e-6)
 
 
 def test_image_folder_named_classes_and_dark_ink_on_paper(tmp_path):

@@ -183,7 +183,7 @@ def test_an_accuracy_floor_never_becomes_a_floor_on_an_error():
     config = family_eval_config(get_family("autoencoder"), lower_bound=0.5)
     (metric,) = [m for m in config.metrics_specs[0].metrics if m.class_name == "MeanSquaredError"]
     assert not metric.threshold.value_threshold.HasField("lower_bound")
-    assert metric.threshold.value_threshold.upper_bound.value == 0.01
+    assert metric.threshold.value_threshold.upper_bound.value == 0.02
     classifier = family_eval_config(get_family("cnn"), lower_bound=0.5)
     (accuracy,) = [
         m

@@ -26,10 +26,21 @@ def _bar(height: int = 60, width: int = 90, dark_on_light: bool = True) -> np.nd
 def test_the_ink_box_is_squared_centred_and_fills_the_frame():
     framed = frame_grey(_bar() / 255.0).numpy()
     assert framed.shape == (32, 32)
-    # 20×10 padded to 20×20, so the bar is the middle half of the columns, all rows.
-    np.testing.assert_allclose(framed[:, 8:24], 1.0, atol=1e-6)
-    np.testing.assert_allclose(framed[:, :8], 0.0, atol=1e-6)
-    np.testing.assert_allclose(framed[:, 24:], 0.0, atol=1e-6)
+    # 20×10 padded to 20×20 and enlarged bilinearly: the bar is the middle half of the
+    # columns, all rows, each edge blending over two columns.
+    np.testing.assert_allclose(framed[:, 9:23], 1.0, atol=1e-6)
+    np.testing.assert_allclose(framed[:, :7], 0.0, atol=1e-6)
+    np.testing.assert_allclose(framed[:, 25:], 0.0, atol=1e-6)
+
+
+def test_a_large_picture_is_shrunk_by_area_averaging():
+    page = np.zeros((640, 640), np.float32)
+    page[:, 300:302] = 1.0  # a stroke 2 px wide on a 640 px page, full height
+    framed = frame_grey(page).numpy()
+    # The crop is the stroke (2 × 640), squared to 640 and shrunk 20×: area averaging keeps
+    # its ink in the middle column (1/10 of it), where sampling could miss it entirely.
+    assert framed.shape == (32, 32)
+    np.testing.assert_allclose(framed.sum(axis=1), 0.1, atol=1e-5)
 
 
 def test_either_polarity_and_any_range_frame_the_same():

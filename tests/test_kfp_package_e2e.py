@@ -8,6 +8,7 @@ autoencoder's run ends with FeatureGen, a Beam step. What is not reproduced (mou
 Argo) is listed there.
 """
 
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -175,5 +176,6 @@ def test_autoencoder_package_pushes_and_adds_the_codes_to_every_split(cluster):
     examples = [
         tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(files, "GZIP")
     ]
-    assert len(examples) == 270
+    manifest = json.loads((root / "work" / "data" / "digits" / "manifest.json").read_text())
+    assert len(examples) == manifest["splits"]["test"]["num_examples"]
     assert all(len(e.features.feature["codes"].float_list.value) == 32 for e in examples)

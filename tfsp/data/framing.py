@@ -6,7 +6,8 @@ The training digits fill their frame, bright ink on black; a user's photo or sca
   2. polarity: if the border is mostly bright, the ink is dark: invert (ink becomes 1);
   3. crop to the ink's bounding box (pixels above INK_LEVEL; a blank image stays whole);
   4. pad the shorter side with background to a centred square;
-  5. resize to 32×32 (area-averaging, so thin strokes survive the shrink).
+  5. resize to 32×32: area-averaging when shrinking (thin strokes survive), bilinear when
+     enlarging (an 8×8 digit becomes smooth strokes, not 4×4 blocks).
 
 `tfsp data prepare` frames every source with it (training and evaluation data), and every
 exported image model has a `predict_image_bytes` signature that decodes and frames encoded
@@ -49,7 +50,13 @@ def frame_grey(image: tf.Tensor) -> tf.Tensor:
         cropped,
         [[pad_rows // 2, pad_rows - pad_rows // 2], [pad_cols // 2, pad_cols - pad_cols // 2]],
     )
-    resized = tf.image.resize(square[..., tf.newaxis], [IMAGE_SIZE, IMAGE_SIZE], method="area")
+    size = [IMAGE_SIZE, IMAGE_SIZE]
+    resized = tf.cond(
+        side > IMAGE_SIZE,
+        lambda: tf.image.resize(square[..., tf.newaxis], size, method="area"),
+        lambda: tf.image.resize(square[..., tf.newaxis], size, method="bilinear"),
+    )
+    # Bilinear weights are convex, but float rounding can step just outside [0, 1].
     return tf.clip_by_value(resized[..., 0], 0.0, 1.0)
 
 
