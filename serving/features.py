@@ -331,6 +331,27 @@ def _cmd_features_beam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keep_request_buffers_in_the_heap() -> None:
+    """Raise glibc's mmap threshold for this process (the `tfsp features` command only).
+
+    Every request is a ~1 MiB buffer (256 images). glibc serves blocks that large with mmap
+    and returns each with munmap, so every request pays fresh page faults; its dynamic
+    threshold only rises once a large block is freed on the heap, which TensorFlow's import
+    happened to do when the client still imported it. Measured 2026-12-05, 50,000 rows against
+    one server: 40,267–46,516 rows/s without, 63,633 with (64,060–68,126 with TF imported).
+    A no-op where there is no glibc `mallopt`.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    mallopt(m_mmap_threshold, 64 << 20)
+    mallopt(m_trim_threshold, 256 << 20)
+
+
 def _cmd_features(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
 
@@ -350,6 +371,7 @@ def _cmd_features(args: argparse.Namespace) -> int:
     from serving.feature_sources import open_source
     from serving.feature_store import check_output
 
+    _keep_request_buffers_in_the_heap()
     check_output(args.output)
     source = open_source(Path(args.input))
     with ServingClient(args.server, timeout=args.timeout) as client:
