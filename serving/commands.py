@@ -8,12 +8,12 @@ import argparse
 import sys
 from pathlib import Path
 
+# Image files go as they are to the signature that decodes and frames them in the model
+# (named once, with the features pull that sends them too).
+from serving.features import IMAGE_BYTES_INPUT, IMAGE_BYTES_SIGNATURE
 from tfsp.errors import UserError, one_line
 
 PREDICT_SIGNATURE = "predict_images"
-# Image files go as they are to the signature that decodes and frames them in the model.
-IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
-IMAGE_BYTES_INPUT = "image_bytes"
 
 
 def _add_address_flags(parser: argparse.ArgumentParser) -> None:
