@@ -15,7 +15,6 @@ from PIL import Image
 from tfsp.data import prepare
 from tfsp.data.prepare import prepare_dataset, read_split, stratified_split, to_example
 from tfsp.data.sources import (
-    fit_to_image_size,
     load_digits_source,
     load_idx,
     load_image_folder,
@@ -96,23 +95,6 @@ def test_printed_digits_can_be_left_out():
     assert images.shape == (1797, 32, 32) and description["printed_examples"] == 0
     with pytest.raises(UserError, match="0 or more"):
         load_digits_source(-1)
-
-
-def test_fit_pads_28_passes_32_and_resizes_others():
-    mnist = np.random.default_rng(0).random((2, 28, 28), dtype=np.float32)
-    padded = fit_to_image_size(mnist)
-    assert padded.shape == (2, 32, 32)
-    np.testing.assert_array_equal(padded[:, 2:30, 2:30], mnist)
-    assert padded[:, :2].sum() == 0 and padded[:, 30:].sum() == 0
-    assert padded[:, :, :2].sum() == 0 and padded[:, :, 30:].sum() == 0
-
-    exact = np.random.default_rng(1).random((3, 32, 32), dtype=np.float32)
-    np.testing.assert_array_equal(fit_to_image_size(exact), exact)
-
-    flat = np.full((1, 16, 20), 0.25, dtype=np.float32)
-    resized = fit_to_image_size(flat)
-    assert resized.shape == (1, 32, 32) and resized.dtype == np.float32
-    np.testing.assert_allclose(resized, 0.25, atol=1e-6)
 
 
 # --- stratified split -----------------------------------------------------------------------

@@ -16,37 +16,14 @@ import numpy as np
 from PIL import Image
 
 from tfsp.errors import UserError, one_line
-from tfsp.features import IMAGE_SIZE, NUM_CLASSES
+from tfsp.features import NUM_CLASSES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Renderings of each digit per training font that join the handwritten digits by default.
 DEFAULT_PRINTED_PER_FONT = 8
-MNIST_SIZE = 28
 IDX_UBYTE = 0x08
 
 Loaded = tuple[np.ndarray, np.ndarray, dict]
-
-
-def fit_to_image_size(images: np.ndarray) -> np.ndarray:
-    """Fit [n, h, w] images in [0, 1] to [n, 32, 32] float32.
-
-    32×32 passes through; 28×28 is zero-padded 2 px per side, as LeNet-5 did for MNIST, so
-    strokes keep their original scale; any other size is resized bilinearly.
-    """
-    images = np.asarray(images, dtype=np.float32)
-    height, width = images.shape[1:]
-    if (height, width) == (IMAGE_SIZE, IMAGE_SIZE):
-        return images
-    if (height, width) == (MNIST_SIZE, MNIST_SIZE):
-        pad = (IMAGE_SIZE - MNIST_SIZE) // 2
-        return np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
-    size = (IMAGE_SIZE, IMAGE_SIZE)
-    resized = [
-        np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-        for image in images
-    ]
-    # Bilinear weights are convex, but float rounding can step just outside [0, 1].
-    return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)
 
 
 def load_digits_source(printed_per_font: int = DEFAULT_PRINTED_PER_FONT) -> Loaded:
