@@ -35,8 +35,8 @@ from google.protobuf import text_format  # noqa: E402
 
 from pipelines.layout import LocalLayout  # noqa: E402
 from pipelines.model_config import build_models_config  # noqa: E402
+from pipelines.model_store import latest_pushed_version  # noqa: E402
 from serving.launcher import LocalServer  # noqa: E402
-from trainers.common import latest_pushed_version  # noqa: E402
 
 MODEL = "autoencoder_encoder"
 

@@ -21,14 +21,14 @@ quiet_frameworks()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pipelines.factory import COMPONENT_IDS  # noqa: E402
-from pipelines.families import get_family  # noqa: E402
+from pipelines.factory import component_ids  # noqa: E402
 from pipelines.layout import LocalLayout  # noqa: E402
 from pipelines.local_runner import run_local  # noqa: E402
 from tfsp.data.prepare import prepare_dataset, read_split  # noqa: E402
 from tfsp.data.sources import load_digits_source  # noqa: E402
-from trainers.cnn import build_lenet5, compile_classifier  # noqa: E402
-from trainers.common import cosine_epoch_schedule  # noqa: E402
+from trainers.cnn.model import build_lenet5  # noqa: E402
+from trainers.common import compile_classifier, cosine_epoch_schedule  # noqa: E402
+from trainers.registry import get_family  # noqa: E402
 
 
 def plain_fit_seconds(data_dir: Path, epochs: int, learning_rate: float, batch: int) -> float:
@@ -71,13 +71,13 @@ def main() -> int:
             data_dir, args.epochs, family.default_learning_rate, family.default_batch_size
         )
         print(f"plain Keras fit ({args.epochs} epochs): {fit:7.1f} s", flush=True)
-        follow_components(total=len(COMPONENT_IDS), verbose=False)
+        follow_components(total=len(component_ids(get_family("cnn"))), verbose=False)
         started = time.perf_counter()
         result = run_local("cnn", layout, data_dir=data_dir, epochs=args.epochs, enable_cache=False)
         pipeline = time.perf_counter() - started
     accuracy = result.metrics.get("sparse_categorical_accuracy", float("nan"))
     print(
-        f"TFX pipeline ({len(COMPONENT_IDS)} components): {pipeline:7.1f} s "
+        f"TFX pipeline ({len(component_ids(get_family('cnn')))} components): {pipeline:7.1f} s "
         f"(eval accuracy {accuracy:.4f}, blessed={result.blessed})"
     )
     print(f"ratio pipeline / plain fit:  {pipeline / fit:7.2f}x")

@@ -267,17 +267,22 @@ def _measure_in_process(version_dir: str, threads: int, iterations: int) -> dict
 
 def _model_dir(explicit: str | None) -> tuple[Path, Path]:
     """(model base path, version folder)."""
-    if explicit:
+    from pipelines.model_store import pushed_model
+    from tfsp.errors import UserError
+
+    if explicit and (Path(explicit) / "saved_model.pb").exists():
         path = Path(explicit).resolve()
-    else:
-        home = Path(os.environ.get("TFSP_HOME", REPO / ".tfsp"))
-        path = home / "serving" / "cnn"
-    if (path / "saved_model.pb").exists():
         return path.parent, path
-    versions = sorted((p for p in path.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
-    if not versions:
-        raise SystemExit(f"no CNN version under {path}: run `make run` or pass --model-dir")
-    return path, versions[-1]
+    if explicit:
+        serving_root, name = Path(explicit).resolve().parent, Path(explicit).name
+    else:
+        serving_root = Path(os.environ.get("TFSP_HOME", REPO / ".tfsp")) / "serving"
+        name = "cnn"
+    try:
+        _, version_dir = pushed_model(str(serving_root), name)
+    except UserError as exc:
+        raise SystemExit(f"{exc} (or pass --model-dir)") from None
+    return serving_root / name, Path(version_dir)
 
 
 def _row(name: str, result: dict) -> str:

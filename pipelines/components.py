@@ -15,11 +15,11 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import Artifact, artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
+from pipelines.model_store import latest_pushed_version, pushed_model
 from trainers.common import (
     HYPERPARAMETERS_FILE,
     REFERENCE_MODEL_DIR,
     Hyperparameters,
-    latest_pushed_version,
 )
 
 # The file ExampleValidator writes per split (tfx.components.example_validator.executor).
@@ -119,10 +119,6 @@ PUSHED_FROM = "pushed_from"
 NO_PUSHED_VERSION = "none"
 
 
-class PushedModelNotFoundError(RuntimeError):
-    """A required pushed model (or the pinned version of it) is not in the model store."""
-
-
 @tfx.dsl.components.component
 def PushedModelGen(  # noqa: N802 - TFX names component classes in CamelCase
     model: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Model],
@@ -143,24 +139,13 @@ def PushedModelGen(  # noqa: N802 - TFX names component classes in CamelCase
     With nothing pushed, `required` fails the run; otherwise the artifact is marked
     NO_PUSHED_VERSION and holds no model, and the Evaluator runs without a baseline.
     """
-    root = os.path.join(serving_root, model_name)
-    chosen = version or latest_pushed_version(root)
     model.set_string_custom_property(PUSHED_MODEL_NAME, model_name)
     tfx.dsl.io.fileio.makedirs(model.uri)
-    if chosen is None:
-        if required:
-            raise PushedModelNotFoundError(
-                f"no {model_name} model has been pushed under {root}; run the {model_name} "
-                "pipeline first"
-            )
-        model.set_string_custom_property(PUSHED_VERSION, NO_PUSHED_VERSION)
-        return
-    source = os.path.join(root, chosen)
-    if not tfx.dsl.io.fileio.exists(os.path.join(source, "saved_model.pb")):
-        raise PushedModelNotFoundError(
-            f"version {chosen} of the pushed {model_name} model is not in the model store "
-            f"(no SavedModel in {source})"
-        )
+    if not version and not required:
+        if latest_pushed_version(os.path.join(serving_root, model_name)) is None:
+            model.set_string_custom_property(PUSHED_VERSION, NO_PUSHED_VERSION)
+            return
+    chosen, source = pushed_model(serving_root, model_name, version)
     io_utils.copy_dir(source, path_utils.serving_model_dir(model.uri))
     model.set_string_custom_property(PUSHED_VERSION, chosen)
     model.set_string_custom_property(PUSHED_FROM, source)

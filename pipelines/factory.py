@@ -33,7 +33,7 @@ from pipelines.components import (
     ReferenceModelGen,
     ServingCheck,
 )
-from pipelines.families import Baseline, Direction, Family
+from tfsp.family import Baseline, Direction, Family
 from tfsp.features import LABEL_KEY
 
 # Explicit component ids: runners, tests and the result reader find components by these.
@@ -89,9 +89,6 @@ def component_ids(family: Family) -> tuple[str, ...]:
         *features,
     )
 
-
-# The components of a family gated against its last blessed model (the CNN's pipeline).
-COMPONENT_IDS = (*_COMMON_IDS, TRAINER, BASELINE_MODEL_GEN, EVALUATOR, SERVING_CHECK, PUSHER)
 
 # TFMA's change check passes when (candidate - baseline) >= absolute for HIGHER_IS_BETTER and
 # <= absolute for LOWER_IS_BETTER (tfma/evaluators/metrics_validator.py). Against the last

@@ -33,10 +33,10 @@ from pipelines.factory import (
     PipelineSpec,
     create_pipeline,
 )
-from pipelines.families import get_family
 from pipelines.layout import pipeline_name
 from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
 from tfsp.errors import UserError
+from trainers.registry import get_family
 
 # Where the Dockerfile installs the project, so the curated schema is at a known path.
 IMAGE_SCHEMA_FILE = "/opt/tfsp/pipelines/schemas/digits.pbtxt"
@@ -65,6 +65,8 @@ class ClusterOptions:
     # Beam inside each step's pod by default; bulk work names a distributed runner.
     beam_args: tuple[str, ...] = IN_PROCESS_BEAM_ARGS
     gpu_type: str = GPU_RESOURCE  # Kubernetes' resource name; Vertex AI names a GPU model
+    # The family's options (tfsp.family), compiled into the Trainer's custom_config.
+    custom_config: dict = dataclasses.field(default_factory=dict)
 
 
 # The file `tfsp pipeline compile --target` writes: the open-source backend's package, or
@@ -130,6 +132,7 @@ def _cluster_pipeline(family: str, options: ClusterOptions) -> tuple[tfx.dsl.Pip
         schema_file=options.schema_file,
         gate_lower_bound=options.gate_lower_bound,
         beam_pipeline_args=list(options.beam_args),
+        custom_config=options.custom_config,
         batch_size=spec_family.default_batch_size,
         epochs=tfx.dsl.experimental.RuntimeParameter(
             name="epochs", ptype=int, default=defaults["epochs"]

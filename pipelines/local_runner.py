@@ -10,12 +10,13 @@ from tfx import v1 as tfx
 
 from pipelines.components import DataAnomaliesError
 from pipelines.factory import PipelineSpec, create_pipeline
-from pipelines.families import Family, get_family
 from pipelines.layout import LocalLayout, check_data_dir, pipeline_name
+from pipelines.model_store import latest_pushed_version, pushed_model
 from pipelines.results import RunResult, read_run_result
 from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
 from tfsp.errors import UserError
-from trainers.common import latest_pushed_version
+from tfsp.family import Family
+from trainers.registry import get_family
 
 
 def pinned_versions(family: Family, serving_root: Path) -> dict[str, str]:
@@ -32,14 +33,7 @@ def pinned_versions(family: Family, serving_root: Path) -> dict[str, str]:
     if family.baseline == "last_blessed" and own is not None:
         versions[family.name] = own
     for base in family.depends_on:
-        version = latest_pushed_version(str(serving_root / base))
-        if version is None:
-            raise UserError(
-                f"the {family.name} family builds on the pushed {base} model, and none is "
-                f"pushed under {serving_root / base}; run 'tfsp pipeline run --family {base}' "
-                "first"
-            )
-        versions[base] = version
+        versions[base], _ = pushed_model(str(serving_root), base)
     return versions
 
 

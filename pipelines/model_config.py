@@ -1,6 +1,6 @@
 """TensorFlow Serving's models.config, generated from the family registry.
 
-The registry (`pipelines/families.py`) is the one list of served models; this module turns it
+The registry (`trainers/registry.py`) is the one list of served models; this module turns it
 into a `ModelServerConfig` text proto: one `config` per served model, its base path
 `<root>/<model>`, which is where the Pusher writes `<version>/` folders. Both the TF Serving
 Deployment (k8s/base/models.config) and the local `tfsp serve` read this format.
@@ -13,13 +13,13 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from pipelines.families import served_model_names
+from trainers.registry import served_model_names
 
 # Where the cluster mounts the model store; the compiled specs' --serving-root default.
 DEFAULT_ROOT = "/models"
 
 HEADER = (
-    "# Generated from pipelines/families.py by:\n"
+    "# Generated from trainers/registry.py by:\n"
     "#   tfsp deploy models-config --root {root} --output FILE\n"
     "# Do not edit: add a family (or a servable) to the registry and regenerate.\n"
 )

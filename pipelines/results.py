@@ -9,7 +9,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from pipelines.components import SERVING_CHECK_REASON
 from pipelines.factory import EVALUATOR, PUSHER, SERVING_CHECK, TRAINER
-from pipelines.families import Family
+from tfsp.family import Family
 
 _CACHED = metadata_store_pb2.Execution.CACHED
 
@@ -23,7 +23,6 @@ class RunResult:
     failures: list[str]  # the gate's failed checks, in TFMA's words with the figures
     pushed_dir: str | None
     pushed_version: str | None
-    trained_model_dir: str | None
     cached: bool  # the Trainer re-used an earlier execution (nothing new was trained)
     # The baseline's eval-split metrics (the reference model of a claim, or the last blessed
     # model), by TFMA metric name; empty when there was no baseline (a first run).
@@ -196,7 +195,6 @@ def read_run_result(
         failures=failures,
         pushed_dir=pushed["pushed_destination"].string_value if was_pushed else None,
         pushed_version=pushed["pushed_version"].string_value if was_pushed else None,
-        trained_model_dir=trainer_outputs["model"].uri,
         cached=trainer_execution.last_known_state == _CACHED,
     )
 
@@ -212,7 +210,7 @@ def split_accuracy(saved_model_dir: str, records_file: str, batch_size: int = 25
     import tensorflow as tf  # heavy; only this function needs it
 
     from tfsp.features import LABEL_KEY
-    from trainers.export import EXAMPLES_INPUT, TASK_LABEL_KEY, TRANSFORMED_LABELS
+    from tfsp.signatures import EXAMPLES_INPUT, TASK_LABEL_KEY, TRANSFORMED_LABELS
 
     loaded = tf.saved_model.load(saved_model_dir)
     classify = loaded.signatures["serving_default"]
@@ -239,7 +237,7 @@ def split_reconstruction_mse(
     import tensorflow as tf
 
     from tfsp.features import IMAGE_KEY, IMAGE_PIXELS
-    from trainers.export import EXAMPLES_INPUT, RECONSTRUCTION_KEY
+    from tfsp.signatures import EXAMPLES_INPUT, RECONSTRUCTION_KEY
 
     reconstruct = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
     spec = {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.float32)}
@@ -257,7 +255,7 @@ def split_reconstruction_mse(
 def test_split_figure(family: Family, saved_model_dir: str, records_file: str) -> tuple[str, float]:
     """(what, value) of a pushed model on the held-out test split: accuracy, or for the
     autoencoder reconstruction MSE."""
-    from trainers.export import RECONSTRUCTION_KEY
+    from tfsp.signatures import RECONSTRUCTION_KEY
 
     if family.prediction_key == RECONSTRUCTION_KEY:
         return "test MSE", split_reconstruction_mse(saved_model_dir, records_file)

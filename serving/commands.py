@@ -8,18 +8,17 @@ import argparse
 import sys
 from pathlib import Path
 
-# Image files go as they are to the signature that decodes and frames them in the model
-# (named once, with the features pull that sends them too).
-from serving.features import IMAGE_BYTES_INPUT, IMAGE_BYTES_SIGNATURE
+from tfsp import argtypes
 from tfsp.errors import UserError, one_line
-
-PREDICT_SIGNATURE = "predict_images"
+from tfsp.signatures import IMAGE_BYTES_INPUT, IMAGES_INPUT, PREDICT_IMAGE_BYTES, PREDICT_IMAGES
 
 
 def _add_address_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model name (e.g. cnn)")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--version", type=int, help="a specific version number")
+    which.add_argument(
+        "--version", type=argtypes.non_negative_int, help="a specific version number"
+    )
     which.add_argument("--label", help="a version label from the server's config")
     parser.add_argument("--rest", action="store_true", help="use the REST API instead of gRPC")
     parser.add_argument(
@@ -29,7 +28,12 @@ def _add_address_flags(parser: argparse.ArgumentParser) -> None:
         "--rest-server",
         help="REST host:port for --rest (default: $TFSP_REST_SERVER, else localhost:8501)",
     )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument(
+        "--timeout",
+        type=argtypes.positive_float,
+        default=30.0,
+        help="seconds per call (default 30)",
+    )
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -50,10 +54,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="classify digit images with a served model",
         description="Send an image file (PNG/JPEG/GIF/BMP, any size, grey or colour, dark ink "
-        f"on light or the reverse) to the model's '{IMAGE_BYTES_SIGNATURE}' signature, which "
+        f"on light or the reverse) to the model's '{PREDICT_IMAGE_BYTES}' signature, which "
         "frames it in the model as the training images were framed; or a .npy array of "
         "32×32 pixels ([32,32], [32,32,1], [N,32,32,1], [1024] or [N,1024], values in [0,1], "
-        f"ink bright) to '{PREDICT_SIGNATURE}'. Prints each image's class.",
+        f"ink bright) to '{PREDICT_IMAGES}'. Prints each image's class.",
     )
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="an image file")
@@ -66,8 +70,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     predict.add_argument(
         "--signature",
-        help=f"signature (default {IMAGE_BYTES_SIGNATURE} for --image, {PREDICT_SIGNATURE} "
-        "for --npy)",
+        help=f"signature (default {PREDICT_IMAGE_BYTES} for --image, {PREDICT_IMAGES} for --npy)",
     )
     _add_address_flags(predict)
     predict.set_defaults(handler=_cmd_predict)
@@ -106,7 +109,7 @@ def _load_inputs(args: argparse.Namespace) -> tuple[str, str, object]:
             raise UserError(f"cannot read image {args.image}: {exc.strerror or exc}") from None
         value = np.empty(1, dtype=object)
         value[0] = encoded
-        return args.signature or IMAGE_BYTES_SIGNATURE, IMAGE_BYTES_INPUT, value
+        return args.signature or PREDICT_IMAGE_BYTES, IMAGE_BYTES_INPUT, value
     try:
         array = np.load(args.npy, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -116,7 +119,7 @@ def _load_inputs(args: argparse.Namespace) -> tuple[str, str, object]:
         raise UserError(f"{args.npy}: shape {list(array.shape)} is not N×32×32 pixels")
     if args.invert:
         array = 1.0 - array
-    return args.signature or PREDICT_SIGNATURE, "images", array.reshape(-1, 32, 32, 1)
+    return args.signature or PREDICT_IMAGES, IMAGES_INPUT, array.reshape(-1, 32, 32, 1)
 
 
 def _rest_instances(value: object) -> list:

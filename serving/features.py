@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from tfsp import argtypes
 from tfsp.errors import UserError
+from tfsp.signatures import (
+    CODES_KEY,
+    IMAGE_BYTES_INPUT,
+    IMAGES_INPUT,
+    PREDICT_IMAGE_BYTES,
+    PREDICT_IMAGES,
+)
 
 if TYPE_CHECKING:  # both import TensorFlow/gRPC; the CLI imports them only when pulling
     from serving.client import ServingClient
@@ -27,21 +35,13 @@ if TYPE_CHECKING:  # both import TensorFlow/gRPC; the CLI imports them only when
 
 T = TypeVar("T")
 
-ENCODER_SIGNATURE = "predict_images"
-ENCODER_INPUT = "images"
-ENCODER_OUTPUT = "codes"
-# Image files are sent as they are, to the signature that decodes and frames them in the
-# model (trainers/export.py), so features of a folder match what training saw.
-IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
-IMAGE_BYTES_INPUT = "image_bytes"
-
 
 def encoder_call(batch: np.ndarray) -> tuple[str, str]:
     """(signature, input name) for a batch: encoded image files (a bytes array) go to
     `predict_image_bytes`, pixel arrays to `predict_images`."""
     if batch.dtype == object:
-        return IMAGE_BYTES_SIGNATURE, IMAGE_BYTES_INPUT
-    return ENCODER_SIGNATURE, ENCODER_INPUT
+        return PREDICT_IMAGE_BYTES, IMAGE_BYTES_INPUT
+    return PREDICT_IMAGES, IMAGES_INPUT
 
 
 RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
@@ -91,25 +91,25 @@ def describe_encoder(
         retries,
         f"model server at {client.address}",
     )
-    signature = signatures.get(ENCODER_SIGNATURE)
-    if signature is None or ENCODER_OUTPUT not in signature.outputs:
+    signature = signatures.get(PREDICT_IMAGES)
+    if signature is None or CODES_KEY not in signature.outputs:
         outputs = sorted(signature.outputs) if signature is not None else []
         raise UserError(
-            f"model {model!r} is not an encoder: it needs a {ENCODER_SIGNATURE!r} signature "
-            f"with a {ENCODER_OUTPUT!r} output (found signatures {sorted(signatures)}, "
+            f"model {model!r} is not an encoder: it needs a {PREDICT_IMAGES!r} signature "
+            f"with a {CODES_KEY!r} output (found signatures {sorted(signatures)}, "
             f"outputs {outputs})"
         )
-    image_dims = [d.size for d in signature.inputs[ENCODER_INPUT].tensor_shape.dim]
+    image_dims = [d.size for d in signature.inputs[IMAGES_INPUT].tensor_shape.dim]
     if image_dims[1:] != [32, 32, 1]:
         raise UserError(
             f"model {model!r} takes images of shape {image_dims}; this tool sends [n, 32, 32, 1]"
         )
-    if image_files and IMAGE_BYTES_SIGNATURE not in signatures:
+    if image_files and PREDICT_IMAGE_BYTES not in signatures:
         raise UserError(
-            f"model {model!r} has no {IMAGE_BYTES_SIGNATURE!r} signature to frame image files "
+            f"model {model!r} has no {PREDICT_IMAGE_BYTES!r} signature to frame image files "
             "(it was exported before 2026-12-05: run its pipeline again), or pass a .npy"
         )
-    code_size = signature.outputs[ENCODER_OUTPUT].tensor_shape.dim[-1].size
+    code_size = signature.outputs[CODES_KEY].tensor_shape.dim[-1].size
     return spec.version.value, code_size
 
 
@@ -171,12 +171,12 @@ def pull_features(
                 {input_name: images},
                 signature=signature,
                 version=version,
-                output_filter=[ENCODER_OUTPUT],
+                output_filter=[CODES_KEY],
             ),
             retries,
             f"Predict on {model!r} version {version}",
         )
-        codes = outputs[ENCODER_OUTPUT]
+        codes = outputs[CODES_KEY]
         if codes.shape != (len(images), code_size):
             raise UserError(
                 f"{model!r} returned codes of shape {list(codes.shape)} for "
@@ -257,7 +257,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="a .npy or .parquet file; with --saved-model, a new folder for the shards",
     )
-    parser.add_argument("--version", type=int, help="pin a model version (default: latest)")
+    parser.add_argument(
+        "--version", type=argtypes.non_negative_int, help="pin a model version (default: latest)"
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--server",
@@ -268,21 +270,27 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         help="no server: run this encoder SavedModel (a version folder) in Apache Beam workers "
         "over the whole input (RunInference; DirectRunner in-process unless --beam-arg says)",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="rows per request (256)")
-    parser.add_argument("--in-flight", type=int, default=4, help="concurrent requests (4)")
+    parser.add_argument(
+        "--batch-size", type=argtypes.positive_int, default=256, help="rows per request (256)"
+    )
+    parser.add_argument(
+        "--in-flight", type=argtypes.positive_int, default=4, help="concurrent requests (4)"
+    )
     parser.add_argument(
         "--part-rows",
-        type=int,
+        type=argtypes.positive_int,
         default=8192,
         help="rows per checkpoint; an interrupted pull loses at most this many rows of work (8192)",
     )
     parser.add_argument(
         "--retries",
-        type=int,
+        type=argtypes.non_negative_int,
         default=5,
         help="retries of UNAVAILABLE / DEADLINE_EXCEEDED per request (5)",
     )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (30)")
+    parser.add_argument(
+        "--timeout", type=argtypes.positive_float, default=30.0, help="seconds per request (30)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     beam_group = parser.add_argument_group("with --saved-model (Apache Beam)")
     beam_group.add_argument(
@@ -357,16 +365,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
 
     quiet_frameworks()
     if args.saved_model is not None:
-        if args.batch_size < 1:
-            raise UserError("--batch-size must be at least 1")
         return _cmd_features_beam(args)
     if args.format != "parquet" or args.beam_arg:
         raise UserError("--format and --beam-arg apply with --saved-model only")
-    for flag in ("batch_size", "in_flight", "part_rows"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.retries < 0:
-        raise UserError("--retries must be 0 or more")
     from serving.client import ServingClient
     from serving.feature_sources import open_source
     from serving.feature_store import check_output

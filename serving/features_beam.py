@@ -34,18 +34,12 @@ from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from serving.features import (
-    ENCODER_INPUT,
-    ENCODER_OUTPUT,
-    ENCODER_SIGNATURE,
-    IMAGE_BYTES_SIGNATURE,
-    encoder_call,
-)
+from serving.features import encoder_call
 from tfsp.errors import UserError
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from tfsp.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGE_BYTES, PREDICT_IMAGES
 
 FORMATS = ("parquet", "tfrecord")
-CODES_FEATURE = "codes"
 METRICS_NAMESPACE = "tfsp_features"
 NPY_ROWS_PER_TASK = 4096  # the unit of parallelism for an array
 IMAGES_PER_TASK = 256  # ... and for a folder of images (TFRecords: one file a task)
@@ -84,25 +78,25 @@ def encoder_code_size(saved_model: str, *, image_files: bool = False) -> int:
         graph = read_meta_graph(saved_model, {"serve"})
     except LoadError as exc:
         raise UserError(f"--saved-model {saved_model}: {exc}") from None
-    signature = graph.signature_def.get(ENCODER_SIGNATURE)
+    signature = graph.signature_def.get(PREDICT_IMAGES)
     if (
         signature is None
-        or ENCODER_INPUT not in signature.inputs
-        or ENCODER_OUTPUT not in signature.outputs
+        or IMAGES_INPUT not in signature.inputs
+        or CODES_KEY not in signature.outputs
     ):
         raise UserError(
-            f"--saved-model {saved_model} is not an encoder: it needs a {ENCODER_SIGNATURE!r} "
-            f"signature from {ENCODER_INPUT!r} to {ENCODER_OUTPUT!r} (signatures: "
+            f"--saved-model {saved_model} is not an encoder: it needs a {PREDICT_IMAGES!r} "
+            f"signature from {IMAGES_INPUT!r} to {CODES_KEY!r} (signatures: "
             f"{sorted(graph.signature_def)})"
         )
-    if image_files and IMAGE_BYTES_SIGNATURE not in graph.signature_def:
+    if image_files and PREDICT_IMAGE_BYTES not in graph.signature_def:
         raise UserError(
-            f"--saved-model {saved_model} has no {IMAGE_BYTES_SIGNATURE!r} signature to frame "
+            f"--saved-model {saved_model} has no {PREDICT_IMAGE_BYTES!r} signature to frame "
             "image files (it was exported before 2026-12-05: run its pipeline again)"
         )
-    dims = signature.outputs[ENCODER_OUTPUT].tensor_shape.dim
+    dims = signature.outputs[CODES_KEY].tensor_shape.dim
     if len(dims) != 2 or dims[1].size < 1:
-        raise UserError(f"--saved-model {saved_model}: {ENCODER_OUTPUT!r} is not [batch, code]")
+        raise UserError(f"--saved-model {saved_model}: {CODES_KEY!r} is not [batch, code]")
     return int(dims[1].size)
 
 
@@ -282,8 +276,8 @@ class EncoderHandler(ModelHandler):
         encoded = []
         for chunk in batch:
             signature, input_name = encoder_call(chunk[1])
-            outputs = model.run(signature, {input_name: chunk[1]}, [ENCODER_OUTPUT])
-            encoded.append((chunk, outputs[ENCODER_OUTPUT]))
+            outputs = model.run(signature, {input_name: chunk[1]}, [CODES_KEY])
+            encoded.append((chunk, outputs[CODES_KEY]))
             self._progress(len(chunk[0]))
         return encoded
 
@@ -366,7 +360,7 @@ def _examples_with_codes(chunk: Chunk, codes: np.ndarray) -> Iterator[bytes]:
 
     for serialized, row in zip(chunk[2], codes, strict=True):
         example = tf.train.Example.FromString(serialized)
-        example.features.feature[CODES_FEATURE].float_list.value.extend(row.tolist())
+        example.features.feature[CODES_KEY].float_list.value.extend(row.tolist())
         yield example.SerializeToString()
 
 

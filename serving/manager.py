@@ -190,10 +190,6 @@ class ModelManager:
         """Whether `name` is a configured model (metrics label only known names)."""
         return name in self._models
 
-    def model_names(self) -> list[str]:
-        """Names of the configured models."""
-        return sorted(name for name, model in self._models.items() if model.active)
-
     # ---- lifecycle ----
 
     def configure(self, settings: list[ModelSettings]) -> None:
@@ -325,14 +321,11 @@ class ModelManager:
             for version in sorted(set(model.loaded) - aspired):
                 self._unload(model, version)
 
-    def _set_state(self, model: _Model, record: VersionRecord, state: int) -> None:
-        record.state = state
-
     def _try_load(self, model: _Model, version: int, path: Path) -> None:
         name = model.settings.name
         record = model.records.setdefault(version, VersionRecord(version))
         record.error_code, record.error_message = 0, ""
-        self._set_state(model, record, State.LOADING)
+        record.state = State.LOADING
         record.attempts += 1
         record.last_attempt = time.monotonic()
         record.fingerprint = _fingerprint(path)
@@ -345,13 +338,13 @@ class ModelManager:
             message = " ".join(message.split())
             record.error_code = _load_error_code(exc).value[0]
             record.error_message = message
-            self._set_state(model, record, State.END)
+            record.state = State.END
             log.error("model %s version %d failed to load: %s", name, version, message)
             if self._on_load is not None:
                 self._on_load(name, False)
             return
         model.loaded = {**model.loaded, version: Loaded(servable, runner)}
-        self._set_state(model, record, State.AVAILABLE)
+        record.state = State.AVAILABLE
         if self._on_load is not None:
             self._on_load(name, True)
         log.info(
@@ -364,13 +357,13 @@ class ModelManager:
 
     def _unload(self, model: _Model, version: int) -> None:
         record = model.records.setdefault(version, VersionRecord(version))
-        self._set_state(model, record, State.UNLOADING)
+        record.state = State.UNLOADING
         loaded = model.loaded[version]
         model.loaded = {v: item for v, item in model.loaded.items() if v != version}
         try:
             loaded.runner.close()
         finally:
-            self._set_state(model, record, State.END)
+            record.state = State.END
         log.info("model %s version %d unloaded", model.settings.name, version)
 
 

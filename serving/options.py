@@ -8,6 +8,8 @@ import argparse
 import dataclasses
 import os
 
+from tfsp import argtypes
+
 DEFAULT_GRPC_PORT = 8500
 INT32_MAX = 2**31 - 1
 
@@ -78,35 +80,6 @@ class _Parser(argparse.ArgumentParser):
         raise FlagError(message)
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _int(low: int | None = None) -> type:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse  # type: ignore[return-value]
-
-
-def _port(text: str) -> int:
-    value = _int(0)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
-    return value
-
-
 _HELP = {
     "port": "TCP port for the gRPC API (0 disables it; default 8500)",
     "grpc_socket_path": "also listen for gRPC on this UNIX socket",
@@ -168,14 +141,21 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         flag = f"--{name}"
         if isinstance(default, bool):
             parser.add_argument(
-                flag, nargs="?", const=True, default=default, type=_bool, help=_HELP[name]
+                flag,
+                nargs="?",
+                const=True,
+                default=default,
+                type=argtypes.boolean,
+                help=_HELP[name],
             )
         elif name in ("port", "rest_api_port"):
-            parser.add_argument(flag, type=_port, default=default, help=_HELP[name])
+            parser.add_argument(flag, type=argtypes.port, default=default, help=_HELP[name])
         elif isinstance(default, int):
             low = None if name.endswith("poll_wait_seconds") else 0
             low = -1 if name == "load_retry_interval_micros" else low
-            parser.add_argument(flag, type=_int(low), default=default, help=_HELP[name])
+            parser.add_argument(
+                flag, type=argtypes.whole_number(low), default=default, help=_HELP[name]
+            )
         else:
             parser.add_argument(flag, default=default, help=_HELP[name])
 

@@ -149,7 +149,7 @@ def _string_leaves(name: str, value: object) -> object:
     raise invalid(f"input '{name}': {json.dumps(value)[:50]} is not of expected type: string")
 
 
-def _shape_of(name: str, value: object) -> list[int]:
+def _shape_of(value: object) -> list[int]:
     shape: list[int] = []
     while isinstance(value, list):
         shape.append(len(value))
@@ -161,7 +161,7 @@ def _shape_of(name: str, value: object) -> list[int]:
 
 def _to_string_array(name: str, value: object) -> np.ndarray:
     leaves = _string_leaves(name, value)
-    shape = _shape_of(name, leaves)
+    shape = _shape_of(leaves)
     flat: list[bytes] = []
 
     def walk(item: object, depth: int) -> None:
@@ -208,7 +208,7 @@ def to_array(
     dtype = tensors.numpy_dtype(info.dtype)
     if dtype is None:
         raise invalid(f"input '{name}': dtype {tensors.dtype_name(info.dtype)} is not supported")
-    if len(_shape_of(name, value)) > MAX_TENSOR_DIMS:
+    if len(_shape_of(value)) > MAX_TENSOR_DIMS:
         raise invalid(
             f"input '{name}': lists nested more than {MAX_TENSOR_DIMS} deep "
             f"(at most {MAX_TENSOR_DIMS} dimensions)"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.rnn import CELLS, RNNConfig, build_rnn_classifier
+from trainers.rnn.family import CELLS, RNNConfig
+from trainers.rnn.model import build_rnn_classifier
 
 VARIANTS = {
     **{cell: RNNConfig(cell=cell, units=8) for cell in CELLS},

@@ -6,8 +6,8 @@ import tensorflow as tf
 from sklearn.decomposition import PCA
 
 from tfsp.errors import UserError
-from trainers.autoencoder import (
-    AutoEncoderConfig,
+from trainers.autoencoder.family import AutoEncoderConfig
+from trainers.autoencoder.model import (
     build_autoencoder,
     fit_pca,
     reconstruction_mse,
@@ -36,9 +36,11 @@ def test_autoencoder_is_the_decoder_of_the_encoder_with_shared_weights():
 
 def test_bad_options_are_refused():
     with pytest.raises(UserError, match="kind"):
-        build_autoencoder(AutoEncoderConfig(kind="vae"))
-    with pytest.raises(UserError, match="code size"):
-        build_autoencoder(AutoEncoderConfig(code_size=0))
+        AutoEncoderConfig(kind="vae")
+    with pytest.raises(UserError, match="code_size must be at least 1"):
+        AutoEncoderConfig(code_size=0)
+    with pytest.raises(UserError, match="code_size must be at most 1023"):
+        AutoEncoderConfig(code_size=1024)
 
 
 def test_pca_module_matches_scikit_learn():

@@ -136,7 +136,7 @@ def test_main_job_serves_what_was_pushed_and_pulls_features(blessed, digits_dir,
     assert f"autoencoder_encoder  {version}" in table
     assert f"v{version}: codes [1, 8]" in table
     assert f"v{version}: reconstruction [1, 32, 32, 1]" in table
-    codes = pq.read_table(home / "features" / "test_codes.parquet").to_pandas()
+    codes = pq.read_table(home / "features" / "autoencoder_encoder_test_codes.parquet").to_pandas()
     test_rows = len(read_split(digits_dir / "test" / "data.tfrecord")[1])
     assert len(codes) == test_rows and list(codes.columns)[:2] == ["id", "code_0"]
     assert codes["id"].tolist() == list(range(test_rows))

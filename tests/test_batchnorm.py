@@ -6,17 +6,17 @@ import pytest
 import tensorflow as tf
 from tensorflow_model_analysis.proto import validation_result_pb2
 
-from pipelines.families import get_family
 from pipelines.results import RunResult, claim_summary, describe_failures
 from tfsp.errors import UserError
-from trainers.batchnorm import (
-    MLPConfig,
+from tfsp.family import options_from_config
+from trainers.batchnorm.family import FAMILY, MLPConfig
+from trainers.batchnorm.model import (
     build_mlp,
-    config_from_custom,
     layer_values,
     plot_distributions,
     summarise,
 )
+from trainers.registry import get_family
 
 
 def test_bn_sits_between_each_dense_layer_and_its_activation():
@@ -62,11 +62,11 @@ def test_distribution_figure_is_a_png(tmp_path):
 
 
 def test_options_and_refusals():
-    assert config_from_custom({"batchnorm": {"activation": "relu"}}).activation == "relu"
-    with pytest.raises(UserError, match="at least 7 hidden layers"):
-        config_from_custom({"batchnorm": {"hidden_layers": 6}})
+    assert options_from_config(FAMILY, {"batchnorm": {"activation": "relu"}}).activation == "relu"
+    with pytest.raises(UserError, match="hidden_layers must be at least 7"):
+        options_from_config(FAMILY, {"batchnorm": {"hidden_layers": 6}})
     with pytest.raises(UserError):
-        config_from_custom({"batchnorm": {"init": "zeros"}})
+        options_from_config(FAMILY, {"batchnorm": {"init": "zeros"}})
 
 
 def _failed_claim(diff: float) -> validation_result_pb2.ValidationResult:
@@ -105,7 +105,6 @@ def test_claim_summary_gives_both_figures():
         failures=[],
         pushed_dir=None,
         pushed_version=None,
-        trained_model_dir=None,
         cached=False,
         baseline_metrics={"sparse_categorical_accuracy": 0.25},
     )

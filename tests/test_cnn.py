@@ -4,7 +4,9 @@ import pytest
 import tensorflow as tf
 
 from tfsp.errors import UserError
-from trainers.cnn import LeNetConfig, build_lenet5, config_from_custom, output_size
+from tfsp.family import options_from_config
+from trainers.cnn.family import FAMILY, LeNetConfig, output_size
+from trainers.cnn.model import build_lenet5
 from trainers.common import Hyperparameters, strategy_kind
 
 
@@ -75,10 +77,10 @@ def test_bad_padding_is_refused():
 
 
 def test_custom_config_reaches_the_architecture():
-    config = config_from_custom({"lenet": {"pooling": "average", "conv_stride": 2}})
+    config = options_from_config(FAMILY, {"cnn": {"pooling": "average", "conv_stride": 2}})
     assert (config.pooling, config.conv_stride, config.kernel_size) == ("average", 2, 5)
-    with pytest.raises(UserError, match="unknown LeNet option"):
-        config_from_custom({"lenet": {"kernel": 3}})
+    with pytest.raises(UserError, match="unknown cnn option"):
+        options_from_config(FAMILY, {"cnn": {"kernel": 3}})
 
 
 def test_strategy_follows_the_devices():

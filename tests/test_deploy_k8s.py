@@ -14,9 +14,9 @@ import pytest
 import yaml
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-from pipelines.families import served_model_names
 from pipelines.kubeflow_runner import DEFAULT_SERVING_ROOT, MODEL_STORE_PVC, WORK_MOUNT, WORK_PVC
 from pipelines.model_config import parse_models_config
+from trainers.registry import served_model_names
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"

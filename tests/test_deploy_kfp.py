@@ -18,7 +18,6 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipelines.families import FAMILIES
 from pipelines.kubeflow_runner import (
     DEFAULT_PIPELINE_ROOT,
     DEFAULT_SERVING_ROOT,
@@ -29,6 +28,7 @@ from pipelines.kubeflow_runner import (
 )
 from tests.conftest import REPO, run_tfsp
 from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
+from trainers.registry import FAMILIES
 
 IMAGE = "registry.example/tfsp-pipeline:9.9.9"
 

@@ -2,8 +2,6 @@
 
 import pytest
 
-from pipelines import families
-from pipelines.families import FAMILIES, Family, served_model_names
 from pipelines.kubeflow_runner import DEFAULT_SERVING_ROOT
 from pipelines.model_config import (
     DEFAULT_ROOT,
@@ -12,6 +10,9 @@ from pipelines.model_config import (
     render_models_config,
 )
 from tests.conftest import REPO, run_tfsp
+from tfsp.family import Family
+from trainers import registry
+from trainers.registry import FAMILIES, served_model_names
 
 COMMITTED = REPO / "k8s" / "base" / "models.config"
 REGENERATE = "tfsp deploy models-config --root /models --output k8s/base/models.config"
@@ -50,7 +51,7 @@ def test_a_new_family_changes_the_generated_config(monkeypatch):
         default_batch_size=8,
         companions=(("extra_encoder", "encoder"),),
     )
-    monkeypatch.setitem(families.FAMILIES, "extra", extra)
+    monkeypatch.setitem(registry.FAMILIES, "extra", extra)
     assert render_models_config() != COMMITTED.read_text()
     names = [c.name for c in build_models_config().model_config_list.config]
     assert names[-2:] == ["extra", "extra_encoder"]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines.families import FAMILIES as REGISTERED
-from pipelines.families import served_model_names
 from tests.conftest import REPO, run_crippled_pipeline, run_pipeline, user_env
 from tfsp.data.prepare import read_split, to_example
+from trainers.registry import FAMILIES as REGISTERED
+from trainers.registry import served_model_names
 
 pytestmark = pytest.mark.e2e
 

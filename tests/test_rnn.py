@@ -5,17 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsp.cli import build_parser
 from tfsp.errors import UserError
-from trainers.rnn import (
-    CELLS,
-    JordanCell,
-    RNNConfig,
-    build_rnn_classifier,
-    config_from_custom,
-    make_optimizer,
-)
-from trainers.rnn_experiments import (
+from tfsp.family import options_from_config
+from trainers.common import compile_classifier
+from trainers.rnn.experiments import (
     TRIVIAL_ADDING_MSE,
     TruncatedBPTT,
     adding_problem,
@@ -24,6 +17,8 @@ from trainers.rnn_experiments import (
     train_adding,
     train_tbptt,
 )
+from trainers.rnn.family import CELLS, FAMILY, RNNConfig
+from trainers.rnn.model import JordanCell, build_rnn_classifier
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -90,32 +85,22 @@ def test_jordan_layer_state_is_the_output_sequence():
 
 def test_clipping_is_on_by_default_and_zero_turns_it_off():
     assert RNNConfig().clip_norm > 0
-    assert make_optimizer(1e-3, 5.0).global_clipnorm == 5.0
-    assert make_optimizer(1e-3, 0.0).global_clipnorm is None
+    for clip_norm, expected in ((5.0, 5.0), (0.0, None)):
+        model = build_rnn_classifier(RNNConfig(cell="simple", units=2))
+        compile_classifier(model, 1e-3, clip_norm)
+        assert model.optimizer.global_clipnorm == expected
 
 
 def test_options_come_from_custom_config_and_bad_ones_are_refused():
-    config = config_from_custom({"rnn": {"cell": "gru", "layers": 2, "bidirectional": True}})
+    config = options_from_config(
+        FAMILY, {"rnn": {"cell": "gru", "layers": 2, "bidirectional": True}}
+    )
     assert (config.cell, config.layers, config.bidirectional) == ("gru", 2, True)
-    assert config_from_custom({}) == RNNConfig()
+    assert options_from_config(FAMILY, {}) == RNNConfig()
     with pytest.raises(UserError):
-        config_from_custom({"rnn": {"cell": "tree"}})
+        options_from_config(FAMILY, {"rnn": {"cell": "tree"}})
     with pytest.raises(UserError):
-        config_from_custom({"rnn": {"depth": 3}})
-
-
-def test_cli_cell_choices_match_the_trainer():
-    (action,) = [
-        a
-        for a in build_parser()
-        ._subparsers._group_actions[0]
-        .choices["pipeline"]
-        ._subparsers._group_actions[0]
-        .choices["run"]
-        ._actions
-        if "--cell" in a.option_strings
-    ]
-    assert tuple(action.choices) == CELLS
+        options_from_config(FAMILY, {"rnn": {"depth": 3}})
 
 
 def test_adding_problem_marks_one_value_in_each_half():

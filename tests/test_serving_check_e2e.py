@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 _RUN = """
 import dataclasses, json, sys
 from pathlib import Path
-from pipelines.families import FAMILIES
+from trainers.registry import FAMILIES
 from pipelines.layout import LocalLayout
 from pipelines.local_runner import run_local
 
@@ -68,7 +68,7 @@ def _check_blessings(home) -> list[int]:
 
 
 def test_an_unservable_candidate_is_refused_and_the_served_version_stays(tmp_path, digits_dir):
-    first = _run(tmp_path, digits_dir, "trainers.cnn.run_fn")
+    first = _run(tmp_path, digits_dir, "trainers.cnn.model.run_fn")
     assert first["blessed"], first["failures"]
     (served,) = _versions(tmp_path)
 

@@ -12,22 +12,22 @@ from pipelines.components import (
     NO_PUSHED_VERSION,
     PUSHED_VERSION,
     PushedModelGen,
-    PushedModelNotFoundError,
     holds_no_model,
 )
-from pipelines.families import get_family
 from pipelines.local_runner import pinned_versions
+from pipelines.model_store import PushedModelNotFoundError, latest_pushed_version
 from tfsp.errors import UserError
-from trainers.cnn import build_lenet5
-from trainers.common import latest_pushed_version
-from trainers.export import TASK_LABEL_KEY, TRANSFORMED_LABELS
-from trainers.transfer import (
+from tfsp.family import options_from_config
+from tfsp.signatures import TASK_LABEL_KEY, TRANSFORMED_LABELS
+from trainers.cnn.model import build_lenet5
+from trainers.registry import get_family
+from trainers.transfer.family import FAMILY
+from trainers.transfer.model import (
     BASE_LAYERS,
     CLASS_NAMES,
     BaseModelNotFoundError,
     base_model_dir,
     build_transfer_model,
-    config_from_custom,
     load_base_weights,
     small_labelled_set,
     task_label,
@@ -170,7 +170,9 @@ def test_registry_names_the_signature_the_exporter_writes():
 
 
 def test_options():
-    config = config_from_custom({"transfer": {"examples_per_class": 10, "fine_tune_epochs": 2}})
+    config = options_from_config(
+        FAMILY, {"transfer": {"examples_per_class": 10, "fine_tune_epochs": 2}}
+    )
     assert (config.examples_per_class, config.fine_tune_epochs) == (10, 2)
     with pytest.raises(UserError):
-        config_from_custom({"transfer": {"examples_per_class": 0}})
+        options_from_config(FAMILY, {"transfer": {"examples_per_class": 0}})

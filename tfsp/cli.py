@@ -5,6 +5,7 @@ answer at once.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfsp import argtypes
 from tfsp.errors import UserError, one_line
 
 # Modules the bare `pip install tfsp` leaves out, and the extra that brings each
@@ -35,58 +37,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
-def _whole_number(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _whole_number(text, 1)
-
-
-def _non_negative_int(text: str) -> int:
-    return _whole_number(text, 0)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
-def _fractions(text: str) -> tuple[float, float, float]:
-    parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected train,eval,test fractions, got {text!r}")
-    return tuple(_fraction(p) for p in parts)  # type: ignore[return-value]
-
-
 def _add_home(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--home",
@@ -102,11 +52,15 @@ def _add_verbose(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=_positive_int, help="training epochs (family default)")
     parser.add_argument(
-        "--learning-rate", type=_positive_float, help="Adam learning rate (family default)"
+        "--epochs", type=argtypes.positive_int, help="training epochs (family default)"
     )
-    parser.add_argument("--batch-size", type=_positive_int, help="batch size (family default)")
+    parser.add_argument(
+        "--learning-rate", type=argtypes.positive_float, help="Adam learning rate (family default)"
+    )
+    parser.add_argument(
+        "--batch-size", type=argtypes.positive_int, help="batch size (family default)"
+    )
     _add_gate_flag(parser)
     parser.add_argument(
         "--no-cache", action="store_true", help="re-run every component (caching is on)"
@@ -128,55 +82,60 @@ def _add_beam_flag(parser: argparse.ArgumentParser) -> None:
 def _add_gate_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--min-accuracy",
-        type=_fraction,
+        type=argtypes.fraction,
         help="the Evaluator's absolute floor on accuracy, for the classifier families "
         "(family default; the autoencoder's MSE gate keeps its own bounds)",
     )
 
 
+def _family_names() -> str:
+    from trainers.registry import FAMILIES
+
+    return ", ".join(FAMILIES)
+
+
 def _add_family_flags(parser: argparse.ArgumentParser) -> None:
-    cnn = parser.add_argument_group("CNN architecture (family cnn)")
-    cnn.add_argument("--pooling", choices=("max", "average"), help="pooling type (default max)")
-    cnn.add_argument(
-        "--padding", choices=("valid", "same"), help="convolution padding (default valid)"
-    )
-    cnn.add_argument("--conv-stride", type=_positive_int, help="convolution stride (default 1)")
-    # Family options: the trainers validate them too; these lists mirror theirs (a unit test
-    # keeps them equal) so a typo fails before TensorFlow loads.
-    rnn = parser.add_argument_group("RNN classifier (family rnn)")
-    rnn.add_argument(
-        "--cell", choices=("simple", "jordan", "lstm", "gru"), help="recurrent cell (default lstm)"
-    )
-    rnn.add_argument("--units", type=_positive_int, help="units per recurrent layer (default 64)")
-    rnn.add_argument("--layers", type=_positive_int, help="stacked recurrent layers (default 1)")
-    rnn.add_argument("--bidirectional", action="store_true", help="bidirectional layers")
-    rnn.add_argument(
-        "--clip-norm",
-        type=_non_negative_float,
-        help="clip gradients at this global norm; 0 turns clipping off (default 5)",
-    )
-    bn = parser.add_argument_group("batch normalization (family batchnorm)")
-    bn.add_argument("--hidden-layers", type=_positive_int, help="MLP hidden layers (default 8)")
-    bn.add_argument("--activation", choices=("tanh", "relu"), help="activation (default tanh)")
-    bn.add_argument(
-        "--init",
-        choices=("normal", "glorot"),
-        help="weight init: N(0,1) as in the notes' experiment, or Glorot (default normal)",
-    )
-    transfer = parser.add_argument_group("transfer learning (family transfer)")
-    transfer.add_argument(
-        "--examples-per-class", type=_positive_int, help="labelled examples per class (default 50)"
-    )
-    transfer.add_argument(
-        "--fine-tune-epochs",
-        type=_positive_int,
-        help="then unfreeze the base for N epochs at a 10x smaller rate (default: none)",
-    )
-    autoencoder = parser.add_argument_group("autoencoder (family autoencoder)")
-    autoencoder.add_argument("--code-size", type=_positive_int, help="code size (default 32)")
-    autoencoder.add_argument(
-        "--ae-kind", choices=("conv", "dense"), help="encoder/decoder layers (default conv)"
-    )
+    """One group of flags per family, built from its options dataclass (trainers/registry.py).
+
+    Every flag defaults to None (absent: the Trainer keeps the option's default), so only the
+    options given reach the Trainer's custom_config; the same choices and bounds are checked
+    again there (tfsp.family.options_from_config).
+    """
+    from tfsp.family import flag_fields, flag_name
+    from trainers.registry import FAMILIES
+
+    for family in FAMILIES.values():
+        if family.options is None:
+            continue
+        group = parser.add_argument_group(f"{family.title or family.name} (family {family.name})")
+        for option in flag_fields(family.options):
+            group.add_argument(
+                flag_name(option),
+                dest=_option_dest(family.name, option.name),
+                **_flag_kwargs(option),
+            )
+
+
+def _option_dest(family: str, option: str) -> str:
+    return f"option__{family}__{option}"
+
+
+def _flag_kwargs(option: dataclasses.Field) -> dict:
+    """argparse keywords for one option: its type, choices and bounds, and its help text."""
+    meta, default = option.metadata, option.default
+    if isinstance(default, bool):
+        return {"action": "store_const", "const": not default, "help": meta["help"]}
+    kwargs: dict = {"help": f"{meta['help']} (default {default})"}
+    if meta.get("choices") is not None:
+        kwargs["choices"] = meta["choices"]
+    if isinstance(default, int):
+        kwargs["type"] = argtypes.whole_number(meta.get("minimum"), meta.get("maximum"))
+        kwargs["metavar"] = "N"
+    elif isinstance(default, float):
+        kwargs["metavar"] = "X"
+        minimum = meta.get("minimum")
+        kwargs["type"] = argtypes.number(float("-inf") if minimum is None else minimum)
+    return kwargs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument(
         "--printed-per-font",
-        type=_non_negative_int,
+        type=argtypes.non_negative_int,
         default=None,
         help="default source only: renderings of each digit per font added to the handwritten "
         "digits (default 8, 0 for none)",
@@ -243,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--output", type=Path, help="output folder (default: <home>/data/digits)")
     prepare.add_argument(
         "--fractions",
-        type=_fractions,
+        type=argtypes.fractions,
         default=(0.7, 0.15, 0.15),
         help="train,eval,test fractions (default: 0.7,0.15,0.15)",
     )
@@ -267,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     prun.add_argument(
         "--family",
         required=True,
-        help="model family (e.g. cnn, rnn, batchnorm, transfer), or 'all' in dependency order",
+        help=f"model family ({_family_names()}), or 'all' in dependency order",
     )
     prun.add_argument("--data-dir", type=Path, help="prepared data (default: <home>/data/digits)")
     _add_home(prun)
@@ -285,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline image and cluster see them. epochs and learning_rate are run-time "
         "parameters.",
     )
-    pcompile.add_argument("--family", required=True, help="model family, or 'all' (e.g. cnn)")
+    pcompile.add_argument(
+        "--family", required=True, help=f"model family ({_family_names()}), or 'all'"
+    )
     pcompile.add_argument("--image", required=True, help="container image every step runs")
     pcompile.add_argument(
         "--target",
@@ -334,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_beam_flag(pcompile)
     _add_gate_flag(pcompile)
+    _add_family_flags(pcompile)
     pcompile.set_defaults(handler=_cmd_pipeline_compile)
 
     psubmit = pipeline_commands.add_parser(
@@ -345,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     psubmit.add_argument(
         "--host", required=True, help="KFP endpoint, e.g. http://localhost:8080 (port-forward)"
     )
-    psubmit.add_argument("--family", required=True, help="model family (e.g. cnn)")
+    psubmit.add_argument("--family", required=True, help=f"model family ({_family_names()})")
     psubmit.add_argument("--experiment", help="KFP experiment (default: tfsp-<family>)")
     psubmit.add_argument(
         "--param",
@@ -369,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     psubmit.add_argument("--run-name", help="run name (default: KFP's, from the file and time)")
     psubmit.add_argument("--namespace", help="multi-user Kubeflow: your profile's namespace")
     psubmit.add_argument(
-        "--timeout", type=_positive_float, default=10.0, help="seconds per connection (10)"
+        "--timeout", type=argtypes.positive_float, default=10.0, help="seconds per connection (10)"
     )
     psubmit.set_defaults(handler=_cmd_pipeline_submit)
 
@@ -403,9 +365,12 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
         "print the test MSE against the trivial baseline (always 1.0, MSE 0.167) and the "
         "largest raw gradient norm; then the sin→cos regression trained with truncated BPTT.",
     )
-    claims.add_argument("--seq-len", type=_positive_int, default=100, help="(%(default)s)")
+    claims.add_argument("--seq-len", type=argtypes.positive_int, default=100, help="(%(default)s)")
     claims.add_argument(
-        "--steps", type=_positive_int, default=3000, help="training steps per cell (%(default)s)"
+        "--steps",
+        type=argtypes.positive_int,
+        default=3000,
+        help="training steps per cell (%(default)s)",
     )
     claims.add_argument(
         "--cells",
@@ -413,14 +378,19 @@ def _add_experiment_commands(commands: argparse._SubParsersAction) -> None:
         help="comma-separated: simple, jordan, lstm, gru, simple-relu (%(default)s)",
     )
     claims.add_argument(
-        "--clip-norm", type=_positive_float, default=1.0, help="the 'on' threshold (%(default)s)"
+        "--clip-norm",
+        type=argtypes.positive_float,
+        default=1.0,
+        help="the 'on' threshold (%(default)s)",
     )
     claims.add_argument(
         "--tbptt",
         default="20:20,10:40",
         help="k1:k2 pairs for the TBPTT regression, comma-separated (%(default)s)",
     )
-    claims.add_argument("--tbptt-batches", type=_positive_int, default=30, help="(%(default)s)")
+    claims.add_argument(
+        "--tbptt-batches", type=argtypes.positive_int, default=30, help="(%(default)s)"
+    )
     claims.add_argument("--output", type=Path, help="also write the results as JSON")
     claims.set_defaults(handler=_cmd_experiment_rnn_claims)
 
@@ -439,7 +409,7 @@ def _cmd_experiment_rnn_claims(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
 
     quiet_frameworks()
-    from trainers.rnn_experiments import format_report, rnn_claims
+    from trainers.rnn.experiments import format_report, rnn_claims
 
     report = rnn_claims(
         cells=cells,
@@ -498,48 +468,17 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def _custom_config(args: argparse.Namespace) -> dict:
-    lenet = {
-        key: value
-        for key, value in (
-            ("pooling", args.pooling),
-            ("conv_padding", args.padding),
-            ("conv_stride", args.conv_stride),
-        )
-        if value is not None
-    }
-    config = {"lenet": lenet} if lenet else {}
-    # Each family reads its own key; the others ignore it.
-    for key, options in (
-        (
-            "rnn",
-            (
-                ("cell", args.cell),
-                ("units", args.units),
-                ("layers", args.layers),
-                ("bidirectional", args.bidirectional or None),
-                ("clip_norm", args.clip_norm),
-            ),
-        ),
-        (
-            "batchnorm",
-            (
-                ("hidden_layers", args.hidden_layers),
-                ("activation", args.activation),
-                ("init", args.init),
-            ),
-        ),
-        (
-            "transfer",
-            (
-                ("examples_per_class", args.examples_per_class),
-                ("fine_tune_epochs", args.fine_tune_epochs),
-            ),
-        ),
-        ("autoencoder", (("code_size", args.code_size), ("kind", args.ae_kind))),
-    ):
-        chosen = {name: value for name, value in options if value is not None}
-        if chosen:
-            config[key] = chosen
+    """The Trainer's custom_config from the family flags given: {family: {option: value}}."""
+    from tfsp.family import flag_fields
+    from trainers.registry import FAMILIES
+
+    config = {}
+    for family in FAMILIES.values():
+        options = flag_fields(family.options) if family.options is not None else []
+        values = {o.name: getattr(args, _option_dest(family.name, o.name), None) for o in options}
+        given = {name: value for name, value in values.items() if value is not None}
+        if given:
+            config[family.name] = given
     return config
 
 
@@ -563,8 +502,8 @@ def _run_and_report(args: argparse.Namespace) -> "FamilyOutcome":
     from tfsp.progress import follow_components, quiet_frameworks
 
     quiet_frameworks()
-    from pipelines.families import get_family
     from pipelines.layout import LocalLayout, check_data_dir
+    from trainers.registry import get_family
 
     family = get_family(args.family)
     layout = LocalLayout.from_env(args.home)
@@ -623,7 +562,7 @@ def _run_and_report(args: argparse.Namespace) -> "FamilyOutcome":
 def _cmd_pipeline_run(args: argparse.Namespace) -> int:
     if args.family != "all":
         return _run_family(args)
-    from pipelines.families import run_order
+    from trainers.registry import run_order
 
     # Dependency order (cnn before transfer); a failed gate stops the rest, since a family
     # built on it would use a stale or missing model.
@@ -640,8 +579,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
 
     quiet_frameworks()
-    from pipelines.families import run_order
     from pipelines.layout import LocalLayout
+    from trainers.registry import run_order
 
     layout = LocalLayout.from_env(args.home)
     if not (layout.data_dir / "manifest.json").exists():
@@ -664,8 +603,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
-    from pipelines.families import FAMILIES, get_family
     from tfsp.progress import quiet_frameworks
+    from trainers.registry import FAMILIES, get_family
 
     # Names are checked before TensorFlow loads, so a typo fails at once.
     if args.family == "all":
@@ -687,6 +626,7 @@ def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
         work_mount=args.work_mount,
         gate_lower_bound=args.min_accuracy,
         beam_args=tuple(args.beam_arg) if args.beam_arg else None,
+        custom_config=_custom_config(args) or None,
     )
     for family in families:
         output = args.output or args.output_dir / f"{family}{TARGET_SUFFIXES[args.target]}"
@@ -695,8 +635,8 @@ def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_pipeline_submit(args: argparse.Namespace) -> int:
-    from pipelines.families import get_family
     from pipelines.kfp_submit import submit_package
+    from trainers.registry import get_family
 
     family = get_family(args.family).name
     url = submit_package(

@@ -1,9 +1,10 @@
 """The serving half of `make run`: serve what the pipelines pushed and show that it works.
 
 Writes models.config for the models the runs pushed (under the local serving root), starts
-`tfsp-model-server` on free loopback ports, sends one Predict (`predict_images`) to each
-model, pulls the encoder's features for the test split, prints the summary table, and stops
-the server (SIGTERM: it drains, then exits).
+`tfsp-model-server` on free loopback ports, sends one Predict to each model (the signature
+its family's entry names, `check_signature`), pulls the features of the families that serve
+an encoder for the test split, prints the summary table, and stops the server (SIGTERM: it
+drains, then exits).
 """
 
 import sys
@@ -12,12 +13,11 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from pipelines.families import FAMILIES
 from pipelines.layout import LocalLayout
 from pipelines.model_config import build_models_config
-
-FEATURES_MODEL = "autoencoder_encoder"
-PREDICT_SIGNATURE = "predict_images"
+from tfsp.features import IMAGE_SIZE
+from tfsp.signatures import IMAGES_INPUT
+from trainers.registry import FAMILIES
 
 
 def _outputs_text(outputs: dict[str, np.ndarray]) -> str:
@@ -33,36 +33,39 @@ def serve_and_check(layout: LocalLayout, outcomes: list, data_dir: Path | None =
     from serving.launcher import LocalServer
     from tfsp.data.prepare import read_split
 
-    models = [m for o in outcomes if o.blessed for m in FAMILIES[o.family].served_models()]
+    served = [FAMILIES[o.family] for o in outcomes if o.blessed]
+    models = [model for family in served for model in family.served_models()]
+    encoders = [family.features_model() for family in served if family.features_model()]
     config_file = layout.home / "models.config"
     config_file.write_text(
         text_format.MessageToString(build_models_config(str(layout.serving_root), models))
     )
     test_split = (data_dir or layout.data_dir) / "test"
     images, _ = read_split(test_split / "data.tfrecord")
-    one_image = images[:1].reshape(1, 32, 32, 1)
-    features_file = layout.home / "features" / "test_codes.parquet"
-    features_file.parent.mkdir(parents=True, exist_ok=True)
+    one_image = images[:1].reshape(1, IMAGE_SIZE, IMAGE_SIZE, 1)
+    features_dir = layout.home / "features"
+    features_dir.mkdir(parents=True, exist_ok=True)
 
     print(f"==> serving {len(models)} models from {layout.serving_root}", file=sys.stderr)
     answers: dict[str, str] = {}
-    pulled = None
+    pulls = []
     with LocalServer(config_file, layout.home / "server.log").start(models) as server:
         with ServingClient(server.address) as client:
-            for model in models:
-                spec, outputs = client.predict(
-                    model, {"images": one_image}, signature=PREDICT_SIGNATURE
-                )
-                answers[model] = f"v{spec.version.value}: {_outputs_text(outputs)}"
-            if FEATURES_MODEL in models:
-                print(f"==> pulling {FEATURES_MODEL} features for the test split", file=sys.stderr)
-                pulled = pull_features(
-                    TFRecordSource(test_split), features_file, client, FEATURES_MODEL
-                )
+            for family in served:
+                for model in family.served_models():
+                    spec, outputs = client.predict(
+                        model, {IMAGES_INPUT: one_image}, signature=family.check_signature
+                    )
+                    answers[model] = f"v{spec.version.value}: {_outputs_text(outputs)}"
+            for encoder in encoders:
+                print(f"==> pulling {encoder} features for the test split", file=sys.stderr)
+                output = features_dir / f"{encoder}_test_codes.parquet"
+                pulled = pull_features(TFRecordSource(test_split), output, client, encoder)
+                pulls.append((output, pulled))
         stopped = server.stop()
-    if pulled is not None:
+    for output, pulled in pulls:
         print(
-            f"features:       {features_file} ({pulled.rows} rows × {pulled.code_size} "
+            f"features:       {output} ({pulled.rows} rows × {pulled.code_size} "
             f"codes, {pulled.rows / max(pulled.seconds, 1e-9):.0f} rows/s)"
         )
     _print_summary(outcomes, answers)

@@ -116,22 +116,6 @@ def dataset_arrays(dataset: tf.data.Dataset, feature: str) -> tuple[np.ndarray, 
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def latest_pushed_version(model_root: str) -> str | None:
-    """The highest numeric version folder under `model_root` (a served model's folder).
-
-    TF Serving serves the highest numeric version, so this is the model clients get.
-    """
-    if not tf.io.gfile.isdir(model_root):
-        return None
-    versions = [v.rstrip("/") for v in tf.io.gfile.listdir(model_root)]
-    numeric = [
-        v
-        for v in versions
-        if v.isdigit() and tf.io.gfile.exists(os.path.join(model_root, v, "saved_model.pb"))
-    ]
-    return max(numeric, key=int) if numeric else None
-
-
 def eval_warmup_data(
     fn_args: tfx.components.FnArgs, tf_transform_output: tft.TFTransformOutput
 ) -> WarmupData:
@@ -159,6 +143,19 @@ def write_json(path: str, values: dict) -> None:
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "w") as f:
         json.dump(values, f, indent=2, sort_keys=True)
+
+
+def compile_classifier(model: tf.keras.Model, learning_rate: float, clip_norm: float = 0.0) -> None:
+    """Adam + sparse categorical cross-entropy + accuracy: every classifier family's setup.
+
+    `clip_norm` > 0 clips the gradient's global norm (the RNN family's option); 0 does not.
+    """
+    optimizer = tf.keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm or None)
+    model.compile(
+        optimizer=optimizer,
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
 
 
 def fit_and_export_classifier(

@@ -36,18 +36,20 @@ import tensorflow_transform as tft
 
 from tfsp.data.framing import frame_encoded
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY
+from tfsp.signatures import (
+    CODES_KEY,
+    ENCODE_IMAGES,
+    EXAMPLES_INPUT,
+    IMAGE_BYTES_INPUT,
+    IMAGES_INPUT,
+    PREDICT_IMAGE_BYTES,
+    PREDICT_IMAGES,
+    RECONSTRUCTION_KEY,
+    SERVING_DEFAULT,
+    TASK_LABEL_KEY,
+    TRANSFORMED_LABELS,
+)
 from trainers.warmup import WarmupData, classify_log, predict_log, write_warmup_file
-
-SERVING_DEFAULT = "serving_default"
-PREDICT_IMAGES = "predict_images"
-PREDICT_IMAGE_BYTES = "predict_image_bytes"
-IMAGE_BYTES_INPUT = "image_bytes"
-TRANSFORMED_LABELS = "transformed_labels"
-TASK_LABEL_KEY = "task_label"
-# The input TF Serving's Classify and Regress APIs feed (kClassifyInputs in classifier.cc):
-# a Classify call on a signature whose string input has another name is refused there.
-EXAMPLES_INPUT = "inputs"
-IMAGES_INPUT = "images"
 
 LabelFn = Callable[[tf.Tensor], tf.Tensor]
 _IMAGE_BYTES_SPEC = tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)
@@ -244,11 +246,6 @@ def _save_image_map(
         if name not in (SERVING_DEFAULT, PREDICT_IMAGE_BYTES)
     ]
     _save(servable, export_dir, signatures, requests)
-
-
-RECONSTRUCTION_KEY = "reconstruction"
-CODES_KEY = "codes"
-ENCODE_IMAGES = "encode_images"
 
 
 def export_autoencoder(

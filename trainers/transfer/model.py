@@ -1,8 +1,8 @@
 """The transfer-learning family: the pushed CNN's convolutional base, a new head, a new task.
 
 The base is conv1/pool1/conv2/pool2 of the LeNet-5 the CNN pipeline pushed: the highest
-numeric version under `<serving root>/cnn`, the one TF Serving serves (the runner passes the
-serving root, and locally the version it found, through custom_config). The new task is a
+numeric version under `<serving root>/cnn`, the one TF Serving serves, handed to the Trainer
+as its `base_model` input by the pipeline's BaseModelGen step. The new task is a
 new label set over the same images: is the digit 5–9 ("5-9") or 0–4 ("0-4")? Only a small
 labelled set is used (`examples_per_class`, default 50 per class, drawn from the train split).
 
@@ -21,7 +21,7 @@ their Keras names, e.g. `conv1/kernel`) and set on layers built by `build_lenet5
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import tensorflow as tf
@@ -29,17 +29,21 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 
 from tfsp.errors import UserError
+from tfsp.family import options_from_config
 from tfsp.features import IMAGE_KEY
-from trainers.cnn import LeNetConfig, build_lenet5, compile_classifier
+from trainers.cnn.family import LeNetConfig
+from trainers.cnn.model import build_lenet5
 from trainers.common import (
     REFERENCE_MODEL_DIR,
     Hyperparameters,
+    compile_classifier,
     dataset_arrays,
     eval_warmup_data,
     transformed_dataset,
     write_json,
 )
 from trainers.export import export_classifier
+from trainers.transfer.family import FAMILY, TransferConfig
 
 BASE_LAYERS = ("conv1", "conv2")
 CLASS_NAMES = ("0-4", "5-9")
@@ -55,22 +59,6 @@ def task_label(digits: np.ndarray | tf.Tensor) -> np.ndarray | tf.Tensor:
     if isinstance(digits, tf.Tensor):
         return tf.cast(digits >= 5, tf.int64)
     return (np.asarray(digits) >= 5).astype(np.int64)
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """How much labelled data, and whether to fine-tune the base after training the head."""
-
-    examples_per_class: int = 50
-    fine_tune_epochs: int = 0
-    seed: int = 0
-
-    def validate(self) -> None:
-        """Refuse options that cannot run, in one line."""
-        if self.examples_per_class < 1:
-            raise UserError(f"examples per class must be >= 1, got {self.examples_per_class}")
-        if self.fine_tune_epochs < 0:
-            raise UserError(f"fine-tune epochs must be >= 0, got {self.fine_tune_epochs}")
 
 
 def base_model_dir(fn_args: tfx.components.FnArgs) -> str:
@@ -192,22 +180,10 @@ def train_model(
     return record
 
 
-def config_from_custom(custom_config: dict | None) -> TransferConfig:
-    """Options from the Trainer's custom_config under "transfer"."""
-    options = dict((custom_config or {}).get("transfer", {}))
-    try:
-        config = TransferConfig(**options)
-    except TypeError as exc:
-        raise UserError(f"unknown transfer option: {exc}") from exc
-    config.validate()
-    return config
-
-
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: transferred vs from-scratch on a small labelled set."""
     hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
-    custom = fn_args.custom_config or {}
-    config = config_from_custom(custom)
+    config = options_from_config(FAMILY, fn_args.custom_config)
     base_dir = base_model_dir(fn_args)
     logging.info("transfer from %s; hyper-parameters %s, %s", base_dir, hparams, config)
     base_weights = load_base_weights(base_dir)

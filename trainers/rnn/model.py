@@ -8,21 +8,26 @@ their global norm (the notes' remedy for the cliffs of an RNN's error surface); 
 is an option and 0 turns clipping off.
 
 The notes' long-range and exploding-gradient claims, and truncated BPTT, are experiments in
-`trainers.rnn_experiments` (`tfsp experiment rnn-claims`), not part of the served model.
+`trainers.rnn.experiments` (`tfsp experiment rnn-claims`), not part of the served model.
 """
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import tensorflow as tf
 from tfx import v1 as tfx
 
 from tfsp.errors import UserError
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES
-from trainers.common import Hyperparameters, fit_and_export_classifier, write_json
-
-CELLS = ("simple", "jordan", "lstm", "gru")
+from tfsp.family import options_from_config
+from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from trainers.common import (
+    Hyperparameters,
+    compile_classifier,
+    fit_and_export_classifier,
+    write_json,
+)
+from trainers.rnn.family import CELLS, FAMILY, RNNConfig
 
 
 @tf.keras.utils.register_keras_serializable(package="tfsp")
@@ -77,27 +82,6 @@ class JordanCell(tf.keras.layers.Layer):
         return {**super().get_config(), "units": self.units, "output_units": self.output_units}
 
 
-@dataclass(frozen=True)
-class RNNConfig:
-    """Architecture and clipping options; the defaults are the served LSTM classifier."""
-
-    cell: str = "lstm"
-    units: int = 64
-    layers: int = 1
-    bidirectional: bool = False
-    clip_norm: float = 5.0  # global-norm clipping threshold; 0 turns clipping off
-    num_classes: int = NUM_CLASSES
-
-    def validate(self) -> None:
-        """Refuse options that cannot build a model, in one line."""
-        if self.cell not in CELLS:
-            raise UserError(f"cell must be one of {CELLS}, got {self.cell!r}")
-        if self.units < 1 or self.layers < 1:
-            raise UserError(f"units and layers must be >= 1, got {self.units}, {self.layers}")
-        if self.clip_norm < 0:
-            raise UserError(f"clip norm must be >= 0 (0 = off), got {self.clip_norm}")
-
-
 def recurrent_layer(
     cell: str,
     units: int,
@@ -121,9 +105,9 @@ def recurrent_layer(
     raise UserError(f"cell must be one of {CELLS}, got {cell!r}")
 
 
-def build_rnn_classifier(config: RNNConfig = RNNConfig()) -> tf.keras.Model:
+def build_rnn_classifier(config: RNNConfig | None = None) -> tf.keras.Model:
     """The row-by-row classifier taking the flat `image` feature and returning probabilities."""
-    config.validate()
+    config = config or RNNConfig()
     inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
     x = tf.keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE), name="rows")(inputs)
     for i in range(1, config.layers + 1):
@@ -142,36 +126,14 @@ def build_rnn_classifier(config: RNNConfig = RNNConfig()) -> tf.keras.Model:
     return tf.keras.Model(inputs, outputs, name=f"rnn_{config.cell}")
 
 
-def make_optimizer(learning_rate: float, clip_norm: float) -> tf.keras.optimizers.Optimizer:
-    """Adam, clipping the gradient's global norm at `clip_norm` (0: no clipping)."""
-    if clip_norm > 0:
-        return tf.keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm)
-    return tf.keras.optimizers.Adam(learning_rate)
-
-
-def config_from_custom(custom_config: dict | None) -> RNNConfig:
-    """Options from the Trainer's custom_config under "rnn" (absent keys keep the default)."""
-    options = dict((custom_config or {}).get("rnn", {}))
-    try:
-        config = RNNConfig(**options)
-    except TypeError as exc:
-        raise UserError(f"unknown RNN option: {exc}") from exc
-    config.validate()
-    return config
-
-
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train the row-by-row classifier and export it."""
-    config = config_from_custom(fn_args.custom_config)
+    config = options_from_config(FAMILY, fn_args.custom_config)
     logging.info("RNN architecture %s", config)
 
     def build(hparams: Hyperparameters) -> tf.keras.Model:
         model = build_rnn_classifier(config)
-        model.compile(
-            optimizer=make_optimizer(hparams.learning_rate, config.clip_norm),
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
+        compile_classifier(model, hparams.learning_rate, config.clip_norm)
         return model
 
     write_json(os.path.join(fn_args.model_run_dir, "rnn_config.json"), asdict(config))

@@ -16,18 +16,20 @@ Per-layer pre-activation and activation histograms of both go to `<model_run>/di
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from tfsp.errors import UserError
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES
+from tfsp.family import options_from_config
+from tfsp.features import IMAGE_KEY, IMAGE_PIXELS
+from trainers.batchnorm.family import FAMILY, MLPConfig
 from trainers.common import (
     REFERENCE_MODEL_DIR,
     Hyperparameters,
+    compile_classifier,
     cosine_epoch_schedule,
     dataset_arrays,
     eval_warmup_data,
@@ -36,34 +38,11 @@ from trainers.common import (
 )
 from trainers.export import export_classifier
 
-ACTIVATIONS = ("tanh", "relu")
-INITS = ("normal", "glorot")
 FIGURE_FILE = "distributions.png"
 DISTRIBUTIONS_FILE = "distributions.json"
 COMPARISON_FILE = "comparison.json"
 # Examples of the eval split whose per-layer values are recorded (enough for smooth histograms).
 _PROBE_EXAMPLES = 256
-
-
-@dataclass(frozen=True)
-class MLPConfig:
-    """The deep MLP both variants share."""
-
-    hidden_layers: int = 8
-    units: int = 64
-    activation: str = "tanh"
-    init: str = "normal"  # "normal": N(0, 1) as in the notes' experiment; "glorot": Keras's
-    bn_momentum: float = 0.9  # moving statistics settle within our few hundred steps
-    num_classes: int = NUM_CLASSES
-
-    def validate(self) -> None:
-        """Refuse options that cannot build the model, in one line."""
-        if self.hidden_layers < 7:
-            raise UserError(f"the MLP needs at least 7 hidden layers, got {self.hidden_layers}")
-        if self.activation not in ACTIVATIONS:
-            raise UserError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.init not in INITS:
-            raise UserError(f"init must be one of {INITS}, got {self.init!r}")
 
 
 def _initializer(init: str, seed: int) -> tf.keras.initializers.Initializer:
@@ -78,7 +57,6 @@ def build_mlp(config: MLPConfig, batch_norm: bool) -> tf.keras.Model:
     Layer i's initial weights depend only on i, so both variants start from the same weights.
     With BN the Dense layer has no bias: BN's shift β replaces it.
     """
-    config.validate()
     inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
     x = inputs
     for i in range(1, config.hidden_layers + 1):
@@ -164,17 +142,6 @@ def plot_distributions(
     plt.close(fig)
 
 
-def config_from_custom(custom_config: dict | None) -> MLPConfig:
-    """Options from the Trainer's custom_config under "batchnorm"."""
-    options = dict((custom_config or {}).get("batchnorm", {}))
-    try:
-        config = MLPConfig(**options)
-    except TypeError as exc:
-        raise UserError(f"unknown batch-normalization option: {exc}") from exc
-    config.validate()
-    return config
-
-
 def train_variant(
     config: MLPConfig,
     batch_norm: bool,
@@ -184,11 +151,7 @@ def train_variant(
     """Build and train one variant; same seed, data order and steps for both."""
     tf.keras.utils.set_random_seed(0)
     model = build_mlp(config, batch_norm)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(hparams.learning_rate),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    compile_classifier(model, hparams.learning_rate)
     history = model.fit(
         *train,
         batch_size=hparams.batch_size,
@@ -203,7 +166,7 @@ def train_variant(
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train both variants, record distributions, export both."""
     hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
-    config = config_from_custom(fn_args.custom_config)
+    config = options_from_config(FAMILY, fn_args.custom_config)
     logging.info("batch-normalization hyper-parameters %s, MLP %s", hparams, config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 

@@ -1,25 +1,25 @@
-"""The AutoEncoder family: compress a 32×32 image to a small code and reconstruct it.
+"""The AutoEncoder family's model: compress a 32×32 image to a small code and reconstruct it.
 
 Trained without labels: the input is the Transform-standardised image, the target its raw
 pixels in [0, 1]. The notes claim an autoencoder extracts features "like PCA, even better";
 the pipeline measures that: PCA with as many components as the code is exported next to
 the autoencoder as the Evaluator's baseline, and the autoencoder is blessed only if its
-eval-split reconstruction error is lower.
+test-split reconstruction error is lower (the Trainer's claim.json has the eval split's).
 
 The encoder alone is what users pull features from (`autoencoder_encoder`).
 """
 
 import logging
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from tfsp.errors import UserError
+from tfsp.family import options_from_config
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from trainers.autoencoder.family import ENCODER_DIR, FAMILY, AutoEncoderConfig
 from trainers.common import (
     REFERENCE_MODEL_DIR,
     Hyperparameters,
@@ -30,25 +30,6 @@ from trainers.common import (
     write_json,
 )
 from trainers.export import export_autoencoder, export_encoder, export_pca
-
-KINDS = ("conv", "dense")
-
-
-@dataclass(frozen=True)
-class AutoEncoderConfig:
-    """Architecture options of the autoencoder."""
-
-    code_size: int = 32
-    kind: str = "conv"
-    channels: tuple[int, int] = (16, 32)  # conv encoder; the decoder mirrors it
-    hidden_units: tuple[int, int] = (256, 128)  # dense encoder; the decoder mirrors it
-
-    def validate(self) -> None:
-        """Refuse options that cannot build a sensible model, with a one-line reason."""
-        if self.kind not in KINDS:
-            raise UserError(f"autoencoder kind must be one of {KINDS}, got {self.kind!r}")
-        if not 1 <= self.code_size < IMAGE_PIXELS:
-            raise UserError(f"code size must be in 1..{IMAGE_PIXELS - 1}, got {self.code_size}")
 
 
 def _conv_encoder(config: AutoEncoderConfig) -> tf.keras.Model:
@@ -99,10 +80,10 @@ def _dense_decoder(config: AutoEncoderConfig) -> tf.keras.Model:
 
 
 def build_autoencoder(
-    config: AutoEncoderConfig = AutoEncoderConfig(),
+    config: AutoEncoderConfig | None = None,
 ) -> tuple[tf.keras.Model, tf.keras.Model, tf.keras.Model]:
     """(autoencoder, encoder, decoder); the autoencoder is decoder(encoder(x)), weights shared."""
-    config.validate()
+    config = config or AutoEncoderConfig()
     if config.kind == "conv":
         encoder, decoder = _conv_encoder(config), _conv_decoder(config)
     else:
@@ -150,7 +131,6 @@ def reconstruction_mse(reconstructed: np.ndarray, pixels: np.ndarray) -> float:
 # --- Training and export (the TFX Trainer entry point) -------------------------------------
 
 PIXELS_KEY = "pixels"  # Transform's copy of the raw image: the reconstruction target
-ENCODER_DIR = "encoder"  # under the Trainer's model_run: the encoder-only SavedModel
 FIGURE_FILE = "reconstructions.png"
 CLAIM_FILE = "claim.json"
 
@@ -161,18 +141,6 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         IMAGE_KEY: tft.scale_to_z_score(inputs[IMAGE_KEY]),
         PIXELS_KEY: tf.identity(inputs[IMAGE_KEY]),
     }
-
-
-def config_from_custom(custom_config: dict | None) -> AutoEncoderConfig:
-    """Architecture options from the Trainer's custom_config (absent keys keep the defaults)."""
-    options = dict((custom_config or {}).get("autoencoder", {}))
-    for key in ("channels", "hidden_units"):
-        if key in options:
-            options[key] = tuple(options[key])
-    try:
-        return AutoEncoderConfig(**options)
-    except TypeError as exc:
-        raise UserError(f"unknown autoencoder option: {exc}") from exc
 
 
 def save_reconstruction_figure(
@@ -207,7 +175,7 @@ def save_reconstruction_figure(
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train the autoencoder; export it, its encoder, and PCA."""
     hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
-    config = config_from_custom(fn_args.custom_config)
+    config = options_from_config(FAMILY, fn_args.custom_config)
     logging.info("autoencoder hyper-parameters %s, architecture %s", hparams, config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
 

@@ -1,0 +1,39 @@
+"""The RNN family's entry and options (the model is in model.py)."""
+
+from dataclasses import dataclass
+
+from tfsp.family import Family, Options, option
+from tfsp.features import NUM_CLASSES
+
+CELLS = ("simple", "jordan", "lstm", "gru")
+
+
+@dataclass(frozen=True)
+class RNNConfig(Options):
+    """Architecture and clipping options; the defaults are the served LSTM classifier."""
+
+    cell: str = option("lstm", "recurrent cell", choices=CELLS)
+    units: int = option(64, "units per recurrent layer", minimum=1)
+    layers: int = option(1, "stacked recurrent layers", minimum=1)
+    bidirectional: bool = option(False, "bidirectional layers")
+    clip_norm: float = option(
+        5.0, "clip gradients at this global norm; 0 turns clipping off", minimum=0.0
+    )
+    num_classes: int = NUM_CLASSES
+
+
+# The served model is the LSTM classifier reading the image row by row; the notes'
+# long-range and exploding-gradient claims are an experiment (`tfsp experiment
+# rnn-claims`), not this gate.
+FAMILY = Family(
+    name="rnn",
+    title="RNN classifier",
+    run_fn="trainers.rnn.model.run_fn",
+    preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+    options=RNNConfig,
+    gate_metric="SparseCategoricalAccuracy",
+    gate_lower_bound=0.95,
+    default_epochs=30,
+    default_learning_rate=2e-3,
+    default_batch_size=32,
+)
