@@ -1,13 +1,58 @@
-"""Shared fixtures: the prepared digits data, and running the real `tfsp` CLI."""
+"""Shared fixtures: the prepared digits data, and running the real `tfsp` CLI; the tiers.
 
+Three tiers, by what a test starts (README, Development):
+  unit         no mark: in this process only, fast;
+  integration  starts a process: the model server, the tfsp CLI, a Beam job's workers,
+               docker/kubectl/hadolint; or runs a Beam pipeline;
+  e2e          runs real TFX pipelines.
+An unmarked test that starts a process fails (`_processes_only_where_marked`), so
+`-m "not e2e and not integration"` stays in-process.
+"""
+
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+_TIERS_THAT_START_PROCESSES = ("integration", "e2e")
+
+
+@contextlib.contextmanager
+def _processes_only_where_marked(item: pytest.Item) -> Iterator[None]:
+    """While an unmarked test (or a fixture set up for it) runs, starting a process fails."""
+    if any(item.get_closest_marker(name) for name in _TIERS_THAT_START_PROCESSES):
+        yield
+        return
+    original = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen, args: object, *rest: object, **kwargs: object) -> None:
+        raise AssertionError(
+            f"{item.nodeid} starts a process ({args!r:.80}): unit tests run in-process; "
+            "mark it integration (or e2e for a pipeline run)"
+        )
+
+    subprocess.Popen.__init__ = refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__ = original  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _processes_only_where_marked(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _processes_only_where_marked(item):
+        yield
 
 
 def user_env() -> dict[str, str]:

@@ -258,22 +258,31 @@ def running_server(
 
 
 @contextlib.contextmanager
-def in_process_dataplane(base_path: Path, name: str = "toy") -> Iterator[object]:
+def in_process_dataplane(
+    base_path: Path, name: str = "toy", batching: object | None = None
+) -> Iterator[object]:
     """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
 
     Versions under `base_path` load on TF Serving's load path (serving.servable) and run on a
-    thread pool, as in `tfsp serve` without batching.
+    thread pool, as in `tfsp serve` without batching; or, given `batching` (a
+    serving.config.BatchingSettings), through the server's BatchingRunner.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.batching import DirectRunner
+    from serving.batching import BatchingRunner, DirectRunner
     from serving.config import model_settings, single_model_config
     from serving.dataplane import DataPlane
     from serving.manager import ModelManager
     from serving.servable import load_servable
 
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model")
-    manager = ModelManager(load_servable, lambda servable: DirectRunner(servable, executor))
+
+    def make_runner(servable: object) -> object:
+        if batching is None:
+            return DirectRunner(servable, executor)
+        return BatchingRunner(servable, batching, executor)
+
+    manager = ModelManager(load_servable, make_runner)
     manager.configure(model_settings(single_model_config(name, str(base_path))))
     try:
         yield DataPlane(manager)

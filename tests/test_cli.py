@@ -4,6 +4,8 @@ import pytest
 
 from tests.conftest import run_tfsp
 
+pytestmark = pytest.mark.integration  # runs the tfsp CLI
+
 
 def test_help_lists_the_commands():
     result = run_tfsp("--help")

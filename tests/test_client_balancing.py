@@ -1,9 +1,12 @@
 """The client spreads calls over every server a target resolves to (round robin)."""
 
 import numpy as np
+import pytest
 
 from serving.client import ServingClient
 from tests.serving_harness import build_toy_model, running_server
+
+pytestmark = pytest.mark.integration  # starts model servers
 
 
 def test_calls_alternate_between_the_servers_of_one_target(tmp_path):

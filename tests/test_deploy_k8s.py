@@ -18,6 +18,8 @@ from pipelines.kubeflow_runner import DEFAULT_SERVING_ROOT, MODEL_STORE_PVC, WOR
 from pipelines.model_config import parse_models_config
 from trainers.registry import served_model_names
 
+pytestmark = pytest.mark.integration  # runs kubectl and the tfsp CLI
+
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 OVERLAYS = ("cpu", "gpu", "local")

@@ -30,6 +30,8 @@ from tests.conftest import REPO, run_tfsp
 from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
 from trainers.registry import FAMILIES
 
+pytestmark = pytest.mark.integration  # runs tfsp pipeline compile
+
 IMAGE = "registry.example/tfsp-pipeline:9.9.9"
 
 

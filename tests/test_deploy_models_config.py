@@ -64,6 +64,7 @@ def test_object_store_roots_and_duplicate_names():
         build_models_config("/models", ["cnn", "cnn"])
 
 
+@pytest.mark.integration
 def test_cli_writes_the_same_config(tmp_path):
     out = tmp_path / "models.config"
     result = run_tfsp("deploy", "models-config", "--root", "/srv/models", "--output", str(out))

@@ -43,6 +43,7 @@ def _bad_value(options_field: dataclasses.Field) -> str:
     pytest.fail(f"option {options_field.name} declares no choices or bounds to test")
 
 
+@pytest.mark.integration
 def test_listing_the_families_and_building_their_flags_imports_no_tensorflow():
     probe = (
         "import sys; from tfsp import cli; cli.build_parser(); "

@@ -17,6 +17,8 @@ from tests.serving_harness import ServerProcess, build_toy_model, free_port, run
 from tfsp.data.framing import frame_arrays, frame_encoded
 from tfsp.data.prepare import to_example
 
+pytestmark = pytest.mark.integration  # starts a model server and the tfsp CLI
+
 CODE = 4
 
 

@@ -27,6 +27,8 @@ MULTI_PROCESS = (
     "--beam-arg=--direct_num_workers=2",
 )
 
+pytestmark = pytest.mark.integration  # runs Beam jobs and the tfsp CLI
+
 
 class _Encoder(tf.Module):
     def __init__(self) -> None:

@@ -26,6 +26,8 @@ from tensorflow_serving.apis import (
 from serving.client import ClientError, RestClient, ServingClient
 from tests.serving_harness import build_toy_model, running_server
 
+pytestmark = pytest.mark.integration  # starts a model server
+
 LIMIT = 1 << 20
 CONFIG = """
 model_config_list {

@@ -17,6 +17,8 @@ from serving.errors import ServingError
 from serving.servable import load_servable
 from tests.serving_harness import build_toy_model, running_server
 
+pytestmark = pytest.mark.integration  # starts model servers
+
 
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):

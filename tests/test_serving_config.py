@@ -73,6 +73,7 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.integration
 def test_console_script_and_tfsp_serve_fail_cleanly_on_bad_flags(tmp_path):
     script = REPO / ".venv" / "bin" / "tfsp-model-server"
     result = subprocess.run(

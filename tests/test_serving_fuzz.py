@@ -343,6 +343,7 @@ def server(tmp_path_factory):
         channel.close()
 
 
+@pytest.mark.integration
 @FUZZ
 @given(method=st.sampled_from(sorted(_METHODS)), data=st.one_of(st.binary(max_size=300), mutated()))
 def test_grpc_wire_bytes_get_a_client_status(server, method, data):
@@ -379,6 +380,7 @@ REST_PATHS = st.sampled_from(
 )
 
 
+@pytest.mark.integration
 @FUZZ
 @given(
     path=REST_PATHS,
@@ -391,6 +393,7 @@ def test_rest_bodies_get_a_client_status(server, path, body):
         assert isinstance(reply.get("error"), str) and reply["error"], reply
 
 
+@pytest.mark.integration
 def test_server_survived_the_wire_fuzzing_with_bounded_memory(server):
     # Runs after the wire-level tests above (pytest keeps a module's order).
     assert server.alive(), server.log()

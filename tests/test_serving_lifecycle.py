@@ -16,6 +16,8 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving.client import ClientError, ServingClient
 from tests.serving_harness import build_toy_model, copy_version, running_server
 
+pytestmark = pytest.mark.integration  # starts a model server
+
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
 X = np.ones((1, 3), dtype=np.float32)

@@ -25,6 +25,8 @@ from tests.serving_harness import (
     write_warmup,
 )
 
+pytestmark = pytest.mark.integration  # starts a model server
+
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
 X = np.ones((1, 3), np.float32)

@@ -15,6 +15,8 @@ from serving import rest_json
 from serving.errors import ServingError
 from tests.serving_harness import build_toy_model, post_json, running_server
 
+pytestmark = pytest.mark.integration  # starts a model server
+
 READ_TIMEOUT_S = 1.5
 RSS_GROWTH_BOUND_MIB = 64
 GOOD = b'{"instances": [[1, 2, 3]]}'

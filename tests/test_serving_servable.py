@@ -75,6 +75,7 @@ def test_a_failing_op_raises_tensorflows_error_type(servable):
     assert "parse" in caught.value.message.lower()
 
 
+@pytest.mark.integration
 def test_a_keras_model_whose_variables_nothing_restores_loads_but_fails_its_call(tmp_path):
     # What TF Serving does with a Keras 3 model saved inside a tf.Module: the load succeeds,
     # every call fails. TF2's loader runs the same model fine, which hid this.

@@ -218,6 +218,7 @@ def toy_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("batching", [False, True], ids=["unbatched", "batching"])
 def test_sigterm_under_load_answers_everything_received_then_refuses(toy_root, batching):
     flags = [
@@ -257,6 +258,7 @@ def test_sigterm_under_load_answers_everything_received_then_refuses(toy_root, b
     assert "draining:" in log and "refused" in log
 
 
+@pytest.mark.integration
 def test_calls_still_running_when_the_grace_period_ends_are_ended_and_exit_is_0(toy_root):
     parameters = toy_root.parent / "slow-batching.config"
     # one row waits 60 s for a batch to fill: longer than the 2 s grace period

@@ -60,6 +60,7 @@ def test_a_failing_request_fails_with_its_status(toy):
     assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
+@pytest.mark.integration
 def test_unrestored_variables_fail_warmup_as_in_tf_serving(tmp_path):
     path = build_unservable_model(tmp_path / "1", with_warmup=True)
     with pytest.raises(WarmupError, match="Could not find variable dense/") as caught:

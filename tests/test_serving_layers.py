@@ -1,0 +1,250 @@
+"""The model manager and the data plane, in-process, over each kind of model and runner.
+
+The layers under the gRPC and REST adapters (serving/manager.py, serving/dataplane.py,
+serving/batching.py), tested the way KServe tests its model repository and data plane: no
+server process, no sockets, real SavedModels on TF Serving's load path. Each test runs for
+every model kind (a tf.Module with Predict/Classify/Regress signatures; an image encoder
+shaped like our exports' `predict_images`) and every runner (direct, batching). What the
+protocol adapters add on top is tested against a real server in the integration tier.
+"""
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2, input_pb2
+
+from serving.config import BatchingSettings, model_settings, single_model_config
+from serving.dataplane import SpecRef
+from serving.errors import ServingError
+from tests.serving_harness import build_toy_model, copy_version, in_process_dataplane
+from tfsp.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGES
+
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+END = get_model_status_pb2.ModelVersionStatus.END
+
+
+class _Encoder(tf.Module):
+    """images [N, 32, 32, 1] → codes [N, 4]: the shape of our encoders' `predict_images`."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.weights = tf.Variable(
+            tf.random.stateless_normal([1024, 4], seed=[1, 2]) * scale, name="weights"
+        )
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 1], tf.float32, name="images")])
+    def encode(self, images: tf.Tensor) -> dict:
+        return {CODES_KEY: tf.matmul(tf.reshape(images, [-1, 1024]), self.weights)}
+
+
+def _build_encoder(path: Path, scale: float) -> Path:
+    module = _Encoder(scale)
+    tf.saved_model.save(
+        module,
+        str(path),
+        signatures={"serving_default": module.encode, PREDICT_IMAGES: module.encode},
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How to build a version of one kind of model, and one request it answers."""
+
+    name: str
+    build: object  # (path, scale) -> path
+    signature: str
+    input_name: str
+    output_name: str
+    batch: object  # rows -> an input array
+
+    def inputs(self, rows: int) -> dict[str, np.ndarray]:
+        return {self.input_name: self.batch(rows)}
+
+
+MODEL_KINDS = [
+    ModelKind(
+        "module", build_toy_model, "serving_default", "x", "y",
+        lambda rows: np.arange(rows * 3, dtype=np.float32).reshape(rows, 3),
+    ),
+    ModelKind(
+        "encoder", _build_encoder, PREDICT_IMAGES, IMAGES_INPUT, CODES_KEY,
+        lambda rows: np.random.default_rng(rows).random((rows, 32, 32, 1), dtype=np.float32),
+    ),
+]  # fmt: skip
+RUNNERS = {
+    "direct": None,
+    "batching": BatchingSettings(max_batch_size=8, batch_timeout_micros=2000, num_batch_threads=2),
+}
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory) -> dict[tuple[str, float], Path]:
+    """Each kind built once per scale; tests copy versions out of here."""
+    root = tmp_path_factory.mktemp("builds")
+    return {
+        (kind.name, scale): kind.build(root / f"{kind.name}-{scale}", scale)
+        for kind in MODEL_KINDS
+        for scale in (1.0, 2.0)
+    }
+
+
+@pytest.fixture(params=MODEL_KINDS, ids=lambda kind: kind.name)
+def kind(request) -> ModelKind:
+    return request.param
+
+
+@pytest.fixture(params=list(RUNNERS), ids=str)
+def runner(request) -> BatchingSettings | None:
+    return RUNNERS[request.param]
+
+
+def _tf2_outputs(version_dir: Path, kind: ModelKind, rows: int) -> np.ndarray:
+    """What TensorFlow's own loader computes for the same request (the reference)."""
+    signature = tf.saved_model.load(str(version_dir)).signatures[kind.signature]
+    inputs = {name: tf.constant(value) for name, value in kind.inputs(rows).items()}
+    return signature(**inputs)[kind.output_name].numpy()
+
+
+def _predict(plane, kind: ModelKind, rows: int, version: int | None = None) -> object:
+    spec = SpecRef(kind.name, version)
+    return asyncio.run(plane.predict(spec, kind.signature, kind.inputs(rows)))
+
+
+def _error(call) -> ServingError:
+    with pytest.raises(ServingError) as caught:
+        call()
+    return caught.value
+
+
+def test_a_version_loads_and_answers_as_tensorflow_does(builds, kind, runner, tmp_path):
+    copy_version(builds[kind.name, 1.0], tmp_path / kind.name / "1")
+    with in_process_dataplane(tmp_path / kind.name, kind.name, runner) as plane:
+        (status,) = plane.model_status(SpecRef(kind.name)).model_version_status
+        assert (status.version, status.state, status.status.error_code) == (1, AVAILABLE, 0)
+        metadata = plane.metadata(SpecRef(kind.name), ["signature_def"])
+        assert metadata.model_spec.version.value == 1
+        prediction = _predict(plane, kind, 5)
+        assert (prediction.name, prediction.version, prediction.signature) == (
+            kind.name, 1, kind.signature,
+        )  # fmt: skip
+        expected = _tf2_outputs(tmp_path / kind.name / "1", kind, 5)
+        np.testing.assert_allclose(prediction.outputs[kind.output_name], expected, rtol=1e-6)
+
+
+def test_concurrent_requests_each_get_their_own_rows(builds, kind, runner, tmp_path):
+    copy_version(builds[kind.name, 1.0], tmp_path / kind.name / "1")
+    # Distinct inputs per request, so rows handed back to the wrong caller would show.
+    requests = [
+        {kind.input_name: kind.batch(rows) + i}
+        for i, rows in enumerate((1, 2, 3, 1, 4, 2, 1, 3, 5, 1, 2, 1))
+    ]
+    with in_process_dataplane(tmp_path / kind.name, kind.name, runner) as plane:
+
+        async def together() -> list:
+            spec = SpecRef(kind.name)
+            return await asyncio.gather(
+                *(plane.predict(spec, kind.signature, inputs) for inputs in requests)
+            )
+
+        async def one_by_one() -> list:
+            spec = SpecRef(kind.name)
+            return [await plane.predict(spec, kind.signature, inputs) for inputs in requests]
+
+        # Batched rows may be summed in another order than alone: float32 rounding only.
+        for merged, alone in zip(asyncio.run(together()), asyncio.run(one_by_one()), strict=True):
+            np.testing.assert_allclose(
+                merged.outputs[kind.output_name], alone.outputs[kind.output_name], rtol=1e-4
+            )
+
+
+def test_a_new_version_replaces_the_old_and_a_broken_one_never_does(builds, kind, runner, tmp_path):
+    base = tmp_path / kind.name
+    copy_version(builds[kind.name, 1.0], base / "1")
+    with in_process_dataplane(base, kind.name, runner) as plane:
+        first = _predict(plane, kind, 2).outputs[kind.output_name]
+        copy_version(builds[kind.name, 2.0], base / "2")
+        plane.manager.poll()
+        second = _predict(plane, kind, 2)
+        assert second.version == 2
+        np.testing.assert_allclose(second.outputs[kind.output_name], 2 * first, rtol=1e-5)
+        assert _error(lambda: _predict(plane, kind, 2, version=1)).code == (
+            grpc.StatusCode.NOT_FOUND
+        )
+        broken = base / "3"
+        shutil.copytree(builds[kind.name, 1.0], broken)
+        (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+        plane.manager.poll()
+        statuses = {
+            s.version: s for s in plane.model_status(SpecRef(kind.name)).model_version_status
+        }
+        assert statuses[3].state == END and statuses[3].status.error_code != 0
+        assert statuses[2].state == AVAILABLE
+        assert _predict(plane, kind, 1).version == 2
+
+
+def test_bad_requests_get_their_status_codes_and_the_model_keeps_serving(
+    builds, kind, runner, tmp_path
+):
+    copy_version(builds[kind.name, 1.0], tmp_path / kind.name / "1")
+    with in_process_dataplane(tmp_path / kind.name, kind.name, runner) as plane:
+        spec = SpecRef(kind.name)
+        # No shape case: TF Serving does not hold inputs to the signature's shapes either;
+        # the graph decides (x * scale answers a [2, 7] x).
+        cases = {
+            "no such model": (SpecRef("nope"), kind.signature, kind.inputs(1)),
+            "no such signature": (spec, "nope", kind.inputs(1)),
+            "wrong input name": (spec, kind.signature, {"wrong": kind.batch(1)}),
+            "wrong dtype": (spec, kind.signature, {kind.input_name: kind.batch(1).astype(int)}),
+        }
+        codes = {
+            case: _error(lambda a=args: asyncio.run(plane.predict(*a))).code
+            for case, args in cases.items()
+        }
+        assert codes == {
+            "no such model": grpc.StatusCode.NOT_FOUND,
+            # TF Serving's predict_util.cc: "Serving signature key ... not found."
+            "no such signature": grpc.StatusCode.FAILED_PRECONDITION,
+            "wrong input name": grpc.StatusCode.INVALID_ARGUMENT,
+            "wrong dtype": grpc.StatusCode.INVALID_ARGUMENT,
+        }
+        assert _predict(plane, kind, 1).version == 1
+
+
+def test_removing_a_model_from_the_config_unloads_it(builds, kind, runner, tmp_path):
+    copy_version(builds[kind.name, 1.0], tmp_path / kind.name / "1")
+    copy_version(builds[kind.name, 2.0], tmp_path / "other" / "1")
+    with in_process_dataplane(tmp_path / kind.name, kind.name, runner) as plane:
+        both = single_model_config(kind.name, str(tmp_path / kind.name))
+        other = both.model_config_list.config.add()
+        other.CopyFrom(
+            single_model_config("other", str(tmp_path / "other")).model_config_list.config[0]
+        )
+        plane.manager.configure(model_settings(both))
+        assert _predict(plane, kind, 1).version == 1
+        plane.manager.configure(
+            model_settings(single_model_config("other", str(tmp_path / "other")))
+        )
+        assert _error(lambda: _predict(plane, kind, 1)).code == grpc.StatusCode.NOT_FOUND
+        (status,) = plane.model_status(SpecRef(kind.name)).model_version_status
+        assert status.state == END
+
+
+def test_classify_and_regress_run_on_example_signatures(builds, runner, tmp_path):
+    copy_version(builds["module", 1.0], tmp_path / "module" / "1")
+    examples = input_pb2.Input()
+    for x in (0.25, 0.75):
+        example = examples.example_list.examples.add()
+        example.features.feature["x"].float_list.value.append(x)
+    with in_process_dataplane(tmp_path / "module", "module", runner) as plane:
+        _, classified = asyncio.run(plane.classify(SpecRef("module"), "classify", examples))
+        scores = [[c.score for c in row.classes] for row in classified.classifications]
+        np.testing.assert_allclose(scores, [[0.25, 0.75], [0.75, 0.25]])
+        _, regressed = asyncio.run(plane.regress(SpecRef("module"), "regress", examples))
+        np.testing.assert_allclose([r.value for r in regressed.regressions], [0.25, 0.75])
