@@ -59,12 +59,14 @@ LABEL org.opencontainers.image.title="tfsp-pipeline" \
       org.opencontainers.image.description="tfsp TFX pipelines (TF 2.21, TFX 1.21), variant ${TF_VARIANT}"
 RUN groupadd --gid 1000 tfsp \
     && useradd --uid 1000 --gid tfsp --no-create-home --home-dir /tmp --shell /usr/sbin/nologin tfsp
+# Only the virtual environment: the project is installed in it as the package `tfsp`, and
+# the compiled specs read the curated schema from there (IMAGE_SCHEMA_FILE in
+# pipelines/kubeflow_runner.py). No source tree and a neutral working directory: `python
+# -m` puts the working directory first on sys.path, and a `tfsp/` source folder there would
+# shadow the installed package.
 COPY --from=build /opt/venv /opt/venv
-# The source tree stays at /opt/tfsp: the compiled specs read the curated schema from
-# /opt/tfsp/pipelines/schemas/digits.pbtxt (pipelines/kubeflow_runner.py).
-COPY --from=build /opt/tfsp /opt/tfsp
 ENV HOME=/tmp
-WORKDIR /opt/tfsp
+WORKDIR /tmp
 USER 1000:1000
 ENTRYPOINT ["tfsp"]
 CMD ["--help"]

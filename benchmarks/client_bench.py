@@ -1,7 +1,7 @@
 """What a client command costs: wall time and peak memory of `tfsp status` and `tfsp predict`.
 
 Against a running `tfsp serve` of the CNN, each command runs N times as a fresh process:
-  - light: as shipped (serving.protos' rebuilt messages; neither TensorFlow nor
+  - light: as shipped (tfsp.serving.protos' rebuilt messages; neither TensorFlow nor
     tensorflow-serving-api is imported);
   - baseline: the same command in a process that first imports TF Serving's API classes, as
     the client did until 2026-12-05 (`tensorflow_serving.apis` imports TensorFlow).
@@ -71,7 +71,7 @@ def main() -> int:
     port = _free_port()
     address = f"127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--model_name=cnn",
+        [sys.executable, "-m", "tfsp.serving.server", "--model_name=cnn",
          f"--model_base_path={base}", f"--port={port}"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
-from pipelines.layout import LocalLayout  # noqa: E402
-from pipelines.model_config import build_models_config  # noqa: E402
-from pipelines.model_store import latest_pushed_version  # noqa: E402
-from serving.launcher import LocalServer  # noqa: E402
+from tfsp.pipelines.layout import LocalLayout  # noqa: E402
+from tfsp.pipelines.model_config import build_models_config  # noqa: E402
+from tfsp.pipelines.model_store import latest_pushed_version  # noqa: E402
+from tfsp.serving.launcher import LocalServer  # noqa: E402
 
 MODEL = "autoencoder_encoder"
 

@@ -21,14 +21,14 @@ quiet_frameworks()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from pipelines.factory import component_ids  # noqa: E402
-from pipelines.layout import LocalLayout  # noqa: E402
-from pipelines.local_runner import run_local  # noqa: E402
 from tfsp.data.prepare import prepare_dataset, read_split  # noqa: E402
 from tfsp.data.sources import load_digits_source  # noqa: E402
-from trainers.cnn.model import build_lenet5  # noqa: E402
-from trainers.common import compile_classifier, cosine_epoch_schedule  # noqa: E402
-from trainers.registry import get_family  # noqa: E402
+from tfsp.pipelines.factory import component_ids  # noqa: E402
+from tfsp.pipelines.layout import LocalLayout  # noqa: E402
+from tfsp.pipelines.local_runner import run_local  # noqa: E402
+from tfsp.trainers.cnn.model import build_lenet5  # noqa: E402
+from tfsp.trainers.common import compile_classifier, cosine_epoch_schedule  # noqa: E402
+from tfsp.trainers.registry import get_family  # noqa: E402
 
 
 def plain_fit_seconds(data_dir: Path, epochs: int, learning_rate: float, batch: int) -> float:

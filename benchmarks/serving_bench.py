@@ -71,7 +71,7 @@ def _image_request():  # noqa: ANN202 (protobuf type imported lazily)
     import numpy as np
     from tensorflow_serving.apis import predict_pb2
 
-    from serving import tensors
+    from tfsp.serving import tensors
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "cnn"
@@ -126,7 +126,7 @@ async def _echo(port: int) -> None:
     import numpy as np
     from tensorflow_serving.apis import predict_pb2
 
-    from serving import tensors
+    from tfsp.serving import tensors
 
     response = predict_pb2.PredictResponse()
     response.model_spec.name = "cnn"
@@ -242,7 +242,7 @@ def _measure_in_process(version_dir: str, threads: int, iterations: int) -> dict
     import numpy as np
     import tensorflow as tf
 
-    from serving.servable import load_servable
+    from tfsp.serving.servable import load_servable
 
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -267,8 +267,8 @@ def _measure_in_process(version_dir: str, threads: int, iterations: int) -> dict
 
 def _model_dir(explicit: str | None) -> tuple[Path, Path]:
     """(model base path, version folder)."""
-    from pipelines.model_store import pushed_model
     from tfsp.errors import UserError
+    from tfsp.pipelines.model_store import pushed_model
 
     if explicit and (Path(explicit) / "saved_model.pb").exists():
         path = Path(explicit).resolve()
@@ -340,10 +340,10 @@ def main() -> int:
     try:
         for name, argv in (
             ("echo", [__file__, "--_echo"]),
-            ("plain", ["-m", "serving.server", *common]),
+            ("plain", ["-m", "tfsp.serving.server", *common]),
             (
                 "batch",
-                ["-m", "serving.server", *common, "--enable_batching",
+                ["-m", "tfsp.serving.server", *common, "--enable_batching",
                  f"--batching_parameters_file={params}"],
             ),
         ):  # fmt: skip
@@ -445,7 +445,7 @@ def _first_request(version: Path, flags: list[str], warmup: bool) -> tuple[float
             (base / "1" / "assets.extra" / "tf_serving_warmup_requests").unlink(missing_ok=True)
         port = _free_port()
         own = [f for f in flags if not f.startswith("--model_base_path=")]
-        process = _spawn("-m", "serving.server", *own, f"--model_base_path={base}",
+        process = _spawn("-m", "tfsp.serving.server", *own, f"--model_base_path={base}",
                          f"--port={port}", stdout=subprocess.DEVNULL)  # fmt: skip
         try:
             address = f"127.0.0.1:{port}"

@@ -15,8 +15,8 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import Artifact, artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
-from pipelines.model_store import latest_pushed_version, pushed_model
-from trainers.common import (
+from tfsp.pipelines.model_store import latest_pushed_version, pushed_model
+from tfsp.trainers.common import (
     HYPERPARAMETERS_FILE,
     REFERENCE_MODEL_DIR,
     Hyperparameters,
@@ -233,7 +233,7 @@ def ServingCheck(  # noqa: N802 - TFX names component classes in CamelCase
     with the in-process ones (pipelines/serving_check.py). Writes the InfraBlessing the
     Pusher requires, with the reason in its `reason` property when it refuses.
     """
-    from pipelines.serving_check import check_servable  # starts TensorFlow; only here
+    from tfsp.pipelines.serving_check import check_servable  # starts TensorFlow; only here
 
     models = {model_name: path_utils.serving_model_path(model.uri)}
     for name, folder in json.loads(companions):
@@ -264,12 +264,17 @@ def FeatureGen(  # noqa: N802 - TFX names component classes in CamelCase
 ) -> None:
     """Every split's tf.Examples with the pushed encoder's `codes` added as a feature.
 
-    The same Beam job as `tfsp features --saved-model` (serving.features_beam), on the
+    The same Beam job as `tfsp features --saved-model` (tfsp.serving.features_beam), on the
     pipeline's Beam options, with the encoder the Trainer left in its model_run under
     `encoder`. Only when the Pusher pushed: features of a model nobody serves would not
     match what a client pulls. Then the output holds no split and `encoded` is 0.
     """
-    from serving.features_beam import encode, read_rows, tfrecord_input, write_examples_with_codes
+    from tfsp.serving.features_beam import (
+        encode,
+        read_rows,
+        tfrecord_input,
+        write_examples_with_codes,
+    )
 
     if pushed_model.get_int_custom_property("pushed") != 1:
         features.split_names = artifact_utils.encode_split_names([])

@@ -23,7 +23,9 @@ from importlib import resources
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
-from pipelines.components import (
+from tfsp.family import Baseline, Direction, Family
+from tfsp.features import LABEL_KEY
+from tfsp.pipelines.components import (
     AnomalyGate,
     CompanionPusher,
     Evaluator,
@@ -33,8 +35,6 @@ from pipelines.components import (
     ReferenceModelGen,
     ServingCheck,
 )
-from tfsp.family import Baseline, Direction, Family
-from tfsp.features import LABEL_KEY
 
 # Explicit component ids: runners, tests and the result reader find components by these.
 EXAMPLE_GEN = "ImportExampleGen"
@@ -111,7 +111,7 @@ Number = int | float | tfx.dsl.experimental.RuntimeParameter
 
 def schema_path() -> str:
     """The curated schema file shipped inside the `pipelines` package."""
-    return str(resources.files("pipelines") / "schemas" / "digits.pbtxt")
+    return str(resources.files("tfsp.pipelines") / "schemas" / "digits.pbtxt")
 
 
 @dataclass

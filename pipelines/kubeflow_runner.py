@@ -24,7 +24,9 @@ import yaml
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from pipelines.factory import (
+from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
+from tfsp.errors import UserError
+from tfsp.pipelines.factory import (
     COMPANION_PUSHER,
     EXAMPLE_GEN,
     MODEL_STORE_READERS,
@@ -33,13 +35,13 @@ from pipelines.factory import (
     PipelineSpec,
     create_pipeline,
 )
-from pipelines.layout import pipeline_name
-from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
-from tfsp.errors import UserError
-from trainers.registry import get_family
+from tfsp.pipelines.layout import pipeline_name
+from tfsp.trainers.registry import get_family
 
 # Where the Dockerfile installs the project, so the curated schema is at a known path.
-IMAGE_SCHEMA_FILE = "/opt/tfsp/pipelines/schemas/digits.pbtxt"
+# Where the image's virtual environment holds the installed package's schema (Dockerfile).
+IMAGE_SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
+IMAGE_SCHEMA_FILE = f"{IMAGE_SITE_PACKAGES}/tfsp/pipelines/schemas/digits.pbtxt"
 # KFP standalone's own artifact store. The open-source backend parses the root as a bucket
 # (objectstore.ParseBucketPathToConfig): gs://, s3:// or minio://, never a local path.
 DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
@@ -101,7 +103,7 @@ TFX_ENTRYPOINT_COMMAND = [
     "-m",
     "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
 ]
-OPEN_SOURCE_ENTRYPOINT_COMMAND = ["python", "-m", "pipelines.kfp_entrypoint"]
+OPEN_SOURCE_ENTRYPOINT_COMMAND = ["python", "-m", "tfsp.pipelines.kfp_entrypoint"]
 
 # The steps that push to the model store or read pushed models from it.
 _MODEL_STORE_EXECUTORS = frozenset(

@@ -1,6 +1,6 @@
 """Run a family's pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam in-process.
 
-Paths come from `pipelines.layout.LocalLayout`.
+Paths come from `tfsp.pipelines.layout.LocalLayout`.
 """
 
 from collections.abc import Sequence
@@ -8,15 +8,15 @@ from pathlib import Path
 
 from tfx import v1 as tfx
 
-from pipelines.components import DataAnomaliesError
-from pipelines.factory import PipelineSpec, create_pipeline
-from pipelines.layout import LocalLayout, check_data_dir, pipeline_name
-from pipelines.model_store import latest_pushed_version, pushed_model
-from pipelines.results import RunResult, read_run_result
 from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
 from tfsp.errors import UserError
 from tfsp.family import Family
-from trainers.registry import get_family
+from tfsp.pipelines.components import DataAnomaliesError
+from tfsp.pipelines.factory import PipelineSpec, create_pipeline
+from tfsp.pipelines.layout import LocalLayout, check_data_dir, pipeline_name
+from tfsp.pipelines.model_store import latest_pushed_version, pushed_model
+from tfsp.pipelines.results import RunResult, read_run_result
+from tfsp.trainers.registry import get_family
 
 
 def pinned_versions(family: Family, serving_root: Path) -> dict[str, str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from trainers.registry import served_model_names
+from tfsp.trainers.registry import served_model_names
 
 # Where the cluster mounts the model store; the compiled specs' --serving-root default.
 DEFAULT_ROOT = "/models"

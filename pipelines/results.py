@@ -7,9 +7,9 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipelines.components import SERVING_CHECK_REASON
-from pipelines.factory import EVALUATOR, PUSHER, SERVING_CHECK, TRAINER
 from tfsp.family import Family
+from tfsp.pipelines.components import SERVING_CHECK_REASON
+from tfsp.pipelines.factory import EVALUATOR, PUSHER, SERVING_CHECK, TRAINER
 
 _CACHED = metadata_store_pb2.Execution.CACHED
 

@@ -19,11 +19,11 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.apis import prediction_log_pb2
 
-from pipelines.model_config import build_models_config
-from serving import tensors
-from serving.client import ClientError, ServingClient
-from serving.launcher import LocalServer, ModelNotServable
-from serving.warmup import WARMUP_FILE
+from tfsp.pipelines.model_config import build_models_config
+from tfsp.serving import tensors
+from tfsp.serving.client import ClientError, ServingClient
+from tfsp.serving.launcher import LocalServer, ModelNotServable
+from tfsp.serving.warmup import WARMUP_FILE
 
 log = logging.getLogger(__name__)
 

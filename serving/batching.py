@@ -18,9 +18,9 @@ from concurrent.futures import Executor, Future, InvalidStateError
 import grpc
 import numpy as np
 
-from serving.config import BatchingSettings
-from serving.errors import ServingError, invalid
-from serving.servable import Servable
+from tfsp.serving.config import BatchingSettings
+from tfsp.serving.errors import ServingError, invalid
+from tfsp.serving.servable import Servable
 
 log = logging.getLogger("serving")
 

@@ -1,6 +1,6 @@
 """The one client of the model server (and of TF Serving): gRPC stubs, and REST over HTTP.
 
-It needs neither TensorFlow nor `tensorflow-serving-api`: messages are serving.protos'
+It needs neither TensorFlow nor `tensorflow-serving-api`: messages are tfsp.serving.protos'
 rebuilt classes, wire-compatible with TF Serving's (tests/test_protos.py), so `pip install
 tfsp` without the [full] extra is enough to call a server.
 
@@ -19,8 +19,8 @@ import grpc
 import numpy as np
 from google.protobuf.message import Message
 
-from serving import protos, tensors
-from serving.predict_wire import predict_request_bytes
+from tfsp.serving import protos, tensors
+from tfsp.serving.predict_wire import predict_request_bytes
 
 M = TypeVar("M", bound=Message)
 _PREDICTION = "/tensorflow.serving.PredictionService/"

@@ -38,7 +38,7 @@ def _add_address_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add serve/predict/status/metadata to the `tfsp` command parser."""
-    from serving.options import add_flags
+    from tfsp.serving.options import add_flags
 
     serve = subparsers.add_parser(
         "serve",
@@ -85,8 +85,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from serving.options import FlagError, options_from_namespace
-    from serving.server import run
+    from tfsp.serving.options import FlagError, options_from_namespace
+    from tfsp.serving.server import run
 
     try:
         options = options_from_namespace(args)
@@ -141,7 +141,7 @@ def _describe(spec_version: object, args: argparse.Namespace) -> str:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     signature, input_name, value = _load_inputs(args)
-    from serving.client import ClientError, RestClient, ServingClient
+    from tfsp.serving.client import ClientError, RestClient, ServingClient
 
     try:
         if args.rest:
@@ -179,7 +179,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from serving.client import ClientError, RestClient, ServingClient
+    from tfsp.serving.client import ClientError, RestClient, ServingClient
 
     try:
         if args.rest:
@@ -196,7 +196,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 for v in reply.get("model_version_status", [])
             ]
         else:
-            from serving import protos
+            from tfsp.serving import protos
 
             with ServingClient(args.server, timeout=args.timeout) as client:
                 response = client.status(args.model, version=args.version, label=args.label)
@@ -235,7 +235,7 @@ def _shape(info: dict) -> str:
 def _cmd_metadata(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
-    from serving.client import ClientError, RestClient, ServingClient
+    from tfsp.serving.client import ClientError, RestClient, ServingClient
 
     try:
         if args.rest:

@@ -7,8 +7,8 @@ from pathlib import Path
 from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import protos
-from serving.options import Options
+from tfsp.serving import protos
+from tfsp.serving.options import Options
 
 
 class ConfigError(Exception):

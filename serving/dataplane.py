@@ -28,11 +28,11 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import tensors
-from serving.config import ConfigError, model_settings
-from serving.errors import ServingError, failed_precondition, invalid
-from serving.manager import Loaded, ModelManager
-from serving.servable import Servable
+from tfsp.serving import tensors
+from tfsp.serving.config import ConfigError, model_settings
+from tfsp.serving.errors import ServingError, failed_precondition, invalid
+from tfsp.serving.manager import Loaded, ModelManager
+from tfsp.serving.servable import Servable
 
 log = logging.getLogger("serving")
 

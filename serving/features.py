@@ -30,8 +30,8 @@ from tfsp.signatures import (
 )
 
 if TYPE_CHECKING:  # both import TensorFlow/gRPC; the CLI imports them only when pulling
-    from serving.client import ServingClient
-    from serving.feature_sources import FeatureSource
+    from tfsp.serving.client import ServingClient
+    from tfsp.serving.feature_sources import FeatureSource
 
 T = TypeVar("T")
 
@@ -63,7 +63,7 @@ def with_retries(call: Callable[[], T], retries: int, what: str) -> T:
 
     Other failures, and the last retryable one, become a one-line UserError.
     """
-    from serving.client import ClientError
+    from tfsp.serving.client import ClientError
 
     for attempt in range(retries + 1):
         try:
@@ -129,7 +129,7 @@ def pull_features(
     """Pull codes for every row of `source` into `output`, resuming a matching checkpoint."""
     from tqdm import tqdm
 
-    from serving.feature_store import FeatureStore, check_output
+    from tfsp.serving.feature_store import FeatureStore, check_output
 
     check_output(output)
     if source.num_rows == 0:
@@ -313,8 +313,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_features_beam(args: argparse.Namespace) -> int:
     import logging
 
-    from serving.features_beam import run_features_job
     from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
+    from tfsp.serving.features_beam import run_features_job
 
     # A failing step is reported once, as our own one-line error; Beam would also log it
     # with a worker traceback.
@@ -368,9 +368,9 @@ def _cmd_features(args: argparse.Namespace) -> int:
         return _cmd_features_beam(args)
     if args.format != "parquet" or args.beam_arg:
         raise UserError("--format and --beam-arg apply with --saved-model only")
-    from serving.client import ServingClient
-    from serving.feature_sources import open_source
-    from serving.feature_store import check_output
+    from tfsp.serving.client import ServingClient
+    from tfsp.serving.feature_sources import open_source
+    from tfsp.serving.feature_store import check_output
 
     _keep_request_buffers_in_the_heap()
     check_output(args.output)

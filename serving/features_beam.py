@@ -2,7 +2,7 @@
 
 For data sets too large for one gRPC client: the encoder SavedModel runs inside the Beam
 workers, through Beam's RunInference, which batches the rows and loads the model once per
-worker. The model loads on TF Serving's load path (serving.servable), so the codes are the
+worker. The model loads on TF Serving's load path (tfsp.serving.servable), so the codes are the
 ones the served encoder returns. DirectRunner in-process by default; `--beam-arg` passes
 any Beam option (DataflowRunner, FlinkRunner, `--direct_num_workers`...).
 
@@ -34,9 +34,9 @@ from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from serving.features import encoder_call
 from tfsp.errors import UserError
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from tfsp.serving.features import encoder_call
 from tfsp.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGE_BYTES, PREDICT_IMAGES
 
 FORMATS = ("parquet", "tfrecord")
@@ -72,7 +72,7 @@ Chunk = tuple[list[str], np.ndarray, list[bytes] | None]
 def encoder_code_size(saved_model: str, *, image_files: bool = False) -> int:
     """The code size of the encoder SavedModel (a local or gs:// folder); UserError if it
     is not one (or, for `image_files`, has no signature that takes them)."""
-    from serving.servable import LoadError, read_meta_graph
+    from tfsp.serving.servable import LoadError, read_meta_graph
 
     try:
         graph = read_meta_graph(saved_model, {"serve"})
@@ -134,7 +134,7 @@ def _tf_reason(exc: BaseException) -> str:
 
 def read_npy_chunk(path: str, start: int, rows: int, chunk_rows: int) -> Iterator[Chunk]:
     """Rows [start, start + rows) of a .npy array, in chunks."""
-    from serving.feature_sources import NpySource
+    from tfsp.serving.feature_sources import NpySource
 
     source = NpySource(Path(path))
     for first, images in source.batches(start, chunk_rows):
@@ -178,7 +178,7 @@ def read_parquet_file(path: str, chunk_rows: int) -> Iterator[Chunk]:
 def read_images(root: str, relative: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
     """Image files as their encoded bytes: the encoder's `predict_image_bytes` frames them
     as `tfsp data prepare` frames a folder's images."""
-    from serving.feature_sources import image_file_bytes
+    from tfsp.serving.feature_sources import image_file_bytes
 
     for first in range(0, len(relative), chunk_rows):
         names = list(relative[first : first + chunk_rows])
@@ -212,7 +212,7 @@ def plan_input(path: str) -> Input:
     """List the input's read tasks before the job starts; UserError if there is nothing."""
     local = Path(path)
     if local.is_file() and local.suffix == ".npy":
-        from serving.feature_sources import NpySource
+        from tfsp.serving.feature_sources import NpySource
 
         rows = NpySource(local).num_rows
         step = NPY_ROWS_PER_TASK
@@ -224,7 +224,7 @@ def plan_input(path: str) -> Input:
             raise UserError(f"input {path}: no files match")
         return Input("parquet", [(f,) for f in files], f"{path} ({len(files)} Parquet files)")
     if local.is_dir() and not any(local.glob("*.tfrecord")):
-        from serving.feature_sources import ImageFolderSource
+        from tfsp.serving.feature_sources import ImageFolderSource
 
         images = ImageFolderSource(local)
         relative = images.ids(0, images.num_rows)
@@ -264,7 +264,7 @@ class EncoderHandler(ModelHandler):
         self._started = self._reported = time.monotonic()
 
     def load_model(self) -> Any:
-        from serving.servable import load_servable
+        from tfsp.serving.servable import load_servable
 
         servable = load_servable("encoder", 0, self._saved_model)
         atexit.register(servable.close)  # Beam keeps the model until the process exits

@@ -25,11 +25,11 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import tensors
-from serving.dataplane import DataPlane, SpecRef
-from serving.drain import SHUTTING_DOWN, Gate
-from serving.errors import ServingError
-from serving.metrics import Metrics
+from tfsp.serving import tensors
+from tfsp.serving.dataplane import DataPlane, SpecRef
+from tfsp.serving.drain import SHUTTING_DOWN, Gate
+from tfsp.serving.errors import ServingError
+from tfsp.serving.metrics import Metrics
 
 log = logging.getLogger("serving")
 T = TypeVar("T")
@@ -312,7 +312,7 @@ def add_services(
 
     Predict outputs go in the typed value fields, as TF Serving writes them, unless
     `outputs_as_tensor_content` (its --enable_serialization_as_tensor_content). Calls pass
-    `gate` (serving.drain) as they arrive: refused with UNAVAILABLE once it closes.
+    `gate` (tfsp.serving.drain) as they arrive: refused with UNAVAILABLE once it closes.
     """
     limit = asyncio.Semaphore(max_concurrent) if max_concurrent > 0 else None
     _register(

@@ -44,14 +44,14 @@ class LocalServer:
 
         ModelNotServable as soon as a model's every version failed to load (warmup included).
         """
-        from serving.client import ClientError, ServingClient
+        from tfsp.serving.client import ClientError, ServingClient
 
         with open(self.log_file, "wb") as log:
             self._process = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
-                    "serving.server",
+                    "tfsp.serving.server",
                     f"--port={self.port}",
                     f"--rest_api_port={self.rest_port}",
                     f"--model_config_file={self.config_file}",

@@ -22,16 +22,16 @@ import grpc
 import numpy as np
 from tensorflow_serving.apis import get_model_status_pb2
 
-from serving.config import ModelSettings
-from serving.errors import ServingError, invalid, not_found
-from serving.servable import LoadError, Servable
+from tfsp.serving.config import ModelSettings
+from tfsp.serving.errors import ServingError, invalid, not_found
+from tfsp.serving.servable import LoadError, Servable
 
 log = logging.getLogger("serving")
 State = get_model_status_pb2.ModelVersionStatus.State
 
 
 class Runner(Protocol):
-    """Calls a servable's signatures (directly or batched); see serving.batching."""
+    """Calls a servable's signatures (directly or batched); see tfsp.serving.batching."""
 
     def submit(
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None

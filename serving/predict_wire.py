@@ -11,7 +11,7 @@ in its `tensor_content` field. Any protobuf parser reads the result as the same 
 
 import numpy as np
 
-from serving import protos, tensors
+from tfsp.serving import protos, tensors
 
 # Field numbers and wire type 2 (length-delimited) of the fields written by hand.
 _PREDICT_INPUTS = 2  # PredictRequest.inputs, map<string, TensorProto>

@@ -19,11 +19,11 @@ from aiohttp import StreamReader, hdrs, web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from serving import rest_json
-from serving.dataplane import DataPlane, SpecRef
-from serving.drain import SHUTTING_DOWN, Gate
-from serving.errors import ServingError, invalid
-from serving.metrics import CONTENT_TYPE, Metrics
+from tfsp.serving import rest_json
+from tfsp.serving.dataplane import DataPlane, SpecRef
+from tfsp.serving.drain import SHUTTING_DOWN, Gate
+from tfsp.serving.errors import ServingError, invalid
+from tfsp.serving.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("serving")
 
@@ -268,7 +268,7 @@ def build_app(
     """The aiohttp application: /v1/... and, if configured, the Prometheus endpoint.
 
     Serve it with `app_runner`, which sets the matching connection options. Requests pass
-    `gate` (serving.drain) as they arrive: refused with 503 once it closes.
+    `gate` (tfsp.serving.drain) as they arrive: refused with 503 once it closes.
     """
     api = RestApi(
         dataplane,

@@ -17,8 +17,8 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
-from serving import tensors
-from serving.errors import invalid
+from tfsp.serving import tensors
+from tfsp.serving.errors import invalid
 
 # TF Serving parses with RapidJSON (json_tensor.cc ParseJson: kParseIterativeFlag |
 # kParseNanAndInfFlag | kParseStopWhenDoneFlag), which refuses a number a double cannot

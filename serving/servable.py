@@ -174,7 +174,7 @@ def load_servable(
 
     A model whose restore or init op fails is refused here. One whose signatures read
     variables that nothing restored loads (as in TF Serving) and fails its first call;
-    warmup (serving.warmup) is what catches that before the version becomes available.
+    warmup (tfsp.serving.warmup) is what catches that before the version becomes available.
     """
     folder = str(path)  # not Path: it would fold gs://bucket into gs:/bucket
     read_meta_graph(folder, set(tags))  # clear errors for a missing or garbled file first

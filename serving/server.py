@@ -4,7 +4,7 @@
 before TensorFlow is imported, so a bad flag or file fails in a fraction of a second. The
 initial models load before the ports open, as in TF Serving. On SIGTERM/SIGINT every request
 already received is answered, new ones get UNAVAILABLE, the batch queues drain and the server
-exits 0 within --shutdown_grace_period_seconds (serving.drain).
+exits 0 within --shutdown_grace_period_seconds (tfsp.serving.drain).
 """
 
 import asyncio
@@ -16,10 +16,10 @@ import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from serving import config as config_mod
-from serving import drain
-from serving.config import ConfigError
-from serving.options import FlagError, Options, parse_flags
+from tfsp.serving import config as config_mod
+from tfsp.serving import drain
+from tfsp.serving.config import ConfigError
+from tfsp.serving.options import FlagError, Options, parse_flags
 
 log = logging.getLogger("serving")
 SERVER_VERSION = "tfsp-model-server 0.1.0 (TensorFlow Serving API compatible)"
@@ -64,12 +64,12 @@ class _Server:
     def __init__(self, options: Options, files: _Files) -> None:
         import tensorflow as tf
 
-        from serving.batching import BatchingRunner, DirectRunner
-        from serving.dataplane import DataPlane
-        from serving.manager import ModelManager
-        from serving.metrics import Metrics
-        from serving.servable import LoadError, SessionOptions, load_servable
-        from serving.warmup import WarmupError, run_warmup
+        from tfsp.serving.batching import BatchingRunner, DirectRunner
+        from tfsp.serving.dataplane import DataPlane
+        from tfsp.serving.manager import ModelManager
+        from tfsp.serving.metrics import Metrics
+        from tfsp.serving.servable import LoadError, SessionOptions, load_servable
+        from tfsp.serving.warmup import WarmupError, run_warmup
 
         if options.tensorflow_intra_op_parallelism:
             tf.config.threading.set_intra_op_parallelism_threads(
@@ -140,7 +140,7 @@ class _Server:
 
     def reload(self, server_config: object) -> None:
         """Apply a ModelServerConfig (HandleReloadConfigRequest and config-file polling)."""
-        from serving.errors import invalid
+        from tfsp.serving.errors import invalid
 
         try:
             settings = config_mod.model_settings(server_config)
@@ -168,7 +168,7 @@ class _Server:
             log.error("config reload from %s failed: %s", path, getattr(exc, "message", exc))
 
     async def start(self) -> None:
-        from serving.manager import Poller
+        from tfsp.serving.manager import Poller
 
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.manager.configure, self.files.settings)
@@ -194,8 +194,8 @@ class _Server:
     async def _start_grpc(self) -> None:
         import grpc
 
-        from serving.grpc_service import add_services
-        from serving.options import INT32_MAX
+        from tfsp.serving.grpc_service import add_services
+        from tfsp.serving.options import INT32_MAX
 
         options = self.options
         if not options.port and not options.grpc_socket_path:
@@ -243,7 +243,7 @@ class _Server:
             return
         from aiohttp import web
 
-        from serving.rest import app_runner, build_app
+        from tfsp.serving.rest import app_runner, build_app
 
         app = build_app(
             self.dataplane,
@@ -290,7 +290,7 @@ class _Server:
 
     async def stop(self, drain_calls: bool = True) -> None:
         """Stop: with `drain_calls`, answer what was received and refuse new calls first
-        (serving.drain), within --shutdown_grace_period_seconds."""
+        (tfsp.serving.drain), within --shutdown_grace_period_seconds."""
         loop = asyncio.get_running_loop()
         for poller in self.pollers:
             await loop.run_in_executor(None, poller.stop)

@@ -10,8 +10,8 @@ import math
 import grpc
 import numpy as np
 
-from serving import protos
-from serving.errors import ServingError, invalid
+from tfsp.serving import protos
+from tfsp.serving.errors import ServingError, invalid
 
 # The DataType enum's numbers (DT_FLOAT = 1, ...), from the rebuilt protos: this module is
 # shared by the server (TensorFlow's own message classes) and the light client (the rebuilt

@@ -15,8 +15,8 @@ import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving import tensors
-from serving.dataplane import (
+from tfsp.serving import tensors
+from tfsp.serving.dataplane import (
     classification_result,
     example_signature,
     examples_array,
@@ -25,7 +25,7 @@ from serving.dataplane import (
     prepare_predict,
     regression_result,
 )
-from serving.servable import Servable
+from tfsp.serving.servable import Servable
 
 log = logging.getLogger("serving")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.rnn.family import CELLS, RNNConfig
-from trainers.rnn.model import build_rnn_classifier
+from tfsp.trainers.rnn.family import CELLS, RNNConfig
+from tfsp.trainers.rnn.model import build_rnn_classifier
 
 VARIANTS = {
     **{cell: RNNConfig(cell=cell, units=8) for cell in CELLS},
@@ -26,13 +26,13 @@ VARIANTS = {
 
 def main(transform_graph: str, out: str) -> int:
     """Export every variant under `out`; 0 when all were written."""
-    # Imported after trainers.rnn, as in the Trainer: that module subclasses tf.keras at
+    # Imported after tfsp.trainers.rnn, as in the Trainer: that module subclasses tf.keras at
     # import, which makes tf.keras Keras 3; tensorflow_transform imported first would make it
     # Keras 2 (it sets TF_USE_LEGACY_KERAS), and Keras 3 is what TF Serving used to fail on.
     import tensorflow_transform as tft
 
-    from trainers.export import export_classifier
-    from trainers.warmup import WarmupData
+    from tfsp.trainers.export import export_classifier
+    from tfsp.trainers.warmup import WarmupData
 
     transform = tft.TFTransformOutput(transform_graph)
     images = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.kfp_entrypoint import LOCAL_ROOT_ENV
 from tests.conftest import REPO, user_env
+from tfsp.pipelines.kfp_entrypoint import LOCAL_ROOT_ENV
 
 EXECUTOR_LOGS = "executor-logs"
 _SYSTEM_ARTIFACT = {"schemaTitle": "system.Artifact", "schemaVersion": "0.0.1"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from serving.launcher import free_port
+from tfsp.serving.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -184,7 +184,7 @@ class ServerProcess:
 
         self._log_file = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", *self.flags],
+            [sys.executable, "-m", "tfsp.serving.server", *self.flags],
             cwd=REPO,
             stdout=self._log_file,
             stderr=self._log_file,
@@ -263,17 +263,17 @@ def in_process_dataplane(
 ) -> Iterator[object]:
     """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
 
-    Versions under `base_path` load on TF Serving's load path (serving.servable) and run on a
+    Versions under `base_path` load on TF Serving's load path (tfsp.serving.servable) and run on a
     thread pool, as in `tfsp serve` without batching; or, given `batching` (a
-    serving.config.BatchingSettings), through the server's BatchingRunner.
+    tfsp.serving.config.BatchingSettings), through the server's BatchingRunner.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.batching import BatchingRunner, DirectRunner
-    from serving.config import model_settings, single_model_config
-    from serving.dataplane import DataPlane
-    from serving.manager import ModelManager
-    from serving.servable import load_servable
+    from tfsp.serving.batching import BatchingRunner, DirectRunner
+    from tfsp.serving.config import model_settings, single_model_config
+    from tfsp.serving.dataplane import DataPlane
+    from tfsp.serving.manager import ModelManager
+    from tfsp.serving.servable import load_servable
 
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model")
 

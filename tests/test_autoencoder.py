@@ -6,8 +6,8 @@ import tensorflow as tf
 from sklearn.decomposition import PCA
 
 from tfsp.errors import UserError
-from trainers.autoencoder.family import AutoEncoderConfig
-from trainers.autoencoder.model import (
+from tfsp.trainers.autoencoder.family import AutoEncoderConfig
+from tfsp.trainers.autoencoder.model import (
     build_autoencoder,
     fit_pca,
     reconstruction_mse,

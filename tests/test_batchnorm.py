@@ -6,17 +6,17 @@ import pytest
 import tensorflow as tf
 from tensorflow_model_analysis.proto import validation_result_pb2
 
-from pipelines.results import RunResult, claim_summary, describe_failures
 from tfsp.errors import UserError
 from tfsp.family import options_from_config
-from trainers.batchnorm.family import FAMILY, MLPConfig
-from trainers.batchnorm.model import (
+from tfsp.pipelines.results import RunResult, claim_summary, describe_failures
+from tfsp.trainers.batchnorm.family import FAMILY, MLPConfig
+from tfsp.trainers.batchnorm.model import (
     build_mlp,
     layer_values,
     plot_distributions,
     summarise,
 )
-from trainers.registry import get_family
+from tfsp.trainers.registry import get_family
 
 
 def test_bn_sits_between_each_dense_layer_and_its_activation():

@@ -60,7 +60,7 @@ def test_bad_flags_give_one_line_and_exit_2(args, expected):
 def test_unknown_family_is_one_line(tmp_path):
     result = run_tfsp("pipeline", "run", "--family", "transformer", home=tmp_path)
     assert result.returncode == 1
-    from trainers.registry import FAMILIES  # the registry grows; the message lists it
+    from tfsp.trainers.registry import FAMILIES  # the registry grows; the message lists it
 
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: unknown family 'transformer'; known: {', '.join(sorted(FAMILIES))}"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from serving.client import ServingClient
 from tests.serving_harness import build_toy_model, running_server
+from tfsp.serving.client import ServingClient
 
 pytestmark = pytest.mark.integration  # starts model servers
 

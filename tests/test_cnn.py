@@ -5,9 +5,9 @@ import tensorflow as tf
 
 from tfsp.errors import UserError
 from tfsp.family import options_from_config
-from trainers.cnn.family import FAMILY, LeNetConfig, output_size
-from trainers.cnn.model import build_lenet5
-from trainers.common import Hyperparameters, strategy_kind
+from tfsp.trainers.cnn.family import FAMILY, LeNetConfig, output_size
+from tfsp.trainers.cnn.model import build_lenet5
+from tfsp.trainers.common import Hyperparameters, strategy_kind
 
 
 def _spatial(model: tf.keras.Model, name: str) -> tuple:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.kubeflow_runner import IMAGE_SCHEMA_FILE
 from tests.conftest import REPO
+from tfsp.pipelines.kubeflow_runner import IMAGE_SCHEMA_FILE, IMAGE_SITE_PACKAGES
 
 DOCKERFILE = REPO / "Dockerfile"
 HADOLINT = shutil.which("hadolint") or str(REPO / ".venv" / "bin" / "hadolint")
@@ -73,16 +73,22 @@ def test_stages_and_their_users():
     assert any("EXPOSE 8500 8501" in line for line in stages["server"])
 
 
-def test_project_is_installed_at_the_path_the_compiled_specs_expect():
+def test_project_is_installed_where_the_compiled_specs_read_the_schema():
     stages = _stages()
-    assert "WORKDIR /opt/tfsp" in stages["build"]
-    assert any(
-        line.startswith("COPY --from=build /opt/tfsp /opt/tfsp") for line in stages["pipeline"]
-    )
-    assert IMAGE_SCHEMA_FILE.startswith("/opt/tfsp/")
-    relative = IMAGE_SCHEMA_FILE.removeprefix("/opt/tfsp/")
-    assert (REPO / relative).is_file()
+    build = " ".join(stages["build"])
+    assert "python -m venv /opt/venv" in build and "pip install --no-cache-dir --no-deps ." in build
     assert any(line == "COPY pipelines ./pipelines" for line in stages["build"])
+    # The final stages hold the venv only, and run from a folder no `tfsp/` source shadows.
+    copies = [line for line in stages["pipeline"] if line.startswith("COPY")]
+    assert copies == ["COPY --from=build /opt/venv /opt/venv"]
+    workdirs = [line.split()[1] for line in stages["pipeline"] if line.startswith("WORKDIR")]
+    assert workdirs == ["/tmp"]
+    # The schema's path inside the installed package maps back to the repository's file.
+    assert IMAGE_SCHEMA_FILE.startswith(f"{IMAGE_SITE_PACKAGES}/tfsp/pipelines/")
+    relative = IMAGE_SCHEMA_FILE.removeprefix(f"{IMAGE_SITE_PACKAGES}/tfsp/")
+    assert (REPO / relative).is_file()
+    python = re.search(r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)\.", DOCKERFILE.read_text(), re.M)
+    assert f"/python{python.group(1)}/" in IMAGE_SITE_PACKAGES
 
 
 def test_dependencies_match_pyproject_and_come_from_the_lock():

@@ -14,9 +14,14 @@ import pytest
 import yaml
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-from pipelines.kubeflow_runner import DEFAULT_SERVING_ROOT, MODEL_STORE_PVC, WORK_MOUNT, WORK_PVC
-from pipelines.model_config import parse_models_config
-from trainers.registry import served_model_names
+from tfsp.pipelines.kubeflow_runner import (
+    DEFAULT_SERVING_ROOT,
+    MODEL_STORE_PVC,
+    WORK_MOUNT,
+    WORK_PVC,
+)
+from tfsp.pipelines.model_config import parse_models_config
+from tfsp.trainers.registry import served_model_names
 
 pytestmark = pytest.mark.integration  # runs kubectl and the tfsp CLI
 

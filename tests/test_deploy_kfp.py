@@ -18,7 +18,9 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipelines.kubeflow_runner import (
+from tests.conftest import REPO, run_tfsp
+from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
+from tfsp.pipelines.kubeflow_runner import (
     DEFAULT_PIPELINE_ROOT,
     DEFAULT_SERVING_ROOT,
     GPU_RESOURCE,
@@ -26,9 +28,7 @@ from pipelines.kubeflow_runner import (
     WORK_MOUNT,
     WORK_PVC,
 )
-from tests.conftest import REPO, run_tfsp
-from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
-from trainers.registry import FAMILIES
+from tfsp.trainers.registry import FAMILIES
 
 pytestmark = pytest.mark.integration  # runs tfsp pipeline compile
 
@@ -113,7 +113,7 @@ def test_package_carries_parameter_defaults_and_pipeline_root(compiled, family):
 def test_package_steps_run_the_open_source_entrypoint(compiled, family):
     pipeline, _ = _package(compiled / f"{family}.yaml")
     for name, container in _containers(pipeline).items():
-        assert container["command"] == ["python", "-m", "pipelines.kfp_entrypoint"], name
+        assert container["command"] == ["python", "-m", "tfsp.pipelines.kfp_entrypoint"], name
         assert "lifecycle" not in container, name  # a pre-cache driver the backend never runs
     # Beam steps get the in-pod DirectRunner options after TFX's own flags.
     transform_args = _containers(pipeline)["Transform_executor"]["args"]

@@ -2,17 +2,17 @@
 
 import pytest
 
-from pipelines.kubeflow_runner import DEFAULT_SERVING_ROOT
-from pipelines.model_config import (
+from tests.conftest import REPO, run_tfsp
+from tfsp.family import Family
+from tfsp.pipelines.kubeflow_runner import DEFAULT_SERVING_ROOT
+from tfsp.pipelines.model_config import (
     DEFAULT_ROOT,
     build_models_config,
     parse_models_config,
     render_models_config,
 )
-from tests.conftest import REPO, run_tfsp
-from tfsp.family import Family
-from trainers import registry
-from trainers.registry import FAMILIES, served_model_names
+from tfsp.trainers import registry
+from tfsp.trainers.registry import FAMILIES, served_model_names
 
 COMMITTED = REPO / "k8s" / "base" / "models.config"
 REGENERATE = "tfsp deploy models-config --root /models --output k8s/base/models.config"
@@ -42,8 +42,8 @@ def test_a_new_family_changes_the_generated_config(monkeypatch):
     # The comparison above can fail: registering a family changes what is generated.
     extra = Family(
         name="extra",
-        run_fn="trainers.extra.run_fn",
-        preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+        run_fn="tfsp.trainers.extra.run_fn",
+        preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
         gate_metric="SparseCategoricalAccuracy",
         gate_lower_bound=0.5,
         default_epochs=1,

@@ -4,8 +4,8 @@ import pytest
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
-from pipelines.components import describe_anomalies
-from pipelines.factory import (
+from tfsp.pipelines.components import describe_anomalies
+from tfsp.pipelines.factory import (
     ANOMALY_GATE,
     BASE_MODEL_GEN,
     BASELINE_MODEL_GEN,
@@ -20,7 +20,7 @@ from pipelines.factory import (
     eval_config,
     family_eval_config,
 )
-from trainers.registry import FAMILIES, get_family, run_order
+from tfsp.trainers.registry import FAMILIES, get_family, run_order
 
 
 def _spec(tmp_path, **overrides):
@@ -182,7 +182,7 @@ def test_anomalies_are_named_per_split_and_feature():
 
 def test_an_accuracy_floor_never_becomes_a_floor_on_an_error():
     # `--min-accuracy` applies to every family of `--family all`; the autoencoder's gate is MSE.
-    from pipelines.factory import family_eval_config
+    from tfsp.pipelines.factory import family_eval_config
 
     config = family_eval_config(get_family("autoencoder"), lower_bound=0.5)
     (metric,) = [m for m in config.metrics_specs[0].metrics if m.class_name == "MeanSquaredError"]

@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from tests.conftest import REPO, run_crippled_pipeline, run_pipeline, user_env
 from tfsp.data.prepare import read_split, to_example
-from trainers.registry import FAMILIES as REGISTERED
-from trainers.registry import served_model_names
+from tfsp.trainers.registry import FAMILIES as REGISTERED
+from tfsp.trainers.registry import served_model_names
 
 pytestmark = pytest.mark.e2e
 

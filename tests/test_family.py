@@ -15,7 +15,7 @@ from tests.conftest import REPO
 from tfsp import cli
 from tfsp.errors import UserError
 from tfsp.family import Family, Options, flag_fields, flag_name, option, options_from_config
-from trainers.registry import FAMILIES, get_family, register, run_order, served_model_names
+from tfsp.trainers.registry import FAMILIES, get_family, register, run_order, served_model_names
 
 FAMILIES_WITH_OPTIONS = [f for f in FAMILIES.values() if f.options is not None]
 
@@ -133,7 +133,7 @@ def test_a_registered_family_gets_its_flags(monkeypatch):
     tiny = Family(
         name="tiny",
         run_fn="nowhere.model.run_fn",
-        preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+        preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
         options=TinyOptions,
         gate_metric="SparseCategoricalAccuracy",
         gate_lower_bound=0.5,

@@ -13,11 +13,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving.servable import load_servable
 from tests.conftest import run_tfsp
 from tests.serving_harness import build_toy_model
 from tfsp.data.framing import frame_arrays, frame_encoded
 from tfsp.data.prepare import read_split
+from tfsp.serving.servable import load_servable
 
 CODE_SIZE = 8
 ATOL = 1e-5  # batches of other sizes round differently (as tests/graph_load_compare.py)

@@ -4,7 +4,7 @@ import pytest
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipelines.kfp_entrypoint import local_path, localize, restore_remote_uris
+from tfsp.pipelines.kfp_entrypoint import local_path, localize, restore_remote_uris
 
 MODEL_TYPE = {"instanceSchema": "title: tfx.Model\ntype: object\n"}
 

@@ -16,15 +16,15 @@ import pytest
 import tensorflow_model_analysis as tfma
 import yaml
 
-from pipelines.factory import schema_path
-from pipelines.kubeflow_runner import (
+from tests.kfp_launcher import PackageRun, StepFailed
+from tfsp.pipelines.factory import schema_path
+from tfsp.pipelines.kubeflow_runner import (
     DEFAULT_PIPELINE_ROOT,
     TFX_ENTRYPOINT_COMMAND,
     ClusterOptions,
     kfp_package,
     write_kfp_package,
 )
-from tests.kfp_launcher import PackageRun, StepFailed
 
 pytestmark = pytest.mark.e2e
 

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,9 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def light_venv(tmp_path_factory) -> Path:
-    scratch = tmp_path_factory.mktemp("light")
+def wheel(tmp_path_factory) -> Path:
+    """tfsp's wheel, as `pip install .` builds it."""
+    scratch = tmp_path_factory.mktemp("wheel")
     # Built from a copy: setuptools writes build/ next to the sources it builds.
     source = scratch / "source"
     source.mkdir()
@@ -88,7 +90,24 @@ def light_venv(tmp_path_factory) -> Path:
          "-w", str(scratch / "wheels"), str(source)],
         check=True, capture_output=True,
     )  # fmt: skip
-    (wheel,) = (scratch / "wheels").glob("tfsp-*.whl")
+    (built,) = (scratch / "wheels").glob("tfsp-*.whl")
+    return built
+
+
+def test_the_wheel_installs_one_top_level_package_tfsp(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names} == {"tfsp", "tfsp-0.1.0.dist-info"}
+    for expected in (
+        "tfsp/pipelines/schemas/digits.pbtxt",  # where the image's compiled specs read it
+        "tfsp/trainers/cnn/family.py",
+        "tfsp/serving/server.py",
+    ):
+        assert expected in names, expected
+
+
+@pytest.fixture(scope="module")
+def light_venv(tmp_path_factory, wheel) -> Path:
+    scratch = tmp_path_factory.mktemp("light")
     # The base interpreter, not our venv's: the light install must not need the private
     # runtime (a Debian 12 host's own glibc runs gRPC, numpy, Pillow and pyarrow).
     venv_config = configparser.ConfigParser()
@@ -174,7 +193,7 @@ def test_the_client_library_imports_no_tensorflow(light_venv, server):
     running, _ = server
     script = (
         "import sys, numpy as np\n"
-        "from serving.client import ServingClient\n"
+        "from tfsp.serving.client import ServingClient\n"
         f"with ServingClient('{running.address}') as client:\n"
         "    images = {'images': np.ones((2, 32, 32, 1), np.float32)}\n"
         "    spec, out = client.predict('enc', images, signature='predict_images')\n"

@@ -31,7 +31,7 @@ FAMILY = Family(
     name="logreg",
     title="logistic regression",
     run_fn="tests.test_new_family_e2e.run_fn",
-    preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=LogRegOptions,
     gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.5,
@@ -52,7 +52,7 @@ def run_fn(fn_args) -> None:
 
     from tfsp.family import options_from_config
     from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES
-    from trainers.common import compile_classifier, fit_and_export_classifier, write_json
+    from tfsp.trainers.common import compile_classifier, fit_and_export_classifier, write_json
 
     options = options_from_config(FAMILY, fn_args.custom_config)
     write_json(os.path.join(fn_args.model_run_dir, OPTIONS_FILE), asdict(options))
@@ -73,7 +73,7 @@ def run_fn(fn_args) -> None:
 _MAIN = """
 import sys
 from tests.test_new_family_e2e import FAMILY
-from trainers.registry import register
+from tfsp.trainers.registry import register
 from tfsp.cli import main
 
 register(FAMILY)

@@ -9,9 +9,9 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
-from pipelines.factory import TRAINER
 from tests.conftest import run_crippled_pipeline, run_pipeline
 from tfsp.data.prepare import read_split, to_example
+from tfsp.pipelines.factory import TRAINER
 
 pytestmark = pytest.mark.e2e
 

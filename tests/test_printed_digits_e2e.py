@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.client import ClientError, RestClient, ServingClient
 from tests.conftest import run_pipeline
 from tests.serving_harness import running_server
 from tfsp.data.printed import TRAINING_FONTS, render_digit
+from tfsp.serving.client import ClientError, RestClient, ServingClient
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""serving.protos' rebuilt messages against TensorFlow's and TF Serving's own.
+"""tfsp.serving.protos' rebuilt messages against TensorFlow's and TF Serving's own.
 
 The light client sends and reads the rebuilt classes, so each must be the official message
 field for field (name, number, type, label, oneof, map entry), leave out only the fields
@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import protos, tensors
+from tfsp.serving import protos, tensors
 
 # (message, field) left out of the rebuilt set; serving/protos.py's docstring says why.
 OMITTED = {

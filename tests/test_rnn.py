@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from tfsp.errors import UserError
 from tfsp.family import options_from_config
-from trainers.common import compile_classifier
-from trainers.rnn.experiments import (
+from tfsp.trainers.common import compile_classifier
+from tfsp.trainers.rnn.experiments import (
     TRIVIAL_ADDING_MSE,
     TruncatedBPTT,
     adding_problem,
@@ -17,8 +17,8 @@ from trainers.rnn.experiments import (
     train_adding,
     train_tbptt,
 )
-from trainers.rnn.family import CELLS, FAMILY, RNNConfig
-from trainers.rnn.model import JordanCell, build_rnn_classifier
+from tfsp.trainers.rnn.family import CELLS, FAMILY, RNNConfig
+from tfsp.trainers.rnn.model import JordanCell, build_rnn_classifier
 
 
 @pytest.mark.parametrize("cell", CELLS)

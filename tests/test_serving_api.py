@@ -23,8 +23,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.client import ClientError, RestClient, ServingClient
 from tests.serving_harness import build_toy_model, running_server
+from tfsp.serving.client import ClientError, RestClient, ServingClient
 
 pytestmark = pytest.mark.integration  # starts a model server
 

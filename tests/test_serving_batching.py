@@ -10,12 +10,12 @@ import grpc
 import numpy as np
 import pytest
 
-from serving.batching import BatchingRunner
-from serving.client import ClientError, ServingClient
-from serving.config import BatchingSettings
-from serving.errors import ServingError
-from serving.servable import load_servable
 from tests.serving_harness import build_toy_model, running_server
+from tfsp.serving.batching import BatchingRunner
+from tfsp.serving.client import ClientError, ServingClient
+from tfsp.serving.config import BatchingSettings
+from tfsp.serving.errors import ServingError
+from tfsp.serving.servable import load_servable
 
 pytestmark = pytest.mark.integration  # starts model servers
 

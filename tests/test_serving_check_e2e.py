@@ -14,8 +14,8 @@ import pytest
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
-from pipelines.factory import SERVING_CHECK
 from tests.conftest import REPO, user_env
+from tfsp.pipelines.factory import SERVING_CHECK
 
 pytestmark = pytest.mark.e2e
 
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.e2e
 _RUN = """
 import dataclasses, json, sys
 from pathlib import Path
-from trainers.registry import FAMILIES
-from pipelines.layout import LocalLayout
-from pipelines.local_runner import run_local
+from tfsp.trainers.registry import FAMILIES
+from tfsp.pipelines.layout import LocalLayout
+from tfsp.pipelines.local_runner import run_local
 
 home, data, run_fn = sys.argv[1:4]
 FAMILIES["cnn"] = dataclasses.replace(FAMILIES["cnn"], run_fn=run_fn)
@@ -68,7 +68,7 @@ def _check_blessings(home) -> list[int]:
 
 
 def test_an_unservable_candidate_is_refused_and_the_served_version_stays(tmp_path, digits_dir):
-    first = _run(tmp_path, digits_dir, "trainers.cnn.model.run_fn")
+    first = _run(tmp_path, digits_dir, "tfsp.trainers.cnn.model.run_fn")
     assert first["blessed"], first["failures"]
     (served,) = _versions(tmp_path)
 

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from serving.client import RestClient, ServingClient
 from tests.conftest import run_pipeline
 from tests.serving_harness import REPO, running_server
 from tfsp.data.prepare import read_split
+from tfsp.serving.client import RestClient, ServingClient
 
 pytestmark = pytest.mark.e2e
 

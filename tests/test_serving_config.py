@@ -6,10 +6,10 @@ import sys
 import pytest
 from google.protobuf import text_format
 
-from serving import config, protos
-from serving.config import ConfigError, VersionPolicy
-from serving.options import FlagError, Options, parse_flags
 from tests.serving_harness import REPO
+from tfsp.serving import config, protos
+from tfsp.serving.config import ConfigError, VersionPolicy
+from tfsp.serving.options import FlagError, Options, parse_flags
 
 
 def test_flag_defaults_match_tensorflow_model_server():
@@ -90,7 +90,7 @@ def test_console_script_and_tfsp_serve_fail_cleanly_on_bad_flags(tmp_path):
     assert result.returncode == 2 and result.stderr.startswith("error: argument --port")
     bad = tmp_path / "models.config"
     bad.write_text("model_config_list { config { name: 'x' base_path: '/m' bogus: 1 } }")
-    result = _run("-m", "serving.server", f"--model_config_file={bad}")
+    result = _run("-m", "tfsp.serving.server", f"--model_config_file={bad}")
     assert result.returncode == 1
     assert "invalid ModelServerConfig" in result.stderr and "bogus" in result.stderr
     assert "Traceback" not in result.stderr

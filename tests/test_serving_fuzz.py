@@ -33,15 +33,15 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import tensors
-from serving.dataplane import SpecRef
-from serving.errors import ServingError
 from tests.serving_harness import (
     build_toy_model,
     in_process_dataplane,
     post_json,
     running_server,
 )
+from tfsp.serving import tensors
+from tfsp.serving.dataplane import SpecRef
+from tfsp.serving.errors import ServingError
 
 ANSWERABLE = {
     grpc.StatusCode.OK,

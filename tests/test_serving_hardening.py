@@ -17,17 +17,17 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import get_model_status_pb2, inference_pb2, input_pb2, model_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import tensors
-from serving.config import (
+from tests.serving_harness import build_toy_model, in_process_dataplane
+from tfsp.serving import tensors
+from tfsp.serving.config import (
     ConfigError,
     is_relative_path,
     model_settings,
     read_text_proto,
     single_model_config,
 )
-from serving.dataplane import CLASSIFY_METHOD, DataPlane, SpecRef, execution_error
-from serving.errors import ServingError
-from tests.serving_harness import build_toy_model, in_process_dataplane
+from tfsp.serving.dataplane import CLASSIFY_METHOD, DataPlane, SpecRef, execution_error
+from tfsp.serving.errors import ServingError
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND

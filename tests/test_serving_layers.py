@@ -19,10 +19,10 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, input_pb2
 
-from serving.config import BatchingSettings, model_settings, single_model_config
-from serving.dataplane import SpecRef
-from serving.errors import ServingError
 from tests.serving_harness import build_toy_model, copy_version, in_process_dataplane
+from tfsp.serving.config import BatchingSettings, model_settings, single_model_config
+from tfsp.serving.dataplane import SpecRef
+from tfsp.serving.errors import ServingError
 from tfsp.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGES
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE

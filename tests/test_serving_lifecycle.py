@@ -13,8 +13,8 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.client import ClientError, ServingClient
 from tests.serving_harness import build_toy_model, copy_version, running_server
+from tfsp.serving.client import ClientError, ServingClient
 
 pytestmark = pytest.mark.integration  # starts a model server
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
 
-from serving.client import ClientError, ServingClient
 from tests.serving_harness import (
     build_toy_model,
     build_unservable_model,
@@ -24,6 +23,7 @@ from tests.serving_harness import (
     warmup_predict,
     write_warmup,
 )
+from tfsp.serving.client import ClientError, ServingClient
 
 pytestmark = pytest.mark.integration  # starts a model server
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from serving import rest_json
-from serving.errors import ServingError
 from tests.serving_harness import build_toy_model, post_json, running_server
+from tfsp.serving import rest_json
+from tfsp.serving.errors import ServingError
 
 pytestmark = pytest.mark.integration  # starts a model server
 

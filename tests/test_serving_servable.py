@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving.servable import INIT_OP_SIGNATURE, LoadError, load_servable
 from tests.serving_harness import build_toy_model, build_unservable_model
+from tfsp.serving.servable import INIT_OP_SIGNATURE, LoadError, load_servable
 
 EXAMPLE = tf.train.Example(
     features=tf.train.Features(

@@ -1,6 +1,6 @@
 """SIGTERM: every request received before it is answered, new ones get UNAVAILABLE, exit 0.
 
-The drain's steps in-process first (serving.drain), then real server processes under load,
+The drain's steps in-process first (tfsp.serving.drain), then real server processes under load,
 with and without batching, over gRPC and REST.
 """
 
@@ -18,8 +18,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving import drain
 from tests.serving_harness import build_toy_model, running_server
+from tfsp.serving import drain
 
 GRACE_SECONDS = 10
 

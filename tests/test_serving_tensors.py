@@ -9,9 +9,9 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from serving import rest_json, tensors
-from serving.errors import ServingError
-from serving.predict_wire import predict_request_bytes
+from tfsp.serving import rest_json, tensors
+from tfsp.serving.errors import ServingError
+from tfsp.serving.predict_wire import predict_request_bytes
 
 ARRAYS = [
     np.arange(6, dtype=np.float32).reshape(2, 3) / 7,

@@ -8,15 +8,15 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from serving.servable import load_servable
-from serving.warmup import MAX_RECORDS, WarmupError, run_warmup
 from tests.serving_harness import (
     build_toy_model,
     build_unservable_model,
     warmup_predict,
     write_warmup,
 )
-from trainers.warmup import classify_log
+from tfsp.serving.servable import load_servable
+from tfsp.serving.warmup import MAX_RECORDS, WarmupError, run_warmup
+from tfsp.trainers.warmup import classify_log
 
 X = {"x": np.ones((2, 3), np.float32)}
 

@@ -8,21 +8,21 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from pipelines.components import (
+from tfsp.errors import UserError
+from tfsp.family import options_from_config
+from tfsp.pipelines.components import (
     NO_PUSHED_VERSION,
     PUSHED_VERSION,
     PushedModelGen,
     holds_no_model,
 )
-from pipelines.local_runner import pinned_versions
-from pipelines.model_store import PushedModelNotFoundError, latest_pushed_version
-from tfsp.errors import UserError
-from tfsp.family import options_from_config
+from tfsp.pipelines.local_runner import pinned_versions
+from tfsp.pipelines.model_store import PushedModelNotFoundError, latest_pushed_version
 from tfsp.signatures import TASK_LABEL_KEY, TRANSFORMED_LABELS
-from trainers.cnn.model import build_lenet5
-from trainers.registry import get_family
-from trainers.transfer.family import FAMILY
-from trainers.transfer.model import (
+from tfsp.trainers.cnn.model import build_lenet5
+from tfsp.trainers.registry import get_family
+from tfsp.trainers.transfer.family import FAMILY
+from tfsp.trainers.transfer.model import (
     BASE_LAYERS,
     CLASS_NAMES,
     BaseModelNotFoundError,

@@ -89,7 +89,7 @@ def _add_gate_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _family_names() -> str:
-    from trainers.registry import FAMILIES
+    from tfsp.trainers.registry import FAMILIES
 
     return ", ".join(FAMILIES)
 
@@ -102,7 +102,7 @@ def _add_family_flags(parser: argparse.ArgumentParser) -> None:
     again there (tfsp.family.options_from_config).
     """
     from tfsp.family import flag_fields, flag_name
-    from trainers.registry import FAMILIES
+    from tfsp.trainers.registry import FAMILIES
 
     for family in FAMILIES.values():
         if family.options is None:
@@ -150,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check the installation (versions, matmul, devices, runtime)"
     )
     doctor.set_defaults(handler=_cmd_doctor)
-    from serving.commands import add_commands  # serve, predict, status, metadata
-    from serving.features import add_command as add_features_command
+    from tfsp.serving.commands import add_commands  # serve, predict, status, metadata
+    from tfsp.serving.features import add_command as add_features_command
 
     add_commands(commands)
     add_features_command(commands)
@@ -409,7 +409,7 @@ def _cmd_experiment_rnn_claims(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
 
     quiet_frameworks()
-    from trainers.rnn.experiments import format_report, rnn_claims
+    from tfsp.trainers.rnn.experiments import format_report, rnn_claims
 
     report = rnn_claims(
         cells=cells,
@@ -439,8 +439,8 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
 
     quiet_frameworks()
-    from pipelines.layout import LocalLayout
     from tfsp.data import prepare, sources
+    from tfsp.pipelines.layout import LocalLayout
 
     if args.printed_per_font is not None and (args.images_dir or args.idx):
         raise UserError("--printed-per-font applies to the default source only")
@@ -470,7 +470,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 def _custom_config(args: argparse.Namespace) -> dict:
     """The Trainer's custom_config from the family flags given: {family: {option: value}}."""
     from tfsp.family import flag_fields
-    from trainers.registry import FAMILIES
+    from tfsp.trainers.registry import FAMILIES
 
     config = {}
     for family in FAMILIES.values():
@@ -502,8 +502,8 @@ def _run_and_report(args: argparse.Namespace) -> "FamilyOutcome":
     from tfsp.progress import follow_components, quiet_frameworks
 
     quiet_frameworks()
-    from pipelines.layout import LocalLayout, check_data_dir
-    from trainers.registry import get_family
+    from tfsp.pipelines.layout import LocalLayout, check_data_dir
+    from tfsp.trainers.registry import get_family
 
     family = get_family(args.family)
     layout = LocalLayout.from_env(args.home)
@@ -512,9 +512,9 @@ def _run_and_report(args: argparse.Namespace) -> "FamilyOutcome":
 
     import logging
 
-    from pipelines.factory import component_ids
-    from pipelines.local_runner import run_local
-    from pipelines.results import claim_summary, test_split_figure
+    from tfsp.pipelines.factory import component_ids
+    from tfsp.pipelines.local_runner import run_local
+    from tfsp.pipelines.results import claim_summary, test_split_figure
 
     print(f"==> pipeline tfsp-{family.name} (home {layout.home})", file=sys.stderr)
     progress = follow_components(total=len(component_ids(family)), verbose=args.verbose)
@@ -562,7 +562,7 @@ def _run_and_report(args: argparse.Namespace) -> "FamilyOutcome":
 def _cmd_pipeline_run(args: argparse.Namespace) -> int:
     if args.family != "all":
         return _run_family(args)
-    from trainers.registry import run_order
+    from tfsp.trainers.registry import run_order
 
     # Dependency order (cnn before transfer); a failed gate stops the rest, since a family
     # built on it would use a stale or missing model.
@@ -579,8 +579,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
 
     quiet_frameworks()
-    from pipelines.layout import LocalLayout
-    from trainers.registry import run_order
+    from tfsp.pipelines.layout import LocalLayout
+    from tfsp.trainers.registry import run_order
 
     layout = LocalLayout.from_env(args.home)
     if not (layout.data_dir / "manifest.json").exists():
@@ -604,7 +604,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
     from tfsp.progress import quiet_frameworks
-    from trainers.registry import FAMILIES, get_family
+    from tfsp.trainers.registry import FAMILIES, get_family
 
     # Names are checked before TensorFlow loads, so a typo fails at once.
     if args.family == "all":
@@ -614,7 +614,7 @@ def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
     else:
         families = [get_family(args.family).name]
     quiet_frameworks()
-    from pipelines.kubeflow_runner import TARGET_SUFFIXES, cluster_options, compile_family
+    from tfsp.pipelines.kubeflow_runner import TARGET_SUFFIXES, cluster_options, compile_family
 
     options = cluster_options(
         args.target,
@@ -635,8 +635,8 @@ def _cmd_pipeline_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_pipeline_submit(args: argparse.Namespace) -> int:
-    from pipelines.kfp_submit import submit_package
-    from trainers.registry import get_family
+    from tfsp.pipelines.kfp_submit import submit_package
+    from tfsp.trainers.registry import get_family
 
     family = get_family(args.family).name
     url = submit_package(
@@ -654,7 +654,7 @@ def _cmd_pipeline_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy_models_config(args: argparse.Namespace) -> int:
-    from pipelines.model_config import render_models_config, write_models_config
+    from tfsp.pipelines.model_config import render_models_config, write_models_config
 
     if args.output is None:
         sys.stdout.write(render_models_config(args.root))

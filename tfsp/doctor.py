@@ -54,7 +54,7 @@ def check_devices() -> Check:
     """The devices TensorFlow sees, and the training strategy they imply."""
     import tensorflow as tf
 
-    from trainers.common import strategy_kind
+    from tfsp.trainers.common import strategy_kind
 
     cpus = tf.config.list_physical_devices("CPU")
     gpus = tf.config.list_physical_devices("GPU")

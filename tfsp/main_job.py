@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from pipelines.layout import LocalLayout
-from pipelines.model_config import build_models_config
 from tfsp.features import IMAGE_SIZE
+from tfsp.pipelines.layout import LocalLayout
+from tfsp.pipelines.model_config import build_models_config
 from tfsp.signatures import IMAGES_INPUT
-from trainers.registry import FAMILIES
+from tfsp.trainers.registry import FAMILIES
 
 
 def _outputs_text(outputs: dict[str, np.ndarray]) -> str:
@@ -27,11 +27,11 @@ def _outputs_text(outputs: dict[str, np.ndarray]) -> str:
 def serve_and_check(layout: LocalLayout, outcomes: list, data_dir: Path | None = None) -> int:
     """Serve the models these runs pushed, send each one Predict, pull the encoder's features
     for the test split of `data_dir` (default: the home's); 0 when all of it worked."""
-    from serving.client import ServingClient
-    from serving.feature_sources import TFRecordSource
-    from serving.features import pull_features
-    from serving.launcher import LocalServer
     from tfsp.data.prepare import read_split
+    from tfsp.serving.client import ServingClient
+    from tfsp.serving.feature_sources import TFRecordSource
+    from tfsp.serving.features import pull_features
+    from tfsp.serving.launcher import LocalServer
 
     served = [FAMILIES[o.family] for o in outcomes if o.blessed]
     models = [model for family in served for model in family.served_models()]

@@ -14,8 +14,8 @@ from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
 from tfsp.features import LABEL_KEY
-from trainers.export import export_classifier
-from trainers.warmup import WARMUP_EXAMPLE_COUNT, WarmupData, warmup_data
+from tfsp.trainers.export import export_classifier
+from tfsp.trainers.warmup import WARMUP_EXAMPLE_COUNT, WarmupData, warmup_data
 
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 # Where a Trainer that trains a reference model (the other side of a family's claim) exports

@@ -49,7 +49,7 @@ from tfsp.signatures import (
     TASK_LABEL_KEY,
     TRANSFORMED_LABELS,
 )
-from trainers.warmup import WarmupData, classify_log, predict_log, write_warmup_file
+from tfsp.trainers.warmup import WarmupData, classify_log, predict_log, write_warmup_file
 
 LabelFn = Callable[[tf.Tensor], tf.Tensor]
 _IMAGE_BYTES_SPEC = tf.TensorSpec([None], tf.string, name=IMAGE_BYTES_INPUT)

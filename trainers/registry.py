@@ -7,11 +7,11 @@ Adding a family: write trainers/<name>/family.py (its options and FAMILY) and mo
 
 from tfsp.errors import UserError
 from tfsp.family import Family
-from trainers.autoencoder.family import FAMILY as AUTOENCODER
-from trainers.batchnorm.family import FAMILY as BATCHNORM
-from trainers.cnn.family import FAMILY as CNN
-from trainers.rnn.family import FAMILY as RNN
-from trainers.transfer.family import FAMILY as TRANSFER
+from tfsp.trainers.autoencoder.family import FAMILY as AUTOENCODER
+from tfsp.trainers.batchnorm.family import FAMILY as BATCHNORM
+from tfsp.trainers.cnn.family import FAMILY as CNN
+from tfsp.trainers.rnn.family import FAMILY as RNN
+from tfsp.trainers.transfer.family import FAMILY as TRANSFER
 
 _REGISTERED = (CNN, RNN, BATCHNORM, TRANSFER, AUTOENCODER)
 

@@ -27,8 +27,8 @@ class AutoEncoderConfig(Options):
 FAMILY = Family(
     name="autoencoder",
     title="autoencoder",
-    run_fn="trainers.autoencoder.model.run_fn",
-    preprocessing_fn="trainers.autoencoder.model.preprocessing_fn",
+    run_fn="tfsp.trainers.autoencoder.model.run_fn",
+    preprocessing_fn="tfsp.trainers.autoencoder.model.preprocessing_fn",
     options=AutoEncoderConfig,
     test_figure="reconstruction_mse",
     gate_metric="MeanSquaredError",

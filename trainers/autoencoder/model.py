@@ -19,8 +19,8 @@ from tfx import v1 as tfx
 
 from tfsp.family import options_from_config
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
-from trainers.autoencoder.family import ENCODER_DIR, FAMILY, AutoEncoderConfig
-from trainers.common import (
+from tfsp.trainers.autoencoder.family import ENCODER_DIR, FAMILY, AutoEncoderConfig
+from tfsp.trainers.common import (
     REFERENCE_MODEL_DIR,
     Hyperparameters,
     cosine_epoch_schedule,
@@ -29,7 +29,7 @@ from trainers.common import (
     transformed_dataset,
     write_json,
 )
-from trainers.export import export_autoencoder, export_encoder, export_pca
+from tfsp.trainers.export import export_autoencoder, export_encoder, export_pca
 
 
 def _conv_encoder(config: AutoEncoderConfig) -> tf.keras.Model:

@@ -29,8 +29,8 @@ class MLPConfig(Options):
 FAMILY = Family(
     name="batchnorm",
     title="batch normalization",
-    run_fn="trainers.batchnorm.model.run_fn",
-    preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+    run_fn="tfsp.trainers.batchnorm.model.run_fn",
+    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=MLPConfig,
     gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.5,

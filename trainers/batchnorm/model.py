@@ -25,8 +25,8 @@ from tfx import v1 as tfx
 
 from tfsp.family import options_from_config
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS
-from trainers.batchnorm.family import FAMILY, MLPConfig
-from trainers.common import (
+from tfsp.trainers.batchnorm.family import FAMILY, MLPConfig
+from tfsp.trainers.common import (
     REFERENCE_MODEL_DIR,
     Hyperparameters,
     compile_classifier,
@@ -36,7 +36,7 @@ from trainers.common import (
     transformed_dataset,
     write_json,
 )
-from trainers.export import export_classifier
+from tfsp.trainers.export import export_classifier
 
 FIGURE_FILE = "distributions.png"
 DISTRIBUTIONS_FILE = "distributions.json"

@@ -72,8 +72,8 @@ class LeNetConfig(Options):
 FAMILY = Family(
     name="cnn",
     title="CNN architecture",
-    run_fn="trainers.cnn.model.run_fn",
-    preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+    run_fn="tfsp.trainers.cnn.model.run_fn",
+    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=LeNetConfig,
     gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.97,

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import tensorflow as tf
 
-from trainers.rnn.family import CELLS
-from trainers.rnn.model import recurrent_layer
+from tfsp.trainers.rnn.family import CELLS
+from tfsp.trainers.rnn.model import recurrent_layer
 
 # The classifier's cells, plus an Elman network with ReLU: the notes' w^T example (an
 # unbounded activation whose recurrent weight drifts above 1) in Keras form.

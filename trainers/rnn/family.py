@@ -28,8 +28,8 @@ class RNNConfig(Options):
 FAMILY = Family(
     name="rnn",
     title="RNN classifier",
-    run_fn="trainers.rnn.model.run_fn",
-    preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+    run_fn="tfsp.trainers.rnn.model.run_fn",
+    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=RNNConfig,
     gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.95,

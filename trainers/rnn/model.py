@@ -8,7 +8,7 @@ their global norm (the notes' remedy for the cliffs of an RNN's error surface); 
 is an option and 0 turns clipping off.
 
 The notes' long-range and exploding-gradient claims, and truncated BPTT, are experiments in
-`trainers.rnn.experiments` (`tfsp experiment rnn-claims`), not part of the served model.
+`tfsp.trainers.rnn.experiments` (`tfsp experiment rnn-claims`), not part of the served model.
 """
 
 import logging
@@ -21,13 +21,13 @@ from tfx import v1 as tfx
 from tfsp.errors import UserError
 from tfsp.family import options_from_config
 from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
-from trainers.common import (
+from tfsp.trainers.common import (
     Hyperparameters,
     compile_classifier,
     fit_and_export_classifier,
     write_json,
 )
-from trainers.rnn.family import CELLS, FAMILY, RNNConfig
+from tfsp.trainers.rnn.family import CELLS, FAMILY, RNNConfig
 
 
 @tf.keras.utils.register_keras_serializable(package="tfsp")

@@ -23,8 +23,8 @@ class TransferConfig(Options):
 FAMILY = Family(
     name="transfer",
     title="transfer learning",
-    run_fn="trainers.transfer.model.run_fn",
-    preprocessing_fn="trainers.preprocessing.preprocessing_fn",
+    run_fn="tfsp.trainers.transfer.model.run_fn",
+    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=TransferConfig,
     gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.6,

@@ -31,9 +31,9 @@ from tfx import v1 as tfx
 from tfsp.errors import UserError
 from tfsp.family import options_from_config
 from tfsp.features import IMAGE_KEY
-from trainers.cnn.family import LeNetConfig
-from trainers.cnn.model import build_lenet5
-from trainers.common import (
+from tfsp.trainers.cnn.family import LeNetConfig
+from tfsp.trainers.cnn.model import build_lenet5
+from tfsp.trainers.common import (
     REFERENCE_MODEL_DIR,
     Hyperparameters,
     compile_classifier,
@@ -42,8 +42,8 @@ from trainers.common import (
     transformed_dataset,
     write_json,
 )
-from trainers.export import export_classifier
-from trainers.transfer.family import FAMILY, TransferConfig
+from tfsp.trainers.export import export_classifier
+from tfsp.trainers.transfer.family import FAMILY, TransferConfig
 
 BASE_LAYERS = ("conv1", "conv2")
 CLASS_NAMES = ("0-4", "5-9")
