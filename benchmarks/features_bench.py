@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from tfsp.progress import quiet_frameworks
+from tfsp.core.progress import quiet_frameworks
 
 quiet_frameworks()
 

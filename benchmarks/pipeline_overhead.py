@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tfsp.progress import follow_components, quiet_frameworks
+from tfsp.core.progress import follow_components, quiet_frameworks
 
 quiet_frameworks()
 

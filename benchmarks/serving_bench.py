@@ -267,7 +267,7 @@ def _measure_in_process(version_dir: str, threads: int, iterations: int) -> dict
 
 def _model_dir(explicit: str | None) -> tuple[Path, Path]:
     """(model base path, version folder)."""
-    from tfsp.errors import UserError
+    from tfsp.core.errors import UserError
     from tfsp.pipelines.model_store import pushed_model
 
     if explicit and (Path(explicit) / "saved_model.pb").exists():

@@ -15,12 +15,8 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import Artifact, artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
+from tfsp.core.contract import HYPERPARAMETERS_FILE, REFERENCE_MODEL_DIR, Hyperparameters
 from tfsp.pipelines.model_store import latest_pushed_version, pushed_model
-from tfsp.trainers.common import (
-    HYPERPARAMETERS_FILE,
-    REFERENCE_MODEL_DIR,
-    Hyperparameters,
-)
 
 # The file ExampleValidator writes per split (tfx.components.example_validator.executor).
 _ANOMALIES_FILE = "SchemaDiff.pb"

@@ -12,7 +12,8 @@ orchestrator runs it the same way), or the reference model the Trainer trained a
 candidate (ReferenceModelGen turns it into a Model artifact), so the Evaluator itself gates
 on the family's claim. A family built on another (transfer on the CNN) gets that model as the
 Trainer's `base_model`, from BaseModelGen. Runners (local_runner.py, kubeflow_runner.py) own
-paths, metadata and images, and may pin the versions those two read (`pinned_versions`).
+paths, metadata and images; `PipelineSpec.for_family` gives both the family's defaults and
+decides whether the versions those two read are pinned.
 """
 
 import json
@@ -23,8 +24,8 @@ from importlib import resources
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
-from tfsp.family import Baseline, Direction, Family
-from tfsp.features import LABEL_KEY
+from tfsp.core.family import Baseline, Direction, Family
+from tfsp.core.features import LABEL_KEY
 from tfsp.pipelines.components import (
     AnomalyGate,
     CompanionPusher,
@@ -35,6 +36,8 @@ from tfsp.pipelines.components import (
     ReferenceModelGen,
     ServingCheck,
 )
+from tfsp.pipelines.layout import pipeline_name
+from tfsp.pipelines.model_store import pinned_versions
 
 # Explicit component ids: runners, tests and the result reader find components by these.
 EXAMPLE_GEN = "ImportExampleGen"
@@ -137,6 +140,54 @@ class PipelineSpec:
     # here is read at run time (its highest version then).
     pinned_versions: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def for_family(
+        cls,
+        family: Family,
+        *,
+        epochs: int | None = None,
+        learning_rate: float | None = None,
+        batch_size: int | None = None,
+        run_time_parameters: bool = False,
+        pin_versions: bool = False,
+        **given: object,
+    ) -> "PipelineSpec":
+        """A run of `family` as every runner builds it; the one place training defaults and
+        version pinning are decided.
+
+        Training values not given are the family's defaults. `run_time_parameters` makes
+        epochs and learning_rate run-time parameters (Kubeflow) with those values as their
+        defaults. `pin_versions` reads the model store now and pins what BaselineModelGen and
+        BaseModelGen will read (`pinned_versions`; UserError if a base is missing): right
+        for a run that starts now (local), wrong for a package compiled once and run later,
+        whose readers look at run time instead. `given` are the other fields.
+        """
+        epochs = family.default_epochs if epochs is None else epochs
+        learning_rate = family.default_learning_rate if learning_rate is None else learning_rate
+        if run_time_parameters:
+            epochs = tfx.dsl.experimental.RuntimeParameter(name="epochs", ptype=int, default=epochs)
+            learning_rate = tfx.dsl.experimental.RuntimeParameter(
+                name="learning_rate", ptype=float, default=learning_rate
+            )
+        serving_root = str(given["serving_root"])
+        return cls(
+            family=family,
+            pipeline_name=pipeline_name(family.name),
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=family.default_batch_size if batch_size is None else batch_size,
+            pinned_versions=pinned_versions(family, serving_root) if pin_versions else {},
+            **given,  # type: ignore[arg-type]
+        )
+
+    def run_time_parameter_values(self) -> dict[str, Number]:
+        """The run-time parameters' defaults, by name (empty for a local run)."""
+        return {
+            value.name: value.default
+            for value in (self.epochs, self.learning_rate)
+            if isinstance(value, tfx.dsl.experimental.RuntimeParameter)
+        }
+
 
 def eval_config(
     metric: str,
@@ -221,8 +272,27 @@ def pushed_model_gen(spec: PipelineSpec, model_name: str, *, required: bool) -> 
 
 
 def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
-    """Build the family's pipeline from `spec`."""
-    family = spec.family
+    """Build the family's pipeline from `spec`: data, training, then the gates and the push."""
+    data = _data_components(spec)
+    training = _training_components(spec, data)
+    release = _release_components(spec, data, training)
+    return tfx.dsl.Pipeline(
+        pipeline_name=spec.pipeline_name,
+        pipeline_root=spec.pipeline_root,
+        components=[*data.values(), *training.values(), *release.values()],
+        enable_cache=spec.enable_cache,
+        metadata_connection_config=spec.metadata_connection_config,
+        beam_pipeline_args=spec.beam_pipeline_args,
+    )
+
+
+# Each stage returns its components by id, in the order they run.
+Stage = dict[str, object]
+
+
+def _data_components(spec: PipelineSpec) -> Stage:
+    """Import the splits, validate them against the curated schema (the AnomalyGate stops a
+    run on anomalies), and Transform them."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=spec.data_root,
         input_config=tfx.proto.Input(
@@ -245,28 +315,46 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        preprocessing_fn=family.preprocessing_fn,
+        preprocessing_fn=spec.family.preprocessing_fn,
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=["train", "eval"]),
     ).with_id(TRANSFORM)
     transform.add_upstream_node(anomaly_gate)  # no training on data that failed validation
+    stage = (example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate, transform)
+    return {component.id: component for component in stage}
+
+
+def _training_components(spec: PipelineSpec, data: Stage) -> Stage:
+    """The hyper-parameters, the base model a family builds on (if any), and the Trainer."""
+    family = spec.family
     hyperparameters = HyperparametersGen(
         epochs=spec.epochs, learning_rate=spec.learning_rate, batch_size=spec.batch_size
     ).with_id(HYPERPARAMETERS_GEN)
-    base_model_gen = None
+    stage: Stage = {HYPERPARAMETERS_GEN: hyperparameters}
     if family.depends_on:
         (base_name,) = family.depends_on  # the Trainer takes one base model
-        base_model_gen = pushed_model_gen(spec, base_name, required=True).with_id(BASE_MODEL_GEN)
-    trainer = tfx.components.Trainer(
+        stage[BASE_MODEL_GEN] = pushed_model_gen(spec, base_name, required=True).with_id(
+            BASE_MODEL_GEN
+        )
+    transform, schema = data[TRANSFORM], data[SCHEMA_GEN].outputs["schema"]
+    stage[TRAINER] = tfx.components.Trainer(
         run_fn=family.run_fn,
-        base_model=base_model_gen.outputs["model"] if base_model_gen else None,
+        base_model=stage[BASE_MODEL_GEN].outputs["model"] if BASE_MODEL_GEN in stage else None,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
+        schema=schema,
         hyperparameters=hyperparameters.outputs["hyperparameters"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=trainer_config(spec),
     ).with_id(TRAINER)
+    return stage
+
+
+def _release_components(spec: PipelineSpec, data: Stage, training: Stage) -> Stage:
+    """The baseline, the Evaluator's gate, the ServingCheck, the Pusher, and the family's
+    companion pushes and feature generation."""
+    family, trainer = spec.family, training[TRAINER]
+    examples = data[EXAMPLE_GEN].outputs["examples"]
     if family.baseline == "reference":
         baseline = ReferenceModelGen(model_run=trainer.outputs["model_run"]).with_id(
             REFERENCE_MODEL_GEN
@@ -276,17 +364,18 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
         baseline = pushed_model_gen(spec, family.name, required=False).with_id(BASELINE_MODEL_GEN)
         baseline_model = baseline.outputs["model"]
     evaluator = Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=examples,
         model=trainer.outputs["model"],
         baseline_model=baseline_model,
         eval_config=family_eval_config(family, spec.gate_lower_bound),
         example_splits=[family.evaluation_split],
     ).with_id(EVALUATOR)
+    companions = json.dumps([list(c) for c in family.companions])
     serving_check = ServingCheck(
         model=trainer.outputs["model"],
         model_run=trainer.outputs["model_run"],
         model_name=family.name,
-        companions=json.dumps([list(c) for c in family.companions]),
+        companions=companions,
         timeout_seconds=spec.serving_check_timeout_seconds,
     ).with_id(SERVING_CHECK)
     pusher = tfx.components.Pusher(
@@ -299,44 +388,20 @@ def create_pipeline(spec: PipelineSpec) -> tfx.dsl.Pipeline:
             )
         ),
     ).with_id(PUSHER)
-    components = [
-        example_gen,
-        statistics_gen,
-        schema_gen,
-        example_validator,
-        anomaly_gate,
-        transform,
-        hyperparameters,
-        *([base_model_gen] if base_model_gen else []),
-        trainer,
-        baseline,
-        evaluator,
-        serving_check,
-        pusher,
-    ]
+    stage: Stage = {c.id: c for c in (baseline, evaluator, serving_check, pusher)}
+    pushed = pusher.outputs["pushed_model"]
     if family.companions:
-        components.append(
-            CompanionPusher(
-                pushed_model=pusher.outputs["pushed_model"],
-                model_run=trainer.outputs["model_run"],
-                serving_root=spec.serving_root,
-                companions=json.dumps([list(c) for c in family.companions]),
-            ).with_id(COMPANION_PUSHER)
-        )
+        stage[COMPANION_PUSHER] = CompanionPusher(
+            pushed_model=pushed,
+            model_run=trainer.outputs["model_run"],
+            serving_root=spec.serving_root,
+            companions=companions,
+        ).with_id(COMPANION_PUSHER)
     if family.feature_encoder:
-        components.append(
-            FeatureGen(
-                examples=example_gen.outputs["examples"],
-                pushed_model=pusher.outputs["pushed_model"],
-                model_run=trainer.outputs["model_run"],
-                encoder=family.feature_encoder,
-            ).with_id(FEATURE_GEN)
-        )
-    return tfx.dsl.Pipeline(
-        pipeline_name=spec.pipeline_name,
-        pipeline_root=spec.pipeline_root,
-        components=components,
-        enable_cache=spec.enable_cache,
-        metadata_connection_config=spec.metadata_connection_config,
-        beam_pipeline_args=spec.beam_pipeline_args,
-    )
+        stage[FEATURE_GEN] = FeatureGen(
+            examples=examples,
+            pushed_model=pushed,
+            model_run=trainer.outputs["model_run"],
+            encoder=family.feature_encoder,
+        ).with_id(FEATURE_GEN)
+    return stage

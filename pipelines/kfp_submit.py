@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tfsp.errors import UserError, one_line
+from tfsp.core.errors import UserError, one_line
 
 # KFP's v2beta1 health endpoint (the one kfp.Client checks first).
 HEALTHZ_PATH = "/apis/v2beta1/healthz"

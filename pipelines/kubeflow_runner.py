@@ -24,8 +24,9 @@ import yaml
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
-from tfsp.errors import UserError
+from tfsp.core.beam_defaults import IN_PROCESS_BEAM_ARGS
+from tfsp.core.errors import UserError
+from tfsp.core.family import Family
 from tfsp.pipelines.factory import (
     COMPANION_PUSHER,
     EXAMPLE_GEN,
@@ -35,8 +36,6 @@ from tfsp.pipelines.factory import (
     PipelineSpec,
     create_pipeline,
 )
-from tfsp.pipelines.layout import pipeline_name
-from tfsp.trainers.registry import get_family
 
 # Where the Dockerfile installs the project, so the curated schema is at a known path.
 # Where the image's virtual environment holds the installed package's schema (Dockerfile).
@@ -67,7 +66,7 @@ class ClusterOptions:
     # Beam inside each step's pod by default; bulk work names a distributed runner.
     beam_args: tuple[str, ...] = IN_PROCESS_BEAM_ARGS
     gpu_type: str = GPU_RESOURCE  # Kubernetes' resource name; Vertex AI names a GPU model
-    # The family's options (tfsp.family), compiled into the Trainer's custom_config.
+    # The family's options (tfsp.core.family), compiled into the Trainer's custom_config.
     custom_config: dict = dataclasses.field(default_factory=dict)
 
 
@@ -118,16 +117,15 @@ def trainer_resources(gpus: int = 1, gpu_type: str = GPU_RESOURCE) -> _ResourceS
     return _ResourceSpec(accelerator=_ResourceSpec.AcceleratorConfig(type=gpu_type, count=gpus))
 
 
-def _cluster_pipeline(family: str, options: ClusterOptions) -> tuple[tfx.dsl.Pipeline, dict]:
-    """The family's pipeline as the cluster runs it, and its run-time parameters' defaults."""
-    spec_family = get_family(family)
-    defaults = {
-        "epochs": spec_family.default_epochs,
-        "learning_rate": spec_family.default_learning_rate,
-    }
-    spec = PipelineSpec(
-        family=spec_family,
-        pipeline_name=pipeline_name(family),
+def _cluster_pipeline(family: Family, options: ClusterOptions) -> tuple[tfx.dsl.Pipeline, dict]:
+    """The family's pipeline as the cluster runs it, and its run-time parameters' defaults.
+
+    Nothing is pinned: a package is compiled once and run later, so BaselineModelGen and
+    BaseModelGen read the model store when the run gets to them (and are never cached).
+    """
+    spec = PipelineSpec.for_family(
+        family,
+        run_time_parameters=True,
         pipeline_root=options.pipeline_root,
         data_root=options.data_root,
         serving_root=options.serving_root,
@@ -135,13 +133,6 @@ def _cluster_pipeline(family: str, options: ClusterOptions) -> tuple[tfx.dsl.Pip
         gate_lower_bound=options.gate_lower_bound,
         beam_pipeline_args=list(options.beam_args),
         custom_config=options.custom_config,
-        batch_size=spec_family.default_batch_size,
-        epochs=tfx.dsl.experimental.RuntimeParameter(
-            name="epochs", ptype=int, default=defaults["epochs"]
-        ),
-        learning_rate=tfx.dsl.experimental.RuntimeParameter(
-            name="learning_rate", ptype=float, default=defaults["learning_rate"]
-        ),
     )
     pipeline = create_pipeline(spec)
     for component in pipeline.components:
@@ -149,10 +140,10 @@ def _cluster_pipeline(family: str, options: ClusterOptions) -> tuple[tfx.dsl.Pip
             component.with_platform_config(
                 trainer_resources(options.trainer_gpus, options.gpu_type)
             )
-    return pipeline, defaults
+    return pipeline, spec.run_time_parameter_values()
 
 
-def vertex_pipeline_job(family: str, image: str, options: ClusterOptions) -> dict:
+def vertex_pipeline_job(family: Family, image: str, options: ClusterOptions) -> dict:
     """`family`'s pipeline as the PipelineJob Vertex AI Pipelines takes (TFX's own form).
 
     Vertex AI runs TFX's entrypoint as it is, but mounts no PersistentVolumes: the pipeline
@@ -239,7 +230,7 @@ def kubernetes_platform_spec(
 
 
 def kfp_package(
-    family: str, image: str, options: ClusterOptions | None = None
+    family: Family, image: str, options: ClusterOptions | None = None
 ) -> tuple[dict, dict]:
     """`family`'s pipeline spec (schema 2.1) and Kubernetes platform spec, as KFP's API takes.
 
@@ -295,7 +286,7 @@ def write_kfp_package(path: Path, pipeline_spec: Mapping, platform_spec: Mapping
 
 
 def compile_family(
-    family: str, image: str, output_file: Path, options: ClusterOptions, target: str = "oss"
+    family: Family, image: str, output_file: Path, options: ClusterOptions, target: str = "oss"
 ) -> Path:
     """Write `family`'s pipeline for `target` (see TARGET_SUFFIXES) to `output_file`."""
     _check_target(target)

@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfsp.errors import UserError
-from tfsp.features import SPLITS
+from tfsp.core.errors import UserError
+from tfsp.core.features import SPLITS
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""TensorFlow Serving's models.config, generated from the family registry.
+"""TensorFlow Serving's models.config, for the models the families serve.
 
-The registry (`trainers/registry.py`) is the one list of served models; this module turns it
-into a `ModelServerConfig` text proto: one `config` per served model, its base path
-`<root>/<model>`, which is where the Pusher writes `<version>/` folders. Both the TF Serving
-Deployment (k8s/base/models.config) and the local `tfsp serve` read this format.
+The registry (`trainers/registry.py`) is the one list of served models; `tfsp deploy
+models-config` hands it to this module, which turns it into a `ModelServerConfig` text
+proto: one `config` per served model, its base path `<root>/<model>`, which is where the
+Pusher writes `<version>/` folders. Both the TF Serving Deployment (k8s/base/models.config)
+and the local `tfsp serve` read this format.
 """
 
 import posixpath
@@ -12,8 +13,6 @@ from pathlib import Path
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
-
-from tfsp.trainers.registry import served_model_names
 
 # Where the cluster mounts the model store; the compiled specs' --serving-root default.
 DEFAULT_ROOT = "/models"
@@ -33,10 +32,10 @@ def model_base_path(root: str, model: str) -> str:
 
 
 def build_models_config(
-    root: str = DEFAULT_ROOT, models: Sequence[str] | None = None
+    root: str, models: Sequence[str]
 ) -> model_server_config_pb2.ModelServerConfig:
-    """A ModelServerConfig serving `models` (default: every registered servable) from `root`."""
-    names = list(served_model_names() if models is None else models)
+    """A ModelServerConfig serving `models` from `root`."""
+    names = list(models)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         # Two families pushing under one name would overwrite each other's versions.
@@ -50,9 +49,10 @@ def build_models_config(
     return config
 
 
-def render_models_config(root: str = DEFAULT_ROOT) -> str:
-    """The text of models.config for `root`, with a header saying how it was generated."""
-    body = text_format.MessageToString(build_models_config(root))
+def render_models_config(root: str, models: Sequence[str]) -> str:
+    """The text of models.config for `models` under `root`, with a header saying how it was
+    generated."""
+    body = text_format.MessageToString(build_models_config(root, models))
     return HEADER.format(root=root) + body
 
 
@@ -61,9 +61,9 @@ def parse_models_config(text: str) -> model_server_config_pb2.ModelServerConfig:
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
 
 
-def write_models_config(output: Path, root: str = DEFAULT_ROOT) -> str:
-    """Write models.config for `root` to `output` and return the text written."""
-    text = render_models_config(root)
+def write_models_config(output: Path, root: str, models: Sequence[str]) -> str:
+    """Write models.config for `models` under `root` to `output`; return the text written."""
+    text = render_models_config(root, models)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     return text

@@ -1,12 +1,13 @@
 """The model store: `<serving root>/<model>/<version>/` SavedModels, as TF Serving reads them,
-and the one lookup of a pushed model every caller uses (the runners' version pinning, the
+and the one lookup of a pushed model every caller uses (the pipelines' version pinning, the
 BaseModelGen/BaselineModelGen steps, the benchmarks)."""
 
 import os
 
 import tensorflow as tf
 
-from tfsp.errors import UserError
+from tfsp.core.errors import UserError
+from tfsp.core.family import Family
 
 
 class PushedModelNotFoundError(UserError):
@@ -50,3 +51,21 @@ def pushed_model(serving_root: str, model_name: str, version: str = "") -> tuple
             f"(no SavedModel in {folder})"
         )
     return chosen, folder
+
+
+def pinned_versions(family: Family, serving_root: str) -> dict[str, str]:
+    """The model store versions `family`'s pipeline reads: the latest of the family itself
+    (its baseline, if it has pushed any) and of every family it builds on (UserError if one
+    has none).
+
+    Pinning them when a run starts (rather than letting the components look) makes a newly
+    pushed model invalidate the cached baseline and Trainer, and a missing base fail before
+    any component runs.
+    """
+    versions = {}
+    own = latest_pushed_version(os.path.join(serving_root, family.name))
+    if family.baseline == "last_blessed" and own is not None:
+        versions[family.name] = own
+    for base in family.depends_on:
+        versions[base], _ = pushed_model(serving_root, base)
+    return versions

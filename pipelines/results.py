@@ -7,7 +7,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from tfsp.family import Family
+from tfsp.core.family import Family
 from tfsp.pipelines.components import SERVING_CHECK_REASON
 from tfsp.pipelines.factory import EVALUATOR, PUSHER, SERVING_CHECK, TRAINER
 
@@ -209,8 +209,8 @@ def split_accuracy(saved_model_dir: str, records_file: str, batch_size: int = 25
     """
     import tensorflow as tf  # heavy; only this function needs it
 
-    from tfsp.features import LABEL_KEY
-    from tfsp.signatures import EXAMPLES_INPUT, TASK_LABEL_KEY, TRANSFORMED_LABELS
+    from tfsp.core.features import LABEL_KEY
+    from tfsp.core.signatures import EXAMPLES_INPUT, TASK_LABEL_KEY, TRANSFORMED_LABELS
 
     loaded = tf.saved_model.load(saved_model_dir)
     classify = loaded.signatures["serving_default"]
@@ -236,8 +236,8 @@ def split_reconstruction_mse(
     """Mean squared pixel error of an exported autoencoder on a split, via `serving_default`."""
     import tensorflow as tf
 
-    from tfsp.features import IMAGE_KEY, IMAGE_PIXELS
-    from tfsp.signatures import EXAMPLES_INPUT, RECONSTRUCTION_KEY
+    from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS
+    from tfsp.core.signatures import EXAMPLES_INPUT, RECONSTRUCTION_KEY
 
     reconstruct = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
     spec = {IMAGE_KEY: tf.io.FixedLenFeature([IMAGE_PIXELS], tf.float32)}
@@ -255,7 +255,7 @@ def split_reconstruction_mse(
 def test_split_figure(family: Family, saved_model_dir: str, records_file: str) -> tuple[str, float]:
     """(what, value) of a pushed model on the held-out test split: accuracy, or for the
     autoencoder reconstruction MSE."""
-    from tfsp.signatures import RECONSTRUCTION_KEY
+    from tfsp.core.signatures import RECONSTRUCTION_KEY
 
     if family.prediction_key == RECONSTRUCTION_KEY:
         return "test MSE", split_reconstruction_mse(saved_model_dir, records_file)

@@ -155,32 +155,19 @@ class ServingClient:
         return response.model_spec, outputs  # type: ignore[attr-defined]
 
     def classify(
-        self,
-        model: str,
-        examples: list[Message],
-        *,
-        signature: str = "",
-        version: int | None = None,
-        label: str | None = None,
+        self, model: str, examples: list[Message], **which: object
     ) -> protos.ClassificationResponse:
-        """Classify tf.Examples (rebuilt or TensorFlow's own `tf.train.Example`)."""
+        """Classify tf.Examples (rebuilt or TensorFlow's own `tf.train.Example`); `which`:
+        signature, version or label, as `predict` takes them."""
         request = protos.ClassificationRequest()
-        self._fill_example_request(request, model, examples, signature, version, label)
-        return self._call("Classify", request)  # type: ignore[return-value]
+        return self._on_examples("Classify", request, model, examples, **which)  # type: ignore[return-value]
 
     def regress(
-        self,
-        model: str,
-        examples: list[Message],
-        *,
-        signature: str = "",
-        version: int | None = None,
-        label: str | None = None,
+        self, model: str, examples: list[Message], **which: object
     ) -> protos.RegressionResponse:
-        """Regress tf.Examples (rebuilt or TensorFlow's own `tf.train.Example`)."""
+        """Regress tf.Examples, as `classify` does."""
         request = protos.RegressionRequest()
-        self._fill_example_request(request, model, examples, signature, version, label)
-        return self._call("Regress", request)  # type: ignore[return-value]
+        return self._on_examples("Regress", request, model, examples, **which)  # type: ignore[return-value]
 
     def multi_inference(self, request: Message) -> protos.MultiInferenceResponse:
         """MultiInference: several classify/regress tasks of one model on the same input."""
@@ -188,18 +175,21 @@ class ServingClient:
             "MultiInference", rebuilt(request, protos.MultiInferenceRequest)
         )
 
-    @staticmethod
-    def _fill_example_request(
+    def _on_examples(
+        self,
+        method: str,
         request: protos.ClassificationRequest | protos.RegressionRequest,
         model: str,
         examples: list[Message],
-        signature: str,
-        version: int | None,
-        label: str | None,
-    ) -> None:
+        *,
+        signature: str = "",
+        version: int | None = None,
+        label: str | None = None,
+    ) -> Message:
         # Classify and Regress requests have the same two fields.
         request.model_spec.CopyFrom(model_spec(model, version, label, signature))
         request.input.example_list.examples.extend(rebuilt(e, protos.Example) for e in examples)
+        return self._call(method, request)
 
     def metadata(
         self, model: str, *, version: int | None = None, label: str | None = None

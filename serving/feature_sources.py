@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfsp.data.sources import IMAGE_EXTENSIONS
-from tfsp.errors import UserError
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from tfsp.core.errors import UserError
+from tfsp.core.features import IMAGE_EXTENSIONS, IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 
 Batch = tuple[int, np.ndarray]  # (first row, images [n, 32, 32, 1])
 

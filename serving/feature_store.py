@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfsp.errors import UserError
+from tfsp.core.errors import UserError
 
 FORMATS = (".npy", ".parquet")
 _STATE = "state.json"

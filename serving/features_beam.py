@@ -34,10 +34,10 @@ from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tfsp.errors import UserError
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from tfsp.core.errors import UserError
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from tfsp.core.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGE_BYTES, PREDICT_IMAGES
 from tfsp.serving.features import encoder_call
-from tfsp.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGE_BYTES, PREDICT_IMAGES
 
 FORMATS = ("parquet", "tfrecord")
 METRICS_NAMESPACE = "tfsp_features"

@@ -17,7 +17,6 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
-    input_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -70,13 +69,6 @@ class _Calls:
         raise AssertionError("unreachable")  # abort() always raises
 
 
-def _example_call(
-    request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
-) -> tuple[SpecRef, str, input_pb2.Input]:
-    """The data plane's arguments for Classify and Regress, whose requests share their fields."""
-    return SpecRef.from_proto(request.model_spec), request.model_spec.signature_name, request.input
-
-
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
@@ -116,23 +108,35 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
         """Classify tf.Examples."""
-
-        async def work() -> classification_pb2.ClassificationResponse:
-            spec, result = await self._dp.classify(*_example_call(request))
-            return classification_pb2.ClassificationResponse(model_spec=spec, result=result)
-
-        return await self._calls.run("classify", request.model_spec.name, context, work)
+        response = classification_pb2.ClassificationResponse
+        return await self._on_examples("classify", request, context, response)
 
     async def Regress(  # noqa: N802
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
         """Regress tf.Examples."""
+        return await self._on_examples(
+            "regress", request, context, regression_pb2.RegressionResponse
+        )
 
-        async def work() -> regression_pb2.RegressionResponse:
-            spec, result = await self._dp.regress(*_example_call(request))
-            return regression_pb2.RegressionResponse(model_spec=spec, result=result)
+    async def _on_examples(
+        self,
+        method: str,
+        request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
+        context: grpc.aio.ServicerContext,
+        response_type: type,
+    ) -> object:
+        """Classify or Regress (`method`), whose requests and responses share their fields."""
+        spec = request.model_spec
 
-        return await self._calls.run("regress", request.model_spec.name, context, work)
+        async def work() -> object:
+            run = self._dp.classify if method == "classify" else self._dp.regress
+            answered, result = await run(
+                SpecRef.from_proto(spec), spec.signature_name, request.input
+            )
+            return response_type(model_spec=answered, result=result)
+
+        return await self._calls.run(method, spec.name, context, work)
 
     async def MultiInference(  # noqa: N802
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext

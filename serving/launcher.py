@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tfsp.errors import UserError
+from tfsp.core.errors import UserError
 
 
 def free_port() -> int:

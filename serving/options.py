@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 import os
 
-from tfsp import argtypes
+from tfsp.core import argtypes
 
 DEFAULT_GRPC_PORT = 8500
 INT32_MAX = 2**31 - 1

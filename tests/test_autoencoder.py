@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from sklearn.decomposition import PCA
 
-from tfsp.errors import UserError
+from tfsp.core.errors import UserError
 from tfsp.trainers.autoencoder.family import AutoEncoderConfig
 from tfsp.trainers.autoencoder.model import (
     build_autoencoder,

@@ -124,8 +124,8 @@ def test_an_autoencoder_that_loses_to_pca_pushes_nothing(tmp_path, digits_dir):
 def test_main_job_serves_what_was_pushed_and_pulls_features(blessed, digits_dir, capsys):
     import pyarrow.parquet as pq
 
-    from tfsp.cli import FamilyOutcome
-    from tfsp.main_job import serve_and_check
+    from tfsp.cli.pipeline import FamilyOutcome
+    from tfsp.cli.run import serve_and_check
     from tfsp.pipelines.layout import LocalLayout
 
     home, _ = blessed

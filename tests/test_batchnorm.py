@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_model_analysis.proto import validation_result_pb2
 
-from tfsp.errors import UserError
-from tfsp.family import options_from_config
+from tfsp.core.errors import UserError
+from tfsp.core.family import options_from_config
 from tfsp.pipelines.results import RunResult, claim_summary, describe_failures
 from tfsp.trainers.batchnorm.family import FAMILY, MLPConfig
 from tfsp.trainers.batchnorm.model import (

@@ -5,7 +5,7 @@ import logging
 import apache_beam as beam
 import apache_beam.testing.util
 
-from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
+from tfsp.core.beam_defaults import IN_PROCESS_BEAM_ARGS
 
 
 def _run_counting_pipeline(args: list[str], caplog) -> str:

@@ -3,11 +3,12 @@
 import pytest
 import tensorflow as tf
 
-from tfsp.errors import UserError
-from tfsp.family import options_from_config
+from tfsp.core.contract import Hyperparameters
+from tfsp.core.errors import UserError
+from tfsp.core.family import options_from_config
 from tfsp.trainers.cnn.family import FAMILY, LeNetConfig, output_size
 from tfsp.trainers.cnn.model import build_lenet5
-from tfsp.trainers.common import Hyperparameters, strategy_kind
+from tfsp.trainers.common import strategy_kind
 
 
 def _spatial(model: tf.keras.Model, name: str) -> tuple:

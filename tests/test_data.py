@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tfsp.core.errors import UserError
+from tfsp.core.features import IMAGE_KEY, LABEL_KEY, SPLITS
 from tfsp.data import prepare
 from tfsp.data.prepare import prepare_dataset, read_split, stratified_split, to_example
 from tfsp.data.sources import (
@@ -19,8 +21,6 @@ from tfsp.data.sources import (
     load_idx,
     load_image_folder,
 )
-from tfsp.errors import UserError
-from tfsp.features import IMAGE_KEY, LABEL_KEY, SPLITS
 
 FRACTIONS = (0.7, 0.15, 0.15)
 

@@ -19,7 +19,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from tests.conftest import REPO, run_tfsp
-from tfsp.beam_defaults import IN_PROCESS_BEAM_ARGS
+from tfsp.core.beam_defaults import IN_PROCESS_BEAM_ARGS
 from tfsp.pipelines.kubeflow_runner import (
     DEFAULT_PIPELINE_ROOT,
     DEFAULT_SERVING_ROOT,

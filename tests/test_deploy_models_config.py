@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import REPO, run_tfsp
-from tfsp.family import Family
+from tfsp.core.family import Family
 from tfsp.pipelines.kubeflow_runner import DEFAULT_SERVING_ROOT
 from tfsp.pipelines.model_config import (
     DEFAULT_ROOT,
@@ -20,7 +20,9 @@ REGENERATE = "tfsp deploy models-config --root /models --output k8s/base/models.
 
 def test_committed_models_config_is_what_the_registry_generates():
     # If this fails, a family or servable changed: run the command in the message.
-    assert COMMITTED.read_text() == render_models_config(DEFAULT_ROOT), f"run: {REGENERATE}"
+    assert COMMITTED.read_text() == render_models_config(DEFAULT_ROOT, served_model_names()), (
+        f"run: {REGENERATE}"
+    )
 
 
 def test_committed_models_config_serves_every_registered_model_from_the_store():
@@ -43,8 +45,6 @@ def test_a_new_family_changes_the_generated_config(monkeypatch):
     extra = Family(
         name="extra",
         run_fn="tfsp.trainers.extra.run_fn",
-        preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
-        gate_metric="SparseCategoricalAccuracy",
         gate_lower_bound=0.5,
         default_epochs=1,
         default_learning_rate=1e-3,
@@ -52,8 +52,11 @@ def test_a_new_family_changes_the_generated_config(monkeypatch):
         companions=(("extra_encoder", "encoder"),),
     )
     monkeypatch.setitem(registry.FAMILIES, "extra", extra)
-    assert render_models_config() != COMMITTED.read_text()
-    names = [c.name for c in build_models_config().model_config_list.config]
+    assert render_models_config(DEFAULT_ROOT, served_model_names()) != COMMITTED.read_text()
+    names = [
+        c.name
+        for c in build_models_config(DEFAULT_ROOT, served_model_names()).model_config_list.config
+    ]
     assert names[-2:] == ["extra", "extra_encoder"]
 
 
@@ -69,6 +72,6 @@ def test_cli_writes_the_same_config(tmp_path):
     out = tmp_path / "models.config"
     result = run_tfsp("deploy", "models-config", "--root", "/srv/models", "--output", str(out))
     assert result.returncode == 0, result.stderr
-    assert out.read_text() == render_models_config("/srv/models")
+    assert out.read_text() == render_models_config("/srv/models", served_model_names())
     printed = run_tfsp("deploy", "models-config")
     assert printed.returncode == 0 and printed.stdout == COMMITTED.read_text()

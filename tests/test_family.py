@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import REPO
 from tfsp import cli
-from tfsp.errors import UserError
-from tfsp.family import Family, Options, flag_fields, flag_name, option, options_from_config
+from tfsp.cli.common import custom_config
+from tfsp.core.errors import UserError
+from tfsp.core.family import Family, Options, flag_fields, flag_name, option, options_from_config
 from tfsp.trainers.registry import FAMILIES, get_family, register, run_order, served_model_names
 
 FAMILIES_WITH_OPTIONS = [f for f in FAMILIES.values() if f.options is not None]
@@ -94,7 +95,7 @@ def test_flags_given_reach_each_family_under_its_own_key():
         ["--family", "all", "--pooling", "average", "--cell", "gru", "--bidirectional",
          "--code-size", "16", "--ae-kind", "dense"]
     )  # fmt: skip
-    config = cli._custom_config(args)
+    config = custom_config(args)
     assert config == {
         "cnn": {"pooling": "average"},
         "rnn": {"cell": "gru", "bidirectional": True},
@@ -133,9 +134,7 @@ def test_a_registered_family_gets_its_flags(monkeypatch):
     tiny = Family(
         name="tiny",
         run_fn="nowhere.model.run_fn",
-        preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
         options=TinyOptions,
-        gate_metric="SparseCategoricalAccuracy",
         gate_lower_bound=0.5,
         default_epochs=1,
         default_learning_rate=1e-3,
@@ -143,6 +142,6 @@ def test_a_registered_family_gets_its_flags(monkeypatch):
     )
     monkeypatch.setitem(FAMILIES, "tiny", tiny)
     args = _pipeline_run_parser().parse_args(["--family", "tiny", "--width", "9"])
-    assert cli._custom_config(args) == {"tiny": {"width": 9}}
+    assert custom_config(args) == {"tiny": {"width": 9}}
     with pytest.raises(UserError, match="tiny: option width must be at least 1"):
         options_from_config(tiny, {"tiny": {"width": 0}})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import REPO, user_env
-from tfsp.family import Family, option
+from tfsp.core.family import Family, option
 
 pytestmark = pytest.mark.e2e
 
@@ -31,9 +31,7 @@ FAMILY = Family(
     name="logreg",
     title="logistic regression",
     run_fn="tests.test_new_family_e2e.run_fn",
-    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=LogRegOptions,
-    gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.5,
     default_epochs=3,
     default_learning_rate=1e-2,
@@ -50,8 +48,8 @@ def run_fn(fn_args) -> None:
 
     import tensorflow as tf
 
-    from tfsp.family import options_from_config
-    from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES
+    from tfsp.core.family import options_from_config
+    from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES
     from tfsp.trainers.common import compile_classifier, fit_and_export_classifier, write_json
 
     options = options_from_config(FAMILY, fn_args.custom_config)

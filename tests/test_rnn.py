@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsp.errors import UserError
-from tfsp.family import options_from_config
+from tfsp.core.errors import UserError
+from tfsp.core.family import options_from_config
 from tfsp.trainers.common import compile_classifier
 from tfsp.trainers.rnn.experiments import (
     TRIVIAL_ADDING_MSE,

@@ -20,10 +20,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, input_pb2
 
 from tests.serving_harness import build_toy_model, copy_version, in_process_dataplane
+from tfsp.core.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGES
 from tfsp.serving.config import BatchingSettings, model_settings, single_model_config
 from tfsp.serving.dataplane import SpecRef
 from tfsp.serving.errors import ServingError
-from tfsp.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGES
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END

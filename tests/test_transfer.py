@@ -8,17 +8,20 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
-from tfsp.errors import UserError
-from tfsp.family import options_from_config
+from tfsp.core.errors import UserError
+from tfsp.core.family import options_from_config
+from tfsp.core.signatures import TASK_LABEL_KEY, TRANSFORMED_LABELS
 from tfsp.pipelines.components import (
     NO_PUSHED_VERSION,
     PUSHED_VERSION,
     PushedModelGen,
     holds_no_model,
 )
-from tfsp.pipelines.local_runner import pinned_versions
-from tfsp.pipelines.model_store import PushedModelNotFoundError, latest_pushed_version
-from tfsp.signatures import TASK_LABEL_KEY, TRANSFORMED_LABELS
+from tfsp.pipelines.model_store import (
+    PushedModelNotFoundError,
+    latest_pushed_version,
+    pinned_versions,
+)
 from tfsp.trainers.cnn.model import build_lenet5
 from tfsp.trainers.registry import get_family
 from tfsp.trainers.transfer.family import FAMILY

@@ -1,11 +1,11 @@
-"""What every family's trainer shares: hyper-parameters, input datasets, the strategy."""
+"""What every family's trainer shares: input datasets, the strategy, training and export."""
 
 import json
 import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -13,35 +13,11 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from tfsp.features import LABEL_KEY
+from tfsp.core.contract import Hyperparameters
+from tfsp.core.family import Family, options_from_config
+from tfsp.core.features import IMAGE_KEY, LABEL_KEY
 from tfsp.trainers.export import export_classifier
 from tfsp.trainers.warmup import WARMUP_EXAMPLE_COUNT, WarmupData, warmup_data
-
-HYPERPARAMETERS_FILE = "hyperparameters.json"
-# Where a Trainer that trains a reference model (the other side of a family's claim) exports
-# it, under its model_run directory; ReferenceModelGen publishes it as a Model artifact.
-REFERENCE_MODEL_DIR = "reference"
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """Training knobs carried from the pipeline to the trainer as a HyperParameters artifact."""
-
-    epochs: int
-    learning_rate: float
-    batch_size: int
-
-    def to_json(self) -> str:
-        """Serialise for the HyperParameters artifact."""
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "Hyperparameters":
-        """Read back what HyperparametersGen wrote; every field must be present."""
-        missing = [f.name for f in fields(cls) if f.name not in (values or {})]
-        if missing:
-            raise ValueError(f"hyper-parameters artifact lacks {missing}; got {values}")
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
 
 
 def strategy_kind(gpu_names: list[str]) -> str:
@@ -109,11 +85,53 @@ def dataset_arrays(dataset: tf.data.Dataset, feature: str) -> tuple[np.ndarray, 
     """
     xs, ys = [], []
     for features, labels in dataset:
-        xs.append(features[feature].numpy())
-        ys.append(np.reshape(labels.numpy(), [-1]))
+        x = features[feature].numpy()
+        xs.append(x)
+        # One label per example stays flat; a wider label (pixels) keeps a row per example.
+        y = labels.numpy().reshape(len(x), -1)
+        ys.append(y[:, 0] if y.shape[1] == 1 else y)
     if not xs:
         raise ValueError("the dataset holds no examples")
     return np.concatenate(xs), np.concatenate(ys)
+
+
+@dataclass
+class TrainerInputs:
+    """What a Trainer that trains on in-memory arrays reads first: hyper-parameters, the
+    family's options, Transform's output, and each split as arrays."""
+
+    fn_args: tfx.components.FnArgs
+    hparams: Hyperparameters
+    options: object
+    transform_output: tft.TFTransformOutput
+
+    @classmethod
+    def read(cls, fn_args: tfx.components.FnArgs, family: Family) -> "TrainerInputs":
+        """Read them (and log the values the run trains with)."""
+        inputs = cls(
+            fn_args,
+            Hyperparameters.from_dict(fn_args.hyperparameters),
+            options_from_config(family, fn_args.custom_config),
+            tft.TFTransformOutput(fn_args.transform_output),
+        )
+        logging.info("%s: %s, %s", family.name, inputs.hparams, inputs.options)
+        return inputs
+
+    def arrays(self, files: list[str], label_key: str = LABEL_KEY) -> tuple[np.ndarray, np.ndarray]:
+        """(standardised images, `label_key` values) of a split, in file order."""
+        dataset = transformed_dataset(
+            files,
+            self.fn_args.data_accessor,
+            self.transform_output,
+            256,
+            shuffle=False,
+            label_key=label_key,
+        )
+        return dataset_arrays(dataset, IMAGE_KEY)
+
+    def warmup(self) -> WarmupData:
+        """The warmup requests' examples (eval_warmup_data)."""
+        return eval_warmup_data(self.fn_args, self.transform_output)
 
 
 def eval_warmup_data(

@@ -34,9 +34,8 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tfsp.data.framing import frame_encoded
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY
-from tfsp.signatures import (
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY
+from tfsp.core.signatures import (
     CODES_KEY,
     ENCODE_IMAGES,
     EXAMPLES_INPUT,
@@ -49,6 +48,7 @@ from tfsp.signatures import (
     TASK_LABEL_KEY,
     TRANSFORMED_LABELS,
 )
+from tfsp.data.framing import frame_encoded
 from tfsp.trainers.warmup import WarmupData, classify_log, predict_log, write_warmup_file
 
 LabelFn = Callable[[tf.Tensor], tf.Tensor]

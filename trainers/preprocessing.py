@@ -8,7 +8,7 @@ model, so serving applies exactly the training-time scaling.
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tfsp.features import IMAGE_KEY, LABEL_KEY
+from tfsp.core.features import IMAGE_KEY, LABEL_KEY
 
 
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

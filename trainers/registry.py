@@ -5,8 +5,8 @@ Adding a family: write trainers/<name>/family.py (its options and FAMILY) and mo
 `run_fn`), then add it to `_REGISTERED` (see the README's development section).
 """
 
-from tfsp.errors import UserError
-from tfsp.family import Family
+from tfsp.core.errors import UserError
+from tfsp.core.family import Family
 from tfsp.trainers.autoencoder.family import FAMILY as AUTOENCODER
 from tfsp.trainers.batchnorm.family import FAMILY as BATCHNORM
 from tfsp.trainers.cnn.family import FAMILY as CNN

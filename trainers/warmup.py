@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
     prediction_log_pb2,
 )
 
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_EXAMPLE_COUNT = 4

@@ -18,7 +18,7 @@ included, gets the same framing as training did. Core TensorFlow ops only: TF Se
 import numpy as np
 import tensorflow as tf
 
-from tfsp.features import IMAGE_SIZE
+from tfsp.core.features import IMAGE_SIZE
 
 # A pixel is ink above this level, once stretched to [0, 1] with the ink bright.
 INK_LEVEL = 0.25

@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
-from tfsp.errors import UserError, one_line
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY, NUM_CLASSES, SPLITS
+from tfsp.core.errors import UserError, one_line
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE, LABEL_KEY, NUM_CLASSES, SPLITS
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 RECORD_FILE = "data.tfrecord"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfsp.features import NUM_CLASSES
+from tfsp.core.features import NUM_CLASSES
 
 # Upright and bold, serif, sans and monospaced. Italic and obliques, and the other families
 # matplotlib ships (Computer Modern sans and typewriter, STIX italics), are left for tests

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tfsp.errors import UserError, one_line
-from tfsp.features import NUM_CLASSES
+from tfsp.core.errors import UserError, one_line
+from tfsp.core.features import IMAGE_EXTENSIONS, NUM_CLASSES
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Renderings of each digit per training font that join the handwritten digits by default.
 DEFAULT_PRINTED_PER_FONT = 8
 IDX_UBYTE = 0x08

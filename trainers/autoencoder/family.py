@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass
 
-from tfsp.family import Family, Options, option
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS
-from tfsp.signatures import RECONSTRUCTION_KEY
+from tfsp.core.family import Family, Options, option
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS
+from tfsp.core.signatures import RECONSTRUCTION_KEY
 
 KINDS = ("conv", "dense")
 ENCODER_DIR = "encoder"  # under the Trainer's model_run: the encoder-only SavedModel

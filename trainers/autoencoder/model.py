@@ -17,16 +17,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from tfsp.family import options_from_config
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from tfsp.core.contract import REFERENCE_MODEL_DIR
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 from tfsp.trainers.autoencoder.family import ENCODER_DIR, FAMILY, AutoEncoderConfig
 from tfsp.trainers.common import (
-    REFERENCE_MODEL_DIR,
-    Hyperparameters,
+    TrainerInputs,
     cosine_epoch_schedule,
-    eval_warmup_data,
     make_strategy,
-    transformed_dataset,
     write_json,
 )
 from tfsp.trainers.export import export_autoencoder, export_encoder, export_pca
@@ -174,29 +171,11 @@ def save_reconstruction_figure(
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train the autoencoder; export it, its encoder, and PCA."""
-    hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
-    config = options_from_config(FAMILY, fn_args.custom_config)
-    logging.info("autoencoder hyper-parameters %s, architecture %s", hparams, config)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-
-    def arrays(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(standardised inputs, raw pixel targets) of a split, in one pass."""
-        dataset = transformed_dataset(
-            files,
-            fn_args.data_accessor,
-            tf_transform_output,
-            hparams.batch_size,
-            False,
-            label_key=PIXELS_KEY,
-        )
-        inputs, targets = [], []
-        for features, pixels in dataset:
-            inputs.append(features[IMAGE_KEY].numpy())
-            targets.append(pixels.numpy().reshape(-1, IMAGE_PIXELS))
-        return np.concatenate(inputs), np.concatenate(targets)
-
-    train_x, train_pixels = arrays(fn_args.train_files)
-    eval_x, eval_pixels = arrays(fn_args.eval_files)
+    inputs = TrainerInputs.read(fn_args, FAMILY)
+    hparams, config = inputs.hparams, inputs.options
+    # (standardised inputs, raw pixel targets) of each split.
+    train_x, train_pixels = inputs.arrays(fn_args.train_files, label_key=PIXELS_KEY)
+    eval_x, eval_pixels = inputs.arrays(fn_args.eval_files, label_key=PIXELS_KEY)
 
     tf.keras.utils.set_random_seed(0)
     with make_strategy().scope():
@@ -224,10 +203,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     }
     logging.info("reconstruction MSE on eval: %s", claim)
 
-    warmup = eval_warmup_data(fn_args, tf_transform_output)
-    export_autoencoder(autoencoder, encoder, tf_transform_output, fn_args.serving_model_dir, warmup)
+    warmup = inputs.warmup()
+    export_autoencoder(
+        autoencoder, encoder, inputs.transform_output, fn_args.serving_model_dir, warmup
+    )
     export_encoder(
-        encoder, tf_transform_output, os.path.join(fn_args.model_run_dir, ENCODER_DIR), warmup
+        encoder, inputs.transform_output, os.path.join(fn_args.model_run_dir, ENCODER_DIR), warmup
     )
     export_pca(pca, os.path.join(fn_args.model_run_dir, REFERENCE_MODEL_DIR), warmup)
     save_reconstruction_figure(

@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from tfsp.family import Family, Options, option
-from tfsp.features import NUM_CLASSES
+from tfsp.core.family import Family, Options, option
+from tfsp.core.features import NUM_CLASSES
 
 ACTIVATIONS = ("tanh", "relu")
 INITS = ("normal", "glorot")
@@ -30,9 +30,7 @@ FAMILY = Family(
     name="batchnorm",
     title="batch normalization",
     run_fn="tfsp.trainers.batchnorm.model.run_fn",
-    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=MLPConfig,
-    gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.5,
     default_epochs=15,
     default_learning_rate=1e-3,

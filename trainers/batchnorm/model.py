@@ -20,20 +20,15 @@ from dataclasses import asdict
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from tfsp.family import options_from_config
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS
+from tfsp.core.contract import REFERENCE_MODEL_DIR, Hyperparameters
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS
 from tfsp.trainers.batchnorm.family import FAMILY, MLPConfig
 from tfsp.trainers.common import (
-    REFERENCE_MODEL_DIR,
-    Hyperparameters,
+    TrainerInputs,
     compile_classifier,
     cosine_epoch_schedule,
-    dataset_arrays,
-    eval_warmup_data,
-    transformed_dataset,
     write_json,
 )
 from tfsp.trainers.export import export_classifier
@@ -165,21 +160,12 @@ def train_variant(
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: train both variants, record distributions, export both."""
-    hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
-    config = options_from_config(FAMILY, fn_args.custom_config)
-    logging.info("batch-normalization hyper-parameters %s, MLP %s", hparams, config)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-
-    def arrays(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        dataset = transformed_dataset(
-            files, fn_args.data_accessor, tf_transform_output, 256, shuffle=False
-        )
-        return dataset_arrays(dataset, IMAGE_KEY)
-
-    train, evaluation = arrays(fn_args.train_files), arrays(fn_args.eval_files)
+    inputs = TrainerInputs.read(fn_args, FAMILY)
+    hparams, config = inputs.hparams, inputs.options
+    train, evaluation = inputs.arrays(fn_args.train_files), inputs.arrays(fn_args.eval_files)
     probe = evaluation[0][:_PROBE_EXAMPLES]
     results, values = {}, {}
-    warmup = eval_warmup_data(fn_args, tf_transform_output)
+    warmup = inputs.warmup()
     for name, batch_norm in (("plain", False), ("bn", True)):
         model, history = train_variant(config, batch_norm, train, hparams)
         loss, accuracy = model.evaluate(*evaluation, verbose=0)
@@ -192,7 +178,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             if batch_norm
             else os.path.join(fn_args.model_run_dir, REFERENCE_MODEL_DIR)
         )
-        export_classifier(model, tf_transform_output, directory, warmup=warmup)
+        export_classifier(model, inputs.transform_output, directory, warmup=warmup)
     logging.info(
         "eval accuracy after %d epochs: BN %.4f, plain %.4f",
         hparams.epochs,

@@ -10,9 +10,9 @@ whose output sizes follow `output_size`.
 import math
 from dataclasses import dataclass
 
-from tfsp.errors import UserError
-from tfsp.family import Family, Options, option
-from tfsp.features import IMAGE_SIZE, NUM_CLASSES
+from tfsp.core.errors import UserError
+from tfsp.core.family import Family, Options, option
+from tfsp.core.features import IMAGE_SIZE, NUM_CLASSES
 
 PADDINGS = ("valid", "same")
 POOLINGS = ("max", "average")
@@ -73,9 +73,7 @@ FAMILY = Family(
     name="cnn",
     title="CNN architecture",
     run_fn="tfsp.trainers.cnn.model.run_fn",
-    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=LeNetConfig,
-    gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.97,
     default_epochs=30,
     default_learning_rate=2e-3,

@@ -5,10 +5,11 @@ import logging
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from tfsp.family import options_from_config
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from tfsp.core.contract import Hyperparameters
+from tfsp.core.family import options_from_config
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 from tfsp.trainers.cnn.family import FAMILY, LeNetConfig
-from tfsp.trainers.common import Hyperparameters, compile_classifier, fit_and_export_classifier
+from tfsp.trainers.common import compile_classifier, fit_and_export_classifier
 
 
 def build_lenet5(config: LeNetConfig | None = None) -> tf.keras.Model:

@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass
 
-from tfsp.family import Family, Options, option
-from tfsp.features import NUM_CLASSES
+from tfsp.core.family import Family, Options, option
+from tfsp.core.features import NUM_CLASSES
 
 CELLS = ("simple", "jordan", "lstm", "gru")
+# The experiment (`tfsp experiment rnn-claims`) also runs a SimpleRNN with ReLU.
+EXPERIMENT_CELLS = (*CELLS, "simple-relu")
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,7 @@ FAMILY = Family(
     name="rnn",
     title="RNN classifier",
     run_fn="tfsp.trainers.rnn.model.run_fn",
-    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=RNNConfig,
-    gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.95,
     default_epochs=30,
     default_learning_rate=2e-3,

@@ -18,15 +18,11 @@ from dataclasses import asdict
 import tensorflow as tf
 from tfx import v1 as tfx
 
-from tfsp.errors import UserError
-from tfsp.family import options_from_config
-from tfsp.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
-from tfsp.trainers.common import (
-    Hyperparameters,
-    compile_classifier,
-    fit_and_export_classifier,
-    write_json,
-)
+from tfsp.core.contract import Hyperparameters
+from tfsp.core.errors import UserError
+from tfsp.core.family import options_from_config
+from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
+from tfsp.trainers.common import compile_classifier, fit_and_export_classifier, write_json
 from tfsp.trainers.rnn.family import CELLS, FAMILY, RNNConfig
 
 

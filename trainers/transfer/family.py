@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from tfsp.family import Family, Options, option
-from tfsp.signatures import TASK_LABEL_KEY, TRANSFORMED_LABELS
+from tfsp.core.family import Family, Options, option
+from tfsp.core.signatures import TASK_LABEL_KEY, TRANSFORMED_LABELS
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,7 @@ FAMILY = Family(
     name="transfer",
     title="transfer learning",
     run_fn="tfsp.trainers.transfer.model.run_fn",
-    preprocessing_fn="tfsp.trainers.preprocessing.preprocessing_fn",
     options=TransferConfig,
-    gate_metric="SparseCategoricalAccuracy",
     gate_lower_bound=0.6,
     default_epochs=20,
     default_learning_rate=1e-3,

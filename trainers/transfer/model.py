@@ -25,21 +25,15 @@ from dataclasses import asdict
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_transform as tft
 from tfx import v1 as tfx
 
-from tfsp.errors import UserError
-from tfsp.family import options_from_config
-from tfsp.features import IMAGE_KEY
+from tfsp.core.contract import REFERENCE_MODEL_DIR, Hyperparameters
+from tfsp.core.errors import UserError
 from tfsp.trainers.cnn.family import LeNetConfig
 from tfsp.trainers.cnn.model import build_lenet5
 from tfsp.trainers.common import (
-    REFERENCE_MODEL_DIR,
-    Hyperparameters,
+    TrainerInputs,
     compile_classifier,
-    dataset_arrays,
-    eval_warmup_data,
-    transformed_dataset,
     write_json,
 )
 from tfsp.trainers.export import export_classifier
@@ -182,24 +176,18 @@ def train_model(
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry point: transferred vs from-scratch on a small labelled set."""
-    hparams = Hyperparameters.from_dict(fn_args.hyperparameters)
-    config = options_from_config(FAMILY, fn_args.custom_config)
+    inputs = TrainerInputs.read(fn_args, FAMILY)
+    hparams, config = inputs.hparams, inputs.options
     base_dir = base_model_dir(fn_args)
-    logging.info("transfer from %s; hyper-parameters %s, %s", base_dir, hparams, config)
+    logging.info("transfer from %s", base_dir)
     base_weights = load_base_weights(base_dir)
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-
-    def arrays(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        dataset = transformed_dataset(
-            files, fn_args.data_accessor, tf_transform_output, 256, shuffle=False
-        )
-        return dataset_arrays(dataset, IMAGE_KEY)
-
-    train = small_labelled_set(*arrays(fn_args.train_files), config.examples_per_class, config.seed)
-    eval_images, eval_digits = arrays(fn_args.eval_files)
+    train = small_labelled_set(
+        *inputs.arrays(fn_args.train_files), config.examples_per_class, config.seed
+    )
+    eval_images, eval_digits = inputs.arrays(fn_args.eval_files)
     evaluation = (eval_images, task_label(eval_digits))
     results = {"base_model": base_dir, "config": asdict(config), "train_examples": len(train[1])}
-    warmup = eval_warmup_data(fn_args, tf_transform_output)
+    warmup = inputs.warmup()
     for name, transferred in (("from_scratch", False), ("transferred", True)):
         tf.keras.utils.set_random_seed(config.seed)  # same head initialisation for both
         model = build_transfer_model(base_weights if transferred else None)
@@ -213,7 +201,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         )
         export_classifier(
             model,
-            tf_transform_output,
+            inputs.transform_output,
             directory,
             class_names=CLASS_NAMES,
             label_fn=task_label,

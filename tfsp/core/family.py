@@ -18,9 +18,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tfsp.errors import UserError
-from tfsp.features import LABEL_KEY
-from tfsp.signatures import PREDICT_IMAGES
+from tfsp.core.errors import UserError
+from tfsp.core.features import LABEL_KEY
+from tfsp.core.signatures import PREDICT_IMAGES
 
 # How the Evaluator picks the model a candidate is compared with:
 #   last_blessed: the family's latest blessed model (regression guard; none on a first run);
@@ -94,12 +94,14 @@ class Family:
 
     name: str
     run_fn: str  # the Trainer's entry point
-    preprocessing_fn: str  # the Transform function
-    gate_metric: str  # a Keras metric class name TFMA computes on `evaluation_split`
     gate_lower_bound: float | None  # absolute floor the candidate must reach (None: no floor)
     default_epochs: int
     default_learning_rate: float
     default_batch_size: int
+    # The Transform function; by default the pixel standardisation the classifiers share.
+    preprocessing_fn: str = "tfsp.trainers.preprocessing.preprocessing_fn"
+    # A Keras metric class name TFMA computes on `evaluation_split` (default: a classifier's).
+    gate_metric: str = "SparseCategoricalAccuracy"
     # The options dataclass; its values reach the Trainer under custom_config[name].
     options: type | None = None
     title: str = ""  # the heading of the family's flags in --help

@@ -11,3 +11,5 @@ IMAGE_SIZE = 32
 IMAGE_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 NUM_CLASSES = 10
 SPLITS = ("train", "eval", "test")
+# Image files the data preparation and the features pull read.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

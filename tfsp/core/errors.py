@@ -8,3 +8,7 @@ class UserError(Exception):
 def one_line(err: BaseException) -> str:
     """An exception's message folded onto one line (its type name if it has none)."""
     return " ".join(str(err).split()) or type(err).__name__
+
+
+class UsageError(UserError):
+    """A bad flag or flag combination argparse cannot see: exit code 2, as argparse's own."""

@@ -1,33 +1,89 @@
-"""The serving half of `make run`: serve what the pipelines pushed and show that it works.
+"""`tfsp run`, the main job: data, every family's pipeline, then serve what they pushed.
 
-Writes models.config for the models the runs pushed (under the local serving root), starts
-`tfsp-model-server` on free loopback ports, sends one Predict to each model (the signature
-its family's entry names, `check_signature`), pulls the features of the families that serve
-an encoder for the test split, prints the summary table, and stops the server (SIGTERM: it
-drains, then exits).
+Prepares the digits data if absent, runs every family's pipeline in dependency order
+(stopping at a failed gate), then serves the pushed models: writes models.config for them
+(under the local serving root), starts `tfsp-model-server` on free loopback ports, sends one
+Predict to each model (the signature its family's entry names, `check_signature`), pulls the
+features of the families that serve an encoder for the test split, prints the summary
+table, and stops the server (SIGTERM: it drains, then exits).
 """
 
+import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-from google.protobuf import text_format
-
-from tfsp.features import IMAGE_SIZE
-from tfsp.pipelines.layout import LocalLayout
-from tfsp.pipelines.model_config import build_models_config
-from tfsp.signatures import IMAGES_INPUT
+from tfsp.cli.common import (
+    TrainingRequest,
+    add_home,
+    add_training_flags,
+    add_verbose,
+    command,
+    family_names,
+    training_request,
+)
+from tfsp.cli.data import prepare_data
+from tfsp.cli.pipeline import FamilyOutcome, run_families
+from tfsp.core.features import IMAGE_SIZE
+from tfsp.core.signatures import IMAGES_INPUT
 from tfsp.trainers.registry import FAMILIES
 
 
-def _outputs_text(outputs: dict[str, np.ndarray]) -> str:
+def _outputs_text(outputs: dict) -> str:
     return ", ".join(f"{key} {list(value.shape)}" for key, value in sorted(outputs.items()))
 
 
-def serve_and_check(layout: LocalLayout, outcomes: list, data_dir: Path | None = None) -> int:
-    """Serve the models these runs pushed, send each one Predict, pull the encoder's features
-    for the test split of `data_dir` (default: the home's); 0 when all of it worked."""
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add `tfsp run`."""
+    parser = commands.add_parser(
+        "run",
+        help="the main job: data, every family's pipeline, then serve, predict, pull features",
+        description="Prepare the digits data (if absent); run every family's pipeline in "
+        "dependency order (or only --family F), stopping at a failed gate; then start the "
+        "local model server with every pushed model, send one Predict to each, pull the "
+        "encoder's features for the test split, print a summary table and stop the server.",
+    )
+    parser.add_argument(
+        "--family",
+        default="all",
+        help=f"one family ({family_names()}) instead of all (then no serving step)",
+    )
+    add_home(parser)
+    add_training_flags(parser)
+    add_verbose(parser)
+    command(parser, run_main_job, training=training_request)
+
+
+def run_main_job(family: str, home: str | None, training: TrainingRequest, verbose: bool) -> int:
+    """`tfsp run`: 0 when every gate passed and serving answered."""
+    from tfsp.core.progress import quiet_frameworks
+
+    quiet_frameworks()
+    from tfsp.pipelines.layout import LocalLayout
+    from tfsp.trainers.registry import run_order
+
+    layout = LocalLayout.from_env(home)
+    if not (layout.data_dir / "manifest.json").exists():
+        print(f"==> preparing the digits data in {layout.data_dir}", file=sys.stderr)
+        prepare_data(home=str(layout.home))
+    names = run_order() if family == "all" else [family]
+    outcomes = run_families(names, home, None, training, verbose)
+    if outcomes is None:
+        return 1
+    if family != "all":
+        return 0
+    return serve_and_check(layout, outcomes)
+
+
+def serve_and_check(
+    layout: object, outcomes: list[FamilyOutcome], data_dir: Path | None = None
+) -> int:
+    """Serve the models these runs pushed (`layout` a LocalLayout), send each one Predict,
+    pull the encoders' features for the test split of `data_dir` (default: the home's); 0
+    when all of it worked."""
+    from google.protobuf import text_format
+
     from tfsp.data.prepare import read_split
+    from tfsp.pipelines.model_config import build_models_config
     from tfsp.serving.client import ServingClient
     from tfsp.serving.feature_sources import TFRecordSource
     from tfsp.serving.features import pull_features

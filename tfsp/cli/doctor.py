@@ -1,10 +1,13 @@
 """`tfsp doctor`: show that the installed stack works, as the notes' "check TF works" does."""
 
+import argparse
 import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
+
+from tfsp.cli.common import command
 
 EXPECTED_MATMUL = [[19, 22], [43, 50]]
 _PACKAGES = (
@@ -138,3 +141,19 @@ def run_doctor(print_line: Callable[[str], None] = print) -> bool:
         print_line(f"{result.name:<11} {'ok  ' if result.ok else 'FAIL'} {result.detail}")
     print_line("all checks passed" if all_ok else "some checks FAILED")
     return all_ok
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add `tfsp doctor`."""
+    parser = commands.add_parser(
+        "doctor", help="check the installation (versions, matmul, devices, runtime)"
+    )
+    command(parser, doctor)
+
+
+def doctor() -> int:
+    """`tfsp doctor`: 0 when every check passed."""
+    from tfsp.core.progress import quiet_frameworks
+
+    quiet_frameworks()
+    return 0 if run_doctor() else 1

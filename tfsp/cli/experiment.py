@@ -1,0 +1,102 @@
+"""`tfsp experiment rnn-claims`: the notes' claims that are measured, not served."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tfsp.cli.common import command
+from tfsp.core import argtypes
+from tfsp.core.errors import UserError
+from tfsp.trainers.rnn.family import EXPERIMENT_CELLS
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the `experiment` group."""
+    experiment = commands.add_parser(
+        "experiment", help="run a study-notes experiment and print its table"
+    ).add_subparsers(dest="experiment_command", required=True, metavar="COMMAND")
+    parser = experiment.add_parser(
+        "rnn-claims",
+        help="adding problem (LSTM/GRU learn it, SimpleRNN not), gradient norms, TBPTT",
+        description="Train each cell on the adding problem with clipping off and on, and "
+        "print the test MSE against the trivial baseline (always 1.0, MSE 0.167) and the "
+        "largest raw gradient norm; then the sin→cos regression trained with truncated BPTT.",
+    )
+    parser.add_argument("--seq-len", type=argtypes.positive_int, default=100, help="(%(default)s)")
+    parser.add_argument(
+        "--steps",
+        type=argtypes.positive_int,
+        default=3000,
+        help="training steps per cell (%(default)s)",
+    )
+    parser.add_argument(
+        "--cells",
+        default="simple,lstm,gru,simple-relu",
+        help=f"comma-separated: {', '.join(EXPERIMENT_CELLS)} (%(default)s)",
+    )
+    parser.add_argument(
+        "--clip-norm",
+        type=argtypes.positive_float,
+        default=1.0,
+        help="the 'on' threshold (%(default)s)",
+    )
+    parser.add_argument(
+        "--tbptt",
+        default="20:20,10:40",
+        help="k1:k2 pairs for the TBPTT regression, comma-separated (%(default)s)",
+    )
+    parser.add_argument(
+        "--tbptt-batches", type=argtypes.positive_int, default=30, help="(%(default)s)"
+    )
+    parser.add_argument("--output", type=Path, help="also write the results as JSON")
+    command(parser, rnn_claims)
+
+
+def _cells(text: str) -> tuple[str, ...]:
+    cells = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not cells or any(c not in EXPERIMENT_CELLS for c in cells):
+        raise UserError(f"--cells takes names from {', '.join(EXPERIMENT_CELLS)}; got {text!r}")
+    return cells
+
+
+def _tbptt_pairs(text: str) -> tuple[tuple[int, int], ...]:
+    try:
+        pairs = tuple(tuple(int(k) for k in p.split(":")) for p in text.split(",") if p)
+    except ValueError:
+        raise UserError(f"--tbptt takes k1:k2 pairs, got {text!r}") from None
+    if any(len(p) != 2 or not 1 <= p[0] <= p[1] for p in pairs):
+        raise UserError(f"--tbptt pairs need 1 <= k1 <= k2, got {text!r}")
+    return pairs  # type: ignore[return-value]
+
+
+def rnn_claims(
+    seq_len: int,
+    steps: int,
+    cells: str,
+    clip_norm: float,
+    tbptt: str,
+    tbptt_batches: int,
+    output: Path | None,
+) -> int:
+    """`tfsp experiment rnn-claims`: train, measure and print the table (and JSON)."""
+    chosen, pairs = _cells(cells), _tbptt_pairs(tbptt)
+    from tfsp.core.progress import quiet_frameworks
+
+    quiet_frameworks()
+    from tfsp.trainers.rnn.experiments import format_report
+    from tfsp.trainers.rnn.experiments import rnn_claims as measure
+
+    report = measure(
+        cells=chosen,
+        seq_len=seq_len,
+        steps=steps,
+        clip_norm=clip_norm,
+        tbptt=pairs,
+        tbptt_batches=tbptt_batches,
+        progress=lambda message: print(f"==> {message}", file=sys.stderr, flush=True),
+    )
+    print(format_report(report))
+    if output:
+        output.write_text(json.dumps(report, indent=2))
+    return 0
