@@ -71,9 +71,11 @@ def main() -> int:
             data_dir, args.epochs, family.default_learning_rate, family.default_batch_size
         )
         print(f"plain Keras fit ({args.epochs} epochs): {fit:7.1f} s", flush=True)
-        follow_components(total=len(component_ids(get_family("cnn"))), verbose=False)
+        follow_components(total=len(component_ids(family)), verbose=False)
         started = time.perf_counter()
-        result = run_local("cnn", layout, data_dir=data_dir, epochs=args.epochs, enable_cache=False)
+        result = run_local(
+            family, layout, data_dir=data_dir, epochs=args.epochs, enable_cache=False
+        )
         pipeline = time.perf_counter() - started
     accuracy = result.metrics.get("sparse_categorical_accuracy", float("nan"))
     print(

@@ -25,6 +25,7 @@ from tfsp.pipelines.kubeflow_runner import (
     kfp_package,
     write_kfp_package,
 )
+from tfsp.trainers.registry import get_family
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +54,8 @@ def cluster(tmp_path_factory, digits_dir):
     packages = {}
     for family in ("cnn", "transfer", "autoencoder"):
         packages[family] = root / f"{family}.yaml"
-        write_kfp_package(packages[family], *kfp_package(family, "unused:image", options))
+        package = kfp_package(get_family(family), "unused:image", options)
+        write_kfp_package(packages[family], *package)
     return root, packages
 
 

@@ -31,7 +31,7 @@ from tfsp.pipelines.local_runner import run_local
 
 home, data, run_fn = sys.argv[1:4]
 FAMILIES["cnn"] = dataclasses.replace(FAMILIES["cnn"], run_fn=run_fn)
-result = run_local("cnn", LocalLayout(Path(home)), data_dir=Path(data), epochs=2,
+result = run_local(FAMILIES["cnn"], LocalLayout(Path(home)), data_dir=Path(data), epochs=2,
                    gate_lower_bound=0.3, enable_cache=False)
 print("RESULT " + json.dumps({"blessed": result.blessed, "failures": result.failures,
                               "pushed_dir": result.pushed_dir}))
