@@ -67,5 +67,10 @@ def pinned_versions(family: Family, serving_root: str) -> dict[str, str]:
     if family.baseline == "last_blessed" and own is not None:
         versions[family.name] = own
     for base in family.depends_on:
-        versions[base], _ = pushed_model(serving_root, base)
+        try:
+            versions[base], _ = pushed_model(serving_root, base)
+        except PushedModelNotFoundError as exc:
+            raise PushedModelNotFoundError(
+                f"the {family.name} family builds on the pushed {base} model: {exc}"
+            ) from None
     return versions

@@ -168,4 +168,5 @@ def test_all_stops_at_the_first_failed_gate_and_transfer_needs_a_cnn(tmp_path, d
     alone = run_pipeline("transfer", digits_dir, home=tmp_path)
     assert alone.returncode == 1
     (error,) = [line for line in alone.stderr.splitlines() if line.startswith("error:")]
-    assert "none is pushed" in error and "--family cnn' first" in error
+    assert "the transfer family builds on the pushed cnn model: no cnn model" in error
+    assert "--family cnn' first" in error

@@ -89,7 +89,7 @@ def test_the_base_is_the_highest_complete_numeric_version(pushed_cnn, tmp_path):
 def test_no_pushed_cnn_is_a_clear_error_or_an_empty_baseline(tmp_path):
     with pytest.raises(PushedModelNotFoundError, match="no cnn model has been pushed"):
         _pushed_model(tmp_path, tmp_path / "empty")
-    with pytest.raises(UserError, match="run 'tfsp pipeline run --family cnn' first"):
+    with pytest.raises(UserError, match="transfer family builds on the pushed cnn model: no cnn"):
         pinned_versions(get_family("transfer"), tmp_path)
     baseline = _pushed_model(tmp_path, tmp_path / "empty", required=0)
     assert baseline.get_string_custom_property(PUSHED_VERSION) == NO_PUSHED_VERSION

@@ -40,6 +40,24 @@ def invoke(args: argparse.Namespace) -> int:
     )
 
 
+def from_flags(cls: type, args: argparse.Namespace, **computed: object) -> object:
+    """A dataclass built from the parsed flags of the same names, and `computed` values for
+    the fields no flag names directly."""
+    return cls(
+        **{
+            field.name: computed[field.name]
+            if field.name in computed
+            else getattr(args, field.name)
+            for field in dataclasses.fields(cls)
+        }
+    )
+
+
+def beam_args(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The --beam-arg options given (None: none, Beam runs in this process)."""
+    return tuple(args.beam_args) if args.beam_args else None
+
+
 def add_home(parser: argparse.ArgumentParser) -> None:
     """--home: where data, artifacts, metadata and pushed models live."""
     parser.add_argument(
@@ -182,12 +200,11 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 def training_request(args: argparse.Namespace) -> TrainingRequest:
     """The TrainingRequest of the flags `add_training_flags` added."""
-    return TrainingRequest(
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
+    return from_flags(
+        TrainingRequest,
+        args,
         gate_lower_bound=args.min_accuracy,
         custom_config=custom_config(args),
         enable_cache=not args.no_cache,
-        beam_args=tuple(args.beam_args) if args.beam_args else None,
+        beam_args=beam_args(args),
     )

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfsp.cli.common import add_beam_flag, command
+from tfsp.cli.common import add_beam_flag, beam_args, command, from_flags
 from tfsp.core import argtypes
 from tfsp.core.errors import UserError
 
@@ -108,22 +108,7 @@ class PullRequest:
 
 
 def _request(args: argparse.Namespace) -> PullRequest:
-    return PullRequest(
-        model=args.model,
-        input=args.input,
-        output=args.output,
-        version=args.version,
-        server=args.server,
-        saved_model=args.saved_model,
-        batch_size=args.batch_size,
-        in_flight=args.in_flight,
-        part_rows=args.part_rows,
-        retries=args.retries,
-        timeout=args.timeout,
-        progress=not args.no_progress,
-        format=args.format,
-        beam_args=tuple(args.beam_args) if args.beam_args else None,
-    )
+    return from_flags(PullRequest, args, progress=not args.no_progress, beam_args=beam_args(args))
 
 
 def _encode_with_beam(request: PullRequest) -> int:

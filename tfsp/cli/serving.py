@@ -7,7 +7,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfsp.cli.common import command
+from tfsp.cli.common import command, from_flags
 from tfsp.core import argtypes
 from tfsp.core.errors import UsageError, UserError, one_line
 from tfsp.core.signatures import (
@@ -55,9 +55,7 @@ class Target:
 
 
 def _target(args: argparse.Namespace) -> Target:
-    return Target(
-        args.model, args.version, args.label, args.rest, args.server, args.rest_server, args.timeout
-    )
+    return from_flags(Target, args)
 
 
 def _add_address_flags(parser: argparse.ArgumentParser) -> None:
