@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfsp.cli.common import (
     TrainingRequest,
@@ -22,6 +23,10 @@ from tfsp.cli.common import (
 )
 from tfsp.core import argtypes
 from tfsp.core.errors import UserError
+from tfsp.core.family import Family
+
+if TYPE_CHECKING:  # imports TensorFlow; the handlers import it only when they run
+    from tfsp.pipelines.results import RunResult
 
 STOPPED = "error: stopped at family {}: its gate failed (see above)"
 
@@ -216,8 +221,8 @@ def run_and_report(
     return _report(family, result, data_dir, time.monotonic() - started)
 
 
-def _report(family: object, result: object, data_dir: Path, wall: float) -> FamilyOutcome:
-    """Print a finished run's figures and verdict (`family` a Family, `result` a RunResult)."""
+def _report(family: Family, result: "RunResult", data_dir: Path, wall: float) -> FamilyOutcome:
+    """Print a finished run's figures and verdict."""
     from tfsp.pipelines.results import claim_summary, test_split_figure
 
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.metrics.items()))

@@ -11,6 +11,7 @@ table, and stops the server (SIGTERM: it drains, then exits).
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfsp.cli.common import (
     TrainingRequest,
@@ -26,6 +27,9 @@ from tfsp.cli.pipeline import FamilyOutcome, run_families
 from tfsp.core.features import IMAGE_SIZE
 from tfsp.core.signatures import IMAGES_INPUT
 from tfsp.trainers.registry import FAMILIES
+
+if TYPE_CHECKING:
+    from tfsp.pipelines.layout import LocalLayout
 
 
 def _outputs_text(outputs: dict) -> str:
@@ -75,9 +79,9 @@ def run_main_job(family: str, home: str | None, training: TrainingRequest, verbo
 
 
 def serve_and_check(
-    layout: object, outcomes: list[FamilyOutcome], data_dir: Path | None = None
+    layout: "LocalLayout", outcomes: list[FamilyOutcome], data_dir: Path | None = None
 ) -> int:
-    """Serve the models these runs pushed (`layout` a LocalLayout), send each one Predict,
+    """Serve the models these runs pushed, send each one Predict,
     pull the encoders' features for the test split of `data_dir` (default: the home's); 0
     when all of it worked."""
     from google.protobuf import text_format

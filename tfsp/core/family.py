@@ -42,9 +42,8 @@ def option(
 ) -> Any:
     """A dataclass field that is also a CLI flag (`--<flag>`, default: the field's name with
     dashes); `choices`, `minimum` and `maximum` bound it on the CLI and in the Trainer."""
-    metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum}
-    metadata["flag"] = flag
-    return field(default=default, metadata=metadata)
+    declared = dict(help=help, choices=choices, minimum=minimum, maximum=maximum, flag=flag)
+    return field(default=default, metadata=declared)
 
 
 def flag_fields(options: type) -> list[dataclasses.Field]:
