@@ -105,9 +105,12 @@ def test_flags_given_reach_each_family_under_its_own_key():
     assert options_from_config(get_family("autoencoder"), config).code_size == 16
 
 
-def test_unknown_options_and_lists_from_json():
+def test_unknown_options_wrong_types_and_lists_from_json():
     with pytest.raises(UserError, match="unknown cnn option"):
         options_from_config(get_family("cnn"), {"cnn": {"kernel": 3}})
+    # A hand-written custom_config gets the same one-line error as a bad flag value.
+    with pytest.raises(UserError, match="cnn: option conv_stride must be a number, got '2'"):
+        options_from_config(get_family("cnn"), {"cnn": {"conv_stride": "2"}})
     # custom_config travels as JSON on Kubeflow: tuples come back as lists.
     options = options_from_config(get_family("cnn"), {"cnn": {"filters": [4, 8]}})
     assert options.filters == (4, 8)

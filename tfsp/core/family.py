@@ -63,9 +63,13 @@ def _check_option(options_field: dataclasses.Field, value: object) -> None:
     if choices is not None and value not in choices:
         raise UserError(f"option {name} must be one of {choices}, got {value!r}")
     low, high = meta.get("minimum"), meta.get("maximum")
-    if low is not None and value < low:  # type: ignore[operator]
+    if (low is not None or high is not None) and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        raise UserError(f"option {name} must be a number, got {value!r}")
+    if low is not None and value < low:
         raise UserError(f"option {name} must be at least {low}, got {value!r}")
-    if high is not None and value > high:  # type: ignore[operator]
+    if high is not None and value > high:
         raise UserError(f"option {name} must be at most {high}, got {value!r}")
 
 
