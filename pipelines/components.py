@@ -137,10 +137,10 @@ def PushedModelGen(  # noqa: N802 - TFX names component classes in CamelCase
     """
     model.set_string_custom_property(PUSHED_MODEL_NAME, model_name)
     tfx.dsl.io.fileio.makedirs(model.uri)
+    version = version or latest_pushed_version(os.path.join(serving_root, model_name)) or ""
     if not version and not required:
-        if latest_pushed_version(os.path.join(serving_root, model_name)) is None:
-            model.set_string_custom_property(PUSHED_VERSION, NO_PUSHED_VERSION)
-            return
+        model.set_string_custom_property(PUSHED_VERSION, NO_PUSHED_VERSION)
+        return
     chosen, source = pushed_model(serving_root, model_name, version)
     io_utils.copy_dir(source, path_utils.serving_model_dir(model.uri))
     model.set_string_custom_property(PUSHED_VERSION, chosen)

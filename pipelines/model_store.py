@@ -63,9 +63,10 @@ def pinned_versions(family: Family, serving_root: str) -> dict[str, str]:
     any component runs.
     """
     versions = {}
-    own = latest_pushed_version(os.path.join(serving_root, family.name))
-    if family.baseline == "last_blessed" and own is not None:
-        versions[family.name] = own
+    if family.baseline == "last_blessed":
+        own = latest_pushed_version(os.path.join(serving_root, family.name))
+        if own is not None:
+            versions[family.name] = own
     for base in family.depends_on:
         try:
             versions[base], _ = pushed_model(serving_root, base)

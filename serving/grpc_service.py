@@ -109,28 +109,28 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> classification_pb2.ClassificationResponse:
         """Classify tf.Examples."""
         response = classification_pb2.ClassificationResponse
-        return await self._on_examples("classify", request, context, response)
+        return await self._on_examples("classify", self._dp.classify, request, context, response)
 
     async def Regress(  # noqa: N802
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
         """Regress tf.Examples."""
-        return await self._on_examples(
-            "regress", request, context, regression_pb2.RegressionResponse
-        )
+        response = regression_pb2.RegressionResponse
+        return await self._on_examples("regress", self._dp.regress, request, context, response)
 
     async def _on_examples(
         self,
         method: str,
+        run: Callable[..., Awaitable[tuple]],
         request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
         context: grpc.aio.ServicerContext,
         response_type: type,
     ) -> object:
-        """Classify or Regress (`method`), whose requests and responses share their fields."""
+        """Classify or Regress (`run`, the data plane's; `method` names it in the metrics), whose
+        requests and responses share their fields."""
         spec = request.model_spec
 
         async def work() -> object:
-            run = self._dp.classify if method == "classify" else self._dp.regress
             answered, result = await run(
                 SpecRef.from_proto(spec), spec.signature_name, request.input
             )
