@@ -45,6 +45,7 @@ class Options:
     saved_model_tags: str = "serve"
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60_000_000
+    tensorflow_session_parallelism: int = 0
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
     enable_model_warmup: bool = True
@@ -54,6 +55,17 @@ class Options:
     # pod's terminationGracePeriodSeconds (30 s unless set); we drain within the same time.
     shutdown_grace_period_seconds: int = 30
     version: bool = False
+
+    @property
+    def session_threads(self) -> tuple[int, int]:
+        """(intra-op, inter-op) threads of every model's session, chosen as TF Serving's
+        server.cc does: the two specific flags as given if either is positive, else
+        --tensorflow_session_parallelism for both."""
+        intra = self.tensorflow_intra_op_parallelism
+        inter = self.tensorflow_inter_op_parallelism
+        if intra > 0 or inter > 0:
+            return intra, inter
+        return (self.tensorflow_session_parallelism,) * 2
 
     @property
     def max_receive_message_length(self) -> int:
@@ -107,8 +119,11 @@ _HELP = {
     "saved_model_tags": "comma-separated MetaGraph tags to load (default 'serve')",
     "max_num_load_retries": "retries of a failed version load (default 5)",
     "load_retry_interval_micros": "wait between load retries (default 60 s)",
-    "tensorflow_intra_op_parallelism": "TensorFlow intra-op threads (0: automatic)",
-    "tensorflow_inter_op_parallelism": "TensorFlow inter-op threads (0: automatic)",
+    "tensorflow_session_parallelism": "threads of each session's intra- and inter-op pools, "
+    "when neither of the next two flags is positive (0: automatic)",
+    "tensorflow_intra_op_parallelism": "threads that parallelize one op (0: automatic)",
+    "tensorflow_inter_op_parallelism": "threads that run independent ops (0: automatic; "
+    "negative, with a positive intra-op count: every op runs in the calling thread)",
     "enable_model_warmup": "replay each version's assets.extra/tf_serving_warmup_requests "
     "before it becomes available (default true)",
     "num_request_iterations_for_warmup": "times each warmup request is replayed (used if > 0; "
@@ -151,7 +166,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         elif name in ("port", "rest_api_port"):
             parser.add_argument(flag, type=argtypes.port, default=default, help=_HELP[name])
         elif isinstance(default, int):
-            low = None if name.endswith("poll_wait_seconds") else 0
+            # A negative inter-op count means something to TensorFlow (run every op in the
+            # caller's thread); a negative intra-op pool aborts it, so that one is refused.
+            signed = name.endswith("poll_wait_seconds") or name == "tensorflow_inter_op_parallelism"
+            low = None if signed else 0
             low = -1 if name == "load_retry_interval_micros" else low
             parser.add_argument(
                 flag, type=argtypes.whole_number(low), default=default, help=_HELP[name]
@@ -174,6 +192,15 @@ def options_from_namespace(args: argparse.Namespace) -> Options:
         )
     if options.rest_api_port and options.rest_api_port == options.port:
         raise FlagError("--rest_api_port cannot be the same as --port")
+    if (
+        options.tensorflow_session_parallelism > 0
+        and options.tensorflow_intra_op_parallelism > 0
+        and options.tensorflow_inter_op_parallelism > 0
+    ):
+        raise FlagError(
+            "configure either --tensorflow_session_parallelism or "
+            "--tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism, not all three"
+        )
     if options.batching_parameters_file and not options.enable_batching:
         raise FlagError("--batching_parameters_file requires --enable_batching")
     for flag in (

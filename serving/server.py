@@ -71,17 +71,12 @@ class _Server:
         from tfsp.serving.servable import LoadError, SessionOptions, load_servable
         from tfsp.serving.warmup import WarmupError, run_warmup
 
-        if options.tensorflow_intra_op_parallelism:
-            tf.config.threading.set_intra_op_parallelism_threads(
-                options.tensorflow_intra_op_parallelism
-            )
-        if options.tensorflow_inter_op_parallelism:
-            tf.config.threading.set_inter_op_parallelism_threads(
-                options.tensorflow_inter_op_parallelism
-            )
-        session_options = SessionOptions(
-            options.tensorflow_intra_op_parallelism, options.tensorflow_inter_op_parallelism
-        )
+        intra, inter = options.session_threads
+        if intra > 0:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+        if inter > 0:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        session_options = SessionOptions(intra, inter)
         self.options = options
         self.files = files
         self.metrics = Metrics()

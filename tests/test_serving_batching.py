@@ -83,6 +83,20 @@ def test_incompatible_and_oversized_tasks(servable):
         assert late.result(timeout=30)["y"].tolist() == [[3.0, 3.0, 3.0]]
 
 
+def test_sessions_run_in_the_calling_thread_on_a_negative_inter_op_count(toy_dir):
+    """intra-op 1 with inter-op -1 is TensorFlow's run-in-the-caller's-thread mode; TF Serving
+    passes both flags to every session as given, so the server must start and answer."""
+    flags = ("--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=-1")
+    with running_server("--model_name=toy", f"--model_base_path={toy_dir / 'toy'}", *flags) as proc:
+
+        def one(i: int) -> list:
+            with ServingClient(proc.address, timeout=30) as client:
+                return client.predict("toy", {"x": np.full((1, 3), i, np.float32)})[1]["y"].tolist()
+
+        with ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(one, range(8))) == [[[3.0 * i] * 3] for i in range(8)]
+
+
 BATCHING = """
 max_batch_size { value: 4 }
 batch_timeout_micros { value: 1500000 }

@@ -46,6 +46,22 @@ def test_flags_take_tf_syntax():
 
 
 @pytest.mark.parametrize(
+    "flags, threads",
+    [
+        ([], (0, 0)),
+        (["--tensorflow_session_parallelism=3"], (3, 3)),
+        # Either specific flag positive: both are used as given, the session flag ignored.
+        (["--tensorflow_session_parallelism=3", "--tensorflow_intra_op_parallelism=2"], (2, 0)),
+        (["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=-1"], (1, -1)),
+        # Neither positive: TF Serving falls back to the session flag, dropping the -1.
+        (["--tensorflow_inter_op_parallelism=-1"], (0, 0)),
+    ],
+)
+def test_session_threads_are_chosen_as_tf_serving_chooses_them(flags, threads):
+    assert parse_flags(["--model_base_path=/m", *flags]).session_threads == threads
+
+
+@pytest.mark.parametrize(
     "argv, fragment",
     [
         (["--model_base_path=/m", "--bogus=1"], "unrecognized arguments: --bogus=1"),
@@ -59,6 +75,18 @@ def test_flags_take_tf_syntax():
         (["--model_base_path=/m", "--batching_parameters_file=/x"], "requires --enable_batching"),
         (["--model_base_path=/m", "--rest_api_timeout_in_ms=-5"], "at least 0"),
         (["--model_base_path=/m", "--model_bas=/x"], "unrecognized"),  # no prefix guessing
+        # TensorFlow aborts the process on a negative intra-op pool: refused before loading.
+        (["--model_base_path=/m", "--tensorflow_intra_op_parallelism=-1"], "at least 0"),
+        (["--model_base_path=/m", "--tensorflow_session_parallelism=-1"], "at least 0"),
+        (
+            [
+                "--model_base_path=/m",
+                "--tensorflow_session_parallelism=2",
+                "--tensorflow_intra_op_parallelism=1",
+                "--tensorflow_inter_op_parallelism=1",
+            ],
+            "not all three",
+        ),
     ],
 )
 def test_bad_flags(argv, fragment):
