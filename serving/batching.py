@@ -1,4 +1,4 @@
-"""How a servable's signatures are called: directly on a thread pool, or through a batcher.
+"""How a servable's signatures are called: directly on the model workers, or through a batcher.
 
 The batcher is a wrapper around `Servable.run`, as TF Serving's BatchingSession wraps a
 session: concurrent calls to the same signature with compatible inputs are concatenated
@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError
 
 import grpc
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from tfsp.serving.config import BatchingSettings
 from tfsp.serving.errors import ServingError, invalid
 from tfsp.serving.servable import Servable
+from tfsp.serving.workers import ModelWorkers, Outcome, resolve_waiters
 
 log = logging.getLogger("serving")
 
@@ -28,35 +29,32 @@ BatchObserver = Callable[[str, int, int], None]  # (model name, batch size, padd
 
 
 class DirectRunner:
-    """Each call runs on its own, on the model thread pool.
+    """Each call runs on its own, on the model worker threads.
 
-    Session calls release the interpreter lock while the graph runs, so a pool thread
-    computes while the event loop decodes and answers other requests. Calls run inline on
-    the loop (until 2026-12) were as fast for one client (p50 1.41 against 1.46 ms) and
-    slower under load: 1,151 and 1,342 QPS at 64 clients, against 1,474 and 1,724 pooled.
+    Session calls release the interpreter lock while the graph runs, so a worker computes
+    while the event loop decodes and answers other requests. Calls run inline on the loop
+    (until 2026-12) were as fast for one client (p50 1.41 against 1.46 ms) and slower under
+    load: 1,151 and 1,342 QPS at 64 clients, against 1,474 and 1,724 on a pool.
     """
 
-    def __init__(self, servable: Servable, executor: Executor) -> None:
+    def __init__(self, servable: Servable, workers: ModelWorkers) -> None:
         self._servable = servable
-        self._executor = executor
+        self._workers = workers
 
     def submit(
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
     ) -> Future:
-        """Schedule one call on the pool; the future holds the output dict."""
-        return self._executor.submit(self._servable.run, signature, inputs, output_keys)
+        """Schedule one call; the future holds the output dict."""
+        return self._workers.submit(self._servable.run, signature, inputs, output_keys)
 
     def submit_async(
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
     ) -> asyncio.Future:
         """The same, for a caller on the running event loop."""
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(
-            self._executor, self._servable.run, signature, inputs, output_keys
-        )
+        return self._workers.run_async(self._servable.run, signature, inputs, output_keys)
 
     def close(self) -> None:
-        """Nothing to drain: calls already submitted finish on the shared pool."""
+        """Nothing to drain: calls already submitted finish on the shared workers."""
 
 
 @dataclasses.dataclass
@@ -103,7 +101,7 @@ class BatchingRunner:
         self,
         servable: Servable,
         settings: BatchingSettings,
-        fallback: Executor,
+        fallback: ModelWorkers,
         observe: BatchObserver | None = None,
     ) -> None:
         self._servable = servable
@@ -145,9 +143,7 @@ class BatchingRunner:
         task.loop = asyncio.get_running_loop()
         task.waiter = task.loop.create_future()
         if not self._enqueue(task):
-            return task.loop.run_in_executor(
-                self._fallback, self._servable.run, signature, inputs, output_keys
-            )
+            return self._fallback.run_async(self._servable.run, signature, inputs, output_keys)
         return task.waiter
 
     def _task(
@@ -257,7 +253,7 @@ class BatchingRunner:
 
 
 def _deliver(batch: list[_Task], results: list, exception: BaseException | None) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
     for task, result in zip(batch, results, strict=True):
         if task.future is not None:
             try:
@@ -268,19 +264,9 @@ def _deliver(batch: list[_Task], results: list, exception: BaseException | None)
             except InvalidStateError:  # the caller gave up and cancelled
                 pass
         elif task.loop is not None:
-            by_loop.setdefault(task.loop, []).append((task.waiter, result))
-    for loop, pairs in by_loop.items():
+            by_loop.setdefault(task.loop, []).append((task.waiter, result, exception))
+    for loop, outcomes in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_resolve_waiters, pairs, exception)
+            loop.call_soon_threadsafe(resolve_waiters, outcomes)
         except RuntimeError:  # that loop is closed: nobody is waiting any more
             pass
-
-
-def _resolve_waiters(pairs: list, exception: BaseException | None) -> None:
-    for waiter, result in pairs:
-        if waiter.done():  # cancelled by a caller that gave up
-            continue
-        if exception is not None:
-            waiter.set_exception(exception)
-        else:
-            waiter.set_result(result)

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 from tfsp.serving import config as config_mod
 from tfsp.serving import drain
@@ -70,6 +69,7 @@ class _Server:
         from tfsp.serving.metrics import Metrics
         from tfsp.serving.servable import LoadError, SessionOptions, load_servable
         from tfsp.serving.warmup import WarmupError, run_warmup
+        from tfsp.serving.workers import ModelWorkers
 
         intra, inter = options.session_threads
         if intra > 0:
@@ -80,16 +80,14 @@ class _Server:
         self.options = options
         self.files = files
         self.metrics = Metrics()
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="model"
-        )
+        self.workers = ModelWorkers(max(4, 2 * (os.cpu_count() or 1)))
         tags = tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip())
 
         def make_runner(servable: object) -> object:
             if files.batching is None:
-                return DirectRunner(servable, self.executor)
+                return DirectRunner(servable, self.workers)
             return BatchingRunner(
-                servable, files.batching, self.executor, self.metrics.observe_batch
+                servable, files.batching, self.workers, self.metrics.observe_batch
             )
 
         def load(name: str, version: int, path: str) -> object:
@@ -296,7 +294,7 @@ class _Server:
         else:
             await self._close_listeners(0.0)
         await loop.run_in_executor(None, self.manager.shutdown)
-        self.executor.shutdown(wait=True)
+        self.workers.shutdown(wait=True)
 
 
 async def _serve(options: Options, files: _Files) -> int:

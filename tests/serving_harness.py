@@ -264,23 +264,22 @@ def in_process_dataplane(
     """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
 
     Versions under `base_path` load on TF Serving's load path (tfsp.serving.servable) and run on a
-    thread pool, as in `tfsp serve` without batching; or, given `batching` (a
+    model workers, as in `tfsp serve` without batching; or, given `batching` (a
     tfsp.serving.config.BatchingSettings), through the server's BatchingRunner.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from tfsp.serving.batching import BatchingRunner, DirectRunner
     from tfsp.serving.config import model_settings, single_model_config
     from tfsp.serving.dataplane import DataPlane
     from tfsp.serving.manager import ModelManager
     from tfsp.serving.servable import load_servable
+    from tfsp.serving.workers import ModelWorkers
 
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model")
+    workers = ModelWorkers(2)
 
     def make_runner(servable: object) -> object:
         if batching is None:
-            return DirectRunner(servable, executor)
-        return BatchingRunner(servable, batching, executor)
+            return DirectRunner(servable, workers)
+        return BatchingRunner(servable, batching, workers)
 
     manager = ModelManager(load_servable, make_runner)
     manager.configure(model_settings(single_model_config(name, str(base_path))))
@@ -288,4 +287,4 @@ def in_process_dataplane(
         yield DataPlane(manager)
     finally:
         manager.shutdown()
-        executor.shutdown(wait=True)
+        workers.shutdown(wait=True)

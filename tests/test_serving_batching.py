@@ -16,6 +16,7 @@ from tfsp.serving.client import ClientError, ServingClient
 from tfsp.serving.config import BatchingSettings
 from tfsp.serving.errors import ServingError
 from tfsp.serving.servable import load_servable
+from tfsp.serving.workers import ModelWorkers
 
 pytestmark = pytest.mark.integration  # starts model servers
 
@@ -38,7 +39,7 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
         max_batch_size=8, batch_timeout_micros=500_000, num_batch_threads=1,
         allowed_batch_sizes=(4, 8),
     )  # fmt: skip
-    with ThreadPoolExecutor(2) as fallback:
+    with ModelWorkers(2) as fallback:
         runner = BatchingRunner(
             servable, settings, fallback, lambda _, n, p: batches.append((n, p))
         )
@@ -53,7 +54,7 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
 
 def test_incompatible_and_oversized_tasks(servable):
     settings = BatchingSettings(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=2)
-    with ThreadPoolExecutor(2) as fallback:
+    with ModelWorkers(2) as fallback:
         runner = BatchingRunner(servable, settings, fallback)
         with pytest.raises(ServingError) as caught:
             runner.submit("serving_default", {"x": np.zeros((5, 3), np.float32)}, None)

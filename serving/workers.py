@@ -1,0 +1,140 @@
+"""The threads that run unbatched model calls, and the hand-back of their results to the loop.
+
+`loop.run_in_executor` on a ThreadPoolExecutor costs the event loop ~30 µs a call in
+concurrent.futures and asyncio bookkeeping (a work item, two chained futures, one wake-up
+per result): 15% of the loop thread's time at 16 clients without batching, and that thread
+is what limits throughput there. Here a call is one queue put, and results that finish
+while the loop is busy reach it together, in one wake-up. A/B on one machine (5 interleaved
+rounds, 2026-12-05): 16 clients 3,442 against 3,173 QPS, 64 clients 3,979 against 3,648;
+server CPU per call 415 against 463 µs, and 356 against 404.
+"""
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any
+
+_STOP = None  # what each thread reads last, once shut down
+
+Outcome = tuple[asyncio.Future, Any, BaseException | None]  # (waiter, result, exception)
+
+
+def resolve_waiters(outcomes: list[Outcome]) -> None:
+    """Give each loop future its result or exception, on the loop's thread; a future its
+    caller cancelled (it gave up waiting) is left alone."""
+    for waiter, result, exception in outcomes:
+        if waiter.done():
+            continue
+        if exception is not None:
+            waiter.set_exception(exception)
+        else:
+            waiter.set_result(result)
+
+
+class _Call:
+    """One queued call and where its outcome goes: a concurrent future, or a loop's future."""
+
+    __slots__ = ("fn", "args", "kwargs", "future", "loop", "waiter")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple,
+        kwargs: dict,
+        future: Future | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        waiter: asyncio.Future | None = None,
+    ) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+        self.future, self.loop, self.waiter = future, loop, waiter
+
+
+class ModelWorkers(Executor):
+    """A fixed set of threads running calls from one queue, in arrival order.
+
+    `run_async` is the event loop's way in. `submit` (the Executor interface) serves thread
+    callers and `loop.run_in_executor`.
+    """
+
+    def __init__(self, threads: int, name: str = "model") -> None:
+        if threads < 1:
+            raise ValueError(f"ModelWorkers needs at least one thread, got {threads}")
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._finished: dict[asyncio.AbstractEventLoop, list] = {}
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def run_async(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """Run `fn(*args)` on a worker; the returned future belongs to the running loop."""
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._put(_Call(fn, args, {}, loop=loop, waiter=waiter))
+        return waiter
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Run `fn(*args, **kwargs)` on a worker; a concurrent future holds the outcome."""
+        future: Future = Future()
+        self._put(_Call(fn, args, kwargs, future=future))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Run what is queued, then stop the threads (`cancel_futures` is not supported:
+        a model call already accepted is always answered)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._calls.put(_STOP)  # behind every call accepted so far
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _put(self, call: _Call) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._calls.put(call)
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not _STOP:
+            if call.future is not None:
+                if not call.future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    call.future.set_result(call.fn(*call.args, **call.kwargs))
+                except BaseException as exc:  # the caller hears of every failure
+                    call.future.set_exception(exc)
+                continue
+            try:
+                outcome = (call.waiter, call.fn(*call.args), None)
+            except BaseException as exc:
+                outcome = (call.waiter, None, exc)
+            self._hand_back(call.loop, outcome)
+
+    def _hand_back(self, loop: asyncio.AbstractEventLoop, outcome: Outcome) -> None:
+        with self._lock:
+            finished = self._finished.setdefault(loop, [])
+            finished.append(outcome)
+            if len(finished) > 1:
+                if loop.is_closed():  # its collection will never run
+                    del self._finished[loop]
+                return  # the loop is already called to collect them
+        try:
+            loop.call_soon_threadsafe(self._collect, loop)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            with self._lock:
+                self._finished.pop(loop, None)
+
+    def _collect(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            finished = self._finished.pop(loop, [])
+        resolve_waiters(finished)
