@@ -99,26 +99,33 @@ async def _load(address: str, clients: int, seconds: float, warmup: float) -> di
     )
     del stub
     latencies: list[float] = []
-    errors = 0
+    errors = calls = 0
     start = time.perf_counter()
     record_from = start + warmup
     stop_at = record_from + seconds
 
     async def worker() -> None:
-        nonlocal errors
+        nonlocal errors, calls
         while (now := time.perf_counter()) < stop_at:
             try:
                 await predict(payload, timeout=30)
             except grpc.RpcError:
                 errors += 1
                 continue
+            calls += 1
             if now >= record_from:
                 latencies.append(time.perf_counter() - now)
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     await channel.close()
     p50, p99 = _percentiles(latencies)
-    return {"qps": len(latencies) / seconds, "p50": p50, "p99": p99, "errors": errors}
+    return {
+        "qps": len(latencies) / seconds,
+        "p50": p50,
+        "p99": p99,
+        "errors": errors,
+        "calls": calls,  # warm-up included: the span the server's CPU time is read over
+    }
 
 
 async def _echo(port: int) -> None:
@@ -285,9 +292,18 @@ def _model_dir(explicit: str | None) -> tuple[Path, Path]:
     return serving_root / name, Path(version_dir)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _row(name: str, result: dict) -> str:
     errors = f"  errors {result['errors']}" if result.get("errors") else ""
-    return f"{name:<50} {result['qps']:>9.0f} {result['p50']:>9.2f} {result['p99']:>9.2f}{errors}"
+    cpu = f"{result['cpu_us']:>9.0f}" if "cpu_us" in result else ""
+    return (
+        f"{name:<50} {result['qps']:>9.0f} {result['p50']:>9.2f} {result['p99']:>9.2f}{cpu}{errors}"
+    )
 
 
 def _median_result(runs: list[dict]) -> dict:
@@ -296,6 +312,7 @@ def _median_result(runs: list[dict]) -> dict:
         "p50": statistics.median(r["p50"] for r in runs),
         "p99": statistics.median(r["p99"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
+        **({"cpu_us": statistics.median(r["cpu_us"] for r in runs)} if "cpu_us" in runs[0] else {}),
     }
 
 
@@ -319,7 +336,7 @@ def main() -> int:
         f"{args.tf_threads or 'default'}"
     )
     print("batching parameters:", " ".join(BATCHING.split()))
-    print(f"{'scenario':<50} {'QPS':>9} {'p50 ms':>9} {'p99 ms':>9}")
+    print(f"{'scenario':<50} {'QPS':>9} {'p50 ms':>9} {'p99 ms':>9} {'server CPU µs/call':>9}")
     local = {}
     for threads in sorted({0, args.tf_threads}):
         local[threads] = _in_process(version, threads, 2000)
@@ -355,10 +372,12 @@ def main() -> int:
         runs: dict[tuple[str, int], list[dict]] = {}
         for clients in CLIENTS:
             for _ in range(args.rounds):
-                for name, (address, _) in servers.items():
-                    runs.setdefault((name, clients), []).append(
-                        load.run(address, clients, args.seconds)
-                    )
+                for name, (address, process) in servers.items():
+                    before = _cpu_seconds(process.pid)
+                    result = load.run(address, clients, args.seconds)
+                    used = _cpu_seconds(process.pid) - before
+                    result["cpu_us"] = used / max(result["calls"], 1) * 1e6
+                    runs.setdefault((name, clients), []).append(result)
     finally:
         load.close()
         for _, process in servers.values():
@@ -386,6 +405,12 @@ def main() -> int:
     print(
         f"64 clients with batching: {ratio:.1%} of the echo ceiling's QPS "
         f"(median of per-round ratios; target >= 75%: {'met' if ratio >= 0.75 else 'NOT met'})"
+    )
+    echo_cpu, batch_cpu = results[("echo", 64)]["cpu_us"], results[("batch", 64)]["cpu_us"]
+    print(
+        f"  server CPU per call at 64 clients: {batch_cpu:.0f} µs with batching against the "
+        f"echo server's {echo_cpu:.0f} µs ({echo_cpu / batch_cpu:.0%}); the QPS ratio tracks it "
+        "once the event loop is busy"
     )
     for clients in (16, 64):
         plain = ratios("plain", clients)
