@@ -63,7 +63,7 @@ class ModelWorkers(Executor):
             raise ValueError(f"ModelWorkers needs at least one thread, got {threads}")
         self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._finished: dict[asyncio.AbstractEventLoop, list] = {}
+        self._finished: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
         self._closed = False
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
