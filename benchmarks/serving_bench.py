@@ -9,7 +9,8 @@ In one run:
   3. `tfsp serve` at 1, 16 and 64 concurrent single-image clients, without and with batching;
   4. the first Predict after a version becomes AVAILABLE, with and without its warmup file.
 Load comes from a separate process (grpc.aio, N concurrent callers in closed loop), the same
-for the echo server and ours. Prints QPS, p50/p99 and the ratios the issue sets targets for:
+for the echo server and ours. Prints QPS, p50/p99, the server's CPU time per call (all its
+threads, read from /proc: "CPU µs") and the ratios the issue sets targets for:
   - at 64 clients with batching, QPS >= 75% of the echo server's;
   - at 16 and 64 clients without batching, QPS >= 40% of the echo server's;
   - at 1 client, p50 <= in-process p50 + echo p50 + 0.5 ms (and, stricter, with the server's
@@ -336,7 +337,7 @@ def main() -> int:
         f"{args.tf_threads or 'default'}"
     )
     print("batching parameters:", " ".join(BATCHING.split()))
-    print(f"{'scenario':<50} {'QPS':>9} {'p50 ms':>9} {'p99 ms':>9} {'server CPU µs/call':>9}")
+    print(f"{'scenario':<50} {'QPS':>9} {'p50 ms':>9} {'p99 ms':>9} {'CPU µs':>9}")
     local = {}
     for threads in sorted({0, args.tf_threads}):
         local[threads] = _in_process(version, threads, 2000)

@@ -263,8 +263,8 @@ def in_process_dataplane(
 ) -> Iterator[object]:
     """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
 
-    Versions under `base_path` load on TF Serving's load path (tfsp.serving.servable) and run on a
-    model workers, as in `tfsp serve` without batching; or, given `batching` (a
+    Versions under `base_path` load on TF Serving's load path (tfsp.serving.servable) and run on
+    model worker threads, as in `tfsp serve` without batching; or, given `batching` (a
     tfsp.serving.config.BatchingSettings), through the server's BatchingRunner.
     """
     from tfsp.serving.batching import BatchingRunner, DirectRunner
