@@ -313,7 +313,7 @@ def _median_result(runs: list[dict]) -> dict:
         "p50": statistics.median(r["p50"] for r in runs),
         "p99": statistics.median(r["p99"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
-        **({"cpu_us": statistics.median(r["cpu_us"] for r in runs)} if "cpu_us" in runs[0] else {}),
+        "cpu_us": statistics.median(r["cpu_us"] for r in runs),
     }
 
 

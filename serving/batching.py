@@ -41,16 +41,10 @@ class DirectRunner:
         self._servable = servable
         self._workers = workers
 
-    def submit(
-        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
-    ) -> Future:
-        """Schedule one call; the future holds the output dict."""
-        return self._workers.submit(self._servable.run, signature, inputs, output_keys)
-
     def submit_async(
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
     ) -> asyncio.Future:
-        """The same, for a caller on the running event loop."""
+        """Schedule one call from the running event loop; the future holds the output dict."""
         return self._workers.run_async(self._servable.run, signature, inputs, output_keys)
 
     def close(self) -> None:
