@@ -15,6 +15,8 @@ import os
 import signal
 import sys
 
+import uvloop
+
 from tfsp.serving import config as config_mod
 from tfsp.serving import drain
 from tfsp.serving.config import ConfigError
@@ -334,7 +336,11 @@ def run(options: Options) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return asyncio.run(_serve(options, files))
+    # libuv's event loop: the loop thread is what saturates first under load, and uvloop's
+    # scheduling costs it less per call than asyncio's pure-Python loop (benchmarks/
+    # serving_bench.py, README "What moved the serving figures").
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_serve(options, files))
 
 
 def main(argv: list[str] | None = None) -> int:
