@@ -15,8 +15,6 @@ import os
 import signal
 import sys
 
-import uvloop
-
 from tfsp.serving import config as config_mod
 from tfsp.serving import drain
 from tfsp.serving.config import ConfigError
@@ -338,7 +336,10 @@ def run(options: Options) -> int:
         return 1
     # libuv's event loop: the loop thread is what saturates first under load, and uvloop's
     # scheduling costs it less per call than asyncio's pure-Python loop (benchmarks/
-    # serving_bench.py, README "What moved the serving figures").
+    # serving_bench.py, README "What moved the serving figures"). Imported here, like the
+    # other [full]-install modules, so flags and --version work on any install.
+    import uvloop
+
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_serve(options, files))
 

@@ -38,3 +38,31 @@ def test_nothing_imports_the_folders_by_their_bare_names():
                                      "import pipelines", "import trainers", "import serving"))
     ]  # fmt: skip
     assert bare == []
+
+
+def test_every_optional_dependency_has_an_install_hint():
+    # A command run on the light install that imports a [client]/[full] module must say which
+    # extra to install (tfsp.cli's map), not print a bare ModuleNotFoundError.
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    from tfsp.cli import _EXTRA_OF_MODULE
+
+    def normal(name: str) -> str:
+        return name.lower().replace("_", "-")
+
+    modules_of: dict[str, set[str]] = {}
+    for module, distributions in packages_distributions().items():
+        for distribution in distributions:
+            modules_of.setdefault(normal(distribution), set()).add(module)
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for extra in ("client", "full"):
+        for requirement in map(Requirement, extras[extra]):
+            if requirement.name == "tfsp":
+                continue
+            hinted = {m for m in modules_of[normal(requirement.name)] if m in _EXTRA_OF_MODULE}
+            assert hinted, f"{requirement.name} ([{extra}]) has no module in tfsp.cli's map"
+            assert {_EXTRA_OF_MODULE[m] for m in hinted} == {extra}, requirement.name
