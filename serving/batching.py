@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
 
 import grpc
 import numpy as np
@@ -59,11 +58,10 @@ class _Task:
     size: int
     key: tuple
     deadline: float
-    # Either a concurrent future (thread callers) or an event loop's future: results for
-    # a whole batch go to a loop in one call_soon_threadsafe, not one wake-up per caller.
-    future: Future | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    waiter: asyncio.Future | None = None
+    # The caller's loop and its future: results for a whole batch go to a loop in one
+    # call_soon_threadsafe, not one wake-up per caller.
+    loop: asyncio.AbstractEventLoop
+    waiter: asyncio.Future
 
 
 def _task_size(inputs: dict[str, np.ndarray]) -> int:
@@ -119,23 +117,14 @@ class BatchingRunner:
         for thread in self._threads:
             thread.start()
 
-    def submit(
-        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
-    ) -> Future:
-        """Queue one call; INVALID_ARGUMENT/UNAVAILABLE errors are raised at once."""
-        task = self._task(signature, inputs, output_keys)
-        task.future = Future()
-        if not self._enqueue(task):
-            return self._fallback.submit(self._servable.run, signature, inputs, output_keys)
-        return task.future
-
     def submit_async(
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
     ) -> asyncio.Future:
-        """The same, for a caller on the running event loop."""
+        """Queue one call from the running event loop; the future holds the output dict.
+
+        INVALID_ARGUMENT/UNAVAILABLE errors are raised at once.
+        """
         task = self._task(signature, inputs, output_keys)
-        task.loop = asyncio.get_running_loop()
-        task.waiter = task.loop.create_future()
         if not self._enqueue(task):
             return self._fallback.run_async(self._servable.run, signature, inputs, output_keys)
         return task.waiter
@@ -150,7 +139,10 @@ class BatchingRunner:
         key = (signature,) + tuple(
             (name, array.dtype.str, array.shape[1:]) for name, array in sorted(inputs.items())
         )
-        return _Task(signature, inputs, output_keys, size, key, time.monotonic() + self._timeout)
+        deadline = time.monotonic() + self._timeout
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        return _Task(signature, inputs, output_keys, size, key, deadline, loop, waiter)
 
     def _enqueue(self, task: _Task) -> bool:
         """Queue a task; False once closed (the version is unloading: run it unbatched)."""
@@ -249,16 +241,7 @@ class BatchingRunner:
 def _deliver(batch: list[_Task], results: list, exception: BaseException | None) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
     for task, result in zip(batch, results, strict=True):
-        if task.future is not None:
-            try:
-                if exception is not None:
-                    task.future.set_exception(exception)
-                else:
-                    task.future.set_result(result)
-            except InvalidStateError:  # the caller gave up and cancelled
-                pass
-        elif task.loop is not None:
-            by_loop.setdefault(task.loop, []).append((task.waiter, result, exception))
+        by_loop.setdefault(task.loop, []).append((task.waiter, result, exception))
     for loop, outcomes in by_loop.items():
         try:
             loop.call_soon_threadsafe(resolve_waiters, outcomes)

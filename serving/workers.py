@@ -13,7 +13,6 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
 from typing import Any
 
 _STOP = None  # what each thread reads last, once shut down
@@ -34,29 +33,23 @@ def resolve_waiters(outcomes: list[Outcome]) -> None:
 
 
 class _Call:
-    """One queued call and where its outcome goes: a concurrent future, or a loop's future."""
+    """One queued call and where its outcome goes: a future of the caller's loop."""
 
-    __slots__ = ("fn", "args", "kwargs", "future", "loop", "waiter")
+    __slots__ = ("fn", "args", "loop", "waiter")
 
     def __init__(
         self,
         fn: Callable[..., Any],
         args: tuple,
-        kwargs: dict,
-        future: Future | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-        waiter: asyncio.Future | None = None,
+        loop: asyncio.AbstractEventLoop,
+        waiter: asyncio.Future,
     ) -> None:
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.future, self.loop, self.waiter = future, loop, waiter
+        self.fn, self.args, self.loop, self.waiter = fn, args, loop, waiter
 
 
-class ModelWorkers(Executor):
-    """A fixed set of threads running calls from one queue, in arrival order.
-
-    `run_async` is the event loop's way in. `submit` (the Executor interface) serves thread
-    callers and `loop.run_in_executor`.
-    """
+class ModelWorkers:
+    """A fixed set of threads running calls from one queue, in arrival order; callers are
+    on an event loop (`run_async`)."""
 
     def __init__(self, threads: int, name: str = "model") -> None:
         if threads < 1:
@@ -76,18 +69,12 @@ class ModelWorkers(Executor):
         """Run `fn(*args)` on a worker; the returned future belongs to the running loop."""
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        self._put(_Call(fn, args, {}, loop=loop, waiter=waiter))
+        self._put(_Call(fn, args, loop, waiter))
         return waiter
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """Run `fn(*args, **kwargs)` on a worker; a concurrent future holds the outcome."""
-        future: Future = Future()
-        self._put(_Call(fn, args, kwargs, future=future))
-        return future
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Run what is queued, then stop the threads (`cancel_futures` is not supported:
-        a model call already accepted is always answered)."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Run what is queued (a model call already accepted is always answered), then stop
+        the threads."""
         with self._lock:
             if self._closed:
                 return
@@ -106,17 +93,9 @@ class ModelWorkers(Executor):
 
     def _work(self) -> None:
         while (call := self._calls.get()) is not _STOP:
-            if call.future is not None:
-                if not call.future.set_running_or_notify_cancel():
-                    continue
-                try:
-                    call.future.set_result(call.fn(*call.args, **call.kwargs))
-                except BaseException as exc:  # the caller hears of every failure
-                    call.future.set_exception(exc)
-                continue
             try:
                 outcome = (call.waiter, call.fn(*call.args), None)
-            except BaseException as exc:
+            except BaseException as exc:  # the caller hears of every failure
                 outcome = (call.waiter, None, exc)
             self._hand_back(call.loop, outcome)
 

@@ -1,5 +1,6 @@
 """Batching (in process on a real SavedModel, then through a server), metrics, SIGTERM drain."""
 
+import asyncio
 import http.client
 import re
 import threading
@@ -39,14 +40,19 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
         max_batch_size=8, batch_timeout_micros=500_000, num_batch_threads=1,
         allowed_batch_sizes=(4, 8),
     )  # fmt: skip
-    with ModelWorkers(2) as fallback:
-        runner = BatchingRunner(
-            servable, settings, fallback, lambda _, n, p: batches.append((n, p))
-        )
-        rows = [np.full((1, 3), i, dtype=np.float32) for i in range(5)]
-        futures = [runner.submit("serving_default", {"x": r}, None) for r in rows]
-        results = [f.result(timeout=30) for f in futures]
+    fallback = ModelWorkers(2)
+    runner = BatchingRunner(servable, settings, fallback, lambda _, n, p: batches.append((n, p)))
+    rows = [np.full((1, 3), i, dtype=np.float32) for i in range(5)]
+
+    async def calls() -> list:
+        futures = [runner.submit_async("serving_default", {"x": r}, None) for r in rows]
+        return await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+
+    try:
+        results = asyncio.run(calls())
+    finally:
         runner.close()
+        fallback.shutdown()
     for i, result in enumerate(results):
         np.testing.assert_allclose(result["y"], np.full((1, 3), 3.0 * i))
     assert batches == [(5, 3)]  # one batch of 5 rows, padded to the allowed size 8
@@ -54,20 +60,22 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
 
 def test_incompatible_and_oversized_tasks(servable):
     settings = BatchingSettings(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=2)
-    with ModelWorkers(2) as fallback:
-        runner = BatchingRunner(servable, settings, fallback)
+    fallback = ModelWorkers(2)
+    runner = BatchingRunner(servable, settings, fallback)
+
+    async def calls() -> None:
         with pytest.raises(ServingError) as caught:
-            runner.submit("serving_default", {"x": np.zeros((5, 3), np.float32)}, None)
+            runner.submit_async("serving_default", {"x": np.zeros((5, 3), np.float32)}, None)
         assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert "larger than maximum batch size 4" in caught.value.message
         with pytest.raises(ServingError) as caught:
-            runner.submit(
+            runner.submit_async(
                 "types", {"a": np.int64(1), "s": np.array([b"x"]), "h": np.zeros((1, 2))}, None
             )
         assert "at least one dimension" in caught.value.message
         # different signatures queued together still each get their own answer
-        a = runner.submit("serving_default", {"x": np.ones((2, 3), np.float32)}, ["y"])
-        b = runner.submit(
+        a = runner.submit_async("serving_default", {"x": np.ones((2, 3), np.float32)}, ["y"])
+        b = runner.submit_async(
             "types",
             {
                 "a": np.array([1], np.int64),
@@ -76,12 +84,18 @@ def test_incompatible_and_oversized_tasks(servable):
             },
             ["a2"],
         )
-        assert a.result(timeout=30)["y"].shape == (2, 3)
-        assert b.result(timeout=30)["a2"].tolist() == [2]
+        assert (await asyncio.wait_for(a, timeout=30))["y"].shape == (2, 3)
+        assert (await asyncio.wait_for(b, timeout=30))["a2"].tolist() == [2]
         runner.close()
         # after close (an unloaded version), calls still complete, unbatched
-        late = runner.submit("serving_default", {"x": np.ones((1, 3), np.float32)}, None)
-        assert late.result(timeout=30)["y"].tolist() == [[3.0, 3.0, 3.0]]
+        late = runner.submit_async("serving_default", {"x": np.ones((1, 3), np.float32)}, None)
+        assert (await asyncio.wait_for(late, timeout=30))["y"].tolist() == [[3.0, 3.0, 3.0]]
+
+    try:
+        asyncio.run(calls())
+    finally:
+        runner.close()
+        fallback.shutdown()
 
 
 def test_sessions_run_in_the_calling_thread_on_a_negative_inter_op_count(toy_dir):

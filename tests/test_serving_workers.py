@@ -88,32 +88,29 @@ def test_a_closed_loop_does_not_break_the_workers(workers):
     loop.run_until_complete(start())
     loop.close()
     release.set()
-    assert workers.submit(_square, 5).result(timeout=10) == 25
 
+    async def next_call() -> int:
+        return await asyncio.wait_for(workers.run_async(_square, 5), timeout=10)
 
-def test_thread_callers_use_the_executor_interface(workers):
-    assert workers.submit(divmod, 17, 5).result(timeout=10) == (3, 2)
-    assert workers.submit(int, "ff", base=16).result(timeout=10) == 255
-    with pytest.raises(ValueError, match="nope"):
-        workers.submit(_fail, "nope").result(timeout=10)
-
-    async def via_run_in_executor() -> int:
-        return await asyncio.get_running_loop().run_in_executor(workers, _square, 9)
-
-    assert asyncio.run(via_run_in_executor()) == 81
+    assert asyncio.run(next_call()) == 25
 
 
 def test_shutdown_answers_what_was_queued_then_refuses_new_calls():
     pool = ModelWorkers(1)
     gate = threading.Event()
-    first = pool.submit(gate.wait, 10)
-    queued = [pool.submit(_square, i) for i in range(5)]
-    gate.set()
-    pool.shutdown(wait=True)
-    assert first.result(timeout=0) is True
-    assert [f.result(timeout=0) for f in queued] == [0, 1, 4, 9, 16]
-    with pytest.raises(RuntimeError, match="after shutdown"):
-        pool.submit(_square, 1)
+
+    async def main() -> tuple[object, list]:
+        first = pool.run_async(gate.wait, 10)
+        queued = [pool.run_async(_square, i) for i in range(5)]
+        gate.set()
+        # shutdown waits for the threads; the loop keeps running to take their results
+        await asyncio.get_running_loop().run_in_executor(None, pool.shutdown)
+        assert first.done() and all(f.done() for f in queued)
+        return first.result(), [f.result() for f in queued]
+
+    first, queued = asyncio.run(main())
+    assert first is True
+    assert queued == [0, 1, 4, 9, 16]
 
     async def late() -> None:
         pool.run_async(_square, 1)
