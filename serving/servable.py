@@ -24,6 +24,13 @@ log = logging.getLogger("serving")
 # The signature TF2's saver adds to run table initialisers; a graph-mode loader runs it at
 # load time, and it is not a servable signature (it has no inputs or outputs to call).
 INIT_OP_SIGNATURE = "__saved_model_init_op"
+# TensorFlow's Python binding converts DT_STRING tensors to and from numpy through fixed
+# arrays of 32 dimensions (numpy 1's NPY_MAXDIMS, which it is built against): a string tensor
+# of more overruns them and the process dies in Session::Run's feed or fetch (found by
+# tests/test_serving_fuzz.py). Numeric tensors convert through their buffer, up to numpy's
+# 64. TF Serving converts nothing, so it has no such limit: feeds past it are refused here,
+# and a signature that declares such an output is refused at load.
+STRING_MAX_RANK = 32
 
 
 class LoadError(Exception):
@@ -83,6 +90,14 @@ class Servable:
         Outputs are `output_keys` (default: every output of the signature), as numpy arrays.
         Errors are TensorFlow's own (`tf.errors.OpError` subclasses), as from Session::Run.
         """
+        for key, array in inputs.items():
+            if array.ndim > STRING_MAX_RANK and array.dtype.kind in "OSU":
+                raise tf.errors.InvalidArgumentError(
+                    None,
+                    None,
+                    f"input '{key}': DT_STRING tensors of more than {STRING_MAX_RANK} "
+                    f"dimensions are not supported by tfsp serve (got {array.ndim})",
+                )
         feed_keys = tuple(inputs)
         fetch_keys = (
             tuple(output_keys) if output_keys else tuple(self.signature_defs[signature].outputs)
@@ -187,6 +202,11 @@ def load_servable(
         session.close()
         raise LoadError(f"loading {folder} failed: {_one_line(exc)}") from exc
     graph.finalize()  # nothing may add ops to a serving graph after load
+    try:
+        _check_string_outputs(meta_graph.signature_def)
+    except LoadError:
+        session.close()
+        raise
     return Servable(
         name=name,
         version=version,
@@ -194,3 +214,17 @@ def load_servable(
         signature_defs=dict(meta_graph.signature_def),
         session=session,
     )
+
+
+def _check_string_outputs(signature_defs: object) -> None:
+    """LoadError for a signature output that would take the process down on every call: a
+    DT_STRING of more than STRING_MAX_RANK static dimensions."""
+    for signature, definition in sorted(signature_defs.items()):
+        for alias, info in sorted(definition.outputs.items()):
+            rank = len(info.tensor_shape.dim)
+            if info.dtype == tf.string.as_datatype_enum and rank > STRING_MAX_RANK:
+                raise LoadError(
+                    f"signature '{signature}' output '{alias}': DT_STRING tensors of more "
+                    f"than {STRING_MAX_RANK} dimensions are not supported by tfsp serve "
+                    f"(declared {rank}; TF Serving has no such limit)"
+                )

@@ -20,7 +20,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
@@ -230,8 +230,18 @@ def routed_requests(draw: st.DrawFn) -> tuple[str, dict[str, tensor_pb2.TensorPr
     return signature, inputs
 
 
+def _deep_string_tensor(rank: int) -> tensor_pb2.TensorProto:
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"p"])
+    for _ in range(rank):
+        proto.tensor_shape.dim.add(size=1)
+    return proto
+
+
 @settings(FUZZ, max_examples=300)
 @given(request=routed_requests(), version=st.sampled_from([None, 1, 2]))
+# Found by this test: a DT_STRING tensor of 33+ dimensions crashed the process in
+# TensorFlow's Python binding (servable.STRING_MAX_RANK).
+@example(request=("classify", {"inputs": _deep_string_tensor(33)}), version=None)
 def test_requests_that_reach_the_graph_get_a_client_status(dataplane, request, version):
     signature, inputs = request
     spec = SpecRef("toy", version)

@@ -75,6 +75,31 @@ def test_a_failing_op_raises_tensorflows_error_type(servable):
     assert "parse" in caught.value.message.lower()
 
 
+def test_string_inputs_past_the_bindings_limit_are_refused_before_the_session(servable):
+    # TensorFlow's Python binding overruns fixed 32-dimension buffers on a DT_STRING feed of
+    # more and kills the process (tests/test_serving_fuzz.py found it); 32 still runs.
+    inputs = dict(INPUTS["types"])
+    inputs["s"] = np.full((1,) * 32, b"p", dtype=object)
+    assert servable.run("types", inputs, ["s_bytes"])["s_bytes"].shape == (1,) * 32
+    for shape in [(1,) * 33, (2, 0) + (1,) * 62]:  # empty ones crash there too
+        inputs["s"] = np.full(shape, b"p", dtype=object)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"'s'.*got {len(shape)}"):
+            servable.run("types", inputs)
+
+
+class _DeepStrings(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name="s")])
+    def deep(self, s: tf.Tensor) -> dict:
+        return {"deep": tf.reshape(s, [1] * 33)}
+
+
+def test_a_string_output_past_the_bindings_limit_is_refused_at_load(tmp_path):
+    module = _DeepStrings()
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.deep})
+    with pytest.raises(LoadError, match="'serving_default' output 'deep'.*declared 33"):
+        load_servable("deep", 1, str(tmp_path / "1"))
+
+
 @pytest.mark.integration
 def test_a_keras_model_whose_variables_nothing_restores_loads_but_fails_its_call(tmp_path):
     # What TF Serving does with a Keras 3 model saved inside a tf.Module: the load succeeds,
