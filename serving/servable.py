@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -24,12 +24,12 @@ log = logging.getLogger("serving")
 # The signature TF2's saver adds to run table initialisers; a graph-mode loader runs it at
 # load time, and it is not a servable signature (it has no inputs or outputs to call).
 INIT_OP_SIGNATURE = "__saved_model_init_op"
-# TensorFlow's Python binding converts DT_STRING tensors to and from numpy through fixed
-# arrays of 32 dimensions (numpy 1's NPY_MAXDIMS, which it is built against): a string tensor
-# of more overruns them and the process dies in Session::Run's feed or fetch (found by
-# tests/test_serving_fuzz.py). Numeric tensors convert through their buffer, up to numpy's
-# 64. TF Serving converts nothing, so it has no such limit: feeds past it are refused here,
-# and a signature that declares such an output is refused at load.
+# TensorFlow's Python binding crashes the process (SIGSEGV) converting a DT_STRING tensor of
+# more than 32 dimensions to or from numpy, in Session::Run's feed or fetch (found by
+# tests/test_serving_fuzz.py; on TF 2.21 32 works and 33 crashes, empty or not, which looks
+# like a fixed buffer of numpy 1's 32 NPY_MAXDIMS). Numeric dtypes convert fine up to numpy's
+# 64. TF Serving converts nothing and has no such limit: here a feed past it is refused, and
+# a signature declaring such an output is refused at load.
 STRING_MAX_RANK = 32
 
 
@@ -187,12 +187,15 @@ def load_servable(
 ) -> Servable:
     """Load one version folder as TF Serving does; LoadError (one line) if it cannot be.
 
-    A model whose restore or init op fails is refused here. One whose signatures read
+    A model whose restore or init op fails, or whose signature declares a DT_STRING output
+    of more than STRING_MAX_RANK dimensions, is refused here. One whose signatures read
     variables that nothing restored loads (as in TF Serving) and fails its first call;
     warmup (tfsp.serving.warmup) is what catches that before the version becomes available.
     """
     folder = str(path)  # not Path: it would fold gs://bucket into gs:/bucket
-    read_meta_graph(folder, set(tags))  # clear errors for a missing or garbled file first
+    # Read first: a missing or garbled file, or a signature no call could survive, is a clear
+    # LoadError before any session exists.
+    _check_string_outputs(read_meta_graph(folder, set(tags)).signature_def)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=session_options.config())
     try:
@@ -202,11 +205,6 @@ def load_servable(
         session.close()
         raise LoadError(f"loading {folder} failed: {_one_line(exc)}") from exc
     graph.finalize()  # nothing may add ops to a serving graph after load
-    try:
-        _check_string_outputs(meta_graph.signature_def)
-    except LoadError:
-        session.close()
-        raise
     return Servable(
         name=name,
         version=version,
@@ -216,7 +214,7 @@ def load_servable(
     )
 
 
-def _check_string_outputs(signature_defs: object) -> None:
+def _check_string_outputs(signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]) -> None:
     """LoadError for a signature output that would take the process down on every call: a
     DT_STRING of more than STRING_MAX_RANK static dimensions."""
     for signature, definition in sorted(signature_defs.items()):
