@@ -215,8 +215,8 @@ def load_servable(
 
 
 def _check_string_outputs(signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]) -> None:
-    """LoadError for a signature output that would take the process down on every call: a
-    DT_STRING of more than STRING_MAX_RANK static dimensions."""
+    """LoadError for a signature output that would take the process down whenever a call
+    fetches it (warmup included): a DT_STRING of more than STRING_MAX_RANK static dimensions."""
     for signature, definition in sorted(signature_defs.items()):
         for alias, info in sorted(definition.outputs.items()):
             rank = len(info.tensor_shape.dim)
