@@ -72,12 +72,6 @@ class Prediction:
     signature: str
     outputs: dict[str, np.ndarray]
 
-    def fill_model_spec(self, spec: model_pb2.ModelSpec) -> None:
-        """Write the ModelSpec TF Serving echoes in responses into a response's field."""
-        spec.name = self.name
-        spec.version.value = self.version
-        spec.signature_name = self.signature
-
 
 def _model_spec(name: str, version: int, signature: str = "") -> model_pb2.ModelSpec:
     spec = model_pb2.ModelSpec(name=name, signature_name=signature)

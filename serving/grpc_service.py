@@ -29,6 +29,7 @@ from tfsp.serving.dataplane import DataPlane, SpecRef
 from tfsp.serving.drain import SHUTTING_DOWN, Gate
 from tfsp.serving.errors import ServingError
 from tfsp.serving.metrics import Metrics
+from tfsp.serving.predict_wire import predict_response_bytes
 
 log = logging.getLogger("serving")
 T = TypeVar("T")
@@ -85,10 +86,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     async def Predict(  # noqa: N802 (gRPC method names)
         self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
-    ) -> predict_pb2.PredictResponse:
-        """Run a signature on tensors."""
+    ) -> bytes:
+        """Run a signature on tensors; answers a serialized PredictResponse."""
 
-        async def work() -> predict_pb2.PredictResponse:
+        async def work() -> bytes:
             inputs = {key: tensors.to_numpy(key, proto) for key, proto in request.inputs.items()}
             prediction = await self._dp.predict(
                 SpecRef.from_proto(request.model_spec),
@@ -96,11 +97,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 inputs,
                 list(request.output_filter),
             )
-            response = predict_pb2.PredictResponse()
-            prediction.fill_model_spec(response.model_spec)
-            for key, value in prediction.outputs.items():
-                tensors.from_numpy(value, response.outputs[key], as_content=self._as_content)
-            return response
+            return predict_response_bytes(
+                prediction.name,
+                prediction.version,
+                prediction.signature,
+                prediction.outputs,
+                as_content=self._as_content,
+            )
 
         return await self._calls.run("predict", request.model_spec.name, context, work)
 
@@ -234,14 +237,15 @@ def _guarded(method: Callable, limit: asyncio.Semaphore | None) -> Callable:
 
 
 # The generated *_pb2 service modules do not import under protobuf 6, so the method
-# tables are spelled out (the *_pb2_grpc modules do the same).
+# tables are spelled out (the *_pb2_grpc modules do the same): request class, response
+# class, or None where the method answers bytes it serialized itself (predict_wire).
 _PREDICTION_METHODS = {
     "Classify": (
         classification_pb2.ClassificationRequest,
         classification_pb2.ClassificationResponse,
     ),
     "Regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
-    "Predict": (predict_pb2.PredictRequest, predict_pb2.PredictResponse),
+    "Predict": (predict_pb2.PredictRequest, None),
     "MultiInference": (inference_pb2.MultiInferenceRequest, inference_pb2.MultiInferenceResponse),
     "GetModelMetadata": (
         get_model_metadata_pb2.GetModelMetadataRequest,
@@ -296,7 +300,9 @@ def _register(
         f"/{service}/{name}": grpc.unary_unary_rpc_method_handler(
             _guarded(getattr(servicer, name), limit),
             request_deserializer=_lenient(request_class),
-            response_serializer=response_class.SerializeToString,
+            response_serializer=None
+            if response_class is None
+            else response_class.SerializeToString,
         )
         for name, (request_class, response_class) in methods.items()
     }

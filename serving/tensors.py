@@ -5,6 +5,7 @@ shape's bytes; the repeated value field may hold fewer values than elements (the
 repeats, none means zeros) but never more.
 """
 
+import functools
 import math
 
 import grpc
@@ -185,7 +186,12 @@ _PACKED_FIXED = {
 }
 
 
+_ONE_BYTE_VARINTS = [bytes((value,)) for value in range(0x80)]
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:  # tags, small lengths and dimensions: most varints written
+        return _ONE_BYTE_VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -242,37 +248,58 @@ def length_delimited_head(number: int, length: int) -> bytes:
     return _varint(number << 3 | 2) + _varint(length)
 
 
-def from_numpy(
-    array: np.ndarray, proto: protos.TensorProto | None = None, *, as_content: bool = False
-) -> protos.TensorProto:
-    """Encode an output array as TF Serving does: typed value fields by default.
+# TensorProto fields written by hand (all wire type 2 but dtype) and TensorShapeProto's.
+_DTYPE_TAG = bytes([1 << 3])  # TensorProto.dtype, a varint
+_TENSOR_SHAPE, _TENSOR_CONTENT = 2, 4
+_SHAPE_DIM, _DIM_SIZE_TAG = 2, bytes([1 << 3])  # TensorShapeProto.dim, Dim.size (a varint)
+
+
+@functools.lru_cache(maxsize=1024)
+def _head(enum: int, shape: tuple[int, ...]) -> bytes:
+    """`dtype` and `tensor_shape` of a TensorProto, as wire bytes (few distinct per model)."""
+    dims = b"".join(
+        length_delimited_head(_SHAPE_DIM, len(dim)) + dim
+        for dim in (_DIM_SIZE_TAG + _varint(size) if size else b"" for size in shape)
+    )
+    # TF Serving writes tensor_shape for a scalar too (TensorShape::AsProto): present, empty.
+    return _DTYPE_TAG + _varint(enum) + length_delimited_head(_TENSOR_SHAPE, len(dims)) + dims
+
+
+def tensor_parts(array: np.ndarray, *, as_content: bool = False) -> list[bytes]:
+    """An output array as TensorProto wire bytes, in parts whose concatenation is the message
+    (a large payload stays one uncopied part), encoded as TF Serving encodes it.
 
     TF Serving writes outputs with Tensor::AsProtoField (`float_val`, `int64_val`, ...) unless
     started with --enable_serialization_as_tensor_content (predict_util.cc). Strings always
-    go to `string_val`.
+    go to `string_val`. Written by hand where the field's payload is the array's own bytes
+    (tensor_content; packed float_val/double_val, where protobuf would make a Python float
+    per value); the other value fields are serialized by protobuf.
     """
-    proto = proto if proto is not None else protos.TensorProto()
     array = np.asarray(array)
     enum = dtype_enum(array)
     if enum == DT_INVALID:
         raise ServingError(grpc.StatusCode.INTERNAL, f"cannot encode output dtype {array.dtype}")
-    proto.dtype = enum
-    for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
+    head = _head(enum, array.shape)
+    if not array.size:
+        return [head]
     if enum == DT_STRING:
-        proto.string_val.extend(
-            v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()
-        )
-    elif as_content:
-        proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    elif enum in _PACKED_FIXED and array.size:
-        # The packed field's payload is the values' bytes: merging it is the same message as
-        # extending float_val value by value, ~50x faster for a 256x32 output.
-        number, wire_dtype = _PACKED_FIXED[enum]
+        strings = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()]
+        return [head, protos.TensorProto(string_val=strings).SerializeToString()]
+    if as_content or enum in _PACKED_FIXED:
+        number, wire_dtype = (_TENSOR_CONTENT, None) if as_content else _PACKED_FIXED[enum]
         payload = np.ascontiguousarray(array, dtype=wire_dtype).tobytes()
-        proto.MergeFromString(length_delimited_head(number, len(payload)) + payload)
-    elif enum == _DT["DT_HALF"]:
-        proto.half_val.extend(array.ravel().view(np.uint16).tolist())
-    elif array.size:
-        getattr(proto, _DTYPES[enum][1]).extend(array.ravel().tolist())
+        return [head + length_delimited_head(number, len(payload)), payload]
+    if enum == _DT["DT_HALF"]:
+        values = protos.TensorProto(half_val=array.ravel().view(np.uint16).tolist())
+    else:
+        values = protos.TensorProto(**{_DTYPES[enum][1]: array.ravel().tolist()})
+    return [head, values.SerializeToString()]
+
+
+def from_numpy(
+    array: np.ndarray, proto: protos.TensorProto | None = None, *, as_content: bool = False
+) -> protos.TensorProto:
+    """`array` encoded by `tensor_parts` into `proto` (a new TensorProto if None)."""
+    proto = proto if proto is not None else protos.TensorProto()
+    proto.MergeFromString(b"".join(tensor_parts(array, as_content=as_content)))
     return proto

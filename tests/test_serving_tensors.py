@@ -11,7 +11,7 @@ from tensorflow_serving.apis import predict_pb2
 
 from tfsp.serving import rest_json, tensors
 from tfsp.serving.errors import ServingError
-from tfsp.serving.predict_wire import predict_request_bytes
+from tfsp.serving.predict_wire import predict_request_bytes, predict_response_bytes
 
 ARRAYS = [
     np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
@@ -52,9 +52,54 @@ def test_decode_matches_tensorflow(array, content):
 
 
 @pytest.mark.parametrize("array", ARRAYS, ids=lambda a: f"{a.dtype}{list(np.shape(a))}")
-def test_encode_is_read_back_by_tensorflow(array):
-    proto = tensors.from_numpy(np.asarray(array))
+@pytest.mark.parametrize("content", [True, False], ids=["tensor_content", "value_field"])
+def test_encode_is_read_back_by_tensorflow(array, content):
+    proto = tensors.from_numpy(np.asarray(array), as_content=content)
     assert tf.make_ndarray(proto).tolist() == np.asarray(array).tolist()
+
+
+def _built_by_protobuf(array: np.ndarray, proto: tensor_pb2.TensorProto, *, content: bool):
+    """The reference encoding, field by field through protobuf's own API, filled as TF
+    Serving's Tensor::AsProtoField / AsProtoTensorContent fill it."""
+    array = np.asarray(array)
+    proto.dtype = tensors.dtype_enum(array)
+    proto.tensor_shape.SetInParent()  # TensorShape::AsProto: present for a scalar too
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    if proto.dtype == types_pb2.DT_STRING:
+        proto.string_val.extend(array.ravel().tolist())
+    elif content:
+        proto.tensor_content = array.tobytes()
+    elif array.dtype == np.float16:
+        proto.half_val.extend(array.ravel().view(np.uint16).tolist())
+    else:
+        getattr(proto, tensors._DTYPES[proto.dtype][1]).extend(array.ravel().tolist())
+    return proto
+
+
+# Every dtype, plus an empty tensor and one whose dimensions and lengths take 2-byte varints.
+ENCODED = [*ARRAYS, np.zeros((0, 3), np.float32), np.arange(600, dtype=np.float64).reshape(300, 2)]
+
+
+@pytest.mark.parametrize("array", ENCODED, ids=lambda a: f"{a.dtype}{list(np.shape(a))}")
+@pytest.mark.parametrize("content", [True, False], ids=["tensor_content", "value_field"])
+def test_wire_encoding_is_the_protobuf_built_tensor(array, content):
+    written = b"".join(tensors.tensor_parts(array, as_content=content))
+    expected = _built_by_protobuf(array, tensor_pb2.TensorProto(), content=content)
+    assert tensor_pb2.TensorProto.FromString(written) == expected
+
+
+@pytest.mark.parametrize("content", [True, False], ids=["tensor_content", "value_field"])
+def test_predict_response_bytes_parse_as_the_protobuf_built_response(content):
+    outputs = {f"out{i}": array for i, array in enumerate(ENCODED)} | {"k" * 200: np.int64(5)}
+    expected = predict_pb2.PredictResponse()
+    expected.model_spec.name = "m"
+    expected.model_spec.version.value = 2**40
+    expected.model_spec.signature_name = "predict_images"
+    for name, value in outputs.items():
+        _built_by_protobuf(value, expected.outputs[name], content=content)
+    written = predict_response_bytes("m", 2**40, "predict_images", outputs, as_content=content)
+    assert predict_pb2.PredictResponse.FromString(written) == expected
 
 
 def _request() -> predict_pb2.PredictRequest:
@@ -78,7 +123,7 @@ def _request() -> predict_pb2.PredictRequest:
 def test_predict_request_bytes_parse_as_the_protobuf_built_request(inputs):
     expected = _request()
     for name, value in inputs.items():
-        tensors.from_numpy(np.asarray(value), expected.inputs[name], as_content=True)
+        _built_by_protobuf(value, expected.inputs[name], content=True)
     parsed = predict_pb2.PredictRequest.FromString(predict_request_bytes(_request(), inputs))
     assert parsed == expected
     for name, value in inputs.items():
