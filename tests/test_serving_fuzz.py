@@ -42,6 +42,7 @@ from tests.serving_harness import (
 from tfsp.serving import tensors
 from tfsp.serving.dataplane import SpecRef
 from tfsp.serving.errors import ServingError
+from tfsp.serving.predict_wire import predict_response_bytes
 
 ANSWERABLE = {
     grpc.StatusCode.OK,
@@ -183,9 +184,15 @@ def _predict_code(
     async def predict() -> None:
         arrays = {name: tensors.to_numpy(name, proto) for name, proto in inputs.items()}
         prediction = await dataplane.predict(spec, signature, arrays, output_filter)
-        response = predict_pb2.PredictResponse()
-        for name, value in prediction.outputs.items():
-            tensors.from_numpy(value, response.outputs[name])
+        written = predict_response_bytes(
+            prediction.name,
+            prediction.version,
+            prediction.signature,
+            prediction.outputs,
+            as_content=False,
+        )
+        response = predict_pb2.PredictResponse.FromString(written)
+        assert set(response.outputs) == set(prediction.outputs)
 
     return _code_of(predict())
 
