@@ -5,8 +5,8 @@ after the others), and any protobuf parser reads the parts as one message. Two s
 - the client's PredictRequest: setting a 1 MiB `tensor_content` and serializing the request
   copies the bytes twice inside the protobuf runtime, ~2 ms per 256-image request here
   against ~0.3 ms to join the same bytes: most of the client's CPU in a features pull;
-- the server's PredictResponse: written by hand it costs a few µs instead of ~15 µs for a
-  CNN answer through protobuf objects, on the event-loop thread every call goes through.
+- the server's PredictResponse: written by hand, the CNN's answer costs about 6 µs instead
+  of about 14 µs through protobuf objects, on the event-loop thread every call goes through.
 """
 
 import functools
