@@ -140,15 +140,11 @@ async def _echo(port: int) -> None:
     import numpy as np
     from tensorflow_serving.apis import predict_pb2
 
-    from tfsp.serving import tensors
+    from tfsp.serving.predict_wire import predict_response_bytes
 
-    response = predict_pb2.PredictResponse()
-    response.model_spec.name = "cnn"
-    response.model_spec.version.value = 1795814248
-    response.model_spec.signature_name = "predict_images"
-    tensors.from_numpy(np.zeros((1, 10), np.float32), response.outputs["probabilities"])
-    tensors.from_numpy(np.zeros((1,), np.int64), response.outputs["class_ids"])
-    body = response.SerializeToString()
+    # The bytes `tfsp serve` writes for the CNN's answer.
+    outputs = {"probabilities": np.zeros((1, 10), np.float32), "class_ids": np.zeros(1, np.int64)}
+    body = predict_response_bytes("cnn", 1795814248, "predict_images", outputs, as_content=False)
 
     async def predict(request: bytes, context: object) -> bytes:
         return body

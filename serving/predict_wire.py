@@ -36,7 +36,7 @@ def _map_entry(number: int, key: str, value_parts: list[bytes]) -> list[bytes]:
 
 def predict_request_bytes(request: protos.PredictRequest, inputs: dict[str, np.ndarray]) -> bytes:
     """`request` (model spec, output filter) with `inputs` added as `tensor_content`,
-    serialized. An array without a TF dtype raises ServingError, as tensors.from_numpy does."""
+    serialized. An array without a TF dtype raises ServingError (tensors.tensor_parts)."""
     parts = [request.SerializeToString()]
     for name, value in inputs.items():
         parts.extend(

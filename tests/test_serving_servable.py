@@ -76,8 +76,8 @@ def test_a_failing_op_raises_tensorflows_error_type(servable):
 
 
 def test_string_inputs_past_the_bindings_limit_are_refused_before_the_session(servable):
-    # TensorFlow's Python binding overruns fixed 32-dimension buffers on a DT_STRING feed of
-    # more and kills the process (tests/test_serving_fuzz.py found it); 32 still runs.
+    # TensorFlow's Python binding kills the process on a DT_STRING feed of more than 32
+    # dimensions (tests/test_serving_fuzz.py found it); 32 still runs.
     inputs = dict(INPUTS["types"])
     inputs["s"] = np.full((1,) * 32, b"p", dtype=object)
     assert servable.run("types", inputs, ["s_bytes"])["s_bytes"].shape == (1,) * 32
