@@ -299,7 +299,7 @@ def _model_dir(explicit: str | None) -> tuple[Path, Path]:
 
 
 def _measured_run(
-    load: "_LoadGenerator", address: str, clients: int, seconds: float, pid: int
+    load: _LoadGenerator, address: str, clients: int, seconds: float, pid: int
 ) -> dict:
     """One load run, with the server's CPU per call and how busy its event-loop thread and
     the machine were over the run (warm-up included, as in the call count)."""
@@ -323,9 +323,9 @@ def _cpu_seconds(pid: int, thread: int | None = None) -> float:
 
 
 def _host_ticks() -> tuple[int, int]:
-    """(busy, all) CPU ticks of the whole machine since boot (/proc/stat's first line); idle
-    and I/O wait are the only ticks not busy."""
-    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    """(busy, all) CPU ticks of the whole machine since boot (/proc/stat's first line: user
+    to steal; guest time is already counted in user). Idle and I/O wait are not busy."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     idle = ticks[3] + ticks[4]
     return sum(ticks) - idle, sum(ticks)
 
