@@ -57,23 +57,6 @@ def test_listing_the_families_and_building_their_flags_imports_no_tensorflow():
     assert all(f.run_fn.rsplit(".", 1)[0].endswith(".model") for f in FAMILIES.values())
 
 
-@pytest.mark.integration
-def test_the_model_modules_and_the_rnn_experiments_import_no_tfx():
-    # TFX's Trainer hands run_fn its arguments; the models themselves need only TensorFlow,
-    # and `tfsp experiment rnn-claims` would otherwise wait ~4.5 s for TFX to import.
-    modules = sorted({f.run_fn.rsplit(".", 1)[0] for f in FAMILIES.values()})
-    probe = (
-        "import importlib, sys; "
-        f"[importlib.import_module(m) for m in {[*modules, 'tfsp.trainers.rnn.experiments']!r}]; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tfx'))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert len(modules) == len(FAMILIES)  # one model module a family
-    assert done.stdout.strip().splitlines()[-1] == "[]"
-
-
 @pytest.mark.parametrize("family", FAMILIES_WITH_OPTIONS, ids=lambda f: f.name)
 def test_options_defaults_build_and_every_option_is_a_flag_with_its_choices(family):
     assert issubclass(family.options, Options)
