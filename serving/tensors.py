@@ -278,7 +278,9 @@ def tensor_parts(array: np.ndarray, *, as_content: bool = False) -> list[bytes]:
     array = np.asarray(array)
     enum = dtype_enum(array)
     if enum == DT_INVALID:
-        raise ServingError(grpc.StatusCode.INTERNAL, f"cannot encode output dtype {array.dtype}")
+        raise ServingError(
+            grpc.StatusCode.INTERNAL, f"cannot encode dtype {array.dtype} as a TensorProto"
+        )
     head = _head(enum, array.shape)
     if not array.size:
         return [head]
