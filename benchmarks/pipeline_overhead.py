@@ -18,8 +18,8 @@ from tfsp.core.progress import follow_components, quiet_frameworks
 
 quiet_frameworks()
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from tfsp.data.prepare import prepare_dataset, read_split  # noqa: E402
 from tfsp.data.sources import load_digits_source  # noqa: E402
@@ -38,7 +38,7 @@ def plain_fit_seconds(data_dir: Path, epochs: int, learning_rate: float, batch: 
     mean, std = images.mean(), images.std()
     x = ((images - mean) / std).reshape(-1, 1024)
     x_eval = ((eval_images - mean) / std).reshape(-1, 1024)
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     started = time.perf_counter()
     model = build_lenet5()
     compile_classifier(model, learning_rate)

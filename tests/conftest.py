@@ -59,8 +59,9 @@ def user_env() -> dict[str, str]:
     """This process's environment as a user's shell has it, for the processes tests start.
 
     Importing tensorflow_transform sets TF_USE_LEGACY_KERAS=1 in os.environ (its keras_lib),
-    which would make every child's `tf.keras` Keras 2: the CLI runs under test would then
-    export other models than a user's shell does (Keras 3).
+    which makes a child's `tf.keras` Keras 2. Our trainers build with the `keras` package, but
+    TFX and TFMA code in the child still reads `tf.keras`; a test that wants the variable set
+    says so itself.
     """
     env = dict(os.environ)
     env.pop("TF_USE_LEGACY_KERAS", None)

@@ -13,8 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
+# Before the trainers, on purpose: tensorflow_transform sets TF_USE_LEGACY_KERAS=1 as it
+# imports, which makes `tf.keras` Keras 2 from then on. The trainers build with the `keras`
+# package, so the models below must come out Keras 3 all the same (the caller also sets the
+# variable, as a user's shell may).
+import tensorflow_transform as tft
+
+from tfsp.trainers.export import export_classifier
 from tfsp.trainers.rnn.family import CELLS, RNNConfig
 from tfsp.trainers.rnn.model import build_rnn_classifier
+from tfsp.trainers.warmup import WarmupData
 
 VARIANTS = {
     **{cell: RNNConfig(cell=cell, units=8) for cell in CELLS},
@@ -26,14 +34,6 @@ VARIANTS = {
 
 def main(transform_graph: str, out: str) -> int:
     """Export every variant under `out`; 0 when all were written."""
-    # Imported after tfsp.trainers.rnn, as in the Trainer: that module subclasses tf.keras at
-    # import, which makes tf.keras Keras 3; tensorflow_transform imported first would make it
-    # Keras 2 (it sets TF_USE_LEGACY_KERAS), and Keras 3 is what TF Serving used to fail on.
-    import tensorflow_transform as tft
-
-    from tfsp.trainers.export import export_classifier
-    from tfsp.trainers.warmup import WarmupData
-
     transform = tft.TFTransformOutput(transform_graph)
     images = np.random.default_rng(0).random((2, 32, 32, 1), dtype=np.float32)
     warmup = WarmupData(images, np.array([3, 7], np.int64))

@@ -1,9 +1,9 @@
 """The batch-normalization family: the two variants' layers, their shared start, the recorded
 distributions and figure, and how a failed claim is reported."""
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from tensorflow_model_analysis.proto import validation_result_pb2
 
 from tfsp.core.errors import UserError
@@ -28,12 +28,12 @@ def test_bn_sits_between_each_dense_layer_and_its_activation():
         assert names.index(f"dense{i}") + 1 == names.index(f"bn{i}")
         assert names.index(f"bn{i}") + 1 == names.index(f"act{i}")
         assert not model.get_layer(f"dense{i}").use_bias  # BN's beta is the shift
-    assert isinstance(model.get_layer("bn1"), tf.keras.layers.BatchNormalization)
+    assert isinstance(model.get_layer("bn1"), keras.layers.BatchNormalization)
 
 
 def test_plain_variant_has_no_bn_and_the_same_starting_weights():
     plain, bn = build_mlp(MLPConfig(), False), build_mlp(MLPConfig(), True)
-    assert not any(isinstance(layer, tf.keras.layers.BatchNormalization) for layer in plain.layers)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in plain.layers)
     for i in range(1, 9):
         np.testing.assert_array_equal(
             plain.get_layer(f"dense{i}").kernel.numpy(), bn.get_layer(f"dense{i}").kernel.numpy()

@@ -1,5 +1,6 @@
 """LeNet-5 shapes and the padding/stride/pooling rules from the notes."""
 
+import keras
 import pytest
 import tensorflow as tf
 
@@ -11,7 +12,7 @@ from tfsp.trainers.cnn.model import build_lenet5
 from tfsp.trainers.common import strategy_kind
 
 
-def _spatial(model: tf.keras.Model, name: str) -> tuple:
+def _spatial(model: keras.Model, name: str) -> tuple:
     return tuple(model.get_layer(name).output.shape[1:])
 
 
@@ -25,7 +26,7 @@ def test_default_is_the_notes_lenet5():
     assert _spatial(model, "flatten") == (400,)
     assert [model.get_layer(n).units for n in ("dense1", "dense2", "probs")] == [120, 84, 10]
     assert model.get_layer("conv1").kernel_size == (5, 5)
-    assert isinstance(model.get_layer("pool1"), tf.keras.layers.MaxPooling2D)
+    assert isinstance(model.get_layer("pool1"), keras.layers.MaxPooling2D)
 
 
 def test_activation_follows_each_convolution_before_pooling():
@@ -60,7 +61,7 @@ def test_built_shapes_follow_the_rules(padding, conv_stride, pooling):
     built = [_spatial(model, n)[0] for n in ("conv1", "pool1", "conv2", "pool2")]
     assert built == config.feature_map_sizes()
     expected_pool = (
-        tf.keras.layers.MaxPooling2D if pooling == "max" else (tf.keras.layers.AveragePooling2D)
+        keras.layers.MaxPooling2D if pooling == "max" else (keras.layers.AveragePooling2D)
     )
     assert isinstance(model.get_layer("pool2"), expected_pool)
     probs = model(tf.zeros([2, 1024]))

@@ -103,7 +103,8 @@ def _graph_load_compare(folders: list[str]) -> list[dict]:
 
 def test_every_rnn_cell_runs_on_tf_servings_load_path(all_home, tmp_path):
     """Every `--cell` (the Jordan cell included), bidirectional and stacked, exported the one
-    way with the run's Transform graph, runs in a Session as TF Serving runs it."""
+    way with the run's Transform graph, runs in a Session as TF Serving runs it. Built with
+    TF_USE_LEGACY_KERAS=1 set (TFT asks users to set it): the models are Keras 3 all the same."""
     home, _ = all_home
     (graph,) = (home / "pipelines" / "tfsp-rnn" / "Transform" / "transform_graph").iterdir()
     exported = subprocess.run(
@@ -112,7 +113,7 @@ def test_every_rnn_cell_runs_on_tf_servings_load_path(all_home, tmp_path):
         text=True,
         timeout=600,
         cwd=REPO,
-        env=user_env(),
+        env={**user_env(), "TF_USE_LEGACY_KERAS": "1"},
     )
     assert exported.returncode == 0, exported.stderr[-3000:]
     folders = exported.stdout.split()

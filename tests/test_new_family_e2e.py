@@ -46,7 +46,7 @@ def run_fn(fn_args) -> None:
     import os
     from dataclasses import asdict
 
-    import tensorflow as tf
+    import keras
 
     from tfsp.core.family import options_from_config
     from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, NUM_CLASSES
@@ -55,13 +55,13 @@ def run_fn(fn_args) -> None:
     options = options_from_config(FAMILY, fn_args.custom_config)
     write_json(os.path.join(fn_args.model_run_dir, OPTIONS_FILE), asdict(options))
 
-    def build(hparams) -> tf.keras.Model:
-        inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
-        penalty = tf.keras.regularizers.L2(options.l2) if options.l2 else None
-        outputs = tf.keras.layers.Dense(
+    def build(hparams) -> keras.Model:
+        inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+        penalty = keras.regularizers.L2(options.l2) if options.l2 else None
+        outputs = keras.layers.Dense(
             NUM_CLASSES, activation="softmax", kernel_regularizer=penalty, name="probs"
         )(inputs)
-        model = tf.keras.Model(inputs, outputs, name="logreg")
+        model = keras.Model(inputs, outputs, name="logreg")
         compile_classifier(model, hparams.learning_rate)
         return model
 

@@ -1,6 +1,7 @@
 """The RNN family: shapes per cell, the Jordan recurrence, the LSTM's forget bias, clipping,
 and the mechanics (not the claims) of the adding-problem and truncated-BPTT experiments."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -31,7 +32,7 @@ def test_classifier_reads_32_rows_of_32_and_returns_10_probabilities(cell, bidir
     recurrent = [layer for layer in model.layers if layer.name not in ("image", "rows", "probs")]
     assert len(recurrent) == layers
     if bidirectional:
-        assert all(isinstance(r, tf.keras.layers.Bidirectional) for r in recurrent)
+        assert all(isinstance(r, keras.layers.Bidirectional) for r in recurrent)
         assert recurrent[-1].output.shape[-1] == 8  # forward and backward halves
     probabilities = model(np.random.default_rng(0).random((3, 1024), np.float32)).numpy()
     assert probabilities.shape == (3, 10)
@@ -78,7 +79,7 @@ def test_jordan_cell_feeds_back_the_previous_output():
 
 
 def test_jordan_layer_state_is_the_output_sequence():
-    layer = tf.keras.layers.RNN(JordanCell(3), return_sequences=True, return_state=True)
+    layer = keras.layers.RNN(JordanCell(3), return_sequences=True, return_state=True)
     sequence, state = layer(np.random.default_rng(1).random((2, 5, 4), np.float32))
     np.testing.assert_allclose(state.numpy(), sequence.numpy()[:, -1])
 
@@ -164,14 +165,14 @@ def _full_sequence(trainer: TruncatedBPTT, x: np.ndarray) -> np.ndarray:
 def test_tbptt_carries_state_across_windows(cell, k1, k2):
     # Fed window by window, the predictions equal one pass over the whole sequence: the state
     # at each window's start is exactly where the previous window left it.
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     trainer = TruncatedBPTT(cell, 3, k1, k2, 1e-2)
     x = np.random.default_rng(0).random((2, 17, 1), np.float32)
     np.testing.assert_allclose(trainer.forward_windows(x), _full_sequence(trainer, x), atol=1e-5)
 
 
 def test_tbptt_resets_state_between_sequences():
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     trainer = TruncatedBPTT("gru", 3, 4, 4, 1e-2)
     starts = []
     x = np.random.default_rng(0).random((2, 12, 1), np.float32)
@@ -186,7 +187,7 @@ def test_tbptt_resets_state_between_sequences():
 
 
 def test_tbptt_gradient_stops_k2_steps_back():
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     trainer = TruncatedBPTT("lstm", 3, 2, 4, 1e-2)
     x = tf.constant(np.random.default_rng(0).random((1, 12, 1), np.float32))
     windows = tbptt_schedule(12, 2, 4)

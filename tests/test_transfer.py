@@ -3,6 +3,7 @@ SavedModel, freezing them under a new head, the small labelled set and the new l
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,7 +41,7 @@ from tfsp.trainers.transfer.model import (
 class _Servable(tf.Module):
     """Shaped like the pushed CNN's servable: the Keras model under `.model`."""
 
-    def __init__(self, model: tf.keras.Model) -> None:
+    def __init__(self, model: keras.Model) -> None:
         super().__init__()
         self.model = model
 
@@ -53,7 +54,7 @@ class _Servable(tf.Module):
 def pushed_cnn(tmp_path_factory):
     """A serving root with a pushed LeNet-5 (versions 7 and 12, plus junk to ignore)."""
     root = tmp_path_factory.mktemp("serving")
-    tf.keras.utils.set_random_seed(3)
+    keras.utils.set_random_seed(3)
     model = build_lenet5()
     for version in ("7", "12"):
         tf.saved_model.save(_Servable(model), str(root / "cnn" / version))

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -64,7 +65,7 @@ def transformed_dataset(
     )
 
 
-def cosine_epoch_schedule(learning_rate: float, epochs: int) -> tf.keras.callbacks.Callback:
+def cosine_epoch_schedule(learning_rate: float, epochs: int) -> keras.callbacks.Callback:
     """Anneal the rate from `learning_rate` towards 0 over `epochs` (half a cosine, per epoch).
 
     Small data sets make the last epochs' accuracy jumpy at a constant rate; annealing makes
@@ -74,7 +75,7 @@ def cosine_epoch_schedule(learning_rate: float, epochs: int) -> tf.keras.callbac
     def rate(epoch: int) -> float:
         return learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
 
-    return tf.keras.callbacks.LearningRateScheduler(rate)
+    return keras.callbacks.LearningRateScheduler(rate)
 
 
 def dataset_arrays(dataset: tf.data.Dataset, feature: str) -> tuple[np.ndarray, np.ndarray]:
@@ -163,23 +164,23 @@ def write_json(path: str, values: dict) -> None:
         json.dump(values, f, indent=2, sort_keys=True)
 
 
-def compile_classifier(model: tf.keras.Model, learning_rate: float, clip_norm: float = 0.0) -> None:
+def compile_classifier(model: keras.Model, learning_rate: float, clip_norm: float = 0.0) -> None:
     """Adam + sparse categorical cross-entropy + accuracy: every classifier family's setup.
 
     `clip_norm` > 0 clips the gradient's global norm (the RNN family's option); 0 does not.
     """
-    optimizer = tf.keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm or None)
+    optimizer = keras.optimizers.Adam(learning_rate, global_clipnorm=clip_norm or None)
     model.compile(
         optimizer=optimizer,
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
 
 
 def fit_and_export_classifier(
     fn_args: tfx.components.FnArgs,
-    build_compiled_model: Callable[[Hyperparameters], tf.keras.Model],
-) -> tf.keras.Model:
+    build_compiled_model: Callable[[Hyperparameters], keras.Model],
+) -> keras.Model:
     """Train a digit classifier on Transform's output and export it (the CNN and RNN run_fn).
 
     `build_compiled_model(hparams)` is called inside the distribution strategy's scope and
@@ -194,7 +195,7 @@ def fit_and_export_classifier(
     evaluation = transformed_dataset(
         fn_args.eval_files, fn_args.data_accessor, tf_transform_output, hparams.batch_size, False
     )
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     with make_strategy().scope():
         model = build_compiled_model(hparams)
     history = model.fit(

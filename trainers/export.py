@@ -31,6 +31,7 @@ keras-team/keras#19274). Every export also carries TF Serving's warmup requests
 
 from collections.abc import Callable, Sequence
 
+import keras
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -86,7 +87,7 @@ class _ClassifierServable(tf.Module):
 
     def __init__(
         self,
-        model: tf.keras.Model,
+        model: keras.Model,
         tf_transform_output: tft.TFTransformOutput,
         class_names: Sequence[str] | None = None,
         label_fn: LabelFn | None = None,
@@ -144,7 +145,7 @@ class _ClassifierServable(tf.Module):
 
 
 def export_classifier(
-    model: tf.keras.Model,
+    model: keras.Model,
     tf_transform_output: tft.TFTransformOutput,
     export_dir: str,
     *,
@@ -249,8 +250,8 @@ def _save_image_map(
 
 
 def export_autoencoder(
-    autoencoder: tf.keras.Model,
-    encoder: tf.keras.Model,
+    autoencoder: keras.Model,
+    encoder: keras.Model,
     tf_transform_output: tft.TFTransformOutput,
     export_dir: str,
     warmup: WarmupData,
@@ -274,7 +275,7 @@ def export_autoencoder(
 
 
 def _encoder_servable(
-    encoder: tf.keras.Model, tf_transform_output: tft.TFTransformOutput
+    encoder: keras.Model, tf_transform_output: tft.TFTransformOutput
 ) -> _ImageMapServable:
     # One definition for both exports of the code, so they cannot drift apart.
     return _ImageMapServable(
@@ -287,7 +288,7 @@ def _encoder_servable(
 
 
 def export_encoder(
-    encoder: tf.keras.Model,
+    encoder: keras.Model,
     tf_transform_output: tft.TFTransformOutput,
     export_dir: str,
     warmup: WarmupData,

@@ -15,6 +15,7 @@ checked by running the recovered pixels forward again.
 import dataclasses
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
@@ -70,7 +71,7 @@ class WarmupDataError(ValueError):
     """The eval split could not give raw examples for the warmup requests."""
 
 
-def raw_pixels(transform_layer: tf.keras.layers.Layer, transformed: np.ndarray) -> np.ndarray:
+def raw_pixels(transform_layer: keras.layers.Layer, transformed: np.ndarray) -> np.ndarray:
     """Raw pixels [n, 1024] whose transform is `transformed` ([n, 1024]), checked.
 
     Probes the Transform graph with all-zero and all-one images: for a per-pixel affine map
@@ -97,7 +98,7 @@ def raw_pixels(transform_layer: tf.keras.layers.Layer, transformed: np.ndarray) 
 
 
 def warmup_data(
-    transformed: dict[str, np.ndarray], transform_layer: tf.keras.layers.Layer | None
+    transformed: dict[str, np.ndarray], transform_layer: keras.layers.Layer | None
 ) -> WarmupData:
     """Raw warmup examples from a batch of Transform's output (its `image`, maybe `label`)."""
     pixels = np.asarray(transformed[IMAGE_KEY], np.float32).reshape(-1, IMAGE_PIXELS)

@@ -12,6 +12,7 @@ The encoder alone is what users pull features from (`autoencoder_encoder`).
 import logging
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -29,9 +30,9 @@ from tfsp.trainers.common import (
 from tfsp.trainers.export import export_autoencoder, export_encoder, export_pca
 
 
-def _conv_encoder(config: AutoEncoderConfig) -> tf.keras.Model:
-    layers = tf.keras.layers
-    inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+def _conv_encoder(config: AutoEncoderConfig) -> keras.Model:
+    layers = keras.layers
+    inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
     x = layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1))(inputs)
     for i, channels in enumerate(config.channels, start=1):
         x = layers.Conv2D(
@@ -39,13 +40,13 @@ def _conv_encoder(config: AutoEncoderConfig) -> tf.keras.Model:
         )(x)
     x = layers.Flatten()(x)
     code = layers.Dense(config.code_size, name="code")(x)
-    return tf.keras.Model(inputs, code, name="encoder")
+    return keras.Model(inputs, code, name="encoder")
 
 
-def _conv_decoder(config: AutoEncoderConfig) -> tf.keras.Model:
-    layers = tf.keras.layers
+def _conv_decoder(config: AutoEncoderConfig) -> keras.Model:
+    layers = keras.layers
     side = IMAGE_SIZE // 2 ** len(config.channels)
-    code = tf.keras.Input(shape=(config.code_size,), name="code")
+    code = keras.Input(shape=(config.code_size,), name="code")
     x = layers.Dense(side * side * config.channels[-1], activation="relu")(code)
     x = layers.Reshape((side, side, config.channels[-1]))(x)
     for i, channels in enumerate(reversed(config.channels[:-1]), start=1):
@@ -54,39 +55,39 @@ def _conv_decoder(config: AutoEncoderConfig) -> tf.keras.Model:
         )(x)
     # Linear output: the target is pixel intensity and MSE needs no squashing to learn it.
     x = layers.Conv2DTranspose(1, 3, strides=2, padding="same", name="dec_pixels")(x)
-    return tf.keras.Model(code, layers.Flatten()(x), name="decoder")
+    return keras.Model(code, layers.Flatten()(x), name="decoder")
 
 
-def _dense_encoder(config: AutoEncoderConfig) -> tf.keras.Model:
-    layers = tf.keras.layers
-    inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+def _dense_encoder(config: AutoEncoderConfig) -> keras.Model:
+    layers = keras.layers
+    inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
     x = inputs
     for i, units in enumerate(config.hidden_units, start=1):
         x = layers.Dense(units, activation="relu", name=f"enc_dense{i}")(x)
     code = layers.Dense(config.code_size, name="code")(x)
-    return tf.keras.Model(inputs, code, name="encoder")
+    return keras.Model(inputs, code, name="encoder")
 
 
-def _dense_decoder(config: AutoEncoderConfig) -> tf.keras.Model:
-    layers = tf.keras.layers
-    code = tf.keras.Input(shape=(config.code_size,), name="code")
+def _dense_decoder(config: AutoEncoderConfig) -> keras.Model:
+    layers = keras.layers
+    code = keras.Input(shape=(config.code_size,), name="code")
     x = code
     for i, units in enumerate(reversed(config.hidden_units), start=1):
         x = layers.Dense(units, activation="relu", name=f"dec_dense{i}")(x)
-    return tf.keras.Model(code, layers.Dense(IMAGE_PIXELS, name="dec_pixels")(x), name="decoder")
+    return keras.Model(code, layers.Dense(IMAGE_PIXELS, name="dec_pixels")(x), name="decoder")
 
 
 def build_autoencoder(
     config: AutoEncoderConfig | None = None,
-) -> tuple[tf.keras.Model, tf.keras.Model, tf.keras.Model]:
+) -> tuple[keras.Model, keras.Model, keras.Model]:
     """(autoencoder, encoder, decoder); the autoencoder is decoder(encoder(x)), weights shared."""
     config = config or AutoEncoderConfig()
     if config.kind == "conv":
         encoder, decoder = _conv_encoder(config), _conv_decoder(config)
     else:
         encoder, decoder = _dense_encoder(config), _dense_decoder(config)
-    inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
-    autoencoder = tf.keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
+    inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+    autoencoder = keras.Model(inputs, decoder(encoder(inputs)), name="autoencoder")
     return autoencoder, encoder, decoder
 
 
@@ -177,10 +178,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train_x, train_pixels = inputs.arrays(fn_args.train_files, label_key=PIXELS_KEY)
     eval_x, eval_pixels = inputs.arrays(fn_args.eval_files, label_key=PIXELS_KEY)
 
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     with make_strategy().scope():
         autoencoder, encoder, _ = build_autoencoder(config)
-        autoencoder.compile(optimizer=tf.keras.optimizers.Adam(hparams.learning_rate), loss="mse")
+        autoencoder.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate), loss="mse")
     autoencoder.fit(
         train_x,
         train_pixels,

@@ -18,6 +18,7 @@ import logging
 import os
 from dataclasses import asdict
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
@@ -40,43 +41,43 @@ COMPARISON_FILE = "comparison.json"
 _PROBE_EXAMPLES = 256
 
 
-def _initializer(init: str, seed: int) -> tf.keras.initializers.Initializer:
+def _initializer(init: str, seed: int) -> keras.initializers.Initializer:
     if init == "normal":
-        return tf.keras.initializers.RandomNormal(0.0, 1.0, seed=seed)
-    return tf.keras.initializers.GlorotUniform(seed=seed)
+        return keras.initializers.RandomNormal(0.0, 1.0, seed=seed)
+    return keras.initializers.GlorotUniform(seed=seed)
 
 
-def build_mlp(config: MLPConfig, batch_norm: bool) -> tf.keras.Model:
+def build_mlp(config: MLPConfig, batch_norm: bool) -> keras.Model:
     """The MLP: hidden layers `dense{i}` → (`bn{i}`) → `act{i}`, then the softmax `probs`.
 
     Layer i's initial weights depend only on i, so both variants start from the same weights.
     With BN the Dense layer has no bias: BN's shift β replaces it.
     """
-    inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+    inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
     x = inputs
     for i in range(1, config.hidden_layers + 1):
-        x = tf.keras.layers.Dense(
+        x = keras.layers.Dense(
             config.units,
             use_bias=not batch_norm,
             kernel_initializer=_initializer(config.init, seed=i),
             name=f"dense{i}",
         )(x)
         if batch_norm:
-            x = tf.keras.layers.BatchNormalization(momentum=config.bn_momentum, name=f"bn{i}")(x)
-        x = tf.keras.layers.Activation(config.activation, name=f"act{i}")(x)
-    outputs = tf.keras.layers.Dense(
+            x = keras.layers.BatchNormalization(momentum=config.bn_momentum, name=f"bn{i}")(x)
+        x = keras.layers.Activation(config.activation, name=f"act{i}")(x)
+    outputs = keras.layers.Dense(
         config.num_classes,
         activation="softmax",
-        kernel_initializer=tf.keras.initializers.GlorotUniform(seed=0),
+        kernel_initializer=keras.initializers.GlorotUniform(seed=0),
         name="probs",
     )(x)
-    return tf.keras.Model(inputs, outputs, name="mlp_bn" if batch_norm else "mlp_plain")
+    return keras.Model(inputs, outputs, name="mlp_bn" if batch_norm else "mlp_plain")
 
 
-def layer_values(model: tf.keras.Model, images: np.ndarray) -> dict[str, list[np.ndarray]]:
+def layer_values(model: keras.Model, images: np.ndarray) -> dict[str, list[np.ndarray]]:
     """Per hidden layer, the pre-activations (what enters act{i}) and activations, flattened."""
     acts = [layer for layer in model.layers if layer.name.startswith("act")]
-    probe = tf.keras.Model(model.inputs, [out for a in acts for out in (a.input, a.output)])
+    probe = keras.Model(model.inputs, [out for a in acts for out in (a.input, a.output)])
     outputs = probe({IMAGE_KEY: images}, training=False)
     values = [v.numpy() if hasattr(v, "numpy") else v for v in outputs]
     return {
@@ -142,9 +143,9 @@ def train_variant(
     batch_norm: bool,
     train: tuple[np.ndarray, np.ndarray],
     hparams: Hyperparameters,
-) -> tuple[tf.keras.Model, dict]:
+) -> tuple[keras.Model, dict]:
     """Build and train one variant; same seed, data order and steps for both."""
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model = build_mlp(config, batch_norm)
     compile_classifier(model, hparams.learning_rate)
     history = model.fit(

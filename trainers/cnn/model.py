@@ -2,7 +2,7 @@
 
 import logging
 
-import tensorflow as tf
+import keras
 from tfx import v1 as tfx
 
 from tfsp.core.contract import Hyperparameters
@@ -12,18 +12,16 @@ from tfsp.trainers.cnn.family import FAMILY, LeNetConfig
 from tfsp.trainers.common import compile_classifier, fit_and_export_classifier
 
 
-def build_lenet5(config: LeNetConfig | None = None) -> tf.keras.Model:
+def build_lenet5(config: LeNetConfig | None = None) -> keras.Model:
     """LeNet-5 taking the flat `image` feature (1,024 floats) and returning class probabilities."""
     config = config or LeNetConfig()
     pool_layer = (
-        tf.keras.layers.MaxPooling2D
-        if config.pooling == "max"
-        else (tf.keras.layers.AveragePooling2D)
+        keras.layers.MaxPooling2D if config.pooling == "max" else (keras.layers.AveragePooling2D)
     )
-    inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
-    x = tf.keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), name="to_32x32x1")(inputs)
+    inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+    x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), name="to_32x32x1")(inputs)
     for i, filters in enumerate(config.filters, start=1):
-        x = tf.keras.layers.Conv2D(
+        x = keras.layers.Conv2D(
             filters,
             config.kernel_size,
             strides=config.conv_stride,
@@ -32,11 +30,11 @@ def build_lenet5(config: LeNetConfig | None = None) -> tf.keras.Model:
             name=f"conv{i}",
         )(x)
         x = pool_layer(config.pool_size, strides=config.pool_stride, name=f"pool{i}")(x)
-    x = tf.keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
     for i, units in enumerate(config.dense_units, start=1):
-        x = tf.keras.layers.Dense(units, activation=config.activation, name=f"dense{i}")(x)
-    outputs = tf.keras.layers.Dense(config.num_classes, activation="softmax", name="probs")(x)
-    return tf.keras.Model(inputs, outputs, name="lenet5")
+        x = keras.layers.Dense(units, activation=config.activation, name=f"dense{i}")(x)
+    outputs = keras.layers.Dense(config.num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="lenet5")
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -44,7 +42,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = options_from_config(FAMILY, fn_args.custom_config)
     logging.info("CNN architecture %s", config)
 
-    def build(hparams: Hyperparameters) -> tf.keras.Model:
+    def build(hparams: Hyperparameters) -> keras.Model:
         model = build_lenet5(config)
         compile_classifier(model, hparams.learning_rate)
         return model

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -59,13 +60,13 @@ class AddingResult:
     seconds: float
 
 
-def sequence_regressor(cell: str, units: int) -> tf.keras.Model:
+def sequence_regressor(cell: str, units: int) -> keras.Model:
     """RNN over the whole sequence, then one linear output (the adding problem's sum)."""
     if cell == "simple-relu":
-        recurrent = tf.keras.layers.SimpleRNN(units, activation="relu")
+        recurrent = keras.layers.SimpleRNN(units, activation="relu")
     else:
         recurrent = recurrent_layer(cell, units)
-    return tf.keras.Sequential([recurrent, tf.keras.layers.Dense(1)], name=f"adding_{cell}")
+    return keras.Sequential([recurrent, keras.layers.Dense(1)], name=f"adding_{cell}")
 
 
 def train_adding(
@@ -82,10 +83,10 @@ def train_adding(
 ) -> AddingResult:
     """Train `cell` on fresh adding-problem batches for `steps` steps; measure test MSE."""
     rng = np.random.default_rng(seed)
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     model = sequence_regressor(cell, units)
     model.build((None, seq_len, 2))
-    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    optimizer = keras.optimizers.Adam(learning_rate)
 
     @tf.function
     def step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -171,8 +172,8 @@ class TruncatedBPTT:
     def __init__(self, cell: str, units: int, k1: int, k2: int, learning_rate: float) -> None:
         self.k1, self.k2 = k1, k2
         self.rnn = recurrent_layer(cell, units, return_sequences=True, return_state=True)
-        self.head = tf.keras.layers.Dense(1)
-        self.optimizer = tf.keras.optimizers.Adam(learning_rate)
+        self.head = keras.layers.Dense(1)
+        self.optimizer = keras.optimizers.Adam(learning_rate)
 
     def _run(self, x: np.ndarray | tf.Tensor, state: list | None) -> tuple[tf.Tensor, list]:
         outputs = self.rnn(tf.convert_to_tensor(x), initial_state=state)
@@ -282,7 +283,7 @@ def train_tbptt(
 ) -> TBPTTResult:
     """Train on `batches` batches of fresh sequences; test MSE over 200 held-out ones."""
     rng = np.random.default_rng(seed)
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     trainer = TruncatedBPTT(cell, units, k1, k2, learning_rate)
     started = time.monotonic()
     for _ in range(batches):

@@ -15,6 +15,7 @@ import logging
 import os
 from dataclasses import asdict
 
+import keras
 import tensorflow as tf
 from tfx import v1 as tfx
 
@@ -26,15 +27,15 @@ from tfsp.trainers.common import compile_classifier, fit_and_export_classifier, 
 from tfsp.trainers.rnn.family import CELLS, FAMILY, RNNConfig
 
 
-@tf.keras.utils.register_keras_serializable(package="tfsp")
-class JordanCell(tf.keras.layers.Layer):
+@keras.utils.register_keras_serializable(package="tfsp")
+class JordanCell(keras.layers.Layer):
     """A Jordan network step: the previous *output* is fed back, not the hidden layer.
 
         h_t = tanh(x_t W + y_{t-1} U + b)
         y_t = tanh(h_t V + c)
 
     The state is y_{t-1} (`output_units` wide); an Elman network (SimpleRNN) would feed back
-    h_{t-1} instead. Wrap it in `tf.keras.layers.RNN`.
+    h_{t-1} instead. Wrap it in `keras.layers.RNN`.
     """
 
     def __init__(self, units: int, output_units: int | None = None, **kwargs: object) -> None:
@@ -85,31 +86,31 @@ def recurrent_layer(
     return_sequences: bool = False,
     return_state: bool = False,
     name: str | None = None,
-) -> tf.keras.layers.Layer:
+) -> keras.layers.Layer:
     """One recurrent layer of the given cell type."""
     options = dict(return_sequences=return_sequences, return_state=return_state, name=name)
     if cell == "simple":
-        return tf.keras.layers.SimpleRNN(units, **options)
+        return keras.layers.SimpleRNN(units, **options)
     if cell == "jordan":
-        return tf.keras.layers.RNN(JordanCell(units), **options)
+        return keras.layers.RNN(JordanCell(units), **options)
     if cell == "lstm":
         # The notes: give the forget gate a large bias so it starts (mostly) open and memory
         # survives from the first updates on; Keras's unit_forget_bias sets it to 1.
-        return tf.keras.layers.LSTM(units, unit_forget_bias=True, **options)
+        return keras.layers.LSTM(units, unit_forget_bias=True, **options)
     if cell == "gru":
-        return tf.keras.layers.GRU(units, **options)
+        return keras.layers.GRU(units, **options)
     raise UserError(f"cell must be one of {CELLS}, got {cell!r}")
 
 
-def build_rnn_classifier(config: RNNConfig | None = None) -> tf.keras.Model:
+def build_rnn_classifier(config: RNNConfig | None = None) -> keras.Model:
     """The row-by-row classifier taking the flat `image` feature and returning probabilities."""
     config = config or RNNConfig()
-    inputs = tf.keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
-    x = tf.keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE), name="rows")(inputs)
+    inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
+    x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE), name="rows")(inputs)
     for i in range(1, config.layers + 1):
         sequences = i < config.layers  # every layer but the last feeds a sequence upwards
         if config.bidirectional:
-            layer = tf.keras.layers.Bidirectional(
+            layer = keras.layers.Bidirectional(
                 recurrent_layer(config.cell, config.units, return_sequences=sequences),
                 name=f"bi_{config.cell}{i}",
             )
@@ -118,8 +119,8 @@ def build_rnn_classifier(config: RNNConfig | None = None) -> tf.keras.Model:
                 config.cell, config.units, return_sequences=sequences, name=f"{config.cell}{i}"
             )
         x = layer(x)
-    outputs = tf.keras.layers.Dense(config.num_classes, activation="softmax", name="probs")(x)
-    return tf.keras.Model(inputs, outputs, name=f"rnn_{config.cell}")
+    outputs = keras.layers.Dense(config.num_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name=f"rnn_{config.cell}")
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -127,7 +128,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = options_from_config(FAMILY, fn_args.custom_config)
     logging.info("RNN architecture %s", config)
 
-    def build(hparams: Hyperparameters) -> tf.keras.Model:
+    def build(hparams: Hyperparameters) -> keras.Model:
         model = build_rnn_classifier(config)
         compile_classifier(model, hparams.learning_rate, config.clip_norm)
         return model

@@ -23,6 +23,7 @@ import logging
 import os
 from dataclasses import asdict
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tfx import v1 as tfx
@@ -105,7 +106,7 @@ def load_base_weights(saved_model_dir: str) -> dict[str, list[np.ndarray]]:
 
 def build_transfer_model(
     base_weights: dict[str, list[np.ndarray]] | None, num_classes: int = len(CLASS_NAMES)
-) -> tf.keras.Model:
+) -> keras.Model:
     """LeNet-5 with a `num_classes` head; with `base_weights`, conv layers set and frozen."""
     model = build_lenet5(LeNetConfig(num_classes=num_classes))
     if base_weights is not None:
@@ -116,7 +117,7 @@ def build_transfer_model(
     return model
 
 
-def set_base_trainable(model: tf.keras.Model, trainable: bool) -> None:
+def set_base_trainable(model: keras.Model, trainable: bool) -> None:
     """Freeze or unfreeze the convolutional base (recompile afterwards)."""
     for name in BASE_LAYERS:
         model.get_layer(name).trainable = trainable
@@ -142,7 +143,7 @@ def small_labelled_set(
 
 
 def train_model(
-    model: tf.keras.Model,
+    model: keras.Model,
     train: tuple[np.ndarray, np.ndarray],
     hparams: Hyperparameters,
     config: TransferConfig,
@@ -189,7 +190,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     results = {"base_model": base_dir, "config": asdict(config), "train_examples": len(train[1])}
     warmup = inputs.warmup()
     for name, transferred in (("from_scratch", False), ("transferred", True)):
-        tf.keras.utils.set_random_seed(config.seed)  # same head initialisation for both
+        keras.utils.set_random_seed(config.seed)  # same head initialisation for both
         model = build_transfer_model(base_weights if transferred else None)
         history = train_model(model, train, hparams, config, transferred)
         loss, accuracy = model.evaluate(*evaluation, verbose=0)
