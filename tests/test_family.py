@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, user_env
 from tfsp import cli
 from tfsp.cli.common import custom_config
 from tfsp.core.errors import UserError
@@ -55,6 +55,63 @@ def test_listing_the_families_and_building_their_flags_imports_no_tensorflow():
     )
     assert done.stdout.strip() == "[]"
     assert all(f.run_fn.rsplit(".", 1)[0].endswith(".model") for f in FAMILIES.values())
+
+
+@pytest.mark.integration
+def test_the_model_modules_and_the_rnn_experiments_import_no_tfx():
+    # TFX's Trainer hands run_fn its arguments; the models themselves need only TensorFlow,
+    # and `tfsp experiment rnn-claims` would otherwise wait ~4.5 s for TFX to import.
+    modules = sorted({f.run_fn.rsplit(".", 1)[0] for f in FAMILIES.values()})
+    probe = (
+        "import importlib, sys; "
+        f"[importlib.import_module(m) for m in {[*modules, 'tfsp.trainers.rnn.experiments']!r}]; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tfx'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert len(modules) == len(FAMILIES)  # one model module a family
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+_BUILD_EVERY_FAMILY = """
+import tensorflow_transform  # sets TF_USE_LEGACY_KERAS=1: tf.keras is Keras 2 from here on
+import tensorflow as tf
+from tfsp.trainers.autoencoder.model import build_autoencoder
+from tfsp.trainers.batchnorm.family import MLPConfig
+from tfsp.trainers.batchnorm.model import build_mlp
+from tfsp.trainers.cnn.model import build_lenet5
+from tfsp.trainers.rnn.model import build_rnn_classifier
+from tfsp.trainers.transfer.model import build_transfer_model
+print("tf.keras", tf.keras.Model.__module__)
+models = {
+    "autoencoder": build_autoencoder()[0],
+    "batchnorm": build_mlp(MLPConfig(), batch_norm=True),
+    "cnn": build_lenet5(),
+    "rnn": build_rnn_classifier(),
+    "transfer": build_transfer_model(None),
+}
+for name, model in models.items():
+    print(name, type(model).__module__)
+"""
+
+
+@pytest.mark.integration
+def test_every_familys_model_is_keras_3_even_where_tf_keras_is_keras_2():
+    # TFT sets TF_USE_LEGACY_KERAS=1 as it imports and asks users to set it: a model built
+    # through tf.keras would then be Keras 2, and export and train differently.
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILD_EVERY_FAMILY],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**user_env(), "TF_USE_LEGACY_KERAS": "1"},
+    )
+    built = dict(line.split(" ", 1) for line in done.stdout.strip().splitlines())
+    assert built.pop("tf.keras").startswith("tf_keras.")  # the hostile condition holds
+    assert sorted(built) == sorted(FAMILIES)
+    assert all(module.startswith("keras.src.") for module in built.values()), built
 
 
 @pytest.mark.parametrize("family", FAMILIES_WITH_OPTIONS, ids=lambda f: f.name)

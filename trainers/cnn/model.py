@@ -1,15 +1,20 @@
 """The CNN family's model: LeNet-5 as the study notes lay it out (options in family.py)."""
 
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING
 
 import keras
-from tfx import v1 as tfx
 
 from tfsp.core.contract import Hyperparameters
 from tfsp.core.family import options_from_config
 from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 from tfsp.trainers.cnn.family import FAMILY, LeNetConfig
 from tfsp.trainers.common import compile_classifier, fit_and_export_classifier
+
+if TYPE_CHECKING:  # annotations only: importing TFX takes ~4.5 s
+    from tfx import v1 as tfx
 
 
 def build_lenet5(config: LeNetConfig | None = None) -> keras.Model:

@@ -11,13 +11,15 @@ The notes' long-range and exploding-gradient claims, and truncated BPTT, are exp
 `tfsp.trainers.rnn.experiments` (`tfsp experiment rnn-claims`), not part of the served model.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import keras
 import tensorflow as tf
-from tfx import v1 as tfx
 
 from tfsp.core.contract import Hyperparameters
 from tfsp.core.errors import UserError
@@ -25,6 +27,9 @@ from tfsp.core.family import options_from_config
 from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 from tfsp.trainers.common import compile_classifier, fit_and_export_classifier, write_json
 from tfsp.trainers.rnn.family import CELLS, FAMILY, RNNConfig
+
+if TYPE_CHECKING:  # annotations only: importing TFX takes ~4.5 s
+    from tfx import v1 as tfx
 
 
 @keras.utils.register_keras_serializable(package="tfsp")
