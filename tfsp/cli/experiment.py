@@ -23,7 +23,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "print the test MSE against the trivial baseline (always 1.0, MSE 0.167) and the "
         "largest raw gradient norm; then the sin→cos regression trained with truncated BPTT.",
     )
-    parser.add_argument("--seq-len", type=argtypes.positive_int, default=100, help="(%(default)s)")
+    parser.add_argument(
+        "--seq-len",
+        type=argtypes.positive_int,
+        default=100,
+        help="adding-problem sequence length T (%(default)s)",
+    )
     parser.add_argument(
         "--steps",
         type=argtypes.positive_int,
@@ -47,7 +52,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="k1:k2 pairs for the TBPTT regression, comma-separated (%(default)s)",
     )
     parser.add_argument(
-        "--tbptt-batches", type=argtypes.positive_int, default=30, help="(%(default)s)"
+        "--tbptt-batches",
+        type=argtypes.positive_int,
+        default=30,
+        help="batches of 32 fresh sin→cos sequences (200 steps) each TBPTT run trains on "
+        "(%(default)s)",
     )
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
     command(parser, rnn_claims)

@@ -171,9 +171,15 @@ class TruncatedBPTT:
 
     def __init__(self, cell: str, units: int, k1: int, k2: int, learning_rate: float) -> None:
         self.k1, self.k2 = k1, k2
+        self.units = units
         self.rnn = recurrent_layer(cell, units, return_sequences=True, return_state=True)
         self.head = keras.layers.Dense(1)
         self.optimizer = keras.optimizers.Adam(learning_rate)
+        # A window's forward pass and update run as graphs: op by op, Keras 3 steps an RNN
+        # through its time loop in Python, and the default report (900 updates) took 94 s.
+        # Window lengths vary, so shapes are relaxed after the first retrace.
+        self._forward = tf.function(self._parts, reduce_retracing=True)
+        self._update = tf.function(self._train_window, reduce_retracing=True)
 
     def _run(self, x: np.ndarray | tf.Tensor, state: list | None) -> tuple[tf.Tensor, list]:
         outputs = self.rnn(tf.convert_to_tensor(x), initial_state=state)
@@ -183,7 +189,11 @@ class TruncatedBPTT:
     def initial_state(self, batch: int, features: int) -> list:
         """Zeros: what every new sequence starts from."""
         if not self.rnn.built:
+            # Every variable exists before the first graph is traced: a tf.function may
+            # create variables only on its first trace, and there are up to three here.
             self.rnn.build((batch, None, features))
+            self.head.build((None, None, self.units))
+            self.optimizer.build(self.rnn.trainable_variables + self.head.trainable_variables)
         sizes = self.rnn.cell.state_size
         sizes = sizes if isinstance(sizes, list | tuple) else [sizes]
         return [tf.zeros((batch, int(size))) for size in sizes]
@@ -214,15 +224,52 @@ class TruncatedBPTT:
         self, x: np.ndarray | tf.Tensor, window: Window, state: list
     ) -> tuple[tf.Tensor, list]:
         """Forward over the window, split at `carry` so the carried state can be taken."""
+        head, tail = self._split(x, window)
+        return self._forward(head, tail, state, *self._non_empty(window))
+
+    @staticmethod
+    def _split(x: np.ndarray | tf.Tensor, window: Window) -> tuple[tf.Tensor, tf.Tensor]:
+        return (
+            tf.convert_to_tensor(x[:, window.start : window.carry]),
+            tf.convert_to_tensor(x[:, window.carry : window.end]),
+        )
+
+    @staticmethod
+    def _non_empty(window: Window) -> tuple[bool, bool]:
+        return window.carry > window.start, window.end > window.carry
+
+    def _parts(
+        self, head: tf.Tensor, tail: tf.Tensor, state: list, has_head: bool, has_tail: bool
+    ) -> tuple[tf.Tensor, list]:
+        """Predictions over head + tail from `state`, and the detached state after head."""
         parts, carried, running = [], state, state
-        if window.carry > window.start:
-            pred, running = self._run(x[:, window.start : window.carry], state)
+        if has_head:
+            pred, running = self._run(head, state)
             parts.append(pred)
             carried = running
-        if window.end > window.carry:
-            pred, _ = self._run(x[:, window.carry : window.end], running)
+        if has_tail:
+            pred, _ = self._run(tail, running)
             parts.append(pred)
         return tf.concat(parts, axis=1), [tf.stop_gradient(s) for s in carried]
+
+    def _train_window(
+        self,
+        head: tf.Tensor,
+        tail: tf.Tensor,
+        target: tf.Tensor,
+        state: list,
+        has_head: bool,
+        has_tail: bool,
+    ) -> tuple[tf.Tensor, list]:
+        """One update: the loss on the window's last `target` steps, and the carried state."""
+        with tf.GradientTape() as tape:
+            pred, carried = self._parts(head, tail, state, has_head, has_tail)
+            scored = pred[:, tf.shape(pred)[1] - tf.shape(target)[1] :]
+            loss = tf.reduce_mean(tf.square(scored - target))
+        variables = self.rnn.trainable_variables + self.head.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss, carried
 
     def train_sequences(self, x: np.ndarray, y: np.ndarray) -> float:
         """One pass of TBPTT over a batch of sequences; returns the mean window loss."""
@@ -230,14 +277,10 @@ class TruncatedBPTT:
         state = self.initial_state(batch, features)
         losses = []
         for window in tbptt_schedule(seq_len, self.k1, self.k2):
-            with tf.GradientTape() as tape:
-                pred, carried = self._window(x, window, state)
-                scored = pred[:, window.loss_from - window.start :]
-                loss = tf.reduce_mean(tf.square(scored - y[:, window.loss_from : window.end]))
-            variables = self.rnn.trainable_variables + self.head.trainable_variables
-            grads = tape.gradient(loss, variables)
-            self.optimizer.apply_gradients(zip(grads, variables, strict=True))
-            state = carried
+            target = tf.convert_to_tensor(y[:, window.loss_from : window.end])
+            loss, state = self._update(
+                *self._split(x, window), target, state, *self._non_empty(window)
+            )
             losses.append(float(loss))
         return float(np.mean(losses))
 
