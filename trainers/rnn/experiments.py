@@ -190,7 +190,8 @@ class TruncatedBPTT:
         """Zeros: what every new sequence starts from."""
         if not self.rnn.built:
             # Every variable exists before the first graph is traced: a tf.function may
-            # create variables only on its first trace, and there are up to three here.
+            # create variables only on its first trace, and each kind of window (with or
+            # without steps before `carry`, or after it) is traced on its own.
             self.rnn.build((batch, None, features))
             self.head.build((None, None, self.units))
             self.optimizer.build(self.rnn.trainable_variables + self.head.trainable_variables)
@@ -224,22 +225,22 @@ class TruncatedBPTT:
         self, x: np.ndarray | tf.Tensor, window: Window, state: list
     ) -> tuple[tf.Tensor, list]:
         """Forward over the window, split at `carry` so the carried state can be taken."""
-        head, tail = self._split(x, window)
-        return self._forward(head, tail, state, *self._non_empty(window))
+        return self._forward(state, *self._pieces(x, window))
 
     @staticmethod
-    def _split(x: np.ndarray | tf.Tensor, window: Window) -> tuple[tf.Tensor, tf.Tensor]:
+    def _pieces(
+        x: np.ndarray | tf.Tensor, window: Window
+    ) -> tuple[tf.Tensor, tf.Tensor, bool, bool]:
+        """The window's inputs before and after `carry`, and whether each has any steps."""
         return (
             tf.convert_to_tensor(x[:, window.start : window.carry]),
             tf.convert_to_tensor(x[:, window.carry : window.end]),
+            window.carry > window.start,
+            window.end > window.carry,
         )
 
-    @staticmethod
-    def _non_empty(window: Window) -> tuple[bool, bool]:
-        return window.carry > window.start, window.end > window.carry
-
     def _parts(
-        self, head: tf.Tensor, tail: tf.Tensor, state: list, has_head: bool, has_tail: bool
+        self, state: list, head: tf.Tensor, tail: tf.Tensor, has_head: bool, has_tail: bool
     ) -> tuple[tf.Tensor, list]:
         """Predictions over head + tail from `state`, and the detached state after head."""
         parts, carried, running = [], state, state
@@ -254,16 +255,16 @@ class TruncatedBPTT:
 
     def _train_window(
         self,
-        head: tf.Tensor,
-        tail: tf.Tensor,
         target: tf.Tensor,
         state: list,
+        head: tf.Tensor,
+        tail: tf.Tensor,
         has_head: bool,
         has_tail: bool,
     ) -> tuple[tf.Tensor, list]:
         """One update: the loss on the window's last `target` steps, and the carried state."""
         with tf.GradientTape() as tape:
-            pred, carried = self._parts(head, tail, state, has_head, has_tail)
+            pred, carried = self._parts(state, head, tail, has_head, has_tail)
             scored = pred[:, tf.shape(pred)[1] - tf.shape(target)[1] :]
             loss = tf.reduce_mean(tf.square(scored - target))
         variables = self.rnn.trainable_variables + self.head.trainable_variables
@@ -278,9 +279,7 @@ class TruncatedBPTT:
         losses = []
         for window in tbptt_schedule(seq_len, self.k1, self.k2):
             target = tf.convert_to_tensor(y[:, window.loss_from : window.end])
-            loss, state = self._update(
-                *self._split(x, window), target, state, *self._non_empty(window)
-            )
+            loss, state = self._update(target, state, *self._pieces(x, window))
             losses.append(float(loss))
         return float(np.mean(losses))
 
