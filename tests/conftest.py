@@ -59,9 +59,8 @@ def user_env() -> dict[str, str]:
     """This process's environment as a user's shell has it, for the processes tests start.
 
     Importing tensorflow_transform sets TF_USE_LEGACY_KERAS=1 in os.environ (its keras_lib),
-    which makes a child's `tf.keras` Keras 2. Our trainers build with the `keras` package, but
-    TFX and TFMA code in the child still reads `tf.keras`; a test that wants the variable set
-    says so itself.
+    and a child would inherit it where a user's shell has none. Our models no longer depend on
+    it (the trainers build with the `keras` package); a test that wants it set says so.
     """
     env = dict(os.environ)
     env.pop("TF_USE_LEGACY_KERAS", None)

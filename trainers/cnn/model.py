@@ -21,7 +21,7 @@ def build_lenet5(config: LeNetConfig | None = None) -> keras.Model:
     """LeNet-5 taking the flat `image` feature (1,024 floats) and returning class probabilities."""
     config = config or LeNetConfig()
     pool_layer = (
-        keras.layers.MaxPooling2D if config.pooling == "max" else (keras.layers.AveragePooling2D)
+        keras.layers.MaxPooling2D if config.pooling == "max" else keras.layers.AveragePooling2D
     )
     inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
     x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), name="to_32x32x1")(inputs)
