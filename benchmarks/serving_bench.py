@@ -463,6 +463,15 @@ def main() -> int:
         "ratio tracks it only while the server's event loop or the machine is saturated: "
         f"here loop {batched['loop']:.0%}, host {batched['host']:.0%}"
     )
+
+    def cores(name: str) -> float:
+        return results[(name, 64)]["qps"] * results[(name, 64)]["cpu_us"] / 1e6
+
+    print(
+        f"  server cores busy at 64 clients (QPS x CPU per call): {cores('batch'):.2f} with "
+        f"batching, {cores('echo'):.2f} the uvloop echo, {cores(ASYNCIO_ECHO):.2f} the asyncio "
+        "echo; where they match, the QPS ratio is the inverse ratio of CPU per call"
+    )
     for clients in (16, 64):
         print(f"{clients} clients without batching: {both('plain', clients, 0.4)}")
     print(
