@@ -102,8 +102,9 @@ def test_predict_response_bytes_parse_as_the_protobuf_built_response(content):
     assert predict_pb2.PredictResponse.FromString(written) == expected
 
 
-def test_a_dtype_tensorflow_lacks_is_refused_by_name_on_either_side():
-    # tensor_parts writes the server's outputs and the client's inputs alike.
+def test_a_dtype_the_codec_does_not_carry_is_refused_by_name_on_either_side():
+    # tensor_parts writes the server's outputs and the client's inputs alike. TensorFlow has
+    # DT_COMPLEX128; our codec does not (README, known differences from TF Serving).
     with pytest.raises(ServingError, match="cannot encode dtype complex128 as a TensorProto"):
         predict_request_bytes(_request(), {"x": np.zeros(2, np.complex128)})
     with pytest.raises(ServingError, match="cannot encode dtype complex128"):
