@@ -34,7 +34,8 @@ COPY constraints.txt ./
 # Dependencies first, in their own layer: code changes do not reinstall 3 GB of wheels.
 RUN python -m pip install --no-cache-dir -c constraints.txt \
         "tensorflow==2.21.0" "tfx[kfp]==1.21.0" tensorflow-serving-api grpcio aiohttp \
-        prometheus-client uvloop numpy protobuf pillow scikit-learn matplotlib pyarrow tqdm
+        prometheus-client uvloop python-rapidjson numpy protobuf pillow scikit-learn matplotlib \
+        pyarrow tqdm
 # tensorflow[and-cuda] pulls NVIDIA's CUDA/cuDNN wheels. They are not in constraints.txt
 # (which was frozen on CPU machines), so the GPU image's CUDA wheels are resolved at build
 # time: pin them with a lock of their own before relying on reproducible GPU builds.

@@ -351,8 +351,14 @@ class DataPlane:
         return self.manager.resolve(spec.name, spec.version, spec.label)
 
     def input_infos(self, spec: SpecRef, signature_name: str) -> dict[str, TensorInfo]:
-        """The signature's inputs (REST needs their dtypes to decode JSON)."""
-        _, signature = predict_signature(self.resolve(spec).servable, signature_name)
+        """The signature's inputs, which REST needs to decode JSON, looked up as TF Serving's
+        REST handler does (http_rest_api_handler.cc GetInfoMap, then json_tensor.cc)."""
+        name = signature_name or DEFAULT_SIGNATURE
+        signature = self.resolve(spec).servable.signature_defs.get(name)
+        if signature is None:
+            raise invalid(f'Serving signature name: "{name}" not found in signature def')
+        if not signature.inputs:
+            raise invalid(f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
         return dict(signature.inputs)
 
     # ---- execution ----

@@ -1,114 +1,86 @@
-"""TF Serving's REST JSON formats: request bodies to arrays/Examples, results back to JSON.
+"""TF Serving's REST JSON, as tensorflow_serving/util/json_tensor.cc reads and writes it.
 
-Row ("instances") and columnar ("inputs") Predict requests; `{"b64": ...}` for bytes;
-outputs named `*_bytes` (or not valid UTF-8) come back base64-encoded; Classify/Regress
-take "examples" (+ optional "context") turned into tf.Example features: whole numbers become
-int64_list, any decimal float_list, strings bytes_list, as TF Serving does.
+Bodies are parsed by RapidJSON itself. Predict takes row ("instances") or columnar
+("inputs") tensors, `{"b64": ...}` for bytes, and answers "predictions" or "outputs";
+Classify/Regress take "examples" (+ "context") as tf.Example features, each typed by its
+first value. Every check, its order and its message text follow that file; float32 values
+go back as the decimals TF Serving writes. Outputs named `*_bytes` (or not valid UTF-8)
+come back base64-encoded.
 """
 
 import base64
-import binascii
-import json
-import math
 import re
 
+import grpc
 import numpy as np
+import rapidjson
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from tfsp.serving import tensors
-from tfsp.serving.errors import invalid
+from tfsp.serving.errors import ServingError, invalid
+from tfsp.serving.json_text import debug_string, float32_value, float32_values, json_type
 
-# TF Serving parses with RapidJSON (json_tensor.cc ParseJson: kParseIterativeFlag |
-# kParseNanAndInfFlag | kParseStopWhenDoneFlag), which refuses a number a double cannot
-# hold ("Number too big to be stored in double"), while Python's float() quietly makes it
-# inf. Only a number with a 3-digit exponent or 20 digits in a row can overflow (or not
-# fit int64/uint64), so the costlier hooked decoder runs only when the body has one.
-_MAYBE_BIG_NUMBER = re.compile(rb"[eE][-+]?[0-9]{3}|[0-9]{20}")
-_WHITESPACE = re.compile(r"[ \t\n\r]*")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 MAX_TENSOR_DIMS = 64  # numpy's limit (TF's TensorShape allows 254)
+# python-rapidjson's errors: "Parse error at offset N: <RapidJSON's GetParseError_En text>".
+_RAPIDJSON_ERROR = re.compile(r"Parse error at offset (\d+): (.*)", re.DOTALL)
+_TRAILING = "The document root must not be followed by other values."
 
 
-class _NumberTooBig(ValueError):
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
+class _RapidJsonDocument(rapidjson.Decoder):
+    """RapidJSON itself (python-rapidjson): its numbers (int64/uint64, else a double; "Number
+    too big to be stored in double"), NaN/Inf/Infinity, surrogate checks and error texts.
+
+    An object keeps the first of repeated keys: TF Serving reads members with RapidJSON's
+    FindMember, which finds the first.
+    """
+
+    def start_object(self) -> list:
+        return []
+
+    def end_object(self, pairs: list) -> dict:
+        members: dict = {}
+        for key, value in pairs:
+            members.setdefault(key, value)
+        return members
 
 
-def _rapidjson_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise _NumberTooBig(text)
-    return value
-
-
-def _rapidjson_int(text: str) -> int | float:
-    # RapidJSON keeps an integer that fits int64 or uint64 and makes any other a double.
-    if len(text) <= 21:
-        value = int(text)
-        if _INT64_MIN <= value <= _UINT64_MAX:
-            return value
-    return _rapidjson_float(text)
-
-
-_DECODER = json.JSONDecoder()
-_BIG_NUMBER_DECODER = json.JSONDecoder(parse_float=_rapidjson_float, parse_int=_rapidjson_int)
-
-
-def _lone_surrogate(value: object) -> str | None:
-    """The first string (key or value) in `value` holding a lone UTF-16 surrogate."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _SURROGATE.search(item):
-                return item
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return None
+_rapidjson_loads = _RapidJsonDocument(number_mode=rapidjson.NM_NATIVE | rapidjson.NM_NAN)
 
 
 def parse_body(body: bytes | bytearray) -> dict:
-    """The request's JSON object, parsed as TF Serving's RapidJSON settings do.
+    """The request's JSON object, parsed as TF Serving parses it (json_tensor.cc ParseJson).
 
-    NaN/Infinity are allowed and bytes after the first complete JSON value are ignored
-    (kParseStopWhenDoneFlag); a number too big for a double, a lone surrogate escape, JSON
-    nested deeper than Python's parser goes, or a body that is not UTF-8 is a 400.
+    RapidJSON with kParseNanAndInfFlag | kParseStopWhenDoneFlag: NaN and infinities are
+    numbers, and bytes after the first complete JSON value are ignored. A parse error reads
+    "JSON Parse error: <RapidJSON's text> at offset: <byte>", as there. Two refusals are
+    ours: a body that is not UTF-8, and JSON nested more than 1,000 deep.
     """
+    if not body:
+        raise invalid("JSON Parse error: The document is empty")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise invalid(
             f"JSON Parse error: the body is not valid UTF-8 (at byte offset {exc.start})"
         ) from None
-    start = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
-    if start == len(text):
-        raise invalid("JSON Parse error: The document is empty")
-    decoder = _BIG_NUMBER_DECODER if _MAYBE_BIG_NUMBER.search(body) else _DECODER
     try:
-        value, _ = decoder.raw_decode(text, start)
-    except json.JSONDecodeError as exc:
-        raise invalid(f"JSON Parse error: {exc.msg} at offset: {exc.pos}") from None
-    except _NumberTooBig as exc:
-        raise invalid(
-            f"JSON Parse error: Number too big to be stored in double: {exc.text[:40]}"
-        ) from None
+        value = _rapidjson_loads(text)
     except RecursionError:
         raise invalid("JSON Parse error: the document is nested too deeply") from None
-    except ValueError as exc:  # e.g. Python's int-string digit limit
-        raise invalid(f"JSON Parse error: a number cannot be read ({str(exc)[:80]})") from None
-    if "\\u" in text and (bad := _lone_surrogate(value)) is not None:
-        raise invalid(
-            f"JSON Parse error: The surrogate pair in string is invalid: {json.dumps(bad)[:40]}"
-        )
+    except rapidjson.JSONDecodeError as exc:
+        match = _RAPIDJSON_ERROR.fullmatch(str(exc))
+        if match is None:
+            raise invalid(f"JSON Parse error: {exc}") from None
+        offset, message = int(match[1]), match[2]
+        if message != _TRAILING:
+            raise invalid(f"JSON Parse error: {message} at offset: {offset}") from None
+        # kParseStopWhenDoneFlag: the document ended where the trailing value starts.
+        value = _rapidjson_loads(body[:offset].decode("utf-8"))
     if not isinstance(value, dict):
-        raise invalid("JSON Parse error: the request body must be a JSON object")
+        raise _format_error(value, "Is not object")
     return value
 
 
@@ -117,39 +89,112 @@ def may_hold_booleans(body: bytes | bytearray) -> bool:
     return b"true" in body or b"false" in body
 
 
+def _format_error(doc: object, *message: str) -> ServingError:
+    # json_tensor.cc FormatError: the offending JSON (here the whole body), then the text.
+    return invalid(f"JSON Value: {debug_string(doc)} " + "".join(message))
+
+
 def signature_name(body: dict) -> str:
-    """The optional "signature_name" key."""
+    """The optional "signature_name" key (json_tensor.cc FillSignature)."""
     name = body.get("signature_name", "")
     if not isinstance(name, str):
-        raise invalid("'signature_name' key must be a string value.")
+        raise invalid(
+            f"JSON Value: {debug_string(body)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
     return name
 
 
+# ---- Predict: JSON to tensors (json_tensor.cc FillPredictRequestFromJson) ----
+
+_INT32 = (-(2**31), 2**31 - 1)
+# What a JSON value must be for each dtype (AddValueToTensor: IsNumber, IsInt, ...). The
+# narrow integer types take any int32, as TF Serving does: Tensor::FromProto casts it.
+_INT_RANGES = {
+    "DT_INT32": _INT32,
+    "DT_INT16": _INT32,
+    "DT_INT8": _INT32,
+    "DT_UINT8": _INT32,
+    "DT_INT64": (_INT64_MIN, 2**63 - 1),
+    "DT_UINT32": (0, 2**32 - 1),
+    "DT_UINT64": (0, _UINT64_MAX),
+}
+_JSON_DTYPES = {"DT_FLOAT", "DT_DOUBLE", "DT_STRING", "DT_BOOL", *_INT_RANGES}
+
+
+def _dtype_string(enum: int) -> str:
+    # TensorFlow's DataTypeString: DT_FLOAT is "float", DT_HALF "half", and so on.
+    return tensors.dtype_name(enum).removeprefix("DT_").lower()
+
+
 def _is_b64(value: object) -> bool:
-    return isinstance(value, dict) and list(value) == ["b64"]
+    """json_tensor.cc IsValBase64Object: an object whose one key, "b64", holds a string."""
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
-def _b64(name: str, value: dict) -> bytes:
-    text = value["b64"]
-    if not isinstance(text, str):
-        raise invalid(f"input '{name}': 'b64' must hold a base64 string")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid(f"input '{name}': 'b64' value is not valid base64") from None
+_ASCII_SPACE = {ord(c): None for c in " \t\n\v\f\r"}
+_BASE64_DATA = re.compile(r"[A-Za-z0-9+/]*")
+_PADDING_AFTER = {0: 0, 2: 2, 3: 1}  # data characters mod 4 -> the '=' that complete them
 
 
-def _string_leaves(name: str, value: object) -> object:
-    if isinstance(value, list):
-        return [_string_leaves(name, item) for item in value]
-    if isinstance(value, str):
-        return value.encode()
-    if _is_b64(value):
-        return _b64(name, value)
-    raise invalid(f"input '{name}': {json.dumps(value)[:50]} is not of expected type: string")
+def _absl_base64(text: str) -> bytes | None:
+    """absl::Base64Unescape, which TF Serving decodes "b64" with: whitespace anywhere is
+    skipped, the padding ('=' or '.') may be left out, and nothing else may follow it."""
+    compact = text.translate(_ASCII_SPACE)
+    data = _BASE64_DATA.match(compact).group()  # type: ignore[union-attr]
+    padding = compact[len(data) :]
+    needed = _PADDING_AFTER.get(len(data) % 4)
+    if needed is None or padding.strip("=.") or len(padding) not in (0, needed):
+        return None
+    return base64.b64decode(data + "=" * needed)
 
 
-def _shape_of(value: object) -> list[int]:
+def _b64(value: object) -> bytes:
+    if not _is_b64(value):
+        raise invalid(f"JSON Value: {debug_string(value)} not formatted correctly for base64 data")
+    decoded = _absl_base64(value["b64"])  # type: ignore[index]
+    if decoded is None:
+        raise invalid("Unable to base64 decode")
+    return decoded
+
+
+def _type_error(value: object, enum: int) -> ServingError:
+    return invalid(
+        f"JSON Value: {debug_string(value)} Type: {json_type(value)} "
+        f"is not of expected type: {_dtype_string(enum)}"
+    )
+
+
+def _leaf(value: object, enum: int, kind: str) -> object:
+    """One JSON value as an element of a tensor of dtype `enum` (AddValueToTensor)."""
+    if isinstance(value, dict):
+        if kind == "DT_STRING":
+            return _b64(value)
+        raise _type_error(value, enum)
+    if kind not in _JSON_DTYPES:
+        raise ServingError(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"Conversion of JSON Value: {debug_string(value)} to type: {_dtype_string(enum)}",
+        )
+    if kind == "DT_STRING":
+        if isinstance(value, str):
+            return value.encode()
+    elif kind == "DT_BOOL":
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        pass
+    elif kind in ("DT_FLOAT", "DT_DOUBLE"):
+        return value
+    elif isinstance(value, int):
+        low, high = _INT_RANGES[kind]
+        if low <= value <= high:
+            return value
+    raise _type_error(value, enum)
+
+
+def _dense_shape(value: object) -> list[int]:
+    """json_tensor.cc GetDenseTensorShape: the sizes of the first list at each depth."""
     shape: list[int] = []
     while isinstance(value, list):
         shape.append(len(value))
@@ -159,30 +204,95 @@ def _shape_of(value: object) -> list[int]:
     return shape
 
 
-def _to_string_array(name: str, value: object) -> np.ndarray:
-    leaves = _string_leaves(name, value)
-    shape = _shape_of(leaves)
-    flat: list[bytes] = []
+def _exact_tensor(value: object, enum: int) -> np.ndarray:
+    """A JSON value as a tensor, every value checked as FillTensorProto checks it."""
+    kind = tensors.dtype_name(enum)
+    shape = _dense_shape(value)
+    rank = len(shape)
+    flat: list = []
 
-    def walk(item: object, depth: int) -> None:
-        if depth == len(shape):
-            if isinstance(item, list):
-                raise invalid(f"input '{name}': ragged nested lists")
-            flat.append(item)  # type: ignore[arg-type]
+    def fill(item: object, level: int) -> None:
+        if not isinstance(item, list):
+            if level != rank:
+                raise invalid(
+                    f"JSON Value: {debug_string(item)} found at incorrect level: {level + 1} "
+                    f"in the JSON DOM. Expected at level: {rank}"
+                )
+            flat.append(_leaf(item, enum, kind))
             return
-        if not isinstance(item, list) or len(item) != shape[depth]:
-            raise invalid(f"input '{name}': ragged nested lists")
+        if level >= rank:
+            raise invalid(f"Encountered list at unexpected level: {level} expected < {rank}")
+        if len(item) != shape[level]:
+            raise invalid(
+                f"Encountered list at unexpected size: {len(item)} at level: {level} "
+                f"expected size: {shape[level]}"
+            )
         for child in item:
-            walk(child, depth + 1)
+            fill(child, level + 1)
 
-    walk(leaves, 0)
-    array = np.empty(len(flat), dtype=object)
-    array[:] = flat
-    return array.reshape(shape)
+    fill(value, 0)
+    return _array(flat, shape, enum)
 
 
-_KINDS = {"f": "iu", "i": "iu", "u": "iu", "b": ""}
-_JSON_TYPE = {"f": "float", "i": "int", "u": "unsigned int", "b": "bool"}
+def _array(flat: list, shape: list[int], enum: int) -> np.ndarray:
+    dtype = tensors.numpy_dtype(enum)
+    if dtype is None:  # an empty tensor of a dtype neither JSON nor our codec carries
+        raise invalid(f"dtype {tensors.dtype_name(enum)} is not supported")
+    if dtype.kind == "O":
+        array = np.empty(len(flat), dtype=object)
+        array[:] = flat
+        return array.reshape(shape)
+    if dtype.kind in "iu" and dtype.itemsize < 4:
+        # int8/int16/uint8 take an int32 and wrap, as Tensor::FromProto's cast does.
+        return np.array(flat, dtype=np.int64).astype(dtype).reshape(shape)
+    with np.errstate(over="ignore"):  # a double past float32's range is inf, as in C++
+        return np.array(flat, dtype=dtype).reshape(shape)
+
+
+# numpy kinds a fast conversion may accept for each dtype kind; anything else (a bool among
+# numbers, a string, null, an object, a ragged list) goes to the exact check for its message.
+_FAST_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
+
+
+def _fast_tensor(value: object, enum: int, *, may_hold_booleans: bool) -> np.ndarray | None:
+    """A JSON value of numbers or booleans as a tensor through numpy at once, when the result
+    is certain to be what TF Serving makes of it; None when in any doubt."""
+    kind = tensors.dtype_name(enum)
+    dtype = tensors.numpy_dtype(enum)
+    if dtype is None or dtype.kind not in _FAST_KINDS or kind not in _JSON_DTYPES:
+        return None
+    try:
+        raw = np.array(value)
+    except (ValueError, OverflowError):  # ragged, or an int numpy cannot hold
+        return None
+    if raw.dtype.kind not in _FAST_KINDS[dtype.kind]:
+        return None
+    if raw.dtype.kind != "b" and may_hold_booleans and _holds_boolean(value):
+        return None
+    if raw.dtype.kind not in "iu" or dtype.kind == "f":
+        with np.errstate(over="ignore"):  # a double past float32's range is inf, as in C++
+            return raw.astype(dtype)
+    low, high = _INT_RANGES[kind]
+    if raw.size and not (low <= raw.min() and raw.max() <= high):
+        return None
+    return _array(raw.ravel().tolist(), list(raw.shape), enum)
+
+
+# numpy holds 64 dimensions; TF's TensorShape 254 (a known difference, in the README).
+_TOO_DEEP = f"lists nested more than {MAX_TENSOR_DIMS} deep (at most {MAX_TENSOR_DIMS})"
+
+
+def _check_depth(value: object) -> None:
+    if len(_dense_shape(value)) > MAX_TENSOR_DIMS:
+        raise invalid(_TOO_DEEP)
+
+
+def _tensor(value: object, enum: int, *, may_hold_booleans: bool) -> np.ndarray:
+    """A JSON value as a tensor of dtype `enum`, or INVALID_ARGUMENT as TF Serving words it:
+    numpy at once where that is certain, else the value-by-value check, which is the rule."""
+    _check_depth(value)
+    fast = _fast_tensor(value, enum, may_hold_booleans=may_hold_booleans)
+    return fast if fast is not None else _exact_tensor(value, enum)
 
 
 def _holds_boolean(value: object) -> bool:
@@ -196,44 +306,91 @@ def _holds_boolean(value: object) -> bool:
     return False
 
 
-def to_array(
-    name: str, value: object, info: meta_graph_pb2.TensorInfo, *, may_hold_booleans: bool = True
-) -> np.ndarray:
-    """A JSON (nested) value as the array the signature input `info` expects.
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(map(str, shape)) + "]"
 
-    As json_tensor.cc AddValueToTensor: numeric inputs take numbers only (a JSON true/false
-    is refused, not read as 1/0), bool inputs take true/false only. `may_hold_booleans=False`
-    (the body has no true/false) skips the scan for booleans mixed into numbers.
-    """
-    dtype = tensors.numpy_dtype(info.dtype)
-    if dtype is None:
-        raise invalid(f"input '{name}': dtype {tensors.dtype_name(info.dtype)} is not supported")
-    if len(_shape_of(value)) > MAX_TENSOR_DIMS:
+
+def _status_text(error: ServingError) -> str:
+    # absl::Status::ToString, which TF Serving puts inside its per-element messages.
+    return f"{error.code.name}: {error.message}"
+
+
+def _instances(rows: list, infos: dict, *, may_hold_booleans: bool) -> dict[str, np.ndarray]:
+    """json_tensor.cc FillTensorMapFromInstancesList: one tensor per input, rows stacked."""
+    if not isinstance(rows[0], dict) and len(infos) > 1:
         raise invalid(
-            f"input '{name}': lists nested more than {MAX_TENSOR_DIMS} deep "
-            f"(at most {MAX_TENSOR_DIMS} dimensions)"
+            "instances is a plain list, but expecting list of objects as multiple input "
+            "tensors required as per tensorinfo_map"
         )
-    if dtype.kind == "O":
-        return _to_string_array(name, value)
-    try:
-        raw = np.array(value)
-    except ValueError:
-        raise invalid(f"input '{name}': ragged nested lists") from None
-    accepted = _KINDS[dtype.kind] + dtype.kind
-    expected = f"{_JSON_TYPE[dtype.kind]} ({tensors.dtype_name(info.dtype)})"
-    if raw.size and raw.dtype.kind not in accepted:
-        shown = json.dumps(value)[:60] if raw.size < 8 else "a value"
-        raise invalid(f"input '{name}': {shown} is not of expected type: {expected}")
-    # numpy turns [1.5, true] into floats: find booleans mixed into numbers ourselves.
-    if dtype.kind != "b" and raw.size and may_hold_booleans and _holds_boolean(value):
-        raise invalid(
-            f"input '{name}': a JSON boolean (true/false) is not of expected type: {expected}"
+    objects = isinstance(rows[0], dict) and not _is_b64(rows[0])
+    names = sorted(infos)
+    if not objects or all(isinstance(row, dict) and row.keys() == infos.keys() for row in rows):
+        # Well-formed rows stack at once; any doubt takes the per-element rule below.
+        columns = {n: [row[n] for row in rows] for n in names} if objects else {names[0]: rows}
+        arrays = {
+            name: _fast_tensor(column, infos[name].dtype, may_hold_booleans=may_hold_booleans)
+            for name, column in columns.items()
+        }
+        if all(array is not None for array in arrays.values()):
+            return arrays  # type: ignore[return-value]
+    # A plain list fills one input, even where the signature has more (a list of b64
+    # objects passes the check above): Predict then reports the missing inputs.
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in (names if objects else names[:1])}
+    for index, row in enumerate(rows):
+        if objects != (isinstance(row, dict) and not _is_b64(row)):
+            raise invalid(
+                f"Expecting object but got list at item {index} of input list"
+                if objects
+                else f"Expecting value/list but got object at item {index} of input list"
+            )
+        items = row.items() if objects else [(names[0], row)]
+        for name, value in items:
+            try:
+                if name not in infos:
+                    raise invalid(f"JSON object: does not have named input: {name}")
+                item = _tensor(value, infos[name].dtype, may_hold_booleans=may_hold_booleans)
+                if item.ndim >= MAX_TENSOR_DIMS:  # stacking the rows adds one
+                    raise invalid(_TOO_DEEP)
+                if parts[name] and (first := parts[name][0]).shape != item.shape:
+                    raise invalid(
+                        f"Expecting tensor size: {first.size} but got: {item.size}"
+                        if first.size != item.size
+                        else f"Expecting shape {_shape_text(first.shape)} "
+                        f"but got: {_shape_text(item.shape)}"
+                    )
+            except ServingError as exc:
+                key = f" key: {name}" if objects else ""
+                raise invalid(
+                    f"Failed to process element: {index}{key} of 'instances' list. "
+                    f"Error: {_status_text(exc)}"
+                ) from None
+            parts[name].append(item)
+        if objects and set(row) != set(names):
+            raise invalid(
+                f"Failed to process element: {index} of 'instances' list. JSON object: "
+                f"{debug_string(row)} keys must be equal to: {','.join(names)}"
+            )
+    return {name: np.stack(arrays) for name, arrays in parts.items()}
+
+
+def _inputs(columns: object, infos: dict, *, may_hold_booleans: bool) -> dict[str, np.ndarray]:
+    """json_tensor.cc FillTensorMapFromInputsMap: one value per input; other keys ignored."""
+    if not isinstance(columns, dict) or _is_b64(columns):
+        if len(infos) > 1:
+            raise invalid(
+                "inputs is a plain value/list, but expecting an object as multiple input "
+                "tensors required as per tensorinfo_map"
+            )
+        ((name, info),) = infos.items()
+        return {name: _tensor(columns, info.dtype, may_hold_booleans=may_hold_booleans)}
+    arrays = {}
+    for name in sorted(infos):
+        if name not in columns:
+            raise invalid(f"Missing named input: {name} in 'inputs' object.")
+        arrays[name] = _tensor(
+            columns[name], infos[name].dtype, may_hold_booleans=may_hold_booleans
         )
-    if dtype.kind in "iu" and raw.size:
-        info_range = np.iinfo(dtype)
-        if raw.min() < info_range.min or raw.max() > info_range.max:
-            raise invalid(f"input '{name}': a value is out of range for {dtype.name}")
-    return raw.astype(dtype)
+    return arrays
 
 
 def predict_inputs(
@@ -241,55 +398,38 @@ def predict_inputs(
 ) -> tuple[dict[str, np.ndarray], str]:
     """Decode "instances" (row) or "inputs" (columnar); returns (arrays, format).
 
-    `may_hold_booleans` as in `to_array` (False only if the body has no true/false).
+    Checks and messages are json_tensor.cc's. `may_hold_booleans=False` (the body has no
+    true/false) skips the scan for booleans mixed into numbers.
     """
-
-    def convert(name: str, value: object, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
-        return to_array(name, value, info, may_hold_booleans=may_hold_booleans)
-
-    has_rows, has_columns = "instances" in body, "inputs" in body
-    if has_rows == has_columns:
-        raise invalid(
-            "Missing 'inputs' or 'instances' key"
-            if not has_rows
-            else "Not both of 'instances' and 'inputs' can be specified"
-        )
-    if has_rows:
+    options = {"may_hold_booleans": may_hold_booleans}
+    if "instances" in body:
+        if "inputs" in body:
+            raise _format_error(
+                body,
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' keys "
+                "to exist ",
+            )
         rows = body["instances"]
         if not isinstance(rows, list):
-            raise invalid("'instances' must be a JSON list")
-        if rows and all(isinstance(r, dict) and not _is_b64(r) for r in rows):
-            names = set(infos)
-            for row in rows:
-                if set(row) != names:
-                    raise invalid(
-                        f"instance has inputs {sorted(row)}, the signature expects {sorted(names)}"
-                    )
-            return {n: convert(n, [row[n] for row in rows], infos[n]) for n in infos}, "row"
-        if len(infos) != 1:
-            raise invalid(
-                "instances is a plain list, but expecting list of objects as multiple input "
-                f"tensors required as per the signature ({sorted(infos)})"
-            )
-        ((name, info),) = infos.items()
-        return {name: convert(name, rows, info)}, "row"
-    columns = body["inputs"]
-    if isinstance(columns, dict) and not _is_b64(columns):
-        unknown = sorted(set(columns) - set(infos))
-        missing = sorted(set(infos) - set(columns))
-        if unknown or missing:
-            raise invalid(
-                f"inputs {sorted(columns)} do not match the signature's {sorted(infos)}"
-                f" (extra: {unknown}, missing: {missing})"
-            )
-        return {n: convert(n, columns[n], infos[n]) for n in infos}, "columnar"
-    if len(infos) != 1:
-        raise invalid(f"'inputs' is a single tensor but the signature expects {sorted(infos)}")
-    ((name, info),) = infos.items()
-    return {name: convert(name, columns, info)}, "columnar"
+            raise _format_error(body, "Expecting 'instances' to be an list/array")
+        if not rows:
+            raise _format_error(body, "No values in 'instances' array")
+        return _instances(rows, infos, **options), "row"
+    if "inputs" in body:
+        return _inputs(body["inputs"], infos, **options), "columnar"
+    raise invalid("Missing 'inputs' or 'instances' key")
+
+
+# ---- Predict: tensors to JSON (json_tensor.cc MakeJsonFromTensors) ----
 
 
 def _json_values(name: str, array: np.ndarray) -> object:
+    enum = tensors.dtype_enum(array)
+    kind = tensors.dtype_name(enum)
+    if array.size and kind not in _JSON_DTYPES:
+        raise invalid(f"Failed to write JSON value for tensor type: {_dtype_string(enum)}")
+    if kind == "DT_FLOAT":
+        return float32_values(array)
     if array.dtype.kind == "O":
         as_b64 = name.endswith("_bytes")
 
@@ -308,88 +448,115 @@ def _json_values(name: str, array: np.ndarray) -> object:
 
 def predict_response(outputs: dict[str, np.ndarray], fmt: str) -> dict:
     """{"predictions": ...} for row requests, {"outputs": ...} for columnar ones."""
+    if not outputs:
+        raise invalid("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
     if fmt == "columnar":
-        if len(outputs) == 1:
-            ((name, array),) = outputs.items()
-            return {"outputs": _json_values(name, array)}
-        return {"outputs": {name: _json_values(name, a) for name, a in outputs.items()}}
-    if len(outputs) == 1:
-        ((name, array),) = outputs.items()
-        return {"predictions": _json_values(name, array)}
-    sizes = {a.shape[0] if a.ndim else None for a in outputs.values()}
-    if len(sizes) != 1 or None in sizes:
+        if len(names) == 1:
+            return {"outputs": _json_values(names[0], outputs[names[0]])}
+        return {"outputs": {name: _json_values(name, outputs[name]) for name in names}}
+    batch = None
+    for name in names:
+        array = outputs[name]
+        if array.ndim == 0:
+            raise invalid(f"Tensor name: {name} has no shape information ")
+        if batch is not None and array.shape[0] != batch:
+            raise invalid(
+                f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
+                f"expecting: {batch}"
+            )
+        batch = array.shape[0]
+    if len(names) == 1:
+        return {"predictions": _json_values(names[0], outputs[names[0]])}
+    columns = {name: _json_values(name, outputs[name]) for name in names}
+    return {"predictions": [{n: columns[n][i] for n in names} for i in range(batch)]}
+
+
+# ---- Classify and Regress (json_tensor.cc FillClassifyRegressRequestFromJson) ----
+
+_FEATURE_KINDS = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
+
+
+def _add_to_feature(value: object, name: str, feature: feature_pb2.Feature) -> None:
+    """json_tensor.cc AddValueToFeature: the first value fixes the list's kind."""
+    if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
+        raise invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(value)}")
+    if isinstance(value, str | dict):
+        kind = "bytes_list"
+    elif isinstance(value, float):
+        kind = "float_list"
+    else:  # an integer, true or false
+        if not isinstance(value, bool) and value > 2**63 - 1:
+            raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+        kind = "int64_list"
+    held = feature.WhichOneof("kind")
+    if held not in (None, kind):
         raise invalid(
-            "Tensors in the response have different 0th dimensions; "
-            "use the columnar ('inputs') format"
+            f"Unexpected element type in feature: {name} expecting type: {_FEATURE_KINDS[held]}"
         )
-    columns = {name: _json_values(name, a) for name, a in outputs.items()}
-    count = sizes.pop()
-    return {"predictions": [{n: columns[n][i] for n in columns} for i in range(count)]}
-
-
-def _feature(name: str, value: object) -> feature_pb2.Feature:
-    values = value if isinstance(value, list) else [value]
-    feature = feature_pb2.Feature()
-    if not values:
-        return feature
-    if all(isinstance(v, str) or _is_b64(v) for v in values):
-        feature.bytes_list.value.extend(
-            _b64(name, v) if _is_b64(v) else v.encode()
-            for v in values  # type: ignore[union-attr]
-        )
-    elif all(isinstance(v, int) for v in values):
-        # true/false are int64 1/0 in a feature (json_tensor.cc AddValueToFeature).
-        if any(not -(2**63) <= v < 2**63 for v in values):  # type: ignore[operator]
-            raise invalid(f"feature '{name}': integer out of int64 range")
-        feature.int64_list.value.extend(int(v) for v in values)  # type: ignore[arg-type]
-    elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        feature.float_list.value.extend(float(v) for v in values)  # type: ignore[arg-type]
+    if isinstance(value, str):
+        item: object = value.encode()
+    elif isinstance(value, dict):
+        item = _b64(value)
     else:
-        raise invalid(
-            f"feature '{name}': values must all be numbers or all be strings, got "
-            f"{json.dumps(value)[:60]}"
-        )
-    return feature
+        item = int(value) if kind == "int64_list" else value
+    getattr(feature, kind).value.append(item)
 
 
-def _example(obj: object, what: str) -> example_pb2.Example:
-    if not isinstance(obj, dict):
-        raise invalid(f"{what} must be a JSON object of features")
+def _example(value: object) -> example_pb2.Example:
+    """json_tensor.cc MakeExampleFromJsonObject."""
+    if not isinstance(value, dict):
+        raise invalid(f"Example must be JSON object but got JSON {json_type(value)}")
     example = example_pb2.Example()
-    for name, value in obj.items():
-        example.features.feature[name].CopyFrom(_feature(name, value))
+    for name, content in value.items():
+        feature = feature_pb2.Feature()
+        for item in content if isinstance(content, list) else [content]:
+            _add_to_feature(item, name, feature)
+        example.features.feature[name].CopyFrom(feature)
     return example
 
 
 def examples_input(body: dict) -> input_pb2.Input:
-    """Classify/Regress "examples" (+ "context") as the `Input` proto gRPC carries."""
-    examples = body.get("examples")
-    if not isinstance(examples, list):
-        raise invalid("'examples' must be a JSON list of objects")
+    """Classify/Regress "examples" (+ "context") as the `Input` proto gRPC carries.
+
+    A feature in both the context and an example is the example's, as TF Serving merges
+    them (the context's bytes, then the example's).
+    """
     inp = input_pb2.Input()
-    if "context" in body:
-        context = _example(body["context"], "'context'")
-        target = inp.example_list_with_context
-        target.context.CopyFrom(context)
-        for item in examples:
-            example = _example(item, "each example")
-            overlap = set(example.features.feature) & set(context.features.feature)
-            if overlap:
-                raise invalid(f"features {sorted(overlap)} appear in both context and examples")
-            target.examples.add().CopyFrom(example)
+    context = _example(body["context"]) if "context" in body else None
+    if "examples" not in body:
+        raise _format_error(
+            body, "When method is classify, key 'examples' is expected and was not found"
+        )
+    examples = body["examples"]
+    if not isinstance(examples, list):
+        raise _format_error(body, "Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise _format_error(body, "'examples' value is an empty array")
+    if context is not None:
+        inp.example_list_with_context.context.CopyFrom(context)
+        target = inp.example_list_with_context.examples
     else:
-        for item in examples:
-            inp.example_list.examples.add().CopyFrom(_example(item, "each example"))
+        target = inp.example_list.examples
+    for item in examples:
+        target.add().CopyFrom(_example(item))
     return inp
 
 
 def classify_response(result: classification_pb2.ClassificationResult) -> dict:
     """{"results": [[[label, score], ...], ...]} (kClassifyRegressResponseKey in json_tensor.cc)."""
+    if not result.classifications:
+        raise invalid("Cannot convert empty ClassificationResults to JSON")
     return {
-        "results": [[[c.label, c.score] for c in item.classes] for item in result.classifications]
+        "results": [
+            [[c.label, float32_value(c.score)] for c in item.classes]
+            for item in result.classifications
+        ]
     }
 
 
 def regress_response(result: regression_pb2.RegressionResult) -> dict:
     """{"results": [value, ...]}."""
-    return {"results": [r.value for r in result.regressions]}
+    if not result.regressions:
+        raise invalid("Cannot convert empty RegressionResults to JSON")
+    return {"results": [float32_value(r.value) for r in result.regressions]}

@@ -221,6 +221,27 @@ def test_rest_predict_row_and_columnar_formats(rest):
     assert status == 200 and body == {"outputs": X.tolist()}
 
 
+def test_rest_writes_float32_outputs_and_refusals_as_tf_serving_does(rest):
+    # Version 1 scales by 1.0, so y is the float32 of the input. WriteDecimal writes it as
+    # 0.1, not the float's binary value 0.10000000149011612.
+    status, body = rest.request(
+        "POST", "/v1/models/toy/versions/1:predict", json.dumps({"instances": [[0.1, 0.2, 1.3]]})
+    )
+    assert status == 200 and body == {"predictions": [[0.1, 0.2, 1.3]]}
+    status, body = rest.request(
+        "POST", "/v1/models/toy:predict", '{"signature_name": "nope", "instances": [1]}'
+    )
+    assert (status, body) == (
+        400,
+        {"error": 'Serving signature name: "nope" not found in signature def'},
+    )
+    status, body = rest.request("POST", "/v1/models/toy:predict", '{"instances": []}')
+    assert status == 400
+    assert body == {
+        "error": "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"
+    }
+
+
 def test_rest_b64_bytes_and_multiple_outputs(rest):
     payload = {
         "signature_name": "types",
@@ -624,6 +645,7 @@ REST_CASES = [
         400,
     ),
     ("ragged list", "POST", "/v1/models/toy:predict", '{"instances": [[1,2,3],[4,5]]}', 400),
+    ("empty instances", "POST", "/v1/models/toy:predict", '{"instances": []}', 400),
     ("null value", "POST", "/v1/models/toy:predict", '{"instances": [[1,null,3]]}', 400),
     ("unknown model", "POST", "/v1/models/nope:predict", '{"instances": [[1,2,3]]}', 404),
     (

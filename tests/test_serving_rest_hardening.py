@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.serving_harness import build_toy_model, post_json, running_server
-from tfsp.serving import rest_json
-from tfsp.serving.errors import ServingError
 
 pytestmark = pytest.mark.integration  # starts a model server
 
@@ -89,7 +87,7 @@ CASES = [
     ("1e400 overflows a double", b'{"instances": [[1e400, 1, 2]]}', {}, 400, "Number too big"),
     ("gzip header, not gzip", GOOD, GZIP, 400, "not valid gzip"),
     ("truncated gzip", _gzip(GOOD)[:-12], GZIP, 400, "truncated"),
-    ("true in a float tensor", b'{"instances": [[1, true, 3]]}', {}, 400, "boolean"),
+    ("true in a float tensor", b'{"instances": [[1, true, 3]]}', {}, 400, "Type: True is not"),
     ("all booleans, float tensor", b'{"instances": [[true, false, true]]}', {}, 400, "float"),
     (
         "true in an int64 tensor",
@@ -97,7 +95,7 @@ CASES = [
         b'"h": [[1, 2], [3, 4]]}}',
         {},
         400,
-        "boolean",
+        "JSON Value: true Type: True is not of expected type: int64",
     ),
     ("invalid UTF-8", b'{"instances": [["\xff"]]}', {}, 400, "UTF-8"),
 ]
@@ -176,18 +174,3 @@ def test_slow_clients_are_cut_off(server, data):
 
 def test_server_log_has_no_traceback(server):
     assert "Traceback" not in server.log()
-
-
-# ---- in-process: the JSON rules themselves ----
-
-
-def test_booleans_in_examples_are_int64_as_in_tf_serving():
-    inp = rest_json.examples_input({"examples": [{"f": [True, 0, 2]}]})
-    assert list(inp.example_list.examples[0].features.feature["f"].int64_list.value) == [1, 0, 2]
-    with pytest.raises(ServingError, match="all be numbers"):
-        rest_json.examples_input({"examples": [{"f": [1.5, True]}]})
-
-
-def test_big_integers_become_doubles_as_in_rapidjson():
-    body = rest_json.parse_body(b'{"a": [18446744073709551615, 18446744073709551616]}')
-    assert body["a"][0] == 2**64 - 1 and isinstance(body["a"][1], float)

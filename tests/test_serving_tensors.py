@@ -1,15 +1,12 @@
-"""TensorProto and REST JSON codecs, checked against TensorFlow's own tensor_util."""
-
-import base64
+"""The TensorProto codec, checked against TensorFlow's own tensor_util."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from tfsp.serving import rest_json, tensors
+from tfsp.serving import tensors
 from tfsp.serving.errors import ServingError
 from tfsp.serving.predict_wire import predict_request_bytes, predict_response_bytes
 
@@ -168,58 +165,3 @@ def test_float_fields_read_from_wire_bytes_keep_every_value(dtype):
     decoded = tensors.to_numpy("t", proto)
     assert decoded.dtype == values.dtype.newbyteorder("=")
     assert decoded.tobytes() == tf.make_ndarray(proto).tobytes() == values.tobytes()
-
-
-def _info(dtype, *dims) -> meta_graph_pb2.TensorInfo:
-    info = meta_graph_pb2.TensorInfo(dtype=dtype)
-    for d in dims:
-        info.tensor_shape.dim.add(size=d)
-    return info
-
-
-def test_rest_row_and_columnar_decoding():
-    infos = {"a": _info(types_pb2.DT_INT64, -1), "s": _info(types_pb2.DT_STRING, -1)}
-    rows = {
-        "instances": [
-            {"a": 1, "s": {"b64": base64.b64encode(b"\x00").decode()}},
-            {"a": 2, "s": "t"},
-        ]
-    }
-    arrays, fmt = rest_json.predict_inputs(rows, infos)
-    assert (
-        fmt == "row" and arrays["a"].tolist() == [1, 2] and arrays["s"].tolist() == [b"\x00", b"t"]
-    )
-    arrays, fmt = rest_json.predict_inputs({"inputs": {"a": [3], "s": ["u", "v"]}}, infos)
-    assert fmt == "columnar" and arrays["s"].shape == (2,)
-    single = {"x": _info(types_pb2.DT_FLOAT, -1, 2)}
-    arrays, _ = rest_json.predict_inputs({"instances": [[1, 2.5], [3, 4]]}, single)
-    assert arrays["x"].dtype == np.float32 and arrays["x"].tolist() == [[1, 2.5], [3, 4]]
-    arrays, _ = rest_json.predict_inputs({"instances": [[float("nan"), 0]]}, single)
-    assert np.isnan(arrays["x"][0, 0])
-
-
-def test_rest_responses():
-    outputs = {"y": np.array([[1.0], [2.0]], np.float32)}
-    assert rest_json.predict_response(outputs, "row") == {"predictions": [[1.0], [2.0]]}
-    assert rest_json.predict_response(outputs, "columnar") == {"outputs": [[1.0], [2.0]]}
-    both = {"k": np.array([1, 2]), "img_bytes": np.array([b"\xff", b"a"], dtype=object)}
-    assert rest_json.predict_response(both, "row") == {
-        "predictions": [
-            {"k": 1, "img_bytes": {"b64": "/w=="}},
-            {"k": 2, "img_bytes": {"b64": "YQ=="}},
-        ]
-    }
-    assert rest_json.predict_response(both, "columnar")["outputs"]["k"] == [1, 2]
-
-
-def test_rest_examples_follow_tf_serving_typing():
-    inp = rest_json.examples_input(
-        {"examples": [{"i": [1, 2], "f": [1, 2.5], "s": "x", "b": {"b64": "AAE="}}]}
-    )
-    feature = inp.example_list.examples[0].features.feature
-    assert list(feature["i"].int64_list.value) == [1, 2]
-    assert list(feature["f"].float_list.value) == [1.0, 2.5]
-    assert list(feature["s"].bytes_list.value) == [b"x"]
-    assert list(feature["b"].bytes_list.value) == [b"\x00\x01"]
-    with pytest.raises(ServingError, match="both context and examples"):
-        rest_json.examples_input({"context": {"i": 1}, "examples": [{"i": 2}]})

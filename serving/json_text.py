@@ -1,0 +1,181 @@
+"""JSON as TF Serving writes it: the values it puts in error messages, and its float numbers.
+
+TF Serving's REST layer (tensorflow_serving/util/json_tensor.cc) quotes the offending JSON
+in its error messages through `JsonValueToDebugString`: RapidJSON's PrettyWriter (4-space
+indent, arrays on one line) that stops taking values once 256 bytes are written. It writes
+float outputs through `WriteDecimal`: six significant digits when they read back as the same
+float, else `max_digits10`. Both are rebuilt here from that source, so that our messages and
+our numbers are TF Serving's.
+"""
+
+import math
+from decimal import Decimal
+
+import numpy as np
+
+DEBUG_LIMIT_BYTES = 256  # json_tensor.cc kMaxJsonDebugStringBytes
+_INDENT = "    "
+# RapidJSON's Writer escapes '"', '\\' and the control characters, with upper-case hex;
+# everything else, UTF-8 included, is written as it is.
+_ESCAPES = {i: f"\\u{i:04X}" for i in range(0x20)} | {
+    0x08: "\\b",
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0C: "\\f",
+    0x0D: "\\r",
+    0x22: '\\"',
+    0x5C: "\\\\",
+}
+
+
+class _LimitReached(Exception):
+    pass
+
+
+def json_type(value: object) -> str:
+    """RapidJSON's type name of a parsed JSON value, as json_tensor.cc JsonTypeString."""
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+def rapidjson_double(value: float) -> str:
+    """A double as RapidJSON's Writer::Double spells it (Grisu2 digits, then Prettify):
+    `1.0`, `0.001234`, `1e21`, `1.5e-7`. Shortest round-trip digits, as Python's repr."""
+    if value == 0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    sign = "-" if value < 0 else ""
+    _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    digits = "".join(map(str, digit_tuple)).rstrip("0")
+    k = int(exponent) + len("".join(map(str, digit_tuple))) - len(digits)
+    point = len(digits) + k  # where the decimal point falls among the digits
+    if 0 <= k and point <= 21:
+        text = digits + "0" * k + ".0"
+    elif 0 < point <= 21:
+        text = f"{digits[:point]}.{digits[point:]}"
+    elif -6 < point <= 0:
+        text = "0." + "0" * -point + digits
+    else:
+        mantissa = digits if len(digits) == 1 else f"{digits[0]}.{digits[1:]}"
+        text = f"{mantissa}e{point - 1}"
+    return sign + text
+
+
+def _string(text: str) -> str:
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+def debug_string(value: object) -> str:
+    """`value` as json_tensor.cc JsonValueToDebugString writes it into an error message.
+
+    Each token goes out with its separator while fewer than 256 bytes are written; the first
+    token after that ends the text (it may end mid-value). A NaN or an infinity also ends it:
+    RapidJSON's default writer refuses them after writing the separator before them.
+    """
+    out: list[str] = []
+    size = 0
+    # One entry per open container: [is_array, values written so far].
+    levels: list[list] = []
+
+    def put(text: str) -> None:
+        nonlocal size
+        out.append(text)
+        size += len(text.encode("utf-8", "surrogatepass"))
+
+    def gate() -> None:
+        if size >= DEBUG_LIMIT_BYTES:
+            raise _LimitReached
+
+    def prefix() -> None:
+        if not levels:
+            return
+        level = levels[-1]
+        if level[0]:
+            if level[1] > 0:
+                put(", ")
+        else:
+            if level[1] > 0:
+                put(",\n" if level[1] % 2 == 0 else ": ")
+            else:
+                put("\n")
+            if level[1] % 2 == 0:
+                put(_INDENT * len(levels))
+        level[1] += 1
+
+    def scalar(text: str | None) -> None:
+        gate()
+        prefix()
+        if text is None:
+            raise _LimitReached
+        put(text)
+
+    def write(item: object) -> None:
+        if isinstance(item, dict):
+            gate()
+            prefix()
+            put("{")
+            levels.append([False, 0])
+            for key, member in item.items():
+                scalar(_string(key))
+                write(member)
+            gate()
+            empty = levels.pop()[1] == 0
+            put("}" if empty else "\n" + _INDENT * len(levels) + "}")
+        elif isinstance(item, list):
+            gate()
+            prefix()
+            put("[")
+            levels.append([True, 0])
+            for member in item:
+                write(member)
+            gate()
+            levels.pop()
+            put("]")
+        elif item is None:
+            scalar("null")
+        elif isinstance(item, bool):
+            scalar("true" if item else "false")
+        elif isinstance(item, int):
+            scalar(str(item))
+        elif isinstance(item, float):
+            scalar(rapidjson_double(item) if math.isfinite(item) else None)
+        else:
+            scalar(_string(str(item)))
+
+    try:
+        write(value)
+    except _LimitReached:
+        pass
+    return "".join(out)
+
+
+def float32_values(array: np.ndarray) -> list:
+    """A float32 array's values (nested lists) as TF Serving's JSON carries them.
+
+    WriteDecimal writes `absl::StrCat(v)` (printf `%.6g`) when that reads back as the same
+    float, else `%.9g`: the JSON number is that decimal, not the float's exact binary value
+    (0.1, not 0.10000000149011612). Each value is returned as the double nearest that
+    decimal, which is what a JSON reader gets from TF Serving's text.
+    """
+    values = array.ravel()
+    doubles = values.astype(np.float64).tolist()
+    written = np.array([float(f"{value:.6g}") for value in doubles])
+    # NaN fails this test too; %.9g keeps it NaN, as WriteDecimal writes NaN.
+    for index in np.flatnonzero(written.astype(np.float32) != values).tolist():
+        written[index] = float(f"{doubles[index]:.9g}")
+    return written.reshape(array.shape).tolist()
+
+
+def float32_value(value: float) -> float:
+    """One float32 (a proto `float` field, such as a class score) as TF Serving's JSON has it."""
+    return float32_values(np.array(value, dtype=np.float32))
