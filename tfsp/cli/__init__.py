@@ -23,7 +23,8 @@ _EXTRA_OF_MODULE = {
     "pyarrow": "client",
     **dict.fromkeys(
         ("tensorflow", "tensorflow_serving", "tfx", "tfx_bsl", "apache_beam", "keras", "sklearn",
-         "aiohttp", "uvloop", "prometheus_client", "matplotlib", "ml_metadata", "kfp"),
+         "aiohttp", "uvloop", "rapidjson", "prometheus_client", "matplotlib", "ml_metadata",
+         "kfp"),
         "full",
     ),
 }  # fmt: skip
