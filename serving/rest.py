@@ -57,6 +57,8 @@ def _spec(name: str, version: str | None, label: str | None) -> SpecRef:
     name = urllib.parse.unquote(name or "")
     if not name:
         raise invalid("Missing model name in request.")
+    if version and int(version) > 2**63 - 1:  # absl::SimpleAtoi into an int64 fails
+        raise invalid(f"Failed to convert version: {version} to numeric.")
     return SpecRef(
         name=name,
         version=int(version) if version else None,
