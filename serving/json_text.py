@@ -75,6 +75,83 @@ def _string(text: str) -> str:
     return '"' + text.translate(_ESCAPES) + '"'
 
 
+class _DebugWriter:
+    """RapidJSON's PrettyWriter (kFormatSingleLineArray) behind JsonWriterWithLimit."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self._size = 0
+        # One entry per open container: [is_array, values written in it so far].
+        self._levels: list[list] = []
+
+    def _put(self, text: str) -> None:
+        self.out.append(text)
+        self._size += len(text.encode("utf-8", "surrogatepass"))
+
+    def _gate(self) -> None:
+        # JsonWriterWithLimit: a handler call made with 256 bytes written returns false,
+        # which ends Accept().
+        if self._size >= DEBUG_LIMIT_BYTES:
+            raise _LimitReached
+
+    def _prefix(self) -> None:
+        # PrettyWriter::PrettyPrefix: ", " between array values; in an object, a new line
+        # and indent before each key and ": " before its value.
+        if not self._levels:
+            return
+        level = self._levels[-1]
+        is_array, count = level
+        if is_array:
+            if count > 0:
+                self._put(", ")
+        else:
+            if count > 0:
+                self._put(",\n" if count % 2 == 0 else ": ")
+            else:
+                self._put("\n")
+            if count % 2 == 0:
+                self._put(_INDENT * len(self._levels))
+        level[1] += 1
+
+    def _scalar(self, text: str | None) -> None:
+        self._gate()
+        self._prefix()
+        if text is None:  # NaN or an infinity: Writer::Double fails after the prefix
+            raise _LimitReached
+        self._put(text)
+
+    def write(self, item: object) -> None:
+        """Write one JSON value, raising _LimitReached where RapidJSON would stop."""
+        if isinstance(item, dict | list):
+            self._gate()
+            self._prefix()
+            self._put("{" if isinstance(item, dict) else "[")
+            self._levels.append([isinstance(item, list), 0])
+            if isinstance(item, dict):
+                for key, member in item.items():
+                    self._scalar(_string(key))
+                    self.write(member)
+            else:
+                for member in item:
+                    self.write(member)
+            self._gate()
+            is_array, count = self._levels.pop()
+            if is_array:
+                self._put("]")
+            else:
+                self._put("}" if count == 0 else "\n" + _INDENT * len(self._levels) + "}")
+        elif item is None:
+            self._scalar("null")
+        elif isinstance(item, bool):
+            self._scalar("true" if item else "false")
+        elif isinstance(item, int):
+            self._scalar(str(item))
+        elif isinstance(item, float):
+            self._scalar(rapidjson_double(item) if math.isfinite(item) else None)
+        else:
+            self._scalar(_string(item))  # type: ignore[arg-type]
+
+
 def debug_string(value: object) -> str:
     """`value` as json_tensor.cc JsonValueToDebugString writes it into an error message.
 
@@ -82,81 +159,12 @@ def debug_string(value: object) -> str:
     token after that ends the text (it may end mid-value). A NaN or an infinity also ends it:
     RapidJSON's default writer refuses them after writing the separator before them.
     """
-    out: list[str] = []
-    size = 0
-    # One entry per open container: [is_array, values written so far].
-    levels: list[list] = []
-
-    def put(text: str) -> None:
-        nonlocal size
-        out.append(text)
-        size += len(text.encode("utf-8", "surrogatepass"))
-
-    def gate() -> None:
-        if size >= DEBUG_LIMIT_BYTES:
-            raise _LimitReached
-
-    def prefix() -> None:
-        if not levels:
-            return
-        level = levels[-1]
-        if level[0]:
-            if level[1] > 0:
-                put(", ")
-        else:
-            if level[1] > 0:
-                put(",\n" if level[1] % 2 == 0 else ": ")
-            else:
-                put("\n")
-            if level[1] % 2 == 0:
-                put(_INDENT * len(levels))
-        level[1] += 1
-
-    def scalar(text: str | None) -> None:
-        gate()
-        prefix()
-        if text is None:
-            raise _LimitReached
-        put(text)
-
-    def write(item: object) -> None:
-        if isinstance(item, dict):
-            gate()
-            prefix()
-            put("{")
-            levels.append([False, 0])
-            for key, member in item.items():
-                scalar(_string(key))
-                write(member)
-            gate()
-            empty = levels.pop()[1] == 0
-            put("}" if empty else "\n" + _INDENT * len(levels) + "}")
-        elif isinstance(item, list):
-            gate()
-            prefix()
-            put("[")
-            levels.append([True, 0])
-            for member in item:
-                write(member)
-            gate()
-            levels.pop()
-            put("]")
-        elif item is None:
-            scalar("null")
-        elif isinstance(item, bool):
-            scalar("true" if item else "false")
-        elif isinstance(item, int):
-            scalar(str(item))
-        elif isinstance(item, float):
-            scalar(rapidjson_double(item) if math.isfinite(item) else None)
-        else:
-            scalar(_string(str(item)))
-
+    writer = _DebugWriter()
     try:
-        write(value)
+        writer.write(value)
     except _LimitReached:
         pass
-    return "".join(out)
+    return "".join(writer.out)
 
 
 def float32_values(array: np.ndarray) -> list:

@@ -9,13 +9,16 @@ import json
 
 import numpy as np
 import pytest
+import rapidjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from tfsp.serving import rest_json
 from tfsp.serving.errors import ServingError
-from tfsp.serving.json_text import debug_string, rapidjson_double
+from tfsp.serving.json_text import DEBUG_LIMIT_BYTES, debug_string, rapidjson_double
 
 
 def _info(dtype, *dims) -> meta_graph_pb2.TensorInfo:
@@ -318,6 +321,27 @@ def test_debug_strings_are_rapidjsons_pretty_writer_cut_at_256_bytes():
     assert json.loads(long + "]") == list(range(long.count(",") + 1))
     # RapidJSON's default writer refuses NaN after writing the separator before it.
     assert debug_string([1.0, float("nan"), 2]) == "[1.0, "
+
+
+_JSON_WITHOUT_FLOATS = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=6),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=3)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(derandomize=True, database=None, max_examples=400, deadline=None)
+@given(value=_JSON_WITHOUT_FLOATS)
+def test_debug_strings_equal_rapidjsons_own_pretty_writer(value):
+    # python-rapidjson's WM_SINGLE_LINE_ARRAY is RapidJSON's PrettyWriter with
+    # kFormatSingleLineArray (its floats are Python's, hence none here).
+    written = rapidjson.dumps(
+        value, indent=4, write_mode=rapidjson.WM_SINGLE_LINE_ARRAY, ensure_ascii=False
+    )
+    if len(written.encode()) < DEBUG_LIMIT_BYTES - 64:  # well under the cut
+        assert debug_string(value) == written
 
 
 @pytest.mark.parametrize(
