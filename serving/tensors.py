@@ -56,6 +56,12 @@ def dtype_name(enum: int) -> str:
     return value.name if value is not None else f"DT_<{enum}>"
 
 
+def type_string(enum: int) -> str:
+    """TensorFlow's DataTypeString, which its messages use: "float" for DT_FLOAT, "half"
+    for DT_HALF, and so on."""
+    return dtype_name(enum).removeprefix("DT_").lower()
+
+
 def numpy_dtype(enum: int) -> np.dtype | None:
     """The numpy dtype for a TF dtype enum, None if we do not support it."""
     entry = _DTYPES.get(enum)
@@ -132,7 +138,7 @@ def to_numpy(name: str, proto: protos.TensorProto) -> np.ndarray:
     content = proto.tensor_content  # each read copies the bytes out of the message: once
     if content:
         if dtype.kind == "O":
-            raise invalid(f"input '{name}': DT_STRING tensors carry values in string_val")
+            return _string_list(name, content, count).reshape(shape)
         expected = count * dtype.itemsize
         if len(content) != expected:
             raise invalid(
@@ -142,10 +148,6 @@ def to_numpy(name: str, proto: protos.TensorProto) -> np.ndarray:
         return np.frombuffer(content, dtype=dtype).reshape(shape)
     values = getattr(proto, field)
     given = len(values)
-    if given > count:
-        raise invalid(
-            f"input '{name}': {given} values in {field} for shape {list(shape)} ({count} elements)"
-        )
     if given == 0 and count:
         stray = [f for f in _VALUE_FIELDS if f != field and len(getattr(proto, f))]
         if stray:
@@ -153,21 +155,22 @@ def to_numpy(name: str, proto: protos.TensorProto) -> np.ndarray:
                 f"input '{name}': dtype {dtype_name(proto.dtype)} takes its values from "
                 f"{field}, but the tensor has {stray[0]}"
             )
+    # TensorFlow's FromProtoField: values past the element count are ignored, and a short
+    # list is filled with its last value (zeros if it has none).
     if dtype.kind == "O":
-        flat = np.empty(given, dtype=object)
-        flat[:] = list(values)
+        flat = np.empty(min(given, count), dtype=object)
+        flat[:] = list(values[:count])
     elif proto.dtype in _PACKED_FIXED:
-        flat = _packed_fixed_values(proto)
-    elif field == "half_val":
-        flat = np.array(values, dtype=np.uint16).view(np.float16)
+        flat = _packed_fixed_values(proto)[:count]
+    elif field in ("int_val", "half_val"):
+        # Narrower types are static_cast from the int32 field: out-of-range values wrap.
+        wide = np.array(values[:count], dtype=np.int64)
+        flat = (
+            wide.astype(np.uint16).view(np.float16) if field == "half_val" else wide.astype(dtype)
+        )
     else:
-        try:
-            flat = np.array(values, dtype=dtype)
-        except OverflowError:
-            raise invalid(
-                f"input '{name}': a value does not fit {dtype_name(proto.dtype)}"
-            ) from None
-    if given == count:
+        flat = np.array(values[:count], dtype=dtype)
+    if len(flat) == count:
         return flat.reshape(shape)
     full = np.empty(count, dtype=dtype) if dtype.kind == "O" else np.zeros(count, dtype=dtype)
     if dtype.kind == "O":
@@ -209,6 +212,35 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         if byte < 0x80:
             return value, pos
         shift += 7
+
+
+def _string_list(name: str, content: bytes, count: int) -> np.ndarray:
+    """A DT_STRING tensor_content as TensorFlow encodes it (port::EncodeStringList): each
+    string's length as a varint, then the strings' bytes."""
+    lengths, pos = [], 0
+    try:
+        if count > len(content):  # every length takes a byte at least
+            raise IndexError
+        for _ in range(count):
+            length, pos = _read_varint(content, pos)
+            lengths.append(length)
+    except IndexError:
+        raise invalid(f"input '{name}': tensor_content holds fewer than {count} strings") from None
+    if sum(lengths) != len(content) - pos:
+        raise invalid(
+            f"input '{name}': tensor_content's {count} string lengths add up to "
+            f"{sum(lengths)} bytes, not the {len(content) - pos} that follow them"
+        )
+    strings = np.empty(count, dtype=object)
+    for index, length in enumerate(lengths):
+        strings[index] = content[pos : pos + length]
+        pos += length
+    return strings
+
+
+def _string_content(strings: list[bytes]) -> bytes:
+    """port::EncodeStringList, as Tensor::AsProtoTensorContent writes a DT_STRING tensor."""
+    return b"".join(map(_varint, map(len, strings))) + b"".join(strings)
 
 
 def _packed_fixed_values(proto: protos.TensorProto) -> np.ndarray:
@@ -270,10 +302,11 @@ def tensor_parts(array: np.ndarray, *, as_content: bool = False) -> list[bytes]:
     (a large payload stays one uncopied part), encoded as TF Serving encodes it.
 
     TF Serving writes outputs with Tensor::AsProtoField (`float_val`, `int64_val`, ...) unless
-    started with --enable_serialization_as_tensor_content (predict_util.cc). Strings always
-    go to `string_val`. Written by hand where the field's payload is the array's own bytes
-    (tensor_content; packed float_val/double_val, where protobuf would make a Python float
-    per value); the other value fields are serialized by protobuf.
+    started with --enable_serialization_as_tensor_content (predict_util.cc), which writes
+    every dtype, strings too, with AsProtoTensorContent. Written by hand where the field's
+    payload is the array's own bytes (tensor_content; packed float_val/double_val, where
+    protobuf would make a Python float per value); the other value fields are serialized by
+    protobuf.
     """
     array = np.asarray(array)
     enum = dtype_enum(array)
@@ -286,6 +319,9 @@ def tensor_parts(array: np.ndarray, *, as_content: bool = False) -> list[bytes]:
         return [head]
     if enum == DT_STRING:
         strings = [v if isinstance(v, bytes) else str(v).encode() for v in array.ravel().tolist()]
+        if as_content:
+            payload = _string_content(strings)
+            return [head + length_delimited_head(_TENSOR_CONTENT, len(payload)), payload]
         return [head, protos.TensorProto(string_val=strings).SerializeToString()]
     if as_content or enum in _PACKED_FIXED:
         number, wire_dtype = (_TENSOR_CONTENT, None) if as_content else _PACKED_FIXED[enum]

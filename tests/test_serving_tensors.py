@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from google.protobuf.internal.encoder import _VarintBytes
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
@@ -52,7 +53,9 @@ def test_decode_matches_tensorflow(array, content):
 @pytest.mark.parametrize("content", [True, False], ids=["tensor_content", "value_field"])
 def test_encode_is_read_back_by_tensorflow(array, content):
     proto = tensors.from_numpy(np.asarray(array), as_content=content)
-    assert tf.make_ndarray(proto).tolist() == np.asarray(array).tolist()
+    # tf.io.parse_tensor runs Tensor::FromProto (strings in tensor_content included).
+    read = tf.io.parse_tensor(proto.SerializeToString(), tf.dtypes.as_dtype(proto.dtype))
+    assert read.numpy().tolist() == np.asarray(array).tolist()
 
 
 def _built_by_protobuf(array: np.ndarray, proto: tensor_pb2.TensorProto, *, content: bool):
@@ -63,7 +66,12 @@ def _built_by_protobuf(array: np.ndarray, proto: tensor_pb2.TensorProto, *, cont
     proto.tensor_shape.SetInParent()  # TensorShape::AsProto: present for a scalar too
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
-    if proto.dtype == types_pb2.DT_STRING:
+    if proto.dtype == types_pb2.DT_STRING and content:
+        # port::EncodeStringList: the lengths as varints, then the bytes.
+        strings = array.ravel().tolist()
+        lengths = b"".join(_VarintBytes(len(value)) for value in strings)
+        proto.tensor_content = lengths + b"".join(strings)
+    elif proto.dtype == types_pb2.DT_STRING:
         proto.string_val.extend(array.ravel().tolist())
     elif content:
         proto.tensor_content = array.tobytes()
@@ -144,6 +152,54 @@ def test_short_value_fields_follow_tensorflow_fill_rules():
     empty = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT32)
     empty.tensor_shape.dim.add(size=3)
     assert tensors.to_numpy("t", empty).tolist() == [0, 0, 0]
+
+
+def _proto(dtype, dims, **fields):
+    proto = tensor_pb2.TensorProto(dtype=dtype, **fields)
+    for size in dims:
+        proto.tensor_shape.dim.add(size=size)
+    return proto
+
+
+LENIENT = [
+    ("more values than elements", _proto(types_pb2.DT_FLOAT, [3], float_val=[1, 2, 3, 4])),
+    ("values on a zero-element shape", _proto(types_pb2.DT_FLOAT, [0, 2], float_val=[1, 2])),
+    ("int8 past its range", _proto(types_pb2.DT_INT8, [3], int_val=[300, -200, 127])),
+    ("uint8 past its range", _proto(types_pb2.DT_UINT8, [2], int_val=[256, -1])),
+    ("uint16 past its range", _proto(types_pb2.DT_UINT16, [2], int_val=[70000, -1])),
+    ("half bits past 16", _proto(types_pb2.DT_HALF, [2], half_val=[70000, 15360])),
+    ("strings past the count", _proto(types_pb2.DT_STRING, [1], string_val=[b"a", b"b"])),
+    (
+        "strings in tensor_content",
+        _proto(types_pb2.DT_STRING, [3], tensor_content=b"\x02\x00\x81\x01ab" + b"x" * 129),
+    ),
+]
+
+
+@pytest.mark.parametrize("proto", [c[1] for c in LENIENT], ids=[c[0] for c in LENIENT])
+def test_value_fields_are_read_as_tensorflows_from_proto_reads_them(proto):
+    # tf.io.parse_tensor runs Tensor::FromProto, as TF Serving does on every request tensor.
+    expected = tf.io.parse_tensor(proto.SerializeToString(), tf.dtypes.as_dtype(proto.dtype))
+    decoded = tensors.to_numpy("t", proto)
+    assert decoded.shape == tuple(expected.shape)
+    if decoded.dtype.kind == "O":
+        assert decoded.tolist() == expected.numpy().tolist()
+    else:
+        assert decoded.dtype == expected.numpy().dtype
+        assert decoded.tobytes() == expected.numpy().tobytes()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x02\x00ab" + b"extra", b"\x05ab", b"\x02", b"\x81"],
+    ids=["bytes left over", "bytes missing", "a length missing", "a varint cut short"],
+)
+def test_string_tensor_content_tensorflow_cannot_read_is_refused(content):
+    proto = _proto(types_pb2.DT_STRING, [2], tensor_content=content)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.parse_tensor(proto.SerializeToString(), tf.string)
+    with pytest.raises(ServingError, match="input 't': tensor_content"):
+        tensors.to_numpy("t", proto)
 
 
 @pytest.mark.parametrize("dtype", [types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE])
