@@ -154,18 +154,35 @@ def _names(keys: object) -> str:
     return ",".join(sorted(keys))  # TF Serving joins std::set keys with "," (sorted)
 
 
-def prepare_predict(
-    signature: SignatureDef, inputs: dict[str, np.ndarray], output_filter: list[str] | None
-) -> list[str] | None:
-    """Check a Predict request against its signature (predict_util.cc PreProcessPrediction).
+Decode = Callable[[str, object], np.ndarray]
 
-    Inputs are matched by name. Neither dtype nor shape is compared with the signature:
-    TF Serving hands the tensors to Session::Run as they are, and the session refuses a
-    wrong dtype ("Type mismatch: actual int32 vs. expect float", INVALID_ARGUMENT) while the
-    graph's ops decide about shapes. Inputs the request leaves out are filled into `inputs`
-    from the signature's `defaults`. Returns the output keys to fetch (None: every output).
+
+def _decoded(alias: str, value: object, decode: Decode) -> np.ndarray:
+    try:
+        return decode(alias, value)
+    except ServingError as exc:
+        # TF's GetInputValues says only which input; what is wrong follows in parentheses.
+        reason = exc.message.removeprefix(f"input '{alias}': ")
+        raise invalid(f"tensor parsing error: {alias} ({reason})") from None
+
+
+def prepare_predict(
+    signature: SignatureDef,
+    inputs: dict[str, object],
+    output_filter: list[str] | None,
+    decode: Decode | None = None,
+) -> list[str] | None:
+    """Check a Predict request against its signature, in TF Serving's order and words
+    (predict_util.cc PreProcessPrediction, TF's saved_model GetInputValues, Session::Run).
+
+    `inputs` maps each request alias to an array, or to a TensorProto that `decode` turns
+    into one: tensors are parsed only once the names are right, as there. On return
+    `inputs` holds arrays, defaults filled in from the signature. Shapes are not compared
+    with the signature (the graph's ops decide); a dtype that is not the signature's is
+    refused with Session::Run's text. Returns the output keys to fetch (None: all).
     """
     expected = signature.inputs
+    requested = sorted(inputs)
     if len(inputs) > len(expected) or (len(inputs) < len(expected) and not signature.defaults):
         raise invalid(
             f"input size does not match signature: {len(inputs)}!={len(expected)} "
@@ -173,21 +190,32 @@ def prepare_predict(
             f"Sent extra: {{{_names(set(inputs) - set(expected))}}}. "
             f"Missing but required: {{{_names(set(expected) - set(inputs))}}}."
         )
+    used = []
     for alias in sorted(expected):
-        if alias not in inputs and alias not in signature.defaults:
+        if alias in inputs:
+            used.append(alias)
+            if decode is not None:
+                inputs[alias] = _decoded(alias, inputs[alias], decode)
+        elif alias in signature.defaults:
+            inputs[alias] = _decoded(alias, signature.defaults[alias], tensors.to_numpy)
+        else:
             raise invalid(
                 f"Signature input alias: {alias}(feed name: {expected[alias].name}) not found "
                 f"in request and no default value provided. Inputs expected to be in the "
-                f"request {{{_names(inputs)}}}, or default input alias set: "
+                f"request {{{','.join(requested)}}}, or default input alias set: "
                 f"{_names(signature.defaults)}"
             )
-    for alias in sorted(set(signature.defaults) & set(expected) - set(inputs)):
-        inputs[alias] = tensors.to_numpy(alias, signature.defaults[alias])
-    if any(key not in expected for key in inputs):
+    if requested and len(used) != len(requested):
         raise invalid(
-            f"Inputs contains invalid name. Used request inputs: {_names(inputs)}, "
-            f"signature inputs: {_names(expected)}"
+            f"Inputs contains invalid name. Used request inputs: {','.join(used)}, "
+            f"request input: {','.join(requested)}"
         )
+    keys = _output_keys(signature, output_filter)
+    _check_feed_dtypes(signature, inputs)  # type: ignore[arg-type]
+    return keys
+
+
+def _output_keys(signature: SignatureDef, output_filter: list[str] | None) -> list[str] | None:
     if not output_filter:
         return None
     seen: set[str] = set()
@@ -201,6 +229,19 @@ def prepare_predict(
             raise invalid(f"duplicate output tensor alias: {alias}")
         seen.add(alias)
     return list(output_filter)
+
+
+def _check_feed_dtypes(signature: SignatureDef, inputs: dict[str, np.ndarray]) -> None:
+    # Session::Run's own check of each feed ("arg[i]": its place among the feeds, here the
+    # signature's aliases in sorted order; TF Serving feeds them in its map's order).
+    for index, alias in enumerate(sorted(signature.inputs)):
+        wanted = signature.inputs[alias].dtype
+        given = tensors.dtype_enum(inputs[alias])
+        if given != wanted and tensors.numpy_dtype(wanted) is not None:
+            raise invalid(
+                f"Expects arg[{index}] to be {tensors.type_string(wanted)} but "
+                f"{tensors.type_string(given)} is provided"
+            )
 
 
 def examples_array(inp: input_pb2.Input) -> np.ndarray:
@@ -378,13 +419,17 @@ class DataPlane:
         self,
         spec: SpecRef,
         signature_name: str,
-        inputs: dict[str, np.ndarray],
+        inputs: dict[str, np.ndarray] | dict[str, object],
         output_filter: list[str] | None = None,
+        decode: Decode | None = None,
     ) -> Prediction:
-        """Validate inputs against the signature, run it, keep the filtered outputs."""
+        """Validate inputs against the signature, run it, keep the filtered outputs.
+
+        `decode` turns request tensors (e.g. TensorProtos) into arrays once the request's
+        names have been checked (`prepare_predict`)."""
         loaded = self.resolve(spec)
         name, signature = predict_signature(loaded.servable, signature_name)
-        keys = prepare_predict(signature, inputs, output_filter)
+        keys = prepare_predict(signature, inputs, output_filter, decode)  # type: ignore[arg-type]
         outputs = await self._run(loaded, name, inputs, keys)
         return Prediction(loaded.servable.name, loaded.servable.version, name, outputs)
 
@@ -396,9 +441,14 @@ class DataPlane:
         name: str,
         signature: SignatureDef,
         examples: np.ndarray,
+        kind: str,
     ) -> dict[str, np.ndarray]:
+        # Only the outputs the result is made of, as TF Serving's classifier and regressor
+        # fetch them: another output of the signature is never run.
+        wanted = ("classes", "scores") if kind == "classification" else ("outputs",)
+        keys = [key for key in wanted if key in signature.outputs]
         (input_key,) = signature.inputs.keys()
-        return await self._run(loaded, name, {input_key: examples}, None)
+        return await self._run(loaded, name, {input_key: examples}, keys)
 
     async def _on_examples(
         self, spec: SpecRef, signature_name: str, inp: input_pb2.Input, kind: str
@@ -407,7 +457,7 @@ class DataPlane:
         loaded = self.resolve(spec)
         name, signature = example_signature(loaded.servable, signature_name, kind)
         examples = examples_array(inp)
-        outputs = await self._run_examples(loaded, name, signature, examples)
+        outputs = await self._run_examples(loaded, name, signature, examples, kind)
         servable = loaded.servable
         return _model_spec(servable.name, servable.version, name), outputs, len(examples)
 
@@ -464,7 +514,7 @@ class DataPlane:
             name, signature = example_signature(
                 loaded.servable, task.model_spec.signature_name, kind
             )
-            outputs = await self._run_examples(loaded, name, signature, examples)
+            outputs = await self._run_examples(loaded, name, signature, examples, kind)
             result = response.results.add()
             result.model_spec.CopyFrom(
                 _model_spec(loaded.servable.name, loaded.servable.version, name)

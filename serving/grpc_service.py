@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -27,7 +28,7 @@ from tensorflow_serving.apis import (
 from tfsp.serving import tensors
 from tfsp.serving.dataplane import DataPlane, SpecRef
 from tfsp.serving.drain import SHUTTING_DOWN, Gate
-from tfsp.serving.errors import ServingError
+from tfsp.serving.errors import ServingError, invalid
 from tfsp.serving.metrics import Metrics
 from tfsp.serving.predict_wire import predict_response_bytes
 
@@ -70,6 +71,13 @@ class _Calls:
         raise AssertionError("unreachable")  # abort() always raises
 
 
+def _spec_of(request: Message) -> SpecRef:
+    """The request's model spec; TF Serving's services refuse a request without one first."""
+    if not request.HasField("model_spec"):
+        raise invalid("Missing ModelSpec")
+    return SpecRef.from_proto(request.model_spec)  # type: ignore[attr-defined]
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
@@ -90,12 +98,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Run a signature on tensors; answers a serialized PredictResponse."""
 
         async def work() -> bytes:
-            inputs = {key: tensors.to_numpy(key, proto) for key, proto in request.inputs.items()}
+            # Tensors are decoded once the names are checked, as TF Serving parses them.
             prediction = await self._dp.predict(
-                SpecRef.from_proto(request.model_spec),
+                _spec_of(request),
                 request.model_spec.signature_name,
-                inputs,
+                dict(request.inputs),
                 list(request.output_filter),
+                decode=tensors.to_numpy,
             )
             return predict_response_bytes(
                 prediction.name,
@@ -134,9 +143,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec = request.model_spec
 
         async def work() -> object:
-            answered, result = await run(
-                SpecRef.from_proto(spec), spec.signature_name, request.input
-            )
+            answered, result = await run(_spec_of(request), spec.signature_name, request.input)
             return response_type(model_spec=answered, result=result)
 
         return await self._calls.run(method, spec.name, context, work)
@@ -160,9 +167,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Signature metadata of a version."""
 
         async def work() -> get_model_metadata_pb2.GetModelMetadataResponse:
-            return self._dp.metadata(
-                SpecRef.from_proto(request.model_spec), list(request.metadata_field)
-            )
+            return self._dp.metadata(_spec_of(request), list(request.metadata_field))
 
         return await self._calls.run("get_model_metadata", request.model_spec.name, context, work)
 
@@ -182,9 +187,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         """Version states of a model."""
 
         async def work() -> get_model_status_pb2.GetModelStatusResponse:
-            if not request.HasField("model_spec"):
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
-            return self._dp.model_status(SpecRef.from_proto(request.model_spec))
+            return self._dp.model_status(_spec_of(request))
 
         return await self._calls.run("get_model_status", request.model_spec.name, context, work)
 

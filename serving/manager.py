@@ -144,15 +144,19 @@ class ModelManager:
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Loaded:
         """The loaded version a request asks for; NOT_FOUND if there is none."""
         model = self._models.get(name)
-        if model is None or not model.active:
+        if model is not None and not model.active:
+            model = None
+        if label is not None:
+            # Labels are looked up first, in the config's label map, as ServerCore's
+            # GetModelVersionForLabel does: a label of an unknown model is unrecognized too.
+            # An empty label is a label too (the oneof is set): TF Serving refuses it alike.
+            if model is None or label not in model.labels:
+                raise invalid(f"Unrecognized servable version label: {label}")
+            version = model.labels[label]
+        if model is None:
             wanted = f"Specific({name}, {version})" if version is not None else f"Latest({name})"
             raise not_found(f"Servable not found for request: {wanted}")
         loaded = model.loaded
-        if label is not None:
-            # An empty label is a label too (the oneof is set): TF Serving refuses it alike.
-            if label not in model.labels:
-                raise invalid(f"Unrecognized servable version label: {label}")
-            version = model.labels[label]
         if version is None:
             if not loaded:
                 raise not_found(f"Servable not found for request: Latest({name})")

@@ -122,11 +122,6 @@ _INT_RANGES = {
 _JSON_DTYPES = {"DT_FLOAT", "DT_DOUBLE", "DT_STRING", "DT_BOOL", *_INT_RANGES}
 
 
-def _dtype_string(enum: int) -> str:
-    # TensorFlow's DataTypeString: DT_FLOAT is "float", DT_HALF "half", and so on.
-    return tensors.dtype_name(enum).removeprefix("DT_").lower()
-
-
 def _is_b64(value: object) -> bool:
     """json_tensor.cc IsValBase64Object: an object whose one key, "b64", holds a string."""
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
@@ -161,7 +156,7 @@ def _b64(value: object) -> bytes:
 def _type_error(value: object, enum: int) -> ServingError:
     return invalid(
         f"JSON Value: {debug_string(value)} Type: {json_type(value)} "
-        f"is not of expected type: {_dtype_string(enum)}"
+        f"is not of expected type: {tensors.type_string(enum)}"
     )
 
 
@@ -174,7 +169,7 @@ def _leaf(value: object, enum: int, kind: str) -> object:
     if kind not in _JSON_DTYPES:
         raise ServingError(
             grpc.StatusCode.UNIMPLEMENTED,
-            f"Conversion of JSON Value: {debug_string(value)} to type: {_dtype_string(enum)}",
+            f"Conversion of JSON Value: {debug_string(value)} to type: {tensors.type_string(enum)}",
         )
     if kind == "DT_STRING":
         if isinstance(value, str):
@@ -427,7 +422,7 @@ def _json_values(name: str, array: np.ndarray) -> object:
     enum = tensors.dtype_enum(array)
     kind = tensors.dtype_name(enum)
     if array.size and kind not in _JSON_DTYPES:
-        raise invalid(f"Failed to write JSON value for tensor type: {_dtype_string(enum)}")
+        raise invalid(f"Failed to write JSON value for tensor type: {tensors.type_string(enum)}")
     if kind == "DT_FLOAT":
         return float32_values(array)
     if array.dtype.kind == "O":

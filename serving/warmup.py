@@ -47,8 +47,8 @@ def _run_one(servable: Servable, record: prediction_log_pb2.PredictionLog) -> No
     if kind == "predict_log":
         request = record.predict_log.request
         name, signature = predict_signature(servable, request.model_spec.signature_name)
-        inputs = {key: tensors.to_numpy(key, proto) for key, proto in request.inputs.items()}
-        keys = prepare_predict(signature, inputs, list(request.output_filter))
+        inputs: dict = dict(request.inputs)
+        keys = prepare_predict(signature, inputs, list(request.output_filter), tensors.to_numpy)
         servable.run(name, inputs, keys)
     elif kind in ("classify_log", "regress_log"):
         request = getattr(record, kind).request

@@ -17,12 +17,15 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_status_pb2, input_pb2
 
 from tests.serving_harness import build_toy_model, copy_version, in_process_dataplane
 from tfsp.core.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGES
+from tfsp.serving import tensors
 from tfsp.serving.config import BatchingSettings, model_settings, single_model_config
-from tfsp.serving.dataplane import SpecRef
+from tfsp.serving.dataplane import SpecRef, prepare_predict
 from tfsp.serving.errors import ServingError
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -248,3 +251,40 @@ def test_classify_and_regress_run_on_example_signatures(builds, runner, tmp_path
         np.testing.assert_allclose(scores, [[0.25, 0.75], [0.75, 0.25]])
         _, regressed = asyncio.run(plane.regress(SpecRef("module"), "regress", examples))
         np.testing.assert_allclose([r.value for r in regressed.regressions], [0.25, 0.75])
+
+
+def _signature_with_default() -> meta_graph_pb2.SignatureDef:
+    signature = meta_graph_pb2.SignatureDef()
+    for alias in ("a", "b"):
+        signature.inputs[alias].name = f"{alias}:0"
+        signature.inputs[alias].dtype = types_pb2.DT_FLOAT
+    signature.defaults["b"].CopyFrom(tf.make_tensor_proto(np.float32(2.0)))
+    signature.outputs["y"].name = "y:0"
+    return signature
+
+
+def test_predict_checks_names_before_parsing_tensors_in_tf_servings_words():
+    # predict_util.cc PreProcessPrediction, then TF's GetInputValues, then Session::Run.
+    signature = _signature_with_default()
+    unreadable = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_content=b"\x00")
+    unreadable.tensor_shape.dim.add(size=3)
+    cases = [
+        # three tensors for two inputs: the count is checked before any tensor is read
+        ({"a": unreadable, "b": unreadable, "c": unreadable}, "input size does not match"),
+        ({"a": unreadable}, "tensor parsing error: a (tensor_content has 1 bytes, expected 12"),
+        (
+            {"a": tf.make_tensor_proto(np.float32(1.0)), "c": unreadable},
+            "Inputs contains invalid name. Used request inputs: a, request input: a,c",
+        ),
+        (
+            {"a": tf.make_tensor_proto(np.int32(1))},
+            "Expects arg[0] to be float but int32 is provided",
+        ),
+    ]
+    for inputs, message in cases:
+        with pytest.raises(ServingError) as caught:
+            prepare_predict(signature, dict(inputs), None, tensors.to_numpy)
+        assert caught.value.message.startswith(message), caught.value.message
+    inputs: dict = {"a": tf.make_tensor_proto(np.float32(1.0))}
+    assert prepare_predict(signature, inputs, None, tensors.to_numpy) is None
+    assert {k: v.tolist() for k, v in inputs.items()} == {"a": 1.0, "b": 2.0}
