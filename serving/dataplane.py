@@ -480,26 +480,29 @@ class DataPlane:
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
     ) -> inference_pb2.MultiInferenceResponse:
-        """Several classify/regress signatures of one model version on the same input."""
-        if not request.tasks:
-            # TF Serving resolves the servable from the first task's spec before anything.
-            raise invalid("ModelSpec has no name specified.")
-        first = request.tasks[0].model_spec
+        """Several classify/regress signatures of one model version on the same input.
+
+        In multi_inference.cc's order: the first task's model is resolved, then each task
+        is checked in turn (name, duplicate, signature, method, signature shape), then the
+        input; nothing runs until every task has passed.
+        """
+        first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        loaded = self.resolve(SpecRef.from_proto(first))
+        model_name = ""
         seen: set[str] = set()
+        plan = []
         for task in request.tasks:
             if not task.model_spec.name:
                 raise invalid("Found ModelSpec with an empty model name.")
-            if task.model_spec.name != first.name:
+            if model_name and task.model_spec.name != model_name:
                 raise invalid(
                     "All ModelSpecs in a MultiInferenceRequest must access the same model name."
                 )
+            model_name = task.model_spec.name
             signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
             if signature in seen:
                 raise invalid(f"Duplicate evaluation of signature: {signature}")
             seen.add(signature)
-        loaded = self.resolve(SpecRef.from_proto(first))
-        for task in request.tasks:
-            signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
             if not loaded.servable.runnable(signature):
                 raise invalid(f"Requested signature not found in model graph: {signature}")
             if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
@@ -507,14 +510,12 @@ class DataPlane:
                     grpc.StatusCode.UNIMPLEMENTED,
                     f"Unsupported signature method_name: {task.method_name}",
                 )
+            kind = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
+            plan.append((kind, *example_signature(loaded.servable, signature, kind)))
         examples = examples_array(request.input)
         response = inference_pb2.MultiInferenceResponse()
-        for task in request.tasks:
-            kind = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
-            name, signature = example_signature(
-                loaded.servable, task.model_spec.signature_name, kind
-            )
-            outputs = await self._run_examples(loaded, name, signature, examples, kind)
+        for kind, name, signature_def in plan:
+            outputs = await self._run_examples(loaded, name, signature_def, examples, kind)
             result = response.results.add()
             result.model_spec.CopyFrom(
                 _model_spec(loaded.servable.name, loaded.servable.version, name)

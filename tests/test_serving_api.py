@@ -387,6 +387,14 @@ def _multi(*tasks) -> inference_pb2.MultiInferenceRequest:
     return request
 
 
+def _multi_regress_without_input() -> inference_pb2.MultiInferenceRequest:
+    request = inference_pb2.MultiInferenceRequest()
+    task = request.tasks.add(method_name="tensorflow/serving/regress")
+    task.model_spec.name = "toy"
+    task.model_spec.signature_name = "classify"
+    return request
+
+
 def _metadata(*fields) -> get_model_metadata_pb2.GetModelMetadataRequest:
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=list(fields))
     request.model_spec.name = "toy"
@@ -597,6 +605,22 @@ GRPC_CASES = [
         _multi(("toy", "classify"), ("toy", "classify")),
         INVALID,
         "Duplicate",
+    ),
+    (
+        # multi_inference.cc resolves the first task's model before checking the others.
+        "multi: unknown model first",
+        "MultiInference",
+        _multi(("nope", "classify"), ("toy", "classify")),
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Latest(nope)",
+    ),
+    (
+        # Each task's signature is checked before the input is read.
+        "multi: a regress task on a classify signature, and no input",
+        "MultiInference",
+        _multi_regress_without_input(),
+        INVALID,
+        "Expected one output Tensor.",
     ),
     ("metadata: no field", "GetModelMetadata", _metadata(), INVALID, "metadata_field"),
     (
