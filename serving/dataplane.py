@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -168,7 +169,7 @@ def _decoded(alias: str, value: object, decode: Decode) -> np.ndarray:
 
 def prepare_predict(
     signature: SignatureDef,
-    inputs: dict[str, object],
+    inputs: dict[str, Any],
     output_filter: list[str] | None,
     decode: Decode | None = None,
 ) -> list[str] | None:
@@ -211,7 +212,7 @@ def prepare_predict(
             f"request input: {','.join(requested)}"
         )
     keys = _output_keys(signature, output_filter)
-    _check_feed_dtypes(signature, inputs)  # type: ignore[arg-type]
+    _check_feed_dtypes(signature, inputs)
     return keys
 
 
@@ -419,7 +420,7 @@ class DataPlane:
         self,
         spec: SpecRef,
         signature_name: str,
-        inputs: dict[str, np.ndarray] | dict[str, object],
+        inputs: dict[str, Any],
         output_filter: list[str] | None = None,
         decode: Decode | None = None,
     ) -> Prediction:
@@ -429,7 +430,7 @@ class DataPlane:
         names have been checked (`prepare_predict`)."""
         loaded = self.resolve(spec)
         name, signature = predict_signature(loaded.servable, signature_name)
-        keys = prepare_predict(signature, inputs, output_filter, decode)  # type: ignore[arg-type]
+        keys = prepare_predict(signature, inputs, output_filter, decode)
         outputs = await self._run(loaded, name, inputs, keys)
         return Prediction(loaded.servable.name, loaded.servable.version, name, outputs)
 

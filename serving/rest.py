@@ -57,11 +57,12 @@ def _spec(name: str, version: str | None, label: str | None) -> SpecRef:
     name = urllib.parse.unquote(name or "")
     if not name:
         raise invalid("Missing model name in request.")
-    if version and int(version) > 2**63 - 1:  # absl::SimpleAtoi into an int64 fails
+    digits = (version or "").lstrip("0") or "0"
+    if version and (len(digits) > 19 or int(digits) > 2**63 - 1):  # absl::SimpleAtoi: int64
         raise invalid(f"Failed to convert version: {version} to numeric.")
     return SpecRef(
         name=name,
-        version=int(version) if version else None,
+        version=int(digits) if version else None,
         label=urllib.parse.unquote(label) if label else None,
     )
 

@@ -770,6 +770,7 @@ REST_CASES = [
     ),
     ("non-numeric version", "GET", "/v1/models/toy/versions/abc", None, 400),
     ("version past int64", "GET", "/v1/models/toy/versions/9223372036854775808", None, 400),
+    ("version of 5,000 digits", "GET", "/v1/models/toy/versions/" + "9" * 5000, None, 400),
     ("POST to the status URL", "POST", "/v1/models/toy", "{}", 400),
     ("no model name", "GET", "/v1/models", None, 400),
     ("status of an unknown model", "GET", "/v1/models/nope", None, 404),
