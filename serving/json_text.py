@@ -51,13 +51,15 @@ def json_type(value: object) -> str:
 
 def rapidjson_double(value: float) -> str:
     """A double as RapidJSON's Writer::Double spells it (Grisu2 digits, then Prettify):
-    `1.0`, `0.001234`, `1e21`, `1.5e-7`. Shortest round-trip digits, as Python's repr."""
+    `1.0`, `0.001234`, `1e21`, `1.5e-7`. The digits are Python's repr's, the shortest that
+    read back; Grisu2's are too but for rare values, where one more digit may differ."""
     if value == 0:
         return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
     sign = "-" if value < 0 else ""
     _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
-    digits = "".join(map(str, digit_tuple)).rstrip("0")
-    k = int(exponent) + len("".join(map(str, digit_tuple))) - len(digits)
+    all_digits = "".join(map(str, digit_tuple))
+    digits = all_digits.rstrip("0")
+    k = int(exponent) + len(all_digits) - len(digits)  # value = digits * 10**k
     point = len(digits) + k  # where the decimal point falls among the digits
     if 0 <= k and point <= 21:
         text = digits + "0" * k + ".0"
@@ -149,7 +151,7 @@ class _DebugWriter:
         elif isinstance(item, float):
             self._scalar(rapidjson_double(item) if math.isfinite(item) else None)
         else:
-            self._scalar(_string(item))  # type: ignore[arg-type]
+            self._scalar(_string(str(item)))  # a string: parsed JSON holds nothing else
 
 
 def debug_string(value: object) -> str:
@@ -167,8 +169,9 @@ def debug_string(value: object) -> str:
     return "".join(writer.out)
 
 
-def float32_values(array: np.ndarray) -> list:
-    """A float32 array's values (nested lists) as TF Serving's JSON carries them.
+def float32_values(array: np.ndarray) -> object:
+    """A float32 array's values (nested lists; a float for a scalar) as TF Serving's JSON
+    carries them.
 
     WriteDecimal writes `absl::StrCat(v)` (printf `%.6g`) when that reads back as the same
     float, else `%.9g`: the JSON number is that decimal, not the float's exact binary value

@@ -135,6 +135,8 @@ def to_numpy(name: str, proto: protos.TensorProto) -> np.ndarray:
             f"input '{name}': Shape {_debug_string(shape)} cannot be held: its non-zero "
             "dimensions multiply past 2**63 - 1 bytes"
         )
+    if count == 0:  # Tensor::FromProto reads no values at all for an empty shape
+        return np.empty(shape, dtype=dtype)
     content = proto.tensor_content  # each read copies the bytes out of the message: once
     if content:
         if dtype.kind == "O":

@@ -164,6 +164,8 @@ def _proto(dtype, dims, **fields):
 LENIENT = [
     ("more values than elements", _proto(types_pb2.DT_FLOAT, [3], float_val=[1, 2, 3, 4])),
     ("values on a zero-element shape", _proto(types_pb2.DT_FLOAT, [0, 2], float_val=[1, 2])),
+    ("bytes on a zero-element shape", _proto(types_pb2.DT_FLOAT, [0, 4], tensor_content=b"\0" * 5)),
+    ("strings on a zero-element shape", _proto(types_pb2.DT_STRING, [0], tensor_content=b"\x05a")),
     ("int8 past its range", _proto(types_pb2.DT_INT8, [3], int_val=[300, -200, 127])),
     ("uint8 past its range", _proto(types_pb2.DT_UINT8, [2], int_val=[256, -1])),
     ("uint16 past its range", _proto(types_pb2.DT_UINT16, [2], int_val=[70000, -1])),
