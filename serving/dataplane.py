@@ -270,10 +270,6 @@ def _debug_string(signature: SignatureDef) -> str:
     return text_format.MessageToString(signature, as_one_line=True)
 
 
-def _shape_text(array: np.ndarray) -> str:
-    return "[" + ",".join(str(d) for d in array.shape) + "]"  # TensorShape::DebugString
-
-
 def example_signature(
     servable: Servable, signature_name: str, kind: str
 ) -> tuple[str, SignatureDef]:
@@ -324,7 +320,8 @@ def classification_result(
             continue
         if value.ndim != 2:
             raise invalid(
-                f"Expected Tensor shape: [batch_size num_classes] but got {_shape_text(value)}"
+                "Expected Tensor shape: [batch_size num_classes] but got "
+                f"{tensors.shape_text(value.shape)}"
             )
         got = tensors.dtype_name(tensors.dtype_enum(value))
         if got != dtype:
@@ -358,7 +355,7 @@ def regression_result(
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise invalid(
             "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{_shape_text(values)}"
+            f"{tensors.shape_text(values.shape)}"
         )
     if values.shape[0] != count:
         raise invalid(

@@ -10,6 +10,7 @@ our numbers are TF Serving's.
 
 import math
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 
@@ -169,7 +170,7 @@ def debug_string(value: object) -> str:
     return "".join(writer.out)
 
 
-def float32_values(array: np.ndarray) -> object:
+def float32_values(array: np.ndarray) -> Any:
     """A float32 array's values (nested lists; a float for a scalar) as TF Serving's JSON
     carries them.
 
@@ -185,8 +186,3 @@ def float32_values(array: np.ndarray) -> object:
     for index in np.flatnonzero(written.astype(np.float32) != values).tolist():
         written[index] = float(f"{doubles[index]:.9g}")
     return written.reshape(array.shape).tolist()
-
-
-def float32_value(value: float) -> float:
-    """One float32 (a proto `float` field, such as a class score) as TF Serving's JSON has it."""
-    return float32_values(np.array(value, dtype=np.float32))

@@ -20,7 +20,7 @@ from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb
 
 from tfsp.serving import tensors
 from tfsp.serving.errors import ServingError, invalid
-from tfsp.serving.json_text import debug_string, float32_value, float32_values, json_type
+from tfsp.serving.json_text import debug_string, float32_values, json_type
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 MAX_TENSOR_DIMS = 64  # numpy's limit (TF's TensorShape allows 254)
@@ -301,10 +301,6 @@ def _holds_boolean(value: object) -> bool:
     return False
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "[" + ",".join(map(str, shape)) + "]"
-
-
 def _status_text(error: ServingError) -> str:
     # absl::Status::ToString, which TF Serving puts inside its per-element messages.
     return f"{error.code.name}: {error.message}"
@@ -350,8 +346,8 @@ def _instances(rows: list, infos: dict, *, may_hold_booleans: bool) -> dict[str,
                     raise invalid(
                         f"Expecting tensor size: {first.size} but got: {item.size}"
                         if first.size != item.size
-                        else f"Expecting shape {_shape_text(first.shape)} "
-                        f"but got: {_shape_text(item.shape)}"
+                        else f"Expecting shape {tensors.shape_text(first.shape)} "
+                        f"but got: {tensors.shape_text(item.shape)}"
                     )
             except ServingError as exc:
                 key = f" key: {name}" if objects else ""
@@ -542,10 +538,15 @@ def classify_response(result: classification_pb2.ClassificationResult) -> dict:
     """{"results": [[[label, score], ...], ...]} (kClassifyRegressResponseKey in json_tensor.cc)."""
     if not result.classifications:
         raise invalid("Cannot convert empty ClassificationResults to JSON")
+    # Every score through WriteDecimal's rule in one pass, not one array per class.
+    scores = iter(
+        float32_values(
+            np.array([c.score for item in result.classifications for c in item.classes], np.float32)
+        )
+    )
     return {
         "results": [
-            [[c.label, float32_value(c.score)] for c in item.classes]
-            for item in result.classifications
+            [[c.label, next(scores)] for c in item.classes] for item in result.classifications
         ]
     }
 
@@ -554,4 +555,4 @@ def regress_response(result: regression_pb2.RegressionResult) -> dict:
     """{"results": [value, ...]}."""
     if not result.regressions:
         raise invalid("Cannot convert empty RegressionResults to JSON")
-    return {"results": [float32_value(r.value) for r in result.regressions]}
+    return {"results": float32_values(np.array([r.value for r in result.regressions], np.float32))}

@@ -75,11 +75,17 @@ def dtype_enum(array: np.ndarray) -> int:
     return _BY_NUMPY.get(array.dtype, DT_INVALID)
 
 
-def _debug_string(dims: tuple[int, ...]) -> str:
-    """TensorShape::DebugString ("[2,3]"), shortened past a few dimensions."""
-    if len(dims) > _SHOWN_DIMS:
-        return "[" + ",".join(map(str, dims[:_SHOWN_DIMS])) + f",...] ({len(dims)} dimensions)"
+def shape_text(dims: tuple[int, ...]) -> str:
+    """A shape as TensorFlow's messages write it ("[2,3]": TensorShape::DebugString, and
+    json_tensor.cc's ShapeToString)."""
     return "[" + ",".join(map(str, dims)) + "]"
+
+
+def _debug_string(dims: tuple[int, ...]) -> str:
+    """`shape_text`, shortened past a few dimensions (a refused shape may have thousands)."""
+    if len(dims) > _SHOWN_DIMS:
+        return shape_text(dims[:_SHOWN_DIMS])[:-1] + f",...] ({len(dims)} dimensions)"
+    return shape_text(dims)
 
 
 def _shape(name: str, proto: protos.TensorShapeProto) -> tuple[tuple[int, ...], int]:
