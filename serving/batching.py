@@ -1,7 +1,7 @@
 """How a servable's signatures are called: directly on the model workers, or through a batcher.
 
-The batcher is a wrapper around `Servable.run`, as TF Serving's BatchingSession wraps a
-session: concurrent calls to the same signature with compatible inputs are concatenated
+The batcher is a wrapper around `Servable.run_tensors`, as TF Serving's BatchingSession wraps
+a session: concurrent calls to the same signature with compatible inputs are concatenated
 along dimension 0 (up to max_batch_size, waiting at most batch_timeout_micros for the
 first task), padded up to the next allowed batch size, run once and split back.
 """
@@ -41,10 +41,11 @@ class DirectRunner:
         self._workers = workers
 
     def submit_async(
-        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
+        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
     ) -> asyncio.Future:
-        """Schedule one call from the running event loop; the future holds the output dict."""
-        return self._workers.run_async(self._servable.run, signature, inputs, output_keys)
+        """Schedule one session run from the running event loop; the future holds the
+        fetched values."""
+        return self._workers.run_async(self._servable.run_tensors, feeds, fetches)
 
     def close(self) -> None:
         """Nothing to drain: calls already submitted finish on the shared workers."""
@@ -52,9 +53,8 @@ class DirectRunner:
 
 @dataclasses.dataclass
 class _Task:
-    signature: str
-    inputs: dict[str, np.ndarray]
-    output_keys: list[str] | None
+    feeds: dict[str, np.ndarray]
+    fetches: tuple[str, ...]
     size: int
     key: tuple
     deadline: float
@@ -64,19 +64,17 @@ class _Task:
     waiter: asyncio.Future
 
 
-def _task_size(inputs: dict[str, np.ndarray]) -> int:
+def _task_size(feeds: dict[str, np.ndarray]) -> int:
+    """The rows of one run, in TF Serving's checks and words (ComputeTensorBatchSize)."""
+    if not feeds:
+        raise invalid("Batching Run() must have at least one input tensor")
     sizes = set()
-    for name, array in inputs.items():
+    for array in feeds.values():
         if array.ndim == 0:
-            raise invalid(
-                f"Batching Run() input tensors must have at least one dimension "
-                f"(input '{name}' is a scalar)"
-            )
+            raise invalid("Batching Run() input tensors must have at least one dimension")
         sizes.add(array.shape[0])
     if len(sizes) != 1:
-        raise invalid(
-            f"Batching Run() input tensors must have equal 0th-dimension size (got {sorted(sizes)})"
-        )
+        raise invalid("Batching Run() input tensors must have equal 0th-dimension size")
     return sizes.pop()
 
 
@@ -87,7 +85,12 @@ def _pad(array: np.ndarray, rows: int) -> np.ndarray:
 
 
 class BatchingRunner:
-    """Merges concurrent calls into batches run by `num_batch_threads` threads."""
+    """Merges concurrent calls into batches run by `num_batch_threads` threads.
+
+    Calls share a batch when they feed and fetch the same tensors (TF Serving's
+    TensorSignature: each combination has its own queue there) with the same dtypes and
+    inner shapes.
+    """
 
     def __init__(
         self,
@@ -118,31 +121,30 @@ class BatchingRunner:
             thread.start()
 
     def submit_async(
-        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
+        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
     ) -> asyncio.Future:
-        """Queue one call from the running event loop; the future holds the output dict.
+        """Queue one session run from the running event loop; the future holds the fetched
+        values.
 
         INVALID_ARGUMENT/UNAVAILABLE errors are raised at once.
         """
-        task = self._task(signature, inputs, output_keys)
+        task = self._task(feeds, fetches)
         if not self._enqueue(task):
-            return self._fallback.run_async(self._servable.run, signature, inputs, output_keys)
+            return self._fallback.run_async(self._servable.run_tensors, feeds, fetches)
         return task.waiter
 
-    def _task(
-        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
-    ) -> _Task:
-        size = _task_size(inputs)
+    def _task(self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]) -> _Task:
+        size = _task_size(feeds)
         limit = self._settings.max_batch_size
         if size > limit:
             raise invalid(f"Task size {size} is larger than maximum batch size {limit}")
-        key = (signature,) + tuple(
-            (name, array.dtype.str, array.shape[1:]) for name, array in sorted(inputs.items())
+        key = (fetches,) + tuple(
+            (name, array.dtype.str, array.shape[1:]) for name, array in sorted(feeds.items())
         )
         deadline = time.monotonic() + self._timeout
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        return _Task(signature, inputs, output_keys, size, key, deadline, loop, waiter)
+        return _Task(feeds, fetches, size, key, deadline, loop, waiter)
 
     def _enqueue(self, task: _Task) -> bool:
         """Queue a task; False once closed (the version is unloading: run it unbatched)."""
@@ -213,18 +215,12 @@ class BatchingRunner:
                 padded = allowed
                 break
         try:
-            inputs = {}
-            for name in batch[0].inputs:
-                merged = np.concatenate([task.inputs[name] for task in batch], axis=0)
-                inputs[name] = _pad(merged, padded - rows) if padded > rows else merged
-            outputs = self._servable.run(batch[0].signature, inputs, None)
-            for name, value in outputs.items():
-                if value.ndim == 0 or value.shape[0] != padded:
-                    raise ServingError(
-                        grpc.StatusCode.INTERNAL,
-                        f"batched output '{name}' has shape {list(value.shape)}, "
-                        f"not a leading batch dimension of {padded}",
-                    )
+            feeds = {}
+            for name in batch[0].feeds:
+                merged = np.concatenate([task.feeds[name] for task in batch], axis=0)
+                feeds[name] = _pad(merged, padded - rows) if padded > rows else merged
+            values = self._servable.run_tensors(feeds, batch[0].fetches)
+            _check_batched_outputs(values, padded)
         except BaseException as exc:  # every waiting caller must hear about it
             _deliver(batch, [None] * len(batch), exc)
             return
@@ -232,10 +228,25 @@ class BatchingRunner:
             self._observe(self._servable.name, rows, padded - rows)
         parts, offset = [], 0
         for task in batch:
-            keys = task.output_keys or list(outputs)
-            parts.append({key: outputs[key][offset : offset + task.size] for key in keys})
+            parts.append([value[offset : offset + task.size] for value in values])
             offset += task.size
         _deliver(batch, parts, None)
+
+
+def _check_batched_outputs(values: list[np.ndarray], rows: int) -> None:
+    """FAILED_PRECONDITION for outputs that cannot be split back, in TF Serving's words
+    (batching_session.cc SplitOutputTensors)."""
+    for value in values:
+        if value.ndim == 0:
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION, "Batched output tensor has 0 dimensions"
+            )
+        if value.shape[0] != rows:
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "Batched output tensor's 0th dimension does not equal the sum of the 0th "
+                "dimension sizes of the input tensors",
+            )
 
 
 def _deliver(batch: list[_Task], results: list, exception: BaseException | None) -> None:

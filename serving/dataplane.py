@@ -33,7 +33,7 @@ from tfsp.serving import tensors
 from tfsp.serving.config import ConfigError, model_settings
 from tfsp.serving.errors import ServingError, failed_precondition, invalid
 from tfsp.serving.manager import Loaded, ModelManager
-from tfsp.serving.servable import Servable
+from tfsp.serving.servable import Servable, session_names
 
 log = logging.getLogger("serving")
 
@@ -146,7 +146,7 @@ def execution_error(exc: BaseException) -> ServingError:
 def predict_signature(servable: Servable, signature_name: str) -> tuple[str, SignatureDef]:
     """A signature by name (default serving_default), as Predict looks it up."""
     name = signature_name or DEFAULT_SIGNATURE
-    if not servable.runnable(name):
+    if name not in servable.signature_defs:
         raise failed_precondition(f'Serving signature key "{name}" not found.')
     return name, servable.signature_defs[name]
 
@@ -280,7 +280,7 @@ def example_signature(
     output `outputs`. The input's dtype is left to the session, as there.
     """
     name = signature_name or DEFAULT_SIGNATURE
-    if not servable.runnable(name):
+    if name not in servable.signature_defs:
         raise invalid(f"No signature was found with the name: {name}")
     signature = servable.signature_defs[name]
     if len(signature.inputs) != 1:
@@ -370,6 +370,96 @@ def regression_result(
     return result
 
 
+def result_keys(signature: SignatureDef, kind: str) -> list[str]:
+    """The outputs a Classify (`kind` "classification") or Regress result is made of: TF
+    Serving's classifier and regressor fetch only these. A `scores` output on the same
+    tensor as `classes` is read as classes alone, as PostProcessClassificationResult does."""
+    if kind != "classification":
+        return ["outputs"]
+    keys = [key for key in ("classes", "scores") if key in signature.outputs]
+    if len(keys) == 2 and signature.outputs["classes"].name == signature.outputs["scores"].name:
+        return ["classes"]
+    return keys
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceTask:
+    """One checked task of a MultiInference request."""
+
+    kind: str  # "classification" or "regression"
+    name: str  # the signature's
+    signature: SignatureDef
+
+
+def inference_tasks(
+    servable: Servable, request: inference_pb2.MultiInferenceRequest
+) -> list[InferenceTask]:
+    """The request's tasks, each checked in turn as multi_inference.cc checks them (model
+    name, duplicate, signature, method, signature shape); nothing has run yet."""
+    model_name = ""
+    seen: set[str] = set()
+    tasks = []
+    for task in request.tasks:
+        if not task.model_spec.name:
+            raise invalid("Found ModelSpec with an empty model name.")
+        if model_name and task.model_spec.name != model_name:
+            raise invalid(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+            )
+        model_name = task.model_spec.name
+        signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
+        if signature in seen:
+            raise invalid(f"Duplicate evaluation of signature: {signature}")
+        seen.add(signature)
+        if signature not in servable.signature_defs:
+            raise invalid(f"Requested signature not found in model graph: {signature}")
+        if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            raise ServingError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"Unsupported signature method_name: {task.method_name}",
+            )
+        kind = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
+        tasks.append(InferenceTask(kind, *example_signature(servable, signature, kind)))
+    return tasks
+
+
+def inference_session_names(
+    tasks: list[InferenceTask], examples: np.ndarray
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """The one session run of a MultiInference: every task's input tensor fed the examples,
+    every output its result needs fetched once, in tensor-name order (multi_inference.cc
+    gathers both in std::sets)."""
+    feeds = {task.signature.inputs[EXAMPLES_INPUT].name: examples for task in tasks}
+    fetches = {
+        task.signature.outputs[key].name
+        for task in tasks
+        for key in result_keys(task.signature, task.kind)
+    }
+    return feeds, tuple(sorted(fetches))
+
+
+def inference_response(
+    servable: Servable,
+    tasks: list[InferenceTask],
+    fetches: tuple[str, ...],
+    values: list[np.ndarray],
+    count: int,
+) -> inference_pb2.MultiInferenceResponse:
+    """Each task's result, in task order, from the run's `values` of `fetches`."""
+    by_name = dict(zip(fetches, values, strict=True))
+    response = inference_pb2.MultiInferenceResponse()
+    for task in tasks:
+        keys = result_keys(task.signature, task.kind)
+        outputs = {key: by_name[task.signature.outputs[key].name] for key in keys}
+        result = response.results.add()
+        if task.kind == "classification":
+            result.classification_result.CopyFrom(classification_result(outputs, count))
+        else:
+            result.regression_result.CopyFrom(regression_result(outputs, count))
+        result.model_spec.CopyFrom(_model_spec(servable.name, servable.version, task.name))
+    return response
+
+
 class DataPlane:
     """Predict, Classify, Regress, MultiInference, metadata, status and config reload."""
 
@@ -404,14 +494,26 @@ class DataPlane:
 
     @staticmethod
     async def _run(
-        loaded: Loaded, signature: str, inputs: dict[str, np.ndarray], keys: list[str] | None
-    ) -> dict[str, np.ndarray]:
+        loaded: Loaded, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
+    ) -> list[np.ndarray]:
+        """One session run by tensor names (batched if the version batches)."""
         try:
-            return await loaded.runner.submit_async(signature, inputs, keys)
+            return await loaded.runner.submit_async(feeds, fetches)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise execution_error(exc) from None
+
+    async def _call(
+        self,
+        loaded: Loaded,
+        signature: SignatureDef,
+        inputs: dict[str, np.ndarray],
+        keys: list[str],
+    ) -> dict[str, np.ndarray]:
+        """A signature's outputs `keys` for `inputs` (by alias)."""
+        values = await self._run(loaded, *session_names(signature, inputs, keys))
+        return dict(zip(keys, values, strict=True))
 
     async def predict(
         self,
@@ -428,25 +530,10 @@ class DataPlane:
         loaded = self.resolve(spec)
         name, signature = predict_signature(loaded.servable, signature_name)
         keys = prepare_predict(signature, inputs, output_filter, decode)
-        outputs = await self._run(loaded, name, inputs, keys)
+        outputs = await self._call(loaded, signature, inputs, keys or list(signature.outputs))
         return Prediction(loaded.servable.name, loaded.servable.version, name, outputs)
 
     # ---- classify / regress ----
-
-    async def _run_examples(
-        self,
-        loaded: Loaded,
-        name: str,
-        signature: SignatureDef,
-        examples: np.ndarray,
-        kind: str,
-    ) -> dict[str, np.ndarray]:
-        # Only the outputs the result is made of, as TF Serving's classifier and regressor
-        # fetch them: another output of the signature is never run.
-        wanted = ("classes", "scores") if kind == "classification" else ("outputs",)
-        keys = [key for key in wanted if key in signature.outputs]
-        (input_key,) = signature.inputs.keys()
-        return await self._run(loaded, name, {input_key: examples}, keys)
 
     async def _on_examples(
         self, spec: SpecRef, signature_name: str, inp: input_pb2.Input, kind: str
@@ -455,7 +542,8 @@ class DataPlane:
         loaded = self.resolve(spec)
         name, signature = example_signature(loaded.servable, signature_name, kind)
         examples = examples_array(inp)
-        outputs = await self._run_examples(loaded, name, signature, examples, kind)
+        inputs = {EXAMPLES_INPUT: examples}
+        outputs = await self._call(loaded, signature, inputs, result_keys(signature, kind))
         servable = loaded.servable
         return _model_spec(servable.name, servable.version, name), outputs, len(examples)
 
@@ -478,51 +566,16 @@ class DataPlane:
     async def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest
     ) -> inference_pb2.MultiInferenceResponse:
-        """Several classify/regress signatures of one model version on the same input.
-
-        In multi_inference.cc's order: the first task's model is resolved, then each task
-        is checked in turn (name, duplicate, signature, method, signature shape), then the
-        input; nothing runs until every task has passed.
-        """
+        """Several classify/regress signatures of one model version on the same input, in
+        one session run, as multi_inference.cc does it: the first task's model is resolved,
+        then every task checked (`inference_tasks`), then the input read."""
         first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
         loaded = self.resolve(SpecRef.from_proto(first))
-        model_name = ""
-        seen: set[str] = set()
-        plan = []
-        for task in request.tasks:
-            if not task.model_spec.name:
-                raise invalid("Found ModelSpec with an empty model name.")
-            if model_name and task.model_spec.name != model_name:
-                raise invalid(
-                    "All ModelSpecs in a MultiInferenceRequest must access the same model name."
-                )
-            model_name = task.model_spec.name
-            signature = task.model_spec.signature_name or DEFAULT_SIGNATURE
-            if signature in seen:
-                raise invalid(f"Duplicate evaluation of signature: {signature}")
-            seen.add(signature)
-            if not loaded.servable.runnable(signature):
-                raise invalid(f"Requested signature not found in model graph: {signature}")
-            if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-                raise ServingError(
-                    grpc.StatusCode.UNIMPLEMENTED,
-                    f"Unsupported signature method_name: {task.method_name}",
-                )
-            kind = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
-            plan.append((kind, *example_signature(loaded.servable, signature, kind)))
+        tasks = inference_tasks(loaded.servable, request)
         examples = examples_array(request.input)
-        response = inference_pb2.MultiInferenceResponse()
-        for kind, name, signature_def in plan:
-            outputs = await self._run_examples(loaded, name, signature_def, examples, kind)
-            result = response.results.add()
-            result.model_spec.CopyFrom(
-                _model_spec(loaded.servable.name, loaded.servable.version, name)
-            )
-            if kind == "classification":
-                result.classification_result.CopyFrom(classification_result(outputs, len(examples)))
-            else:
-                result.regression_result.CopyFrom(regression_result(outputs, len(examples)))
-        return response
+        feeds, fetches = inference_session_names(tasks, examples)
+        values = await self._run(loaded, feeds, fetches)
+        return inference_response(loaded.servable, tasks, fetches, values, len(examples))
 
     # ---- metadata, status, config ----
 

@@ -14,7 +14,6 @@ import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Protocol
 
@@ -31,17 +30,13 @@ State = get_model_status_pb2.ModelVersionStatus.State
 
 
 class Runner(Protocol):
-    """Calls a servable's signatures (directly or batched); see tfsp.serving.batching."""
-
-    def submit(
-        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
-    ) -> Future:
-        """Schedule a call from any thread; a future of the output dict."""
+    """Runs a servable's session (directly or batched); see tfsp.serving.batching."""
 
     def submit_async(
-        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None
-    ) -> Awaitable[dict[str, np.ndarray]]:
-        """Schedule a call from the running event loop."""
+        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
+    ) -> Awaitable[list[np.ndarray]]:
+        """Schedule one Session::Run by tensor names from the running event loop; a future
+        of the fetched values, in order."""
 
     def close(self) -> None:
         """Finish queued calls and release threads."""

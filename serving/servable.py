@@ -21,9 +21,6 @@ from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 log = logging.getLogger("serving")
 
-# The signature TF2's saver adds to run table initialisers; a graph-mode loader runs it at
-# load time, and it is not a servable signature (it has no inputs or outputs to call).
-INIT_OP_SIGNATURE = "__saved_model_init_op"
 # TensorFlow's Python binding crashes the process (SIGSEGV) converting a DT_STRING tensor of
 # more than 32 dimensions to or from numpy, in Session::Run's feed or fetch (found by
 # tests/test_serving_fuzz.py; on TF 2.21 32 works and 33 crashes, empty or not, which looks
@@ -78,33 +75,33 @@ class Servable:
     _callables: dict[tuple, _Callable] = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    def runnable(self, signature: str) -> bool:
-        """Whether `signature` is one a request may call."""
-        return signature in self.signature_defs and signature != INIT_OP_SIGNATURE
-
     def run(
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None
     ) -> dict[str, np.ndarray]:
-        """Run a signature on numpy inputs (names and dtypes already checked).
+        """Run a signature on numpy inputs by alias (names and dtypes already checked).
 
         Outputs are `output_keys` (default: every output of the signature), as numpy arrays.
         Errors are TensorFlow's own (`tf.errors.OpError` subclasses), as from Session::Run.
         """
-        for key, array in inputs.items():
+        definition = self.signature_defs[signature]
+        keys = list(output_keys) if output_keys else list(definition.outputs)
+        values = self.run_tensors(*session_names(definition, inputs, keys))
+        return dict(zip(keys, values, strict=True))
+
+    def run_tensors(self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]) -> list:
+        """Session::Run by tensor names, as TF Serving calls its session: the values of
+        `fetches` (numpy arrays, in order) with `feeds` fed. Errors are TensorFlow's own."""
+        for name, array in feeds.items():
             if array.ndim > STRING_MAX_RANK and array.dtype.kind in "OSU":
                 raise tf.errors.InvalidArgumentError(
                     None,
                     None,
-                    f"input '{key}': DT_STRING tensors of more than {STRING_MAX_RANK} "
+                    f"input '{name}': DT_STRING tensors of more than {STRING_MAX_RANK} "
                     f"dimensions are not supported by tfsp serve (got {array.ndim})",
                 )
-        feed_keys = tuple(inputs)
-        fetch_keys = (
-            tuple(output_keys) if output_keys else tuple(self.signature_defs[signature].outputs)
-        )
-        run = self._callable(signature, feed_keys, fetch_keys)
+        run = self._callable(tuple(feeds), fetches)
         try:
-            values = run(*(inputs[key] for key in feed_keys))
+            return run(*feeds.values())
         except UnicodeDecodeError as exc:
             # The graph failed and its error text quotes request bytes that are not UTF-8
             # (a garbled serialized tf.Example): TensorFlow cannot turn that status into a
@@ -113,28 +110,21 @@ class Servable:
             raw = exc.object if isinstance(exc.object, bytes) else str(exc).encode()
             message = raw.decode("utf-8", errors="backslashreplace")
             raise tf.errors.InvalidArgumentError(None, None, message) from None
-        return dict(zip(fetch_keys, values, strict=True))
 
-    def _callable(
-        self, signature: str, feeds: tuple[str, ...], fetches: tuple[str, ...]
-    ) -> _Callable:
-        key = (signature, feeds, fetches)
+    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> _Callable:
+        key = (feeds, fetches)
         found = self._callables.get(key)
         if found is not None:
             return found
         with self._lock:
             found = self._callables.get(key)
             if found is None:
-                definition = self.signature_defs[signature]
                 # A callable fixes the feed and fetch tensors once; each call then goes
                 # straight to TF_SessionRunCallable. Session.make_callable with a feed list
                 # would take Session.run's Python path instead, which refuses feeds whose
                 # shape differs from the placeholder's: TF Serving's Session::Run does not
                 # check that, the graph's ops decide (predict_util.cc).
-                options = config_pb2.CallableOptions(
-                    feed=[definition.inputs[k].name for k in feeds],
-                    fetch=[definition.outputs[k].name for k in fetches],
-                )
+                options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
                 found = self.session._make_callable_from_options(options)
                 self._callables[key] = found
         return found
@@ -145,6 +135,17 @@ class Servable:
         with self._lock:
             self._callables.clear()
         self.session.close()
+
+
+def session_names(
+    definition: meta_graph_pb2.SignatureDef,
+    inputs: Mapping[str, np.ndarray],
+    output_keys: list[str],
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """A signature call by alias as Session::Run's feeds and fetches (tensor names), as TF
+    Serving turns a request into a session run."""
+    feeds = {definition.inputs[alias].name: array for alias, array in inputs.items()}
+    return feeds, tuple(definition.outputs[key].name for key in output_keys)
 
 
 def read_meta_graph(path: str, tags: set[str]) -> meta_graph_pb2.MetaGraphDef:

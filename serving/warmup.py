@@ -17,13 +17,18 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from tfsp.serving import tensors
 from tfsp.serving.dataplane import (
+    EXAMPLES_INPUT,
     classification_result,
     example_signature,
     examples_array,
     execution_error,
+    inference_response,
+    inference_session_names,
+    inference_tasks,
     predict_signature,
     prepare_predict,
     regression_result,
+    result_keys,
 )
 from tfsp.serving.servable import Servable
 
@@ -31,7 +36,6 @@ log = logging.getLogger("serving")
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000  # WarmupConsts::kMaxNumRecords
-CLASSIFY_METHOD = "tensorflow/serving/classify"
 
 
 class WarmupError(Exception):
@@ -55,16 +59,16 @@ def _run_one(servable: Servable, record: prediction_log_pb2.PredictionLog) -> No
         shape = "classification" if kind == "classify_log" else "regression"
         name, signature = example_signature(servable, request.model_spec.signature_name, shape)
         examples = examples_array(request.input)
-        outputs = servable.run(name, {next(iter(signature.inputs)): examples})
+        outputs = servable.run(name, {EXAMPLES_INPUT: examples}, result_keys(signature, shape))
         result = classification_result if shape == "classification" else regression_result
         result(outputs, len(examples))
     elif kind == "multi_inference_log":
         request = record.multi_inference_log.request
+        tasks = inference_tasks(servable, request)
         examples = examples_array(request.input)
-        for task in request.tasks:
-            shape = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
-            name, signature = example_signature(servable, task.model_spec.signature_name, shape)
-            servable.run(name, {next(iter(signature.inputs)): examples})
+        feeds, fetches = inference_session_names(tasks, examples)
+        values = servable.run_tensors(feeds, fetches)
+        inference_response(servable, tasks, fetches, values, len(examples))
     elif kind is not None:
         number = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[kind].number
         raise WarmupError(

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -259,13 +259,17 @@ def running_server(
 
 @contextlib.contextmanager
 def in_process_dataplane(
-    base_path: Path, name: str = "toy", batching: object | None = None
+    base_path: Path,
+    name: str = "toy",
+    batching: object | None = None,
+    observe_batch: Callable[[str, int, int], None] | None = None,
 ) -> Iterator[object]:
     """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
 
     Versions under `base_path` load on TF Serving's load path (tfsp.serving.servable) and run on
     model worker threads, as in `tfsp serve` without batching; or, given `batching` (a
-    tfsp.serving.config.BatchingSettings), through the server's BatchingRunner.
+    tfsp.serving.config.BatchingSettings), through the server's BatchingRunner, which reports
+    each session run it makes to `observe_batch` (model, rows, padding).
     """
     from tfsp.serving.batching import BatchingRunner, DirectRunner
     from tfsp.serving.config import model_settings, single_model_config
@@ -279,7 +283,7 @@ def in_process_dataplane(
     def make_runner(servable: object) -> object:
         if batching is None:
             return DirectRunner(servable, workers)
-        return BatchingRunner(servable, batching, workers)
+        return BatchingRunner(servable, batching, workers, observe_batch)
 
     manager = ModelManager(load_servable, make_runner)
     manager.configure(model_settings(single_model_config(name, str(base_path))))

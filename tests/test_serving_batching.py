@@ -16,7 +16,7 @@ from tfsp.serving.batching import BatchingRunner
 from tfsp.serving.client import ClientError, ServingClient
 from tfsp.serving.config import BatchingSettings
 from tfsp.serving.errors import ServingError
-from tfsp.serving.servable import load_servable
+from tfsp.serving.servable import Servable, load_servable, session_names
 from tfsp.serving.workers import ModelWorkers
 
 pytestmark = pytest.mark.integration  # starts model servers
@@ -34,6 +34,12 @@ def servable(toy_dir):
     return load_servable("toy", 3, str(toy_dir / "toy" / "3"))
 
 
+def _submit(runner: BatchingRunner, servable: Servable, signature: str, inputs: dict, keys: list):
+    """A signature call through the runner, as the data plane makes it (by tensor names)."""
+    definition = servable.signature_defs[signature]
+    return runner.submit_async(*session_names(definition, inputs, keys))
+
+
 def test_concurrent_calls_are_merged_padded_and_split_back(servable):
     batches: list[tuple[int, int]] = []
     settings = BatchingSettings(
@@ -45,7 +51,7 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
     rows = [np.full((1, 3), i, dtype=np.float32) for i in range(5)]
 
     async def calls() -> list:
-        futures = [runner.submit_async("serving_default", {"x": r}, None) for r in rows]
+        futures = [_submit(runner, servable, "serving_default", {"x": r}, ["y"]) for r in rows]
         return await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
 
     try:
@@ -54,7 +60,7 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
         runner.close()
         fallback.shutdown()
     for i, result in enumerate(results):
-        np.testing.assert_allclose(result["y"], np.full((1, 3), 3.0 * i))
+        np.testing.assert_allclose(result[0], np.full((1, 3), 3.0 * i))
     assert batches == [(5, 3)]  # one batch of 5 rows, padded to the allowed size 8
 
 
@@ -65,17 +71,31 @@ def test_incompatible_and_oversized_tasks(servable):
 
     async def calls() -> None:
         with pytest.raises(ServingError) as caught:
-            runner.submit_async("serving_default", {"x": np.zeros((5, 3), np.float32)}, None)
+            _submit(runner, servable, "serving_default", {"x": np.zeros((5, 3), np.float32)}, ["y"])
         assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
         assert "larger than maximum batch size 4" in caught.value.message
         with pytest.raises(ServingError) as caught:
-            runner.submit_async(
-                "types", {"a": np.int64(1), "s": np.array([b"x"]), "h": np.zeros((1, 2))}, None
-            )
-        assert "at least one dimension" in caught.value.message
+            inputs = {"a": np.int64(1), "s": np.array([b"x"]), "h": np.zeros((1, 2))}
+            _submit(runner, servable, "types", inputs, ["a2"])
+        # TF Serving's words (batching_util.h ComputeTensorBatchSize)
+        assert (
+            caught.value.message == "Batching Run() input tensors must have at least one dimension"
+        )
+        with pytest.raises(ServingError) as caught:
+            inputs = {"a": np.array([1, 2], np.int64), "s": np.array([b"x"]), "h": np.zeros((1, 2))}
+            _submit(runner, servable, "types", inputs, ["a2"])
+        assert (
+            caught.value.message
+            == "Batching Run() input tensors must have equal 0th-dimension size"
+        )
+        with pytest.raises(ServingError) as caught:
+            runner.submit_async({}, ("y:0",))
+        assert caught.value.message == "Batching Run() must have at least one input tensor"
         # different signatures queued together still each get their own answer
-        a = runner.submit_async("serving_default", {"x": np.ones((2, 3), np.float32)}, ["y"])
-        b = runner.submit_async(
+        a = _submit(runner, servable, "serving_default", {"x": np.ones((2, 3), np.float32)}, ["y"])
+        b = _submit(
+            runner,
+            servable,
             "types",
             {
                 "a": np.array([1], np.int64),
@@ -84,12 +104,14 @@ def test_incompatible_and_oversized_tasks(servable):
             },
             ["a2"],
         )
-        assert (await asyncio.wait_for(a, timeout=30))["y"].shape == (2, 3)
-        assert (await asyncio.wait_for(b, timeout=30))["a2"].tolist() == [2]
+        assert (await asyncio.wait_for(a, timeout=30))[0].shape == (2, 3)
+        assert (await asyncio.wait_for(b, timeout=30))[0].tolist() == [2]
         runner.close()
         # after close (an unloaded version), calls still complete, unbatched
-        late = runner.submit_async("serving_default", {"x": np.ones((1, 3), np.float32)}, None)
-        assert (await asyncio.wait_for(late, timeout=30))["y"].tolist() == [[3.0, 3.0, 3.0]]
+        late = _submit(
+            runner, servable, "serving_default", {"x": np.ones((1, 3), np.float32)}, ["y"]
+        )
+        assert (await asyncio.wait_for(late, timeout=30))[0].tolist() == [[3.0, 3.0, 3.0]]
 
     try:
         asyncio.run(calls())

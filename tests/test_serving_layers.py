@@ -19,13 +19,13 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import get_model_status_pb2, input_pb2
+from tensorflow_serving.apis import get_model_status_pb2, inference_pb2, input_pb2
 
 from tests.serving_harness import build_toy_model, copy_version, in_process_dataplane
 from tfsp.core.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGES
 from tfsp.serving import tensors
 from tfsp.serving.config import BatchingSettings, model_settings, single_model_config
-from tfsp.serving.dataplane import SpecRef, prepare_predict
+from tfsp.serving.dataplane import CLASSIFY_METHOD, REGRESS_METHOD, SpecRef, prepare_predict
 from tfsp.serving.errors import ServingError
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -251,6 +251,67 @@ def test_classify_and_regress_run_on_example_signatures(builds, runner, tmp_path
         np.testing.assert_allclose(scores, [[0.25, 0.75], [0.75, 0.25]])
         _, regressed = asyncio.run(plane.regress(SpecRef("module"), "regress", examples))
         np.testing.assert_allclose([r.value for r in regressed.regressions], [0.25, 0.75])
+
+
+def _two_examples() -> input_pb2.Input:
+    examples = input_pb2.Input()
+    for x in (0.25, 0.75):
+        example = examples.example_list.examples.add()
+        example.features.feature["x"].float_list.value.append(x)
+    return examples
+
+
+def test_multi_inference_runs_every_task_in_one_session_run(builds, runner, tmp_path):
+    """multi_inference.cc feeds every task's input and fetches every task's outputs in one
+    Session::Run; with batching, that run is one batch (its own tensor signature)."""
+    copy_version(builds["module", 1.0], tmp_path / "module" / "1")
+    batches: list[tuple[int, int]] = []
+    request = inference_pb2.MultiInferenceRequest(input=_two_examples())
+    for signature, method in (("classify", CLASSIFY_METHOD), ("regress", REGRESS_METHOD)):
+        task = request.tasks.add(method_name=method)
+        task.model_spec.name, task.model_spec.signature_name = "module", signature
+    observe = lambda _, rows, padding: batches.append((rows, padding))  # noqa: E731
+    with in_process_dataplane(tmp_path / "module", "module", runner, observe) as plane:
+        results = asyncio.run(plane.multi_inference(request)).results
+        _, classified = asyncio.run(plane.classify(SpecRef("module"), "classify", request.input))
+        _, regressed = asyncio.run(plane.regress(SpecRef("module"), "regress", request.input))
+    assert [r.model_spec.signature_name for r in results] == ["classify", "regress"]
+    assert results[0].classification_result == classified
+    assert results[1].regression_result == regressed
+    assert [r.value for r in regressed.regressions] == pytest.approx([0.25, 0.75])
+    if runner is not None:  # the MultiInference, then Classify, then Regress
+        assert batches == [(2, 0), (2, 0), (2, 0)]
+
+
+def test_the_init_op_signature_is_found_and_fails_where_tf_serving_fails(runner, tmp_path):
+    """TF Serving looks `__saved_model_init_op` up like any signature: Classify and
+    MultiInference refuse its shape, Predict runs it and the session fails to fetch a NoOp
+    (a batching session first refuses a run without inputs)."""
+    build_toy_model(tmp_path / "toy" / "1", 1.0)
+    init = "__saved_model_init_op"
+    multi = inference_pb2.MultiInferenceRequest(input=_two_examples())
+    task = multi.tasks.add(method_name=CLASSIFY_METHOD)
+    task.model_spec.name, task.model_spec.signature_name = "toy", init
+    with in_process_dataplane(tmp_path / "toy", "toy", runner) as plane:
+        predicted = _error(lambda: asyncio.run(plane.predict(SpecRef("toy"), init, {})))
+        classified = _error(
+            lambda: asyncio.run(plane.classify(SpecRef("toy"), init, _two_examples()))
+        )
+        inferred = _error(lambda: asyncio.run(plane.multi_inference(multi)))
+    if runner is None:
+        assert predicted.code == grpc.StatusCode.OUT_OF_RANGE
+        assert (
+            predicted.message
+            == "Node 'NoOp' (type: 'NoOp', num of outputs: 0) does not have output 0"
+        )
+    else:
+        assert predicted.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert predicted.message == "Batching Run() must have at least one input tensor"
+    for error in (classified, inferred):
+        assert (error.code, error.message) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Expected one input Tensor.",
+        )
 
 
 def _signature_with_default() -> meta_graph_pb2.SignatureDef:

@@ -1,11 +1,13 @@
 """Servable: loaded the way TF Serving loads a SavedModel, and answering as TF2's loader does."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests.serving_harness import build_toy_model, build_unservable_model
-from tfsp.serving.servable import INIT_OP_SIGNATURE, LoadError, load_servable
+from tfsp.serving.servable import LoadError, load_servable
 
 EXAMPLE = tf.train.Example(
     features=tf.train.Features(
@@ -51,10 +53,21 @@ def test_only_the_requested_outputs_are_fetched(servable):
     np.testing.assert_array_equal(outputs["h_sum"], [3, 7])
 
 
-def test_the_init_op_is_in_the_metadata_but_not_callable(servable):
-    assert INIT_OP_SIGNATURE in servable.signature_defs  # TF Serving's metadata lists it too
-    assert not servable.runnable(INIT_OP_SIGNATURE)
-    assert servable.runnable("serving_default")
+def test_the_init_op_is_a_signature_whose_run_fails_in_the_session(servable):
+    """TF Serving finds `__saved_model_init_op` by name (its metadata lists it) and fetching
+    its output, an op with no outputs, fails in Session::Run: TensorFlow's own error."""
+    assert "__saved_model_init_op" in servable.signature_defs
+    with pytest.raises(tf.errors.OutOfRangeError, match="'NoOp'.*does not have output 0"):
+        servable.run("__saved_model_init_op", {})
+
+
+def test_a_run_by_tensor_names_fetches_in_order_and_repeats(servable):
+    definition = servable.signature_defs["serving_default"]
+    x, y = definition.inputs["x"].name, definition.outputs["y"].name
+    values = servable.run_tensors({x: INPUTS["serving_default"]["x"]}, (y, y))
+    assert len(values) == 2
+    np.testing.assert_array_equal(values[0], values[1])
+    np.testing.assert_array_equal(values[0], INPUTS["serving_default"]["x"] * 2.0)
 
 
 def test_shapes_are_left_to_the_graph(servable):
@@ -81,9 +94,10 @@ def test_string_inputs_past_the_bindings_limit_are_refused_before_the_session(se
     inputs = dict(INPUTS["types"])
     inputs["s"] = np.full((1,) * 32, b"p", dtype=object)
     assert servable.run("types", inputs, ["s_bytes"])["s_bytes"].shape == (1,) * 32
+    tensor = re.escape(servable.signature_defs["types"].inputs["s"].name)  # the feed's name
     for shape in [(1,) * 33, (2, 0) + (1,) * 62]:  # empty ones crash there too
         inputs["s"] = np.full(shape, b"p", dtype=object)
-        with pytest.raises(tf.errors.InvalidArgumentError, match=f"'s'.*got {len(shape)}"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"'{tensor}'.*got {len(shape)}"):
             servable.run("types", inputs)
 
 
