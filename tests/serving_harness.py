@@ -5,6 +5,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -155,6 +156,12 @@ def copy_version(source: Path, target: Path) -> None:
     os.rename(staging, target)
 
 
+def _accepts(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:`port`."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 class ServerProcess:
     """A `tfsp-model-server` subprocess on ephemeral ports."""
 
@@ -179,7 +186,8 @@ class ServerProcess:
         return f"127.0.0.1:{self.rest_port}"
 
     def start(self, timeout: float = 90.0) -> "ServerProcess":
-        """Start and wait until the gRPC port answers."""
+        """Start and wait until the gRPC port answers, and the REST port if there is one
+        (the server opens it after gRPC's, as TF Serving does)."""
         import grpc
 
         self._log_file = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
@@ -196,7 +204,9 @@ class ServerProcess:
             channel = grpc.insecure_channel(self.address)
             try:
                 grpc.channel_ready_future(channel).result(timeout=0.5)
-                return self
+                if not self.rest_port or _accepts(self.rest_port):
+                    return self
+                time.sleep(0.05)
             except grpc.FutureTimeoutError:
                 pass
             finally:
