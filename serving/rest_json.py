@@ -6,6 +6,10 @@ Classify/Regress take "examples" (+ "context") as tf.Example features, each type
 first value. Every check, its order and its message text follow that file; float32 values
 go back as the decimals TF Serving writes. Outputs named `*_bytes` (or not valid UTF-8)
 come back base64-encoded.
+
+A key repeated in one object is read both ways RapidJSON reads it: a named lookup
+("instances", "signature_name", "b64", ...) finds the first, as FindMember; an instance
+object or an Example is walked member by member, every copy included, as GetObject().
 """
 
 import base64
@@ -29,12 +33,36 @@ _RAPIDJSON_ERROR = re.compile(r"Parse error at offset (\d+): (.*)", re.DOTALL)
 _TRAILING = "The document root must not be followed by other values."
 
 
+class _RepeatedKeyObject(dict):
+    """A JSON object with a repeated key, as RapidJSON keeps it: every member.
+
+    Lookups (`obj[key]`, `get`, `in`) give the first member, as FindMember does; `items()`
+    gives every member in document order, repeats included, as GetObject() iterates, and
+    its length is MemberCount(). items() rather than a new name, so that every reader that
+    walks an object's members (json_text.debug_string's quotes included, as
+    JsonValueToDebugString writes every member) sees the repeats. An object without a
+    repeated key stays a plain dict.
+    """
+
+    __slots__ = ("_members",)
+
+    def __init__(self, pairs: list) -> None:
+        super().__init__()
+        for key, value in pairs:
+            self.setdefault(key, value)
+        self._members = tuple(pairs)
+
+    def items(self) -> tuple:  # type: ignore[override]
+        """Every (key, value) member in document order, as GetObject() visits them."""
+        return self._members
+
+
 class _RapidJsonDocument(rapidjson.Decoder):
     """RapidJSON itself (python-rapidjson): its numbers (int64/uint64, else a double; "Number
     too big to be stored in double"), NaN/Inf/Infinity, surrogate checks and error texts.
 
-    An object keeps the first of repeated keys: TF Serving reads members with RapidJSON's
-    FindMember, which finds the first.
+    RapidJSON's DOM keeps every member of an object, a repeated key included; such an
+    object becomes a _RepeatedKeyObject, any other a plain dict.
     """
 
     def start_object(self) -> list:
@@ -43,8 +71,10 @@ class _RapidJsonDocument(rapidjson.Decoder):
     def end_object(self, pairs: list) -> dict:
         members: dict = {}
         for key, value in pairs:
-            members.setdefault(key, value)
-        return members
+            members[key] = value
+        # Equal lengths: no key repeats, so the plain dict is the whole object (the common
+        # case pays for one dict and one comparison).
+        return members if len(members) == len(pairs) else _RepeatedKeyObject(pairs)
 
 
 _rapidjson_loads = _RapidJsonDocument(number_mode=rapidjson.NM_NATIVE | rapidjson.NM_NAN)
@@ -123,8 +153,12 @@ _JSON_DTYPES = {"DT_FLOAT", "DT_DOUBLE", "DT_STRING", "DT_BOOL", *_INT_RANGES}
 
 
 def _is_b64(value: object) -> bool:
-    """json_tensor.cc IsValBase64Object: an object whose one key, "b64", holds a string."""
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
+    """json_tensor.cc IsValBase64Object: an object whose one member, "b64", holds a string.
+
+    Its MemberCount() counts a repeated key each time, so `{"b64": .., "b64": ..}` is not
+    base64 data (len(items()), not len()).
+    """
+    return isinstance(value, dict) and len(value.items()) == 1 and isinstance(value.get("b64"), str)
 
 
 _ASCII_SPACE = {ord(c): None for c in " \t\n\v\f\r"}
@@ -315,7 +349,8 @@ def _instances(rows: list, infos: dict, *, may_hold_booleans: bool) -> dict[str,
         )
     objects = isinstance(rows[0], dict) and not _is_b64(rows[0])
     names = sorted(infos)
-    if not objects or all(isinstance(row, dict) and row.keys() == infos.keys() for row in rows):
+    # `type(row) is dict`: a row with a repeated key (a _RepeatedKeyObject) feeds every copy.
+    if not objects or all(type(row) is dict and row.keys() == infos.keys() for row in rows):
         # Well-formed rows stack at once; any doubt takes the per-element rule below.
         columns = {n: [row[n] for row in rows] for n in names} if objects else {names[0]: rows}
         arrays = {
@@ -334,6 +369,8 @@ def _instances(rows: list, infos: dict, *, may_hold_booleans: bool) -> dict[str,
                 if objects
                 else f"Expecting value/list but got object at item {index} of input list"
             )
+        # Every member, a repeated key each time (GetObject()): each copy is checked against
+        # the input's first size and shape, and appends its values to the same tensor.
         items = row.items() if objects else [(names[0], row)]
         for name, value in items:
             try:
@@ -361,7 +398,10 @@ def _instances(rows: list, infos: dict, *, may_hold_booleans: bool) -> dict[str,
                 f"Failed to process element: {index} of 'instances' list. JSON object: "
                 f"{debug_string(row)} keys must be equal to: {','.join(names)}"
             )
-    return {name: np.stack(arrays) for name, arrays in parts.items()}
+    # The tensor's shape is [rows, ...] whatever number of copies filled it, and
+    # Tensor::FromProto reads only that many values: the first len(rows) items, which a
+    # repeated key shifts (rows [{x: 1, x: 2}, {x: 3}] give x = [1, 2]).
+    return {name: np.stack(arrays[: len(rows)]) for name, arrays in parts.items()}
 
 
 def _inputs(columns: object, infos: dict, *, may_hold_booleans: bool) -> dict[str, np.ndarray]:
@@ -499,6 +539,8 @@ def _example(value: object) -> example_pb2.Example:
     if not isinstance(value, dict):
         raise invalid(f"Example must be JSON object but got JSON {json_type(value)}")
     example = example_pb2.Example()
+    # Every member, a repeated name each time: each copy is checked, starts a fresh
+    # Feature and replaces the earlier in the map, so the last copy is the feature.
     for name, content in value.items():
         feature = feature_pb2.Feature()
         for item in content if isinstance(content, list) else [content]:

@@ -539,6 +539,195 @@ def test_a_repeated_key_means_its_first_value_as_rapidjsons_find_member():
     assert body == {"signature_name": "a", "x": {"k": 1}}
 
 
+def _predict_raw(raw: bytes, infos: dict) -> dict:
+    arrays, _ = rest_json.predict_inputs(rest_json.parse_body(raw), infos)
+    return {name: array.tolist() for name, array in arrays.items()}
+
+
+FLOAT = {"x": _info(types_pb2.DT_FLOAT, -1)}
+STRING = {"x": _info(types_pb2.DT_STRING, -1)}
+
+
+def test_repeated_top_level_keys_are_found_first_and_quoted_whole():
+    # FillPredictRequestFromJson / FillClassifyRegressRequestFromJson: doc.FindMember, the
+    # first "instances", "examples" or "context".
+    assert _predict_raw(b'{"instances": [1], "instances": 5}', FLOAT) == {"x": [1.0]}
+    inp = rest_json.examples_input(
+        rest_json.parse_body(
+            b'{"context": {"c": 1}, "context": 5, "examples": [{"f": 1}], "examples": 5}'
+        )
+    )
+    assert inp.example_list_with_context.context.features.feature["c"].int64_list.value == [1]
+    # FormatError quotes the document with JsonValueToDebugString: every member.
+    with pytest.raises(ServingError) as caught:
+        rest_json.predict_inputs(rest_json.parse_body(b'{"instances": 1, "instances": [1]}'), FLOAT)
+    assert caught.value.message == (
+        'JSON Value: {\n    "instances": 1,\n    "instances": [1]\n} '
+        "Expecting 'instances' to be an list/array"
+    )
+    # An object without a repeated key is a plain dict (the common, fast case).
+    assert type(rest_json.parse_body(b'{"a": {"b": 1}}')["a"]) is dict
+
+
+# (id, body, the tensors TF Serving feeds). FillTensorMapFromInstancesList walks
+# elem.GetObject(): every copy of a key goes through AddInstanceItem, appending its values
+# to the one tensor; the tensor's shape is [elements, ...], and Tensor::FromProto (in
+# GetInputValues) reads only that many values: the first, whichever copies they came from.
+REPEATED_IN_INSTANCES = [
+    ("numbers, one element", b'{"instances": [{"x": 1, "x": 2}]}', FLOAT, {"x": [1.0]}),
+    (
+        "numbers, the next element shifted",
+        b'{"instances": [{"x": 1, "x": 2}, {"x": 3}]}',
+        FLOAT,
+        {"x": [1.0, 2.0]},
+    ),
+    (
+        "lists of one size",
+        b'{"instances": [{"x": [1, 2], "x": [3, 4]}, {"x": [5, 6]}]}',
+        {"x": _info(types_pb2.DT_INT64, -1, 2)},
+        {"x": [[1, 2], [3, 4]]},
+    ),
+    (
+        "b64 objects",
+        b'{"instances": [{"x": {"b64": "AA=="}, "x": {"b64": "AQ=="}}, {"x": {"b64": "Ag=="}}]}',
+        STRING,
+        {"x": [b"\x00", b"\x01"]},
+    ),
+    (
+        "two inputs, one repeated",
+        b'{"instances": [{"a": 1, "s": "p", "a": 2}, {"s": "q", "a": 3}]}',
+        TYPES,
+        {"a": [1, 2], "s": [b"p", b"q"]},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "raw, infos, tensors",
+    [c[1:] for c in REPEATED_IN_INSTANCES],
+    ids=[c[0] for c in REPEATED_IN_INSTANCES],
+)
+def test_a_key_repeated_in_an_instance_feeds_every_copy_as_tf_serving(raw, infos, tensors):
+    assert _predict_raw(raw, infos) == tensors
+
+
+KEY_X0 = "Failed to process element: 0 key: x of 'instances' list. Error: INVALID_ARGUMENT: "
+
+# (id, body, signature inputs, the message FillTensorMapFromInstancesList gives)
+REPEATED_IN_INSTANCES_REFUSED = [
+    # AddInstanceItem: the second copy is checked against the size the first fixed.
+    (
+        "copies of two sizes",
+        b'{"instances": [{"x": [1, 2], "x": [3]}]}',
+        {"x": _info(types_pb2.DT_FLOAT, -1, -1)},
+        KEY_X0 + "Expecting tensor size: 2 but got: 1",
+    ),
+    (
+        "copies of two shapes",
+        b'{"instances": [{"x": [[1, 2]], "x": [[1], [2]]}]}',
+        {"x": _info(types_pb2.DT_FLOAT, -1, -1, -1)},
+        KEY_X0 + "Expecting shape [1,2] but got: [2,1]",
+    ),
+    # FillTensorProto / AddValueToTensor (TypeError) on the second copy.
+    (
+        "a bad second copy",
+        b'{"instances": [{"x": 1, "x": "a"}]}',
+        FLOAT,
+        KEY_X0 + 'JSON Value: "a" Type: String is not of expected type: float',
+    ),
+    # IsValBase64Object needs MemberCount() == 1: a repeated "b64" is two members, so it
+    # is no base64 data (Base64FormatError)...
+    (
+        "a leaf with b64 twice",
+        b'{"instances": [{"x": {"b64": "AA==", "b64": "AQ=="}}]}',
+        STRING,
+        KEY_X0 + 'JSON Value: {\n    "b64": "AA==",\n    "b64": "AQ=="\n} '
+        "not formatted correctly for base64 data",
+    ),
+    # ... and as an element it is an object of named inputs (IsElementObject).
+    (
+        "an element with b64 twice",
+        b'{"instances": [{"b64": "AA==", "b64": "AQ=="}]}',
+        STRING,
+        "Failed to process element: 0 key: b64 of 'instances' list. Error: INVALID_ARGUMENT: "
+        "JSON object: does not have named input: b64",
+    ),
+    # The keys are a std::set (copies count once); the quoted object has every member.
+    (
+        "a repeated key for a missing one",
+        b'{"instances": [{"a": 1, "a": 2}]}',
+        TYPES,
+        "Failed to process element: 0 of 'instances' list. JSON object: "
+        '{\n    "a": 1,\n    "a": 2\n} keys must be equal to: a,s',
+    ),
+    # FillTensorMapFromInputsMap: the same object, not base64, so named inputs are sought.
+    (
+        "inputs with b64 twice",
+        b'{"inputs": {"b64": "AA==", "b64": "AQ=="}}',
+        STRING,
+        "Missing named input: x in 'inputs' object.",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "raw, infos, message",
+    [c[1:] for c in REPEATED_IN_INSTANCES_REFUSED],
+    ids=[c[0] for c in REPEATED_IN_INSTANCES_REFUSED],
+)
+def test_a_repeated_key_tf_serving_refuses_gets_its_text(raw, infos, message):
+    with pytest.raises(ServingError) as caught:
+        rest_json.predict_inputs(rest_json.parse_body(raw), infos)
+    assert (caught.value.code.name, caught.value.message) == ("INVALID_ARGUMENT", message)
+
+
+def test_a_feature_repeated_in_an_example_or_context_is_its_last_copy():
+    # MakeExampleFromJsonObject walks val.GetObject(): each copy fills a fresh `Feature`
+    # and is assigned to feature[name], replacing the earlier copy; kinds never meet.
+    body = rest_json.parse_body(
+        b'{"context": {"c": 1, "c": ["a", "b"]},'
+        b' "examples": [{"f": 1, "f": 2}, {"f": 1, "f": 2.5}, {"f": [1, 2], "f": []}]}'
+    )
+    inp = rest_json.examples_input(body).example_list_with_context
+    assert list(inp.context.features.feature["c"].bytes_list.value) == [b"a", b"b"]
+    same, other, empty = (e.features.feature["f"] for e in inp.examples)
+    assert list(same.int64_list.value) == [2]
+    assert list(other.float_list.value) == [2.5] and not other.HasField("int64_list")
+    assert "f" in inp.examples[2].features.feature and empty.WhichOneof("kind") is None
+
+
+# (id, body, the message AddValueToFeature gives for one copy; every copy is checked)
+REPEATED_FEATURE_REFUSED = [
+    (
+        "a bad first copy",
+        b'{"examples": [{"f": null, "f": 1}]}',
+        "Feature: f has element with unexpected JSON type: Null",
+    ),
+    (
+        "a bad copy in the context",
+        b'{"context": {"c": [1], "c": [2, 2.5]}, "examples": [{}]}',
+        "Unexpected element type in feature: c expecting type: int64",
+    ),
+    # IsValBase64Object: two members, so the object is no bytes value.
+    (
+        "b64 twice",
+        b'{"examples": [{"f": {"b64": "AA==", "b64": "AQ=="}}]}',
+        "Feature: f has element with unexpected JSON type: Object",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [c[1:] for c in REPEATED_FEATURE_REFUSED],
+    ids=[c[0] for c in REPEATED_FEATURE_REFUSED],
+)
+def test_a_repeated_feature_tf_serving_refuses_gets_its_text(raw, message):
+    with pytest.raises(ServingError) as caught:
+        rest_json.examples_input(rest_json.parse_body(raw))
+    assert (caught.value.code.name, caught.value.message) == ("INVALID_ARGUMENT", message)
+
+
 def test_rows_that_would_stack_past_64_dimensions_are_refused():
     deep: object = 1.0
     for _ in range(64):
