@@ -33,7 +33,7 @@ from tfsp.serving import tensors
 from tfsp.serving.config import ConfigError, model_settings
 from tfsp.serving.errors import ServingError, failed_precondition, invalid
 from tfsp.serving.manager import Loaded, ModelManager
-from tfsp.serving.servable import Servable, session_names
+from tfsp.serving.servable import Servable
 
 log = logging.getLogger("serving")
 
@@ -505,14 +505,12 @@ class DataPlane:
             raise execution_error(exc) from None
 
     async def _call(
-        self,
-        loaded: Loaded,
-        signature: SignatureDef,
-        inputs: dict[str, np.ndarray],
-        keys: list[str],
+        self, loaded: Loaded, signature: str, inputs: dict[str, np.ndarray], keys: tuple[str, ...]
     ) -> dict[str, np.ndarray]:
         """A signature's outputs `keys` for `inputs` (by alias)."""
-        values = await self._run(loaded, *session_names(signature, inputs, keys))
+        feed_names, fetches = loaded.servable.tensor_names(signature, tuple(inputs), keys)
+        feeds = dict(zip(feed_names, inputs.values(), strict=True))
+        values = await self._run(loaded, feeds, fetches)
         return dict(zip(keys, values, strict=True))
 
     async def predict(
@@ -530,7 +528,7 @@ class DataPlane:
         loaded = self.resolve(spec)
         name, signature = predict_signature(loaded.servable, signature_name)
         keys = prepare_predict(signature, inputs, output_filter, decode)
-        outputs = await self._call(loaded, signature, inputs, keys or list(signature.outputs))
+        outputs = await self._call(loaded, name, inputs, tuple(keys or signature.outputs))
         return Prediction(loaded.servable.name, loaded.servable.version, name, outputs)
 
     # ---- classify / regress ----
@@ -543,7 +541,7 @@ class DataPlane:
         name, signature = example_signature(loaded.servable, signature_name, kind)
         examples = examples_array(inp)
         inputs = {EXAMPLES_INPUT: examples}
-        outputs = await self._call(loaded, signature, inputs, result_keys(signature, kind))
+        outputs = await self._call(loaded, name, inputs, tuple(result_keys(signature, kind)))
         servable = loaded.servable
         return _model_spec(servable.name, servable.version, name), outputs, len(examples)
 

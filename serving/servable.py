@@ -61,6 +61,9 @@ class SessionOptions:
 
 
 _Callable = Callable[..., list]
+# Call shapes (signature, input and output keys in request order) whose tensor names are
+# remembered; past this, names are read from the SignatureDef on each call.
+_MAX_REMEMBERED = 4096
 
 
 @dataclasses.dataclass
@@ -73,6 +76,7 @@ class Servable:
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
     session: tf.compat.v1.Session
     _callables: dict[tuple, _Callable] = dataclasses.field(default_factory=dict)
+    _tensor_names: dict[tuple, tuple] = dataclasses.field(default_factory=dict)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def run(
@@ -83,10 +87,28 @@ class Servable:
         Outputs are `output_keys` (default: every output of the signature), as numpy arrays.
         Errors are TensorFlow's own (`tf.errors.OpError` subclasses), as from Session::Run.
         """
-        definition = self.signature_defs[signature]
-        keys = list(output_keys) if output_keys else list(definition.outputs)
-        values = self.run_tensors(*session_names(definition, inputs, keys))
+        keys = tuple(output_keys or self.signature_defs[signature].outputs)
+        feed_names, fetches = self.tensor_names(signature, tuple(inputs), keys)
+        values = self.run_tensors(dict(zip(feed_names, inputs.values(), strict=True)), fetches)
         return dict(zip(keys, values, strict=True))
+
+    def tensor_names(
+        self, signature: str, input_keys: tuple[str, ...], output_keys: tuple[str, ...]
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The tensor names a call of `signature` feeds (for `input_keys`, in order) and
+        fetches (for `output_keys`), as TF Serving turns a request into a session run.
+        Remembered per call shape: every request pays a dict lookup, not protobuf reads."""
+        key = (signature, input_keys, output_keys)
+        names = self._tensor_names.get(key)
+        if names is None:
+            definition = self.signature_defs[signature]
+            names = (
+                tuple(definition.inputs[alias].name for alias in input_keys),
+                tuple(definition.outputs[alias].name for alias in output_keys),
+            )
+            if len(self._tensor_names) < _MAX_REMEMBERED:  # call shapes are the client's
+                self._tensor_names[key] = names  # a race computes the same value twice
+        return names
 
     def run_tensors(self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]) -> list:
         """Session::Run by tensor names, as TF Serving calls its session: the values of
@@ -99,9 +121,13 @@ class Servable:
                     f"input '{name}': DT_STRING tensors of more than {STRING_MAX_RANK} "
                     f"dimensions are not supported by tfsp serve (got {array.ndim})",
                 )
-        run = self._callable(tuple(feeds), fetches)
+        # One callable per set of feeds and fetches, whatever their order or repeats (as
+        # DirectSession keys its executors by the sorted names): a client permuting its
+        # output filter cannot grow the cache past one entry per subset.
+        feed_names, fetch_names = tuple(sorted(feeds)), tuple(sorted(set(fetches)))
+        run = self._callable(feed_names, fetch_names)
         try:
-            return run(*feeds.values())
+            values = run(*(feeds[name] for name in feed_names))
         except UnicodeDecodeError as exc:
             # The graph failed and its error text quotes request bytes that are not UTF-8
             # (a garbled serialized tf.Example): TensorFlow cannot turn that status into a
@@ -110,6 +136,10 @@ class Servable:
             raw = exc.object if isinstance(exc.object, bytes) else str(exc).encode()
             message = raw.decode("utf-8", errors="backslashreplace")
             raise tf.errors.InvalidArgumentError(None, None, message) from None
+        if fetch_names == fetches:
+            return values
+        by_name = dict(zip(fetch_names, values, strict=True))
+        return [by_name[name] for name in fetches]
 
     def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> _Callable:
         key = (feeds, fetches)
@@ -135,17 +165,6 @@ class Servable:
         with self._lock:
             self._callables.clear()
         self.session.close()
-
-
-def session_names(
-    definition: meta_graph_pb2.SignatureDef,
-    inputs: Mapping[str, np.ndarray],
-    output_keys: list[str],
-) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
-    """A signature call by alias as Session::Run's feeds and fetches (tensor names), as TF
-    Serving turns a request into a session run."""
-    feeds = {definition.inputs[alias].name: array for alias, array in inputs.items()}
-    return feeds, tuple(definition.outputs[key].name for key in output_keys)
 
 
 def read_meta_graph(path: str, tags: set[str]) -> meta_graph_pb2.MetaGraphDef:

@@ -16,7 +16,7 @@ from tfsp.serving.batching import BatchingRunner
 from tfsp.serving.client import ClientError, ServingClient
 from tfsp.serving.config import BatchingSettings
 from tfsp.serving.errors import ServingError
-from tfsp.serving.servable import Servable, load_servable, session_names
+from tfsp.serving.servable import Servable, load_servable
 from tfsp.serving.workers import ModelWorkers
 
 pytestmark = pytest.mark.integration  # starts model servers
@@ -36,8 +36,8 @@ def servable(toy_dir):
 
 def _submit(runner: BatchingRunner, servable: Servable, signature: str, inputs: dict, keys: list):
     """A signature call through the runner, as the data plane makes it (by tensor names)."""
-    definition = servable.signature_defs[signature]
-    return runner.submit_async(*session_names(definition, inputs, keys))
+    feed_names, fetches = servable.tensor_names(signature, tuple(inputs), tuple(keys))
+    return runner.submit_async(dict(zip(feed_names, inputs.values(), strict=True)), fetches)
 
 
 def test_concurrent_calls_are_merged_padded_and_split_back(servable):

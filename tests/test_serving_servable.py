@@ -70,6 +70,18 @@ def test_a_run_by_tensor_names_fetches_in_order_and_repeats(servable):
     np.testing.assert_array_equal(values[0], INPUTS["serving_default"]["x"] * 2.0)
 
 
+def test_output_orders_share_one_session_callable(servable):
+    """Callables are keyed by the set of tensors, as DirectSession keys its executors: a
+    client permuting its output filter gets its order back without growing the cache."""
+    first = servable.run("types", INPUTS["types"], ["a2", "h_sum"])
+    known = len(servable._callables)
+    second = servable.run("types", INPUTS["types"], ["h_sum", "a2"])
+    assert list(second) == ["h_sum", "a2"]
+    assert len(servable._callables) == known
+    for key, value in first.items():
+        np.testing.assert_array_equal(second[key], value)
+
+
 def test_shapes_are_left_to_the_graph(servable):
     # The signature says [None, 3]; TF Serving feeds the tensor as it is and x * scale
     # broadcasts over any shape, so this answers (as it does there).
