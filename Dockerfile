@@ -33,7 +33,8 @@ WORKDIR /opt/tfsp
 COPY constraints.txt ./
 # Dependencies first, in their own layer: code changes do not reinstall 3 GB of wheels.
 RUN python -m pip install --no-cache-dir -c constraints.txt \
-        "tensorflow==2.21.0" "tfx[kfp]==1.21.0" tensorflow-serving-api grpcio aiohttp \
+        "tensorflow==2.21.0" "tfx[kfp]==1.21.0" tensorflow-serving-api grpcio \
+        "grpcio-health-checking<1.82" aiohttp \
         prometheus-client uvloop python-rapidjson numpy protobuf pillow scikit-learn matplotlib \
         pyarrow tqdm
 # tensorflow[and-cuda] pulls NVIDIA's CUDA/cuDNN wheels. They are not in constraints.txt

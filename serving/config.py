@@ -181,6 +181,17 @@ def batching_settings(path: str) -> BatchingSettings:
     return settings
 
 
+def session_config(path: str) -> bytes:
+    """The serialized ConfigProto of a `--tensorflow_session_config_file` (b"" for none)."""
+    if not path:
+        return b""
+    # TensorFlow's own message (too large to rebuild in protos.py); imported only when the
+    # flag is given, since it loads TensorFlow.
+    from tensorflow.core.protobuf import config_pb2
+
+    return read_text_proto(path, config_pb2.ConfigProto()).SerializeToString()
+
+
 def monitoring_path(path: str) -> str | None:
     """The Prometheus endpoint path from a MonitoringConfig file, or None if disabled."""
     if not path:

@@ -38,8 +38,10 @@ from tfsp.serving.servable import Servable
 log = logging.getLogger("serving")
 
 DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+_METHOD_OF_KIND = {"classification": CLASSIFY_METHOD, "regression": REGRESS_METHOD}
 SIGNATURE_DEF_FIELD = "signature_def"
 # The input Classify and Regress feed serialized tf.Examples to (kClassifyInputs, kRegressInputs).
 EXAMPLES_INPUT = "inputs"
@@ -172,6 +174,8 @@ def prepare_predict(
     inputs: dict[str, Any],
     output_filter: list[str] | None,
     decode: Decode | None = None,
+    *,
+    method_name_check: bool = False,
 ) -> list[str] | None:
     """Check a Predict request against its signature, in TF Serving's order and words
     (predict_util.cc PreProcessPrediction, TF's saved_model GetInputValues, Session::Run).
@@ -181,7 +185,19 @@ def prepare_predict(
     `inputs` holds arrays, defaults filled in from the signature. Shapes are not compared
     with the signature (the graph's ops decide); a dtype that is not the signature's is
     refused with Session::Run's text. Returns the output keys to fetch (None: all).
+    With `method_name_check` (--enable_signature_method_name_check), a signature of
+    another method is refused first (VerifySignature).
     """
+    if method_name_check and signature.method_name not in (
+        PREDICT_METHOD,
+        CLASSIFY_METHOD,
+        REGRESS_METHOD,
+    ):
+        raise ServingError(
+            grpc.StatusCode.INTERNAL,
+            f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
+            f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {signature.method_name}",
+        )
     expected = signature.inputs
     requested = sorted(inputs)
     if len(inputs) > len(expected) or (len(inputs) < len(expected) and not signature.defaults):
@@ -271,18 +287,24 @@ def _debug_string(signature: SignatureDef) -> str:
 
 
 def example_signature(
-    servable: Servable, signature_name: str, kind: str
+    servable: Servable, signature_name: str, kind: str, *, method_name_check: bool = False
 ) -> tuple[str, SignatureDef]:
     """A classification- or regression-shaped signature, checked as TF Serving checks it.
 
-    classifier.cc / regressor.cc: one input, keyed `inputs` (what Classify feeds the
-    serialized tf.Examples to); one or two outputs among `classes` and `scores`, or one
-    output `outputs`. The input's dtype is left to the session, as there.
+    classifier.cc / regressor.cc: with `method_name_check`, the API's method_name; then one
+    input, keyed `inputs` (what Classify feeds the serialized tf.Examples to); one or two
+    outputs among `classes` and `scores`, or one output `outputs`. The input's dtype is left
+    to the session, as there.
     """
     name = signature_name or DEFAULT_SIGNATURE
     if name not in servable.signature_defs:
         raise invalid(f"No signature was found with the name: {name}")
     signature = servable.signature_defs[name]
+    if method_name_check and signature.method_name != _METHOD_OF_KIND[kind]:
+        raise invalid(
+            f"Expected {kind} signature method_name to be {_METHOD_OF_KIND[kind]}. "
+            f"Was: {signature.method_name}"
+        )
     if len(signature.inputs) != 1:
         raise invalid("Expected one input Tensor.")
     if kind == "classification":
@@ -392,7 +414,10 @@ class InferenceTask:
 
 
 def inference_tasks(
-    servable: Servable, request: inference_pb2.MultiInferenceRequest
+    servable: Servable,
+    request: inference_pb2.MultiInferenceRequest,
+    *,
+    method_name_check: bool = False,
 ) -> list[InferenceTask]:
     """The request's tasks, each checked in turn as multi_inference.cc checks them (model
     name, duplicate, signature, method, signature shape); nothing has run yet."""
@@ -419,7 +444,8 @@ def inference_tasks(
                 f"Unsupported signature method_name: {task.method_name}",
             )
         kind = "classification" if task.method_name == CLASSIFY_METHOD else "regression"
-        tasks.append(InferenceTask(kind, *example_signature(servable, signature, kind)))
+        checked = example_signature(servable, signature, kind, method_name_check=method_name_check)
+        tasks.append(InferenceTask(kind, *checked))
     return tasks
 
 
@@ -467,9 +493,13 @@ class DataPlane:
         self,
         manager: ModelManager,
         reload: Callable[[model_server_config_pb2.ModelServerConfig], None] | None = None,
+        *,
+        method_name_check: bool = False,
     ) -> None:
+        """`method_name_check`: --enable_signature_method_name_check."""
         self.manager = manager
         self._reload = reload
+        self._method_name_check = method_name_check
 
     # ---- lookups ----
 
@@ -527,7 +557,9 @@ class DataPlane:
         names have been checked (`prepare_predict`)."""
         loaded = self.resolve(spec)
         name, signature = predict_signature(loaded.servable, signature_name)
-        keys = prepare_predict(signature, inputs, output_filter, decode)
+        keys = prepare_predict(
+            signature, inputs, output_filter, decode, method_name_check=self._method_name_check
+        )
         outputs = await self._call(loaded, name, inputs, tuple(keys or signature.outputs))
         return Prediction(loaded.servable.name, loaded.servable.version, name, outputs)
 
@@ -538,7 +570,9 @@ class DataPlane:
     ) -> tuple[model_pb2.ModelSpec, dict[str, np.ndarray], int]:
         """Run a `kind`-shaped signature on tf.Examples: (answering spec, outputs, examples)."""
         loaded = self.resolve(spec)
-        name, signature = example_signature(loaded.servable, signature_name, kind)
+        name, signature = example_signature(
+            loaded.servable, signature_name, kind, method_name_check=self._method_name_check
+        )
         examples = examples_array(inp)
         inputs = {EXAMPLES_INPUT: examples}
         outputs = await self._call(loaded, name, inputs, tuple(result_keys(signature, kind)))
@@ -569,7 +603,7 @@ class DataPlane:
         then every task checked (`inference_tasks`), then the input read."""
         first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
         loaded = self.resolve(SpecRef.from_proto(first))
-        tasks = inference_tasks(loaded.servable, request)
+        tasks = inference_tasks(loaded.servable, request, method_name_check=self._method_name_check)
         examples = examples_array(request.input)
         feeds, fetches = inference_session_names(tasks, examples)
         values = await self._run(loaded, feeds, fetches)

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -344,3 +345,48 @@ def add_services(
         limit,
         gate,
     )
+
+
+# The names TF Serving's server.cc marks SERVING in gRPC's health service (not the services'
+# full names); the empty name, the whole server, is SERVING from the start.
+HEALTH_SERVICE_NAMES = ("ModelService", "PredictionService")
+
+
+async def add_health_service(server: grpc.aio.Server) -> "HealthService":
+    """Register grpc.health.v1.Health (--enable_grpc_healthcheck_service) with TF Serving's
+    services SERVING. Outside the gate: a probe during a drain hears NOT_SERVING."""
+    servicer = HealthService()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    for name in HEALTH_SERVICE_NAMES:
+        await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return servicer
+
+
+class HealthService(health.aio.HealthServicer):
+    """gRPC's asyncio health servicer, whose Watch streams end once the server shuts down:
+    an open stream would otherwise hold the drain until its grace period ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stopping = asyncio.Event()
+
+    async def Watch(self, request: object, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+        """The library's Watch, ended with a last NOT_SERVING when shutting down."""
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            watching.cancel()
+        if not self._stopping.is_set():
+            return
+        # The library's loop may have been cancelled before it wrote the new status.
+        await context.write(
+            health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+
+    async def shut_down(self) -> None:
+        """Every status NOT_SERVING, and every Watch stream ended."""
+        await self.enter_graceful_shutdown()
+        self._stopping.set()

@@ -51,6 +51,17 @@ class Options:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     enable_serialization_as_tensor_content: bool = False
+    enable_grpc_healthcheck_service: bool = False
+    enable_signature_method_name_check: bool = False
+    tensorflow_session_config_file: str = ""
+    per_process_gpu_memory_fraction: float = 0.0
+    # Accepted as TF Serving accepts them; they change how it loads or what it keeps in
+    # memory, never what a client sees (README: Known differences).
+    num_load_threads: int = 0
+    num_unload_threads: int = 0
+    flush_filesystem_caches: bool = True
+    remove_unused_fields_from_bundle_metagraph: bool = True
+    enable_profiler: bool = True
     # Not a TF Serving flag: TF Serving ignores SIGTERM, so Kubernetes kills it after the
     # pod's terminationGracePeriodSeconds (30 s unless set); we drain within the same time.
     shutdown_grace_period_seconds: int = 30
@@ -130,6 +141,20 @@ _HELP = {
     "default once)",
     "enable_serialization_as_tensor_content": "encode Predict outputs as tensor_content "
     "instead of the typed value fields (float_val, ...)",
+    "enable_grpc_healthcheck_service": "serve grpc.health.v1.Health (services '', "
+    "'ModelService' and 'PredictionService' SERVING; NOT_SERVING once shutting down)",
+    "enable_signature_method_name_check": "refuse a signature whose method_name is not the "
+    "API's (tensorflow/serving/predict, classify, regress)",
+    "tensorflow_session_config_file": "ConfigProto text proto for every model's session "
+    "(its thread counts are replaced by the parallelism flags, as in TF Serving)",
+    "per_process_gpu_memory_fraction": "share of each GPU's memory a session may take "
+    "(0: grow as needed)",
+    "num_load_threads": "accepted for compatibility (versions load one at a time)",
+    "num_unload_threads": "accepted for compatibility (versions unload one at a time)",
+    "flush_filesystem_caches": "accepted for compatibility (nothing to flush)",
+    "remove_unused_fields_from_bundle_metagraph": "accepted for compatibility (the "
+    "MetaGraph's signatures are all that is kept)",
+    "enable_profiler": "accepted for compatibility (there is no profiler service)",
     "shutdown_grace_period_seconds": "on SIGTERM/SIGINT: requests already received are "
     "answered, new ones get UNAVAILABLE, and the server exits 0 within this many seconds, "
     "cancelling what is still running then (default 30, Kubernetes' default grace period)",
@@ -174,8 +199,45 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag, type=argtypes.whole_number(low), default=default, help=_HELP[name]
             )
+        elif isinstance(default, float):
+            parser.add_argument(flag, type=argtypes.number(), default=default, help=_HELP[name])
         else:
             parser.add_argument(flag, default=default, help=_HELP[name])
+    for name, reason in UNSUPPORTED_FLAGS.items():
+        parser.add_argument(
+            f"--{name}", nargs="?", action=_Unsupported, reason=reason, help=argparse.SUPPRESS
+        )
+
+
+# TF Serving's other flags (main.cc): refused by name, with the reason, rather than as
+# unknown flags.
+UNSUPPORTED_FLAGS = {
+    "platform_config_file": "platform configs other than TensorFlow SavedModels",
+    "enable_per_model_batching_parameters": "per-model batching_params.pbtxt files",
+    "thread_pool_factory_config_file": "custom thread pool factories",
+    "prefer_tflite_model": "TensorFlow Lite models",
+    "num_tflite_pools": "TensorFlow Lite models",
+    "num_tflite_interpreters_per_pool": "TensorFlow Lite models",
+    "xla_cpu_compilation_enabled": "XLA:CPU JIT compilation",
+    "mixed_precision": "mixed precision rewrites",
+    "skip_initialize_tpu": "TPUs",
+    "use_alts_credentials": "ALTS credentials",
+}
+
+
+class _Unsupported(argparse.Action):
+    """A TF Serving flag this server does not implement: a FlagError naming what it is for."""
+
+    def __init__(self, *args: object, reason: str, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.reason = reason
+
+    def __call__(
+        self, parser: object, namespace: object, values: object, option: str | None = None
+    ) -> None:
+        raise FlagError(
+            f"{option} is a TF Serving flag that tfsp serve does not support ({self.reason})"
+        )
 
 
 def options_from_namespace(args: argparse.Namespace) -> Options:
@@ -208,6 +270,7 @@ def options_from_namespace(args: argparse.Namespace) -> Options:
         "batching_parameters_file",
         "monitoring_config_file",
         "ssl_config_file",
+        "tensorflow_session_config_file",
     ):
         path = getattr(options, flag)
         if path and not os.path.isfile(path):

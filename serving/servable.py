@@ -44,20 +44,26 @@ class LoadError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class SessionOptions:
-    """The thread pools of every model's session (TF Serving's `--tensorflow_*` flags)."""
+    """Every model's session config, built as TF Serving's server.cc builds it: the
+    `--tensorflow_session_config_file` ConfigProto (`base`, serialized), then the GPU
+    memory fraction and both thread counts from the flags, always (a 0 there replaces the
+    file's count, as in TF Serving)."""
 
     intra_op_threads: int = 0  # 0: TensorFlow picks
     inter_op_threads: int = 0
+    gpu_memory_fraction: float = 0.0  # 0: TensorFlow's default (grow as needed)
+    base: bytes = b""
 
     def config(self) -> config_pb2.ConfigProto:
         """The ConfigProto each session is created with."""
-        return config_pb2.ConfigProto(
-            intra_op_parallelism_threads=self.intra_op_threads,
-            inter_op_parallelism_threads=self.inter_op_threads,
-            # A SavedModel exported on a GPU machine may pin ops to /device:GPU:0; TF Serving
-            # places them where it can rather than failing on a CPU-only node.
-            allow_soft_placement=True,
-        )
+        config = config_pb2.ConfigProto.FromString(self.base)
+        config.gpu_options.per_process_gpu_memory_fraction = self.gpu_memory_fraction
+        config.intra_op_parallelism_threads = self.intra_op_threads
+        config.inter_op_parallelism_threads = self.inter_op_threads
+        # A SavedModel exported on a GPU machine may pin ops to /device:GPU:0; TF Serving
+        # places them where it can rather than failing on a CPU-only node.
+        config.allow_soft_placement = True
+        return config
 
 
 _Callable = Callable[..., list]

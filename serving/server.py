@@ -33,6 +33,7 @@ class _Files:
     batching: config_mod.BatchingSettings | None
     prometheus_path: str | None
     tls: config_mod.TlsSettings | None
+    session_config: bytes = b""
 
 
 def _read_files(options: Options) -> _Files:
@@ -45,7 +46,13 @@ def _read_files(options: Options) -> _Files:
     prometheus = config_mod.monitoring_path(options.monitoring_config_file)
     if prometheus and not options.rest_api_port:
         log.warning("monitoring is configured but --rest_api_port is 0: no metrics endpoint")
-    return _Files(settings, batching, prometheus, config_mod.tls_settings(options.ssl_config_file))
+    return _Files(
+        settings,
+        batching,
+        prometheus,
+        config_mod.tls_settings(options.ssl_config_file),
+        config_mod.session_config(options.tensorflow_session_config_file),
+    )
 
 
 def setup_logging() -> None:
@@ -76,7 +83,9 @@ class _Server:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
         if inter > 0:
             tf.config.threading.set_inter_op_parallelism_threads(inter)
-        session_options = SessionOptions(intra, inter)
+        session_options = SessionOptions(
+            intra, inter, options.per_process_gpu_memory_fraction, files.session_config
+        )
         self.options = options
         self.files = files
         self.metrics = Metrics()
@@ -96,7 +105,11 @@ class _Server:
             servable = load_servable(name, version, path, tags, session_options)
             if options.enable_model_warmup:
                 try:
-                    run_warmup(servable, options.num_request_iterations_for_warmup or 1)
+                    run_warmup(
+                        servable,
+                        options.num_request_iterations_for_warmup or 1,
+                        method_name_check=options.enable_signature_method_name_check,
+                    )
                 except WarmupError as exc:
                     servable.close()
                     raise LoadError(
@@ -113,10 +126,15 @@ class _Server:
             on_load=self.metrics.observe_load,
         )
         self.metrics.watch_states(self.manager.states)
-        self.dataplane = DataPlane(self.manager, reload=self.reload)
+        self.dataplane = DataPlane(
+            self.manager,
+            reload=self.reload,
+            method_name_check=options.enable_signature_method_name_check,
+        )
         self.gate = drain.Gate()
         self.pollers: list = []
         self.grpc_server = None
+        self.health = None  # grpc.health.v1 servicer, with --enable_grpc_healthcheck_service
         self.rest_runner = None
         self._config_text = ""
         # What is imported by now (TensorFlow alone is millions of objects) lives as long as
@@ -187,7 +205,7 @@ class _Server:
     async def _start_grpc(self) -> None:
         import grpc
 
-        from tfsp.serving.grpc_service import add_services
+        from tfsp.serving.grpc_service import add_health_service, add_services
         from tfsp.serving.options import INT32_MAX
 
         options = self.options
@@ -205,6 +223,8 @@ class _Server:
             outputs_as_tensor_content=options.enable_serialization_as_tensor_content,
             gate=self.gate,
         )
+        if options.enable_grpc_healthcheck_service:
+            self.health = await add_health_service(server)
         tls = self.files.tls
         credentials = None
         if tls is not None:
@@ -287,6 +307,8 @@ class _Server:
         loop = asyncio.get_running_loop()
         for poller in self.pollers:
             await loop.run_in_executor(None, poller.stop)
+        if self.health is not None:
+            await self.health.shut_down()
         if drain_calls:
             await drain.drain(
                 self.gate, self.options.shutdown_grace_period_seconds, self._close_listeners

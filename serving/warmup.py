@@ -46,25 +46,35 @@ class WarmupError(Exception):
         self.code = code
 
 
-def _run_one(servable: Servable, record: prediction_log_pb2.PredictionLog) -> None:
+def _run_one(
+    servable: Servable, record: prediction_log_pb2.PredictionLog, method_name_check: bool
+) -> None:
     kind = record.WhichOneof("log_type")
     if kind == "predict_log":
         request = record.predict_log.request
         name, signature = predict_signature(servable, request.model_spec.signature_name)
         inputs: dict = dict(request.inputs)
-        keys = prepare_predict(signature, inputs, list(request.output_filter), tensors.to_numpy)
+        keys = prepare_predict(
+            signature,
+            inputs,
+            list(request.output_filter),
+            tensors.to_numpy,
+            method_name_check=method_name_check,
+        )
         servable.run(name, inputs, keys)
     elif kind in ("classify_log", "regress_log"):
         request = getattr(record, kind).request
         shape = "classification" if kind == "classify_log" else "regression"
-        name, signature = example_signature(servable, request.model_spec.signature_name, shape)
+        name, signature = example_signature(
+            servable, request.model_spec.signature_name, shape, method_name_check=method_name_check
+        )
         examples = examples_array(request.input)
         outputs = servable.run(name, {EXAMPLES_INPUT: examples}, result_keys(signature, shape))
         result = classification_result if shape == "classification" else regression_result
         result(outputs, len(examples))
     elif kind == "multi_inference_log":
         request = record.multi_inference_log.request
-        tasks = inference_tasks(servable, request)
+        tasks = inference_tasks(servable, request, method_name_check=method_name_check)
         examples = examples_array(request.input)
         feeds, fetches = inference_session_names(tasks, examples)
         values = servable.run_tensors(feeds, fetches)
@@ -76,8 +86,9 @@ def _run_one(servable: Servable, record: prediction_log_pb2.PredictionLog) -> No
         )
 
 
-def run_warmup(servable: Servable, iterations: int = 1) -> int:
+def run_warmup(servable: Servable, iterations: int = 1, *, method_name_check: bool = False) -> int:
     """Replay the version's warmup file `iterations` times per record; the records run.
+    Requests are checked as a client's (`method_name_check`: the server's flag).
 
     Raises WarmupError with TF Serving's status for the first request that fails, a record
     that is not a PredictionLog, a file that is not TFRecord, or more than 1,000 records.
@@ -100,7 +111,7 @@ def run_warmup(servable: Servable, iterations: int = 1) -> int:
                 ) from None
             for _ in range(max(iterations, 1)):
                 try:
-                    _run_one(servable, record)
+                    _run_one(servable, record, method_name_check)
                 except WarmupError:
                     raise
                 except Exception as exc:

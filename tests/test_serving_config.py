@@ -11,7 +11,8 @@ from google.protobuf import text_format
 from tests.serving_harness import REPO
 from tfsp.serving import config, protos, server
 from tfsp.serving.config import ConfigError, VersionPolicy
-from tfsp.serving.options import FlagError, Options, parse_flags
+from tfsp.serving.options import UNSUPPORTED_FLAGS, FlagError, Options, parse_flags
+from tfsp.serving.servable import SessionOptions
 
 
 def test_flag_defaults_match_tensorflow_model_server():
@@ -95,6 +96,62 @@ def test_bad_flags(argv, fragment):
     with pytest.raises(FlagError) as caught:
         parse_flags(argv)
     assert fragment in str(caught.value)
+
+
+def test_every_tensorflow_model_server_flag_is_taken_or_refused_by_name():
+    """main.cc's flags (TF Serving 2.19): each is a server option or refused saying why,
+    never 'unrecognized' as a typo would be."""
+    taken = {
+        "enable_grpc_healthcheck_service=true": True,
+        "enable_signature_method_name_check=true": True,
+        "per_process_gpu_memory_fraction=0.5": 0.5,
+        "num_load_threads=4": 4,
+        "num_unload_threads=2": 2,
+        "flush_filesystem_caches=false": False,
+        "remove_unused_fields_from_bundle_metagraph=false": False,
+        "enable_profiler=false": False,
+    }
+    for flag, value in taken.items():
+        name = flag.partition("=")[0]
+        assert getattr(parse_flags(["--model_base_path=/m", f"--{flag}"]), name) == value
+    defaults = Options()
+    assert defaults.enable_profiler and defaults.flush_filesystem_caches
+    assert not defaults.enable_grpc_healthcheck_service
+    assert not defaults.enable_signature_method_name_check
+    for name in UNSUPPORTED_FLAGS:
+        with pytest.raises(FlagError) as caught:
+            parse_flags(["--model_base_path=/m", f"--{name}=1"])
+        assert str(caught.value).startswith(f"--{name} is a TF Serving flag that tfsp serve")
+
+
+def test_the_session_config_file_is_read_then_the_flags_replace_its_threads(tmp_path):
+    """server.cc: the file's ConfigProto, then the GPU fraction and both thread counts from
+    the flags, always (a 0 from the flags replaces the file's count)."""
+    path = tmp_path / "session.config"
+    path.write_text(
+        "intra_op_parallelism_threads: 7\ninter_op_parallelism_threads: 5\n"
+        "operation_timeout_in_ms: 1234\ngpu_options { allow_growth: true }\n"
+    )
+    options = parse_flags(
+        [
+            "--model_base_path=/m",
+            f"--tensorflow_session_config_file={path}",
+            "--per_process_gpu_memory_fraction=0.25",
+            "--tensorflow_intra_op_parallelism=2",
+        ]
+    )
+    intra, inter = options.session_threads
+    base = config.session_config(options.tensorflow_session_config_file)
+    built = SessionOptions(intra, inter, options.per_process_gpu_memory_fraction, base).config()
+    assert (built.intra_op_parallelism_threads, built.inter_op_parallelism_threads) == (2, 0)
+    assert built.operation_timeout_in_ms == 1234
+    assert built.gpu_options.allow_growth
+    assert built.gpu_options.per_process_gpu_memory_fraction == 0.25
+    path.write_text("intra_op_parallelism_threads: many\n")
+    with pytest.raises(config.ConfigError, match="invalid ConfigProto in .*session.config"):
+        config.session_config(str(path))
+    with pytest.raises(FlagError, match="no such file"):
+        parse_flags(["--model_base_path=/m", "--tensorflow_session_config_file=/no/file"])
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess:

@@ -25,7 +25,13 @@ from tests.serving_harness import build_toy_model, copy_version, in_process_data
 from tfsp.core.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGES
 from tfsp.serving import tensors
 from tfsp.serving.config import BatchingSettings, model_settings, single_model_config
-from tfsp.serving.dataplane import CLASSIFY_METHOD, REGRESS_METHOD, SpecRef, prepare_predict
+from tfsp.serving.dataplane import (
+    CLASSIFY_METHOD,
+    REGRESS_METHOD,
+    DataPlane,
+    SpecRef,
+    prepare_predict,
+)
 from tfsp.serving.errors import ServingError
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -312,6 +318,45 @@ def test_the_init_op_signature_is_found_and_fails_where_tf_serving_fails(runner,
             grpc.StatusCode.INVALID_ARGUMENT,
             "Expected one input Tensor.",
         )
+
+
+def test_the_method_name_check_refuses_other_methods_as_tf_serving_does(runner, tmp_path):
+    """--enable_signature_method_name_check: TF2's saver writes every signature as
+    tensorflow/serving/predict, so Classify, Regress and MultiInference refuse them
+    (classifier.cc, regressor.cc) while Predict takes them; off, the default, all run."""
+    build_toy_model(tmp_path / "toy" / "1", 1.0)
+    multi = inference_pb2.MultiInferenceRequest(input=_two_examples())
+    task = multi.tasks.add(method_name=REGRESS_METHOD)
+    task.model_spec.name, task.model_spec.signature_name = "toy", "regress"
+    was = "Was: tensorflow/serving/predict"
+    with in_process_dataplane(tmp_path / "toy", "toy", runner) as unchecked:
+        checked = DataPlane(unchecked.manager, method_name_check=True)
+        assert asyncio.run(checked.predict(SpecRef("toy"), "", {"x": np.ones((1, 3), np.float32)}))
+        classify = checked.classify(SpecRef("toy"), "classify", _two_examples())
+        regress = checked.regress(SpecRef("toy"), "regress", _two_examples())
+        errors = [_error(lambda c=c: asyncio.run(c)) for c in (classify, regress)]
+        errors.append(_error(lambda: asyncio.run(checked.multi_inference(multi))))
+        assert asyncio.run(unchecked.classify(SpecRef("toy"), "classify", _two_examples()))
+    assert [(e.code, e.message) for e in errors] == [
+        (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Expected {kind} signature method_name to be {m}. {was}",
+        )
+        for kind, m in (
+            ("classification", CLASSIFY_METHOD),
+            ("regression", REGRESS_METHOD),
+            ("regression", REGRESS_METHOD),
+        )
+    ]
+    signature = _signature_with_default()
+    signature.method_name = "tensorflow/serving/other"
+    with pytest.raises(ServingError) as caught:
+        prepare_predict(signature, {}, None, tensors.to_numpy, method_name_check=True)
+    assert caught.value.code == grpc.StatusCode.INTERNAL  # predict_util.cc VerifySignature
+    assert caught.value.message == (
+        "Expected prediction signature method_name to be one of {tensorflow/serving/predict, "
+        "tensorflow/serving/classify, tensorflow/serving/regress}. Was: tensorflow/serving/other"
+    )
 
 
 def _signature_with_default() -> meta_graph_pb2.SignatureDef:

@@ -290,3 +290,45 @@ def test_calls_still_running_when_the_grace_period_ends_are_ended_and_exit_is_0(
     # gRPC's core ends it (grpc_server_cancel_all_calls)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert caught.value.details() == "Cancelling all calls"
+
+
+# ---- gRPC health checking (--enable_grpc_healthcheck_service) ----
+
+
+@pytest.mark.integration
+def test_the_health_service_answers_as_tf_servings_and_turns_not_serving_on_sigterm(tmp_path):
+    """server.cc marks "ModelService" and "PredictionService" SERVING in gRPC's default health
+    service, whose "" (the whole server) is SERVING from the start; other names are
+    NOT_FOUND. On SIGTERM every status turns NOT_SERVING before the drain closes the port."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    build_toy_model(tmp_path / "toy" / "1", 1.0)
+    flags = ("--model_name=toy", f"--model_base_path={tmp_path / 'toy'}")
+    with running_server(*flags) as plain:
+        with grpc.insecure_channel(plain.address) as channel:
+            with pytest.raises(grpc.RpcError) as caught:
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # off by default
+    with running_server(*flags, "--enable_grpc_healthcheck_service") as proc:
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def check(service: str) -> int:
+                return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+
+            assert [check(s) for s in ("", "ModelService", "PredictionService")] == [serving] * 3
+            with pytest.raises(grpc.RpcError) as caught:
+                check("tensorflow.serving.PredictionService")
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            watch = stub.Watch(health_pb2.HealthCheckRequest(service="PredictionService"))
+            assert next(watch).status == serving
+            proc.process.send_signal(signal.SIGTERM)
+            assert next(watch).status == not_serving
+            # The stream then ends: it does not hold the drain until its grace period.
+            assert [r.status for r in watch] in ([], [not_serving])
+            assert watch.code() == grpc.StatusCode.OK
+            assert proc.process.wait(timeout=GRACE_SECONDS + 30) == 0

@@ -24,7 +24,7 @@ _EXTRA_OF_MODULE = {
     **dict.fromkeys(
         ("tensorflow", "tensorflow_serving", "tfx", "tfx_bsl", "apache_beam", "keras", "sklearn",
          "aiohttp", "uvloop", "rapidjson", "prometheus_client", "matplotlib", "ml_metadata",
-         "kfp"),
+         "kfp", "grpc_health"),
         "full",
     ),
 }  # fmt: skip
