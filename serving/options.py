@@ -219,6 +219,7 @@ UNSUPPORTED_FLAGS = {
     "num_tflite_pools": "TensorFlow Lite models",
     "num_tflite_interpreters_per_pool": "TensorFlow Lite models",
     "xla_cpu_compilation_enabled": "XLA:CPU JIT compilation",
+    "xla_gpu_compilation_enabled": "XLA:GPU JIT compilation",
     "mixed_precision": "mixed precision rewrites",
     "skip_initialize_tpu": "TPUs",
     "use_alts_credentials": "ALTS credentials",
