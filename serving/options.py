@@ -227,16 +227,21 @@ UNSUPPORTED_FLAGS = {
 
 
 class _Unsupported(argparse.Action):
-    """A TF Serving flag this server does not implement: a FlagError naming what it is for."""
+    """A TF Serving flag this server does not implement: the parser's error (a FlagError from
+    the server's own parser, usage and exit 2 from `tfsp serve`'s) naming what it is for."""
 
     def __init__(self, *args: object, reason: str, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.reason = reason
 
     def __call__(
-        self, parser: object, namespace: object, values: object, option: str | None = None
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: object,
+        values: object,
+        option: str | None = None,
     ) -> None:
-        raise FlagError(
+        parser.error(
             f"{option} is a TF Serving flag that tfsp serve does not support ({self.reason})"
         )
 

@@ -231,6 +231,15 @@ def test_console_script_and_tfsp_serve_fail_cleanly_on_bad_flags(tmp_path):
     ]
     result = _run("-m", "tfsp.cli", "serve", "--port=abc", "--model_base_path=/m")
     assert result.returncode == 2 and result.stderr.startswith("error: argument --port")
+    # A TF Serving flag we do not implement: the same one line from both entry points.
+    for argv in (["-m", "tfsp.cli", "serve"], ["-m", "tfsp.serving.server"]):
+        result = _run(*argv, "--model_base_path=/m", "--use_alts_credentials")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(
+            "error: --use_alts_credentials is a TF Serving flag that tfsp serve does not "
+            "support (ALTS credentials)"
+        )
+        assert "Traceback" not in result.stderr
     bad = tmp_path / "models.config"
     bad.write_text("model_config_list { config { name: 'x' base_path: '/m' bogus: 1 } }")
     result = _run("-m", "tfsp.serving.server", f"--model_config_file={bad}")
