@@ -378,10 +378,14 @@ class HealthService(health.aio.HealthServicer):
             await asyncio.wait({watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
-            watching.cancel()
-        if not self._stopping.is_set():
-            return
-        # The library's loop may have been cancelled before it wrote the new status.
+            watching.cancel()  # nothing, if it has ended
+        try:
+            return await watching  # the library's stream ended on its own (or failed)
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+        # Its loop is stopped now, possibly before it wrote the new status: no two writes
+        # are in flight on the stream.
         await context.write(
             health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
         )
