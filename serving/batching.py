@@ -1,9 +1,9 @@
 """How a servable's signatures are called: directly on the model workers, or through a batcher.
 
 The batcher is a wrapper around `Servable.run_tensors`, as TF Serving's BatchingSession wraps
-a session: concurrent calls to the same signature with compatible inputs are concatenated
-along dimension 0 (up to max_batch_size, waiting at most batch_timeout_micros for the
-first task), padded up to the next allowed batch size, run once and split back.
+a session: concurrent runs that feed and fetch the same tensors, with compatible inputs, are
+concatenated along dimension 0 (up to max_batch_size, waiting at most batch_timeout_micros
+for the first task), padded up to the next allowed batch size, run once and split back.
 """
 
 import asyncio

@@ -276,7 +276,10 @@ def test_multi_inference_runs_every_task_in_one_session_run(builds, runner, tmp_
     for signature, method in (("classify", CLASSIFY_METHOD), ("regress", REGRESS_METHOD)):
         task = request.tasks.add(method_name=method)
         task.model_spec.name, task.model_spec.signature_name = "module", signature
-    observe = lambda _, rows, padding: batches.append((rows, padding))  # noqa: E731
+
+    def observe(model: str, rows: int, padding: int) -> None:
+        batches.append((rows, padding))
+
     with in_process_dataplane(tmp_path / "module", "module", runner, observe) as plane:
         results = asyncio.run(plane.multi_inference(request)).results
         _, classified = asyncio.run(plane.classify(SpecRef("module"), "classify", request.input))
