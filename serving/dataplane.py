@@ -9,7 +9,6 @@ details, so no traceback reaches a client.
 import asyncio
 import dataclasses
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +30,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfsp.serving import tensors
 from tfsp.serving.config import ConfigError, model_settings
-from tfsp.serving.errors import ServingError, failed_precondition, invalid
+from tfsp.serving.errors import ServingError, failed_precondition, invalid, tensorflow_message
 from tfsp.serving.manager import Loaded, ModelManager
 from tfsp.serving.servable import Servable
 
@@ -82,50 +81,6 @@ def _model_spec(name: str, version: int, signature: str = "") -> model_pb2.Model
     return spec
 
 
-# What TensorFlow wraps around an op's own message: the Python stack of the op's definition
-# (eager "Graph execution error"; indented lines and blank lines), the failing node
-# ("\n\t [[{{node ...}}]]"), the function that ran it and the eager op name.
-_STACK_HEAD = re.compile(
-    r"Graph execution error:\n+(?:Detected at node .*? \(most recent call last\):\n"
-    r"(?:(?:[ \t].*)?\n)*)?(?:Node: '.*'\n)?"
-)
-_FUNCTION_NODE = re.compile(r"^(?:\{\{function_node [^}]*\}\} ?)+")
-_OP_SUFFIX = re.compile(r" \[Op:[^\]]*\](?: name: .*)?$", re.DOTALL)
-NODE_CONTEXT = "\n\t [["
-MAX_MESSAGE_CHARS = 1000
-
-
-def printable(text: str) -> str:
-    """`text` on one line: characters that are not printable (newlines, control bytes,
-    lone surrogates from undecodable bytes) become backslash escapes, so raw request bytes
-    quoted by an op reach a client readable and a gRPC status stays valid UTF-8."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
-
-
-def _clean_tf_message(message: str | bytes) -> str:
-    """The op's own message out of a TF error, one printable line.
-
-    Only the text between TensorFlow's known head and tail is kept, and it is not split
-    into lines: an op that quotes its input (ParseExample quotes a whole serialized
-    tf.Example) may quote newlines, which are escaped rather than dropped.
-    """
-    if isinstance(message, bytes):
-        # A message TF could not decode (raw request bytes): keep them as \xNN escapes.
-        message = message.decode("utf-8", errors="backslashreplace")
-    text = _STACK_HEAD.sub("", message, count=1)
-    text = text.split(NODE_CONTEXT, 1)[0]
-    text = _OP_SUFFIX.sub("", text)
-    text = _FUNCTION_NODE.sub("", text).strip()
-    text = printable(text) or "the model failed on this input"
-    if len(text) > MAX_MESSAGE_CHARS:
-        text = text[: MAX_MESSAGE_CHARS - 3] + "..."
-    return text
-
-
 def execution_error(exc: BaseException) -> ServingError:
     """Map whatever a signature call raised to a client-safe ServingError."""
     if isinstance(exc, ServingError):
@@ -135,12 +90,12 @@ def execution_error(exc: BaseException) -> ServingError:
             code = next(c for c in grpc.StatusCode if c.value[0] == exc.error_code)
         except StopIteration:
             code = grpc.StatusCode.UNKNOWN
-        return ServingError(code, _clean_tf_message(exc.message))
+        return ServingError(code, tensorflow_message(exc.message))
     if isinstance(exc, UnicodeDecodeError) and isinstance(exc.object, bytes):
         # TensorFlow could not turn a failed status into an OpError because its message
         # quotes bytes that are not UTF-8; the code is lost with it. Only an op that
         # refused its input quotes it (a garbled serialized tf.Example): a client error.
-        return invalid(_clean_tf_message(exc.object))
+        return invalid(tensorflow_message(exc.object))
     log.error("model call failed", exc_info=exc)
     return ServingError(grpc.StatusCode.INTERNAL, "internal error while running the model")
 

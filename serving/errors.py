@@ -1,4 +1,7 @@
-"""The one error type of the data plane: a gRPC status code plus a one-line message."""
+"""The one error type of the data plane (a gRPC status code plus a one-line message), and
+the text of a TensorFlow error as a client or a model status shows it."""
+
+import re
 
 import grpc
 
@@ -51,3 +54,47 @@ def not_found(message: str) -> ServingError:
 def failed_precondition(message: str) -> ServingError:
     """FAILED_PRECONDITION."""
     return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+# What TensorFlow wraps around an op's own message: the Python stack of the op's definition
+# (eager "Graph execution error"; indented lines and blank lines), the failing node
+# ("\n\t [[{{node ...}}]]"), the function that ran it and the eager op name.
+_STACK_HEAD = re.compile(
+    r"Graph execution error:\n+(?:Detected at node .*? \(most recent call last\):\n"
+    r"(?:(?:[ \t].*)?\n)*)?(?:Node: '.*'\n)?"
+)
+_FUNCTION_NODE = re.compile(r"^(?:\{\{function_node [^}]*\}\} ?)+")
+_OP_SUFFIX = re.compile(r" \[Op:[^\]]*\](?: name: .*)?$", re.DOTALL)
+_NODE_CONTEXT = "\n\t [["
+_MAX_MESSAGE_CHARS = 1000
+
+
+def _printable(text: str) -> str:
+    """`text` on one line: characters that are not printable (newlines, control bytes,
+    lone surrogates from undecodable bytes) become backslash escapes, so raw request bytes
+    quoted by an op reach a client readable and a gRPC status stays valid UTF-8."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def tensorflow_message(message: str | bytes) -> str:
+    """The op's own message out of a TF error, one printable line.
+
+    Only the text between TensorFlow's known head and tail is kept, and it is not split
+    into lines: an op that quotes its input (ParseExample quotes a whole serialized
+    tf.Example) may quote newlines, which are escaped rather than dropped.
+    """
+    if isinstance(message, bytes):
+        # A message TF could not decode (raw request bytes): keep them as \xNN escapes.
+        message = message.decode("utf-8", errors="backslashreplace")
+    text = _STACK_HEAD.sub("", message, count=1)
+    text = text.split(_NODE_CONTEXT, 1)[0]
+    text = _OP_SUFFIX.sub("", text)
+    text = _FUNCTION_NODE.sub("", text).strip()
+    text = _printable(text) or "the model failed on this input"
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 3] + "..."
+    return text

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
+from tfsp.serving.errors import tensorflow_message
+
 log = logging.getLogger("serving")
 
 # TensorFlow's Python binding crashes the process (SIGSEGV) converting a DT_STRING tensor of
@@ -60,9 +62,9 @@ class SessionOptions:
         config.gpu_options.per_process_gpu_memory_fraction = self.gpu_memory_fraction
         config.intra_op_parallelism_threads = self.intra_op_threads
         config.inter_op_parallelism_threads = self.inter_op_threads
-        # A SavedModel exported on a GPU machine may pin ops to /device:GPU:0; TF Serving
-        # places them where it can rather than failing on a CPU-only node.
-        config.allow_soft_placement = True
+        # Nothing else, placement included: TF Serving does not set allow_soft_placement,
+        # so a graph pinned to a device the node lacks fails to load there, and here. TF2
+        # exports are not affected: their function calls carry TF2's own soft placement.
         return config
 
 
@@ -194,14 +196,21 @@ def read_meta_graph(path: str, tags: set[str]) -> meta_graph_pb2.MetaGraphDef:
     raise LoadError(f"no MetaGraph with tags {sorted(tags)} in {pb} (has {found})")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-    kept = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.strip().startswith(("[[", "Graph execution error"))
-    ]
-    return (" ".join(kept) or type(exc).__name__)[:500]
+# Python's Saver.restore wraps a failed restore run in advice about an altered graph
+# (saver.py, _wrap_restore_error_with_msg); TF Serving's C++ loader returns the run's own status.
+_RESTORE_ADVICE = "Restoring from checkpoint failed."
+
+
+def _load_failure(folder: str, exc: Exception) -> LoadError:
+    """The LoadError for a failed load: TensorFlow's own message and code for its errors."""
+    cause = exc.__context__
+    if str(exc).startswith(_RESTORE_ADVICE) and isinstance(cause, tf.errors.OpError):
+        exc = cause
+    if isinstance(exc, tf.errors.OpError):
+        text, code = tensorflow_message(exc.message), exc.error_code
+    else:
+        text, code = " ".join(str(exc).split())[:500] or type(exc).__name__, None
+    return LoadError(f"loading {folder} failed: {text}", code)
 
 
 def load_servable(
@@ -229,7 +238,7 @@ def load_servable(
             meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), folder)
     except Exception as exc:
         session.close()
-        raise LoadError(f"loading {folder} failed: {_one_line(exc)}") from exc
+        raise _load_failure(folder, exc) from exc
     graph.finalize()  # nothing may add ops to a serving graph after load
     return Servable(
         name=name,

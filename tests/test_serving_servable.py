@@ -1,14 +1,20 @@
 """Servable: loaded the way TF Serving loads a SavedModel, and answering as TF2's loader does."""
 
 import re
+from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import config_pb2
+from tensorflow_serving.apis import get_model_status_pb2
 
-from tests.serving_harness import build_toy_model, build_unservable_model
-from tfsp.serving.servable import LoadError, load_servable
+from tests.serving_harness import build_toy_model, build_unservable_model, in_process_dataplane
+from tfsp.serving.dataplane import SpecRef
+from tfsp.serving.servable import LoadError, SessionOptions, load_servable
 
+END = get_model_status_pb2.ModelVersionStatus.END
 EXAMPLE = tf.train.Example(
     features=tf.train.Features(
         feature={"x": tf.train.Feature(float_list=tf.train.FloatList(value=[0.25]))}
@@ -146,3 +152,75 @@ def test_a_missing_or_garbled_savedmodel_is_a_one_line_load_error(tmp_path):
     (tmp_path / "saved_model.pb").write_bytes(b"\x00garbage")
     with pytest.raises(LoadError, match="is not a SavedModel protobuf"):
         load_servable("m", 1, str(tmp_path))
+
+
+def _build_gpu_pinned_graph(path: Path) -> Path:
+    """A TF1-style SavedModel (y = x * v) whose variable is pinned to /device:GPU:0 and kept
+    there (`clear_devices=False`), as a graph exported on a GPU machine can be."""
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None], name="x")
+        with tf.device("/device:GPU:0"):
+            v = tf.compat.v1.get_variable("v", initializer=3.0)
+            y = tf.identity(x * v, name="y")
+        soft = config_pb2.ConfigProto(allow_soft_placement=True)  # this machine has no GPU
+        with tf.compat.v1.Session(graph=graph, config=soft) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"x": x}, {"y": y})
+            builder.add_meta_graph_and_variables(
+                session, ["serve"], {"serving_default": signature}, clear_devices=False
+            )
+            builder.save()
+    return path
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="needs a GPU-less node")
+def test_a_graph_pinned_to_a_missing_gpu_fails_to_load_with_tensorflows_error(tmp_path):
+    """TF Serving sets no allow_soft_placement (server.cc, bundle_factory_util.cc), so its
+    session refuses the placement; the error is the session's own, not Python's restore
+    advice, and GetModelStatus reports its code. A session config file that allows soft
+    placement loads it."""
+    path = _build_gpu_pinned_graph(tmp_path / "pinned" / "1")
+    with pytest.raises(LoadError) as caught:
+        load_servable("pinned", 1, str(path))
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    message = str(caught.value)
+    assert re.fullmatch(
+        rf"loading {re.escape(str(path))} failed: Cannot assign a device for operation v\S*: "
+        r"\{\{node v\S*\}\} was explicitly assigned to /device:GPU:0 but available devices are "
+        r"\[ /job:localhost/replica:0/task:0/device:CPU:0 \]\. Make sure the device "
+        r"specification refers to a valid device\.",
+        message,
+    ), message
+    with in_process_dataplane(path.parent, "pinned") as plane:
+        (status,) = plane.model_status(SpecRef("pinned")).model_version_status
+    assert (status.state, status.status.error_code) == (END, caught.value.code)
+    assert status.status.error_message == message
+    soft = config_pb2.ConfigProto(allow_soft_placement=True).SerializeToString()
+    servable = load_servable("pinned", 1, str(path), session_options=SessionOptions(base=soft))
+    y = servable.run("serving_default", {"x": np.array([1.0, 2.0], np.float32)})["y"]
+    np.testing.assert_array_equal(y, [3.0, 6.0])
+    servable.close()
+
+
+class _PinnedInsideFunction(tf.Module):
+    def __init__(self) -> None:
+        self.w = tf.Variable(2.0)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+    def scale(self, x: tf.Tensor) -> dict:
+        with tf.device("/device:GPU:0"):
+            return {"y": x * self.w}
+
+
+def test_a_tf2_export_pinned_inside_its_function_loads_on_a_cpu_node(tmp_path):
+    """TF2's saver records TF2's soft placement in each function call's config_proto, so a
+    tf.device inside a tf.function does not stop a CPU-only TF Serving: nor here."""
+    module = _PinnedInsideFunction()
+    path = tmp_path / "1"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.scale})
+    servable = load_servable("pinned", 1, str(path))
+    y = servable.run("serving_default", {"x": np.array([1.0, 2.0], np.float32)})["y"]
+    np.testing.assert_array_equal(y, [2.0, 4.0])
+    servable.close()
