@@ -66,7 +66,6 @@ _STACK_HEAD = re.compile(
 _FUNCTION_NODE = re.compile(r"^(?:\{\{function_node [^}]*\}\} ?)+")
 _OP_SUFFIX = re.compile(r" \[Op:[^\]]*\](?: name: .*)?$", re.DOTALL)
 _NODE_CONTEXT = "\n\t [["
-_MAX_MESSAGE_CHARS = 1000
 
 
 def _printable(text: str) -> str:
@@ -94,7 +93,21 @@ def tensorflow_message(message: str | bytes) -> str:
     text = text.split(_NODE_CONTEXT, 1)[0]
     text = _OP_SUFFIX.sub("", text)
     text = _FUNCTION_NODE.sub("", text).strip()
-    text = _printable(text) or "the model failed on this input"
-    if len(text) > _MAX_MESSAGE_CHARS:
-        text = text[: _MAX_MESSAGE_CHARS - 3] + "..."
-    return text
+    return _printable(text) or "the model failed on this input"
+
+
+# TF Serving's gRPC services send at most this many bytes of a status message, then a marker
+# (grpc_status_util.cc ToGRPCStatus); its REST API sends the whole text.
+_GRPC_MESSAGE_BYTES = 1024
+_TRUNCATED = "...TRUNCATED"
+
+
+def grpc_status_message(message: str) -> str:
+    """`message` as TF Serving's gRPC services send a status: its first 1,024 bytes and
+    "...TRUNCATED" when it is longer (a character the cut splits is dropped)."""
+    if len(message) * 4 <= _GRPC_MESSAGE_BYTES:  # UTF-8 spends at most 4 bytes a character
+        return message
+    raw = message.encode("utf-8", errors="surrogatepass")
+    if len(raw) <= _GRPC_MESSAGE_BYTES:
+        return message
+    return raw[:_GRPC_MESSAGE_BYTES].decode("utf-8", errors="ignore") + _TRUNCATED

@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 from tfsp.serving import tensors
 from tfsp.serving.dataplane import DataPlane, SpecRef
 from tfsp.serving.drain import SHUTTING_DOWN, Gate
-from tfsp.serving.errors import ServingError, invalid
+from tfsp.serving.errors import ServingError, grpc_status_message, invalid
 from tfsp.serving.metrics import Metrics
 from tfsp.serving.predict_wire import predict_response_bytes
 
@@ -57,7 +57,7 @@ class _Calls:
             return await work()
         except ServingError as exc:
             status = exc.code
-            await context.abort(exc.code, exc.message)
+            await context.abort(exc.code, grpc_status_message(exc.message))
         except grpc.aio.AbortError:
             raise
         except Exception:

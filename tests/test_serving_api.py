@@ -242,6 +242,25 @@ def test_rest_writes_float32_outputs_and_refusals_as_tf_serving_does(rest):
     }
 
 
+def test_a_long_status_is_cut_on_grpc_as_tf_serving_cuts_it_and_whole_on_rest(stubs, rest):
+    """grpc_status_util.cc ToGRPCStatus: the first 1,024 bytes and "...TRUNCATED"; the REST
+    API sends the whole text. TensorFlow's parse error quotes the 3,000 garbage bytes."""
+    garbage = b"\x01" * 3000
+    whole = "Could not parse example input, value: '" + "\\x01" * 3000 + "'"
+    predict, _ = stubs
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.signature_name = "toy", "classify"
+    request.inputs["inputs"].CopyFrom(tf.make_tensor_proto([garbage]))
+    with pytest.raises(grpc.RpcError) as caught:
+        predict.Predict(request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == whole[:1024] + "...TRUNCATED"
+    encoded = base64.b64encode(garbage).decode()
+    body = {"signature_name": "classify", "instances": [{"b64": encoded}]}
+    status, answer = rest.request("POST", "/v1/models/toy:predict", json.dumps(body))
+    assert (status, answer) == (400, {"error": whole})
+
+
 def test_rest_b64_bytes_and_multiple_outputs(rest):
     payload = {
         "signature_name": "types",

@@ -27,7 +27,7 @@ from tfsp.serving.config import (
     single_model_config,
 )
 from tfsp.serving.dataplane import CLASSIFY_METHOD, DataPlane, SpecRef, execution_error
-from tfsp.serving.errors import ServingError
+from tfsp.serving.errors import ServingError, grpc_status_message
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -171,6 +171,20 @@ def test_tensorflow_errors_become_one_printable_line(exc, expected):
     error = execution_error(exc)
     assert (error.code, error.message) == (INVALID, expected)
     error.message.encode("utf-8")  # a gRPC status must encode
+
+
+@pytest.mark.parametrize(
+    "message, sent",
+    [
+        ("x" * 1024, "x" * 1024),
+        ("x" * 1025, "x" * 1024 + "...TRUNCATED"),
+        ("\u00e9" * 600, "\u00e9" * 512 + "...TRUNCATED"),  # 1,200 bytes, cut on a boundary
+        ("a" + "\u00e9" * 600, "a" + "\u00e9" * 511 + "...TRUNCATED"),  # a split character
+    ],
+    ids=["at-limit", "one-past", "two-byte-chars", "split-char"],
+)
+def test_grpc_status_messages_are_cut_at_1024_bytes_as_tf_serving_cuts_them(message, sent):
+    assert grpc_status_message(message) == sent
 
 
 # ---- cases 2 and 3: shapes numpy cannot hold, and huge shapes ----
