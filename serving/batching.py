@@ -16,15 +16,20 @@ from collections.abc import Callable
 
 import grpc
 import numpy as np
+import tensorflow as tf
 
 from tfsp.serving.config import BatchingSettings
 from tfsp.serving.errors import ServingError, invalid
-from tfsp.serving.servable import Servable
+from tfsp.serving.servable import RUN_TIMED_OUT, Servable
 from tfsp.serving.workers import ModelWorkers, Outcome, resolve_waiters
 
 log = logging.getLogger("serving")
 
 BatchObserver = Callable[[str, int, int], None]  # (model name, batch size, padding)
+
+# What every task of a batch gets when all their deadlines passed in the queue: the batch is
+# not run (batching_session.cc ProcessBatch).
+QUEUE_TIMED_OUT = "Run() timeout exceeded while waiting in batching queue"
 
 
 class DirectRunner:
@@ -41,14 +46,39 @@ class DirectRunner:
         self._workers = workers
 
     def submit_async(
-        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
+        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...], timeout_ms: int = 0
     ) -> asyncio.Future:
         """Schedule one session run from the running event loop; the future holds the
-        fetched values."""
-        return self._workers.run_async(self._servable.run_tensors, feeds, fetches)
+        fetched values. `timeout_ms` > 0 bounds the run, counted from now."""
+        return _run_on(self._workers, self._servable, feeds, fetches, timeout_ms)
 
     def close(self) -> None:
         """Nothing to drain: calls already submitted finish on the shared workers."""
+
+
+def _run_on(
+    workers: ModelWorkers,
+    servable: Servable,
+    feeds: dict[str, np.ndarray],
+    fetches: tuple[str, ...],
+    timeout_ms: int,
+) -> asyncio.Future:
+    if timeout_ms <= 0:
+        return workers.run_async(servable.run_tensors, feeds, fetches)
+    deadline = time.monotonic() + timeout_ms / 1000
+    return workers.run_async(_run_by, deadline, servable, feeds, fetches)
+
+
+def _run_by(
+    deadline: float, servable: Servable, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
+) -> list:
+    # TF Serving runs a call on the thread that received it, so its timeout counts from the
+    # request; here a call may first wait for a model worker, and the run gets what is left.
+    # A call whose time ran out in that wait ends as its run would have ended there.
+    left_ms = int((deadline - time.monotonic()) * 1000)
+    if left_ms <= 0:
+        raise tf.errors.DeadlineExceededError(None, None, RUN_TIMED_OUT)
+    return servable.run_tensors(feeds, fetches, left_ms)
 
 
 @dataclasses.dataclass
@@ -57,7 +87,8 @@ class _Task:
     fetches: tuple[str, ...]
     size: int
     key: tuple
-    deadline: float
+    batch_by: float  # when the batch it opens closes (batch_timeout_micros)
+    run_deadline: float | None  # when its run's timeout ends; None: no timeout
     # The caller's loop and its future: results for a whole batch go to a loop in one
     # call_soon_threadsafe, not one wake-up per caller.
     loop: asyncio.AbstractEventLoop
@@ -121,19 +152,21 @@ class BatchingRunner:
             thread.start()
 
     def submit_async(
-        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
+        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...], timeout_ms: int = 0
     ) -> asyncio.Future:
         """Queue one session run from the running event loop; the future holds the fetched
-        values.
+        values. `timeout_ms` > 0 bounds the run, counted from now, queueing included.
 
         INVALID_ARGUMENT/UNAVAILABLE errors are raised at once.
         """
-        task = self._task(feeds, fetches)
+        task = self._task(feeds, fetches, timeout_ms)
         if not self._enqueue(task):
-            return self._fallback.run_async(self._servable.run_tensors, feeds, fetches)
+            return _run_on(self._fallback, self._servable, feeds, fetches, timeout_ms)
         return task.waiter
 
-    def _task(self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]) -> _Task:
+    def _task(
+        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...], timeout_ms: int
+    ) -> _Task:
         size = _task_size(feeds)
         limit = self._settings.max_batch_size
         if size > limit:
@@ -141,10 +174,11 @@ class BatchingRunner:
         key = (fetches,) + tuple(
             (name, array.dtype.str, array.shape[1:]) for name, array in sorted(feeds.items())
         )
-        deadline = time.monotonic() + self._timeout
+        now = time.monotonic()
+        run_deadline = now + timeout_ms / 1000 if timeout_ms > 0 else None
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        return _Task(feeds, fetches, size, key, deadline, loop, waiter)
+        return _Task(feeds, fetches, size, key, now + self._timeout, run_deadline, loop, waiter)
 
     def _enqueue(self, task: _Task) -> bool:
         """Queue a task; False once closed (the version is unloading: run it unbatched)."""
@@ -194,7 +228,7 @@ class BatchingRunner:
                     continue
                 tasks, rows = self._ready_prefix()
                 full = rows >= self._settings.max_batch_size or tasks < len(self._queue)
-                wait = self._queue[0].deadline - time.monotonic()
+                wait = self._queue[0].batch_by - time.monotonic()
                 if full or wait <= 0 or self._closed:
                     batch = [self._queue.popleft() for _ in range(tasks)]
                     self._queued -= rows
@@ -208,6 +242,11 @@ class BatchingRunner:
             self._run(batch)
 
     def _run(self, batch: list[_Task]) -> None:
+        timeout_ms = _batch_timeout_ms(batch)
+        if timeout_ms is None:
+            timed_out = ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, QUEUE_TIMED_OUT)
+            _deliver(batch, [None] * len(batch), timed_out)
+            return
         rows = sum(task.size for task in batch)
         padded = rows
         for allowed in self._settings.allowed_batch_sizes:
@@ -219,7 +258,7 @@ class BatchingRunner:
             for name in batch[0].feeds:
                 merged = np.concatenate([task.feeds[name] for task in batch], axis=0)
                 feeds[name] = _pad(merged, padded - rows) if padded > rows else merged
-            values = self._servable.run_tensors(feeds, batch[0].fetches)
+            values = self._servable.run_tensors(feeds, batch[0].fetches, timeout_ms)
             _check_batched_outputs(values, padded)
         except BaseException as exc:  # every waiting caller must hear about it
             _deliver(batch, [None] * len(batch), exc)
@@ -231,6 +270,18 @@ class BatchingRunner:
             parts.append([value[offset : offset + task.size] for value in values])
             offset += task.size
         _deliver(batch, parts, None)
+
+
+def _batch_timeout_ms(batch: list[_Task]) -> int | None:
+    """The batch's run timeout, as BatchingSession sets it: the latest of its tasks'
+    deadlines, less now (0: none); None when every task's deadline has passed."""
+    deadlines = [task.run_deadline for task in batch]
+    if None in deadlines:
+        return 0
+    left = max(deadlines) - time.monotonic()
+    if left <= 0:
+        return None
+    return int(left * 1000)  # under a millisecond left is 0: no timeout, as there
 
 
 def _check_batched_outputs(values: list[np.ndarray], rows: int) -> None:

@@ -479,23 +479,28 @@ class DataPlane:
 
     @staticmethod
     async def _run(
-        loaded: Loaded, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
+        loaded: Loaded, feeds: dict[str, np.ndarray], fetches: tuple[str, ...], timeout_ms: int
     ) -> list[np.ndarray]:
         """One session run by tensor names (batched if the version batches)."""
         try:
-            return await loaded.runner.submit_async(feeds, fetches)
+            return await loaded.runner.submit_async(feeds, fetches, timeout_ms)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise execution_error(exc) from None
 
     async def _call(
-        self, loaded: Loaded, signature: str, inputs: dict[str, np.ndarray], keys: tuple[str, ...]
+        self,
+        loaded: Loaded,
+        signature: str,
+        inputs: dict[str, np.ndarray],
+        keys: tuple[str, ...],
+        timeout_ms: int,
     ) -> dict[str, np.ndarray]:
         """A signature's outputs `keys` for `inputs` (by alias)."""
         feed_names, fetches = loaded.servable.tensor_names(signature, tuple(inputs), keys)
         feeds = dict(zip(feed_names, inputs.values(), strict=True))
-        values = await self._run(loaded, feeds, fetches)
+        values = await self._run(loaded, feeds, fetches, timeout_ms)
         return dict(zip(keys, values, strict=True))
 
     async def predict(
@@ -505,23 +510,27 @@ class DataPlane:
         inputs: dict[str, Any],
         output_filter: list[str] | None = None,
         decode: Decode | None = None,
+        timeout_ms: int = 0,
     ) -> Prediction:
         """Validate inputs against the signature, run it, keep the filtered outputs.
 
         `decode` turns request tensors (e.g. TensorProtos) into arrays once the request's
-        names have been checked (`prepare_predict`)."""
+        names have been checked (`prepare_predict`). `timeout_ms` > 0 is the session run's
+        timeout, as TF Serving sets it from the client's deadline (every API here takes it).
+        """
         loaded = self.resolve(spec)
         name, signature = predict_signature(loaded.servable, signature_name)
         keys = prepare_predict(
             signature, inputs, output_filter, decode, method_name_check=self._method_name_check
         )
-        outputs = await self._call(loaded, name, inputs, tuple(keys or signature.outputs))
+        keys = tuple(keys or signature.outputs)
+        outputs = await self._call(loaded, name, inputs, keys, timeout_ms)
         return Prediction(loaded.servable.name, loaded.servable.version, name, outputs)
 
     # ---- classify / regress ----
 
     async def _on_examples(
-        self, spec: SpecRef, signature_name: str, inp: input_pb2.Input, kind: str
+        self, spec: SpecRef, signature_name: str, inp: input_pb2.Input, kind: str, timeout_ms: int
     ) -> tuple[model_pb2.ModelSpec, dict[str, np.ndarray], int]:
         """Run a `kind`-shaped signature on tf.Examples: (answering spec, outputs, examples)."""
         loaded = self.resolve(spec)
@@ -530,28 +539,31 @@ class DataPlane:
         )
         examples = examples_array(inp)
         inputs = {EXAMPLES_INPUT: examples}
-        outputs = await self._call(loaded, name, inputs, tuple(result_keys(signature, kind)))
+        keys = tuple(result_keys(signature, kind))
+        outputs = await self._call(loaded, name, inputs, keys, timeout_ms)
         servable = loaded.servable
         return _model_spec(servable.name, servable.version, name), outputs, len(examples)
 
     async def classify(
-        self, spec: SpecRef, signature_name: str, inp: input_pb2.Input
+        self, spec: SpecRef, signature_name: str, inp: input_pb2.Input, timeout_ms: int = 0
     ) -> tuple[model_pb2.ModelSpec, classification_pb2.ClassificationResult]:
         """Classify tf.Examples through a classification-shaped signature."""
         answered, outputs, count = await self._on_examples(
-            spec, signature_name, inp, "classification"
+            spec, signature_name, inp, "classification", timeout_ms
         )
         return answered, classification_result(outputs, count)
 
     async def regress(
-        self, spec: SpecRef, signature_name: str, inp: input_pb2.Input
+        self, spec: SpecRef, signature_name: str, inp: input_pb2.Input, timeout_ms: int = 0
     ) -> tuple[model_pb2.ModelSpec, regression_pb2.RegressionResult]:
         """Regress tf.Examples through a regression-shaped signature."""
-        answered, outputs, count = await self._on_examples(spec, signature_name, inp, "regression")
+        answered, outputs, count = await self._on_examples(
+            spec, signature_name, inp, "regression", timeout_ms
+        )
         return answered, regression_result(outputs, count)
 
     async def multi_inference(
-        self, request: inference_pb2.MultiInferenceRequest
+        self, request: inference_pb2.MultiInferenceRequest, timeout_ms: int = 0
     ) -> inference_pb2.MultiInferenceResponse:
         """Several classify/regress signatures of one model version on the same input, in
         one session run, as multi_inference.cc does it: the first task's model is resolved,
@@ -561,7 +573,7 @@ class DataPlane:
         tasks = inference_tasks(loaded.servable, request, method_name_check=self._method_name_check)
         examples = examples_array(request.input)
         feeds, fetches = inference_session_names(tasks, examples)
-        values = await self._run(loaded, feeds, fetches)
+        values = await self._run(loaded, feeds, fetches, timeout_ms)
         return inference_response(loaded.servable, tasks, fetches, values, len(examples))
 
     # ---- metadata, status, config ----

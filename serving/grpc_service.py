@@ -60,6 +60,16 @@ class _Calls:
             await context.abort(exc.code, grpc_status_message(exc.message))
         except grpc.aio.AbortError:
             raise
+        except asyncio.CancelledError:
+            # gRPC ended the call before its run ended. With a deadline, TF Serving's run
+            # ends at that deadline and the call counts as DEADLINE_EXCEEDED (the client's
+            # deadline and the run's timeout fire together: which is seen first here is a
+            # race). Without one, the client cancelled it.
+            if context.time_remaining() is None:
+                status = grpc.StatusCode.CANCELLED
+            else:
+                status = grpc.StatusCode.DEADLINE_EXCEEDED
+            raise
         except Exception:
             status = grpc.StatusCode.INTERNAL
             log.exception("%s failed", api)
@@ -70,6 +80,14 @@ class _Calls:
                 seconds = time.perf_counter() - started
                 self._metrics.observe_request(name, api, "GRPC", status.name, seconds)
         raise AssertionError("unreachable")  # abort() always raises
+
+
+def _run_timeout_ms(context: grpc.aio.ServicerContext) -> int:
+    """The session run's timeout for this call, as TF Serving's PredictionServiceImpl sets
+    it (DeadlineToTimeoutMillis): what is left of the client's deadline; 0 (none) without
+    one, or when nothing is left."""
+    left = context.time_remaining()
+    return 0 if left is None else max(int(left * 1000), 0)
 
 
 def _spec_of(request: Message) -> SpecRef:
@@ -106,6 +124,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 dict(request.inputs),
                 list(request.output_filter),
                 decode=tensors.to_numpy,
+                timeout_ms=_run_timeout_ms(context),
             )
             return predict_response_bytes(
                 prediction.name,
@@ -144,7 +163,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         spec = request.model_spec
 
         async def work() -> object:
-            answered, result = await run(_spec_of(request), spec.signature_name, request.input)
+            answered, result = await run(
+                _spec_of(request), spec.signature_name, request.input, _run_timeout_ms(context)
+            )
             return response_type(model_spec=answered, result=result)
 
         return await self._calls.run(method, spec.name, context, work)
@@ -156,7 +177,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         model = request.tasks[0].model_spec.name if request.tasks else ""
 
         async def work() -> inference_pb2.MultiInferenceResponse:
-            return await self._dp.multi_inference(request)
+            return await self._dp.multi_inference(request, _run_timeout_ms(context))
 
         return await self._calls.run("multi_inference", model, context, work)
 

@@ -108,7 +108,8 @@ _HELP = {
     "grpc_socket_path": "also listen for gRPC on this UNIX socket",
     "rest_api_port": "port for the HTTP/REST API (0, the default, disables it)",
     "rest_api_num_threads": "accepted for compatibility (REST runs on the event loop)",
-    "rest_api_timeout_in_ms": "timeout for REST calls (default 30000)",
+    "rest_api_timeout_in_ms": "timeout of each REST call's session run in ms, 0 for none "
+    "(default 30000)",
     "rest_api_read_timeout_in_ms": "REST connections whose request headers take longer than "
     "this to arrive (from the connection or the previous response), or whose body pauses "
     "longer, are closed (0: no limit; default 50000, libevent's read timeout in TF Serving)",

@@ -74,7 +74,7 @@ class RestApi:
         self,
         dataplane: DataPlane,
         metrics: Metrics | None,
-        timeout_seconds: float | None,
+        run_timeout_ms: int,
         cors: bool = False,
         *,
         max_body_bytes: int = 2**31 - 1,
@@ -84,7 +84,9 @@ class RestApi:
         self._dp = dataplane
         self._gate = gate
         self._metrics = metrics
-        self._timeout = timeout_seconds
+        # Every session run's timeout (0: none), as TF Serving's HttpRestApiHandler sets
+        # --rest_api_timeout_in_ms in its RunOptions; nothing else bounds a REST call.
+        self._run_timeout_ms = run_timeout_ms
         self._headers = dict(_CORS) if cors else {}
         self._max_body = max_body_bytes
         self._read_timeout = read_timeout_seconds
@@ -119,7 +121,7 @@ class RestApi:
                 work = self._get(api, spec)
             else:
                 raise invalid(f"Malformed request: {request.method} {path}")
-            payload = await asyncio.wait_for(work, self._timeout)
+            payload = await work
             return self._json(payload)
         except ServingError as exc:
             code = exc.code.name
@@ -135,9 +137,6 @@ class RestApi:
         except _ReadTimeout:
             code = "DEADLINE_EXCEEDED"
             return await self._read_timed_out(request)
-        except TimeoutError:
-            code = "DEADLINE_EXCEEDED"
-            return self._json({"error": "Deadline exceeded"}, 504)
         except Exception:
             code = "INTERNAL"
             log.exception("REST %s %s failed", request.method, request.path)
@@ -232,13 +231,15 @@ class RestApi:
             inputs, fmt = rest_json.predict_inputs(
                 body, infos, may_hold_booleans=rest_json.may_hold_booleans(raw)
             )
-            prediction = await self._dp.predict(spec, signature, inputs)
+            prediction = await self._dp.predict(
+                spec, signature, inputs, timeout_ms=self._run_timeout_ms
+            )
             return rest_json.predict_response(prediction.outputs, fmt)
         inp = rest_json.examples_input(body)
         if verb == "classify":
-            _, result = await self._dp.classify(spec, signature, inp)
+            _, result = await self._dp.classify(spec, signature, inp, self._run_timeout_ms)
             return rest_json.classify_response(result)
-        _, result = await self._dp.regress(spec, signature, inp)
+        _, result = await self._dp.regress(spec, signature, inp, self._run_timeout_ms)
         return rest_json.regress_response(result)
 
     async def _get(self, api: str, spec: SpecRef) -> dict:
@@ -276,7 +277,7 @@ def build_app(
     api = RestApi(
         dataplane,
         metrics,
-        timeout_ms / 1000 if timeout_ms > 0 else None,
+        timeout_ms,
         cors,
         max_body_bytes=max_body_bytes,
         read_timeout_seconds=read_timeout_ms / 1000 if read_timeout_ms > 0 else None,

@@ -12,12 +12,12 @@ never fills, which TF Serving cannot (production-facts.md, keras-team/keras#1927
 import dataclasses
 import logging
 import os
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
+from tensorflow.python.client import pywrap_tf_session as tf_session
 
 from tfsp.serving.errors import tensorflow_message
 
@@ -68,7 +68,9 @@ class SessionOptions:
         return config
 
 
-_Callable = Callable[..., list]
+# DirectSession's DEADLINE_EXCEEDED text for a run past its RunOptions timeout.
+RUN_TIMED_OUT = "Timed out waiting for notification"
+
 # Call shapes (signature, input and output keys in request order) whose tensor names are
 # remembered; past this, names are read from the SignatureDef on each call.
 _MAX_REMEMBERED = 4096
@@ -83,9 +85,9 @@ class Servable:
     path: str
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
     session: tf.compat.v1.Session
-    _callables: dict[tuple, _Callable] = dataclasses.field(default_factory=dict)
+    # Graph outputs by tensor name (names come from the SignatureDefs, not from clients).
+    _outputs: dict[str, object] = dataclasses.field(default_factory=dict)
     _tensor_names: dict[tuple, tuple] = dataclasses.field(default_factory=dict)
-    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def run(
         self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None
@@ -118,9 +120,13 @@ class Servable:
                 self._tensor_names[key] = names  # a race computes the same value twice
         return names
 
-    def run_tensors(self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]) -> list:
+    def run_tensors(
+        self, feeds: dict[str, np.ndarray], fetches: tuple[str, ...], timeout_ms: int = 0
+    ) -> list:
         """Session::Run by tensor names, as TF Serving calls its session: the values of
-        `fetches` (numpy arrays, in order) with `feeds` fed. Errors are TensorFlow's own."""
+        `fetches` (numpy arrays, in order) with `feeds` fed. `timeout_ms` > 0 is the run's
+        RunOptions timeout (TF Serving sets it from the client's deadline): past it the run
+        is cancelled with TensorFlow's DEADLINE_EXCEEDED. Errors are TensorFlow's own."""
         for name, array in feeds.items():
             if array.ndim > STRING_MAX_RANK and array.dtype.kind in "OSU":
                 raise tf.errors.InvalidArgumentError(
@@ -129,13 +135,20 @@ class Servable:
                     f"input '{name}': DT_STRING tensors of more than {STRING_MAX_RANK} "
                     f"dimensions are not supported by tfsp serve (got {array.ndim})",
                 )
-        # One callable per set of feeds and fetches, whatever their order or repeats (as
-        # DirectSession keys its executors by the sorted names): a client permuting its
-        # output filter cannot grow the cache past one entry per subset.
-        feed_names, fetch_names = tuple(sorted(feeds)), tuple(sorted(set(fetches)))
-        run = self._callable(feed_names, fetch_names)
+        # Fetched once each, in sorted order, whatever the caller's order or repeats: a
+        # client permuting its output filter then reuses one DirectSession executor.
+        fetch_names = tuple(sorted(set(fetches)))
+        feed_dict = {self._output(name, feeds, fetch_names): value for name, value in feeds.items()}
+        fetch_list = [self._output(name, feeds, fetch_names) for name in fetch_names]
+        options = None
+        if timeout_ms > 0:
+            run_options = config_pb2.RunOptions(timeout_in_ms=timeout_ms).SerializeToString()
+            options = tf_session.TF_NewBufferFromString(run_options)
         try:
-            values = run(*(feeds[name] for name in feed_names))
+            # The C API's Session::Run, as TF Serving makes it: unlike Session.run's Python
+            # path it does not refuse feeds whose shape differs from the placeholder's; the
+            # graph's ops decide (predict_util.cc).
+            values = self.session._call_tf_sessionrun(options, feed_dict, fetch_list, [], None)
         except UnicodeDecodeError as exc:
             # The graph failed and its error text quotes request bytes that are not UTF-8
             # (a garbled serialized tf.Example): TensorFlow cannot turn that status into a
@@ -144,34 +157,36 @@ class Servable:
             raw = exc.object if isinstance(exc.object, bytes) else str(exc).encode()
             message = raw.decode("utf-8", errors="backslashreplace")
             raise tf.errors.InvalidArgumentError(None, None, message) from None
+        finally:
+            if options is not None:
+                tf_session.TF_DeleteBuffer(options)
         if fetch_names == fetches:
             return values
         by_name = dict(zip(fetch_names, values, strict=True))
         return [by_name[name] for name in fetches]
 
-    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> _Callable:
-        key = (feeds, fetches)
-        found = self._callables.get(key)
+    def _output(self, name: str, feeds: dict[str, np.ndarray], fetches: tuple[str, ...]) -> object:
+        """The graph output `name` stands for, read as TensorFlow's ParseTensorName reads it
+        ("op:index", or "op" for output 0). A name the graph does not have is refused by
+        TensorFlow itself, in the words Session::Run would use."""
+        found = self._outputs.get(name)
         if found is not None:
             return found
-        with self._lock:
-            found = self._callables.get(key)
-            if found is None:
-                # A callable fixes the feed and fetch tensors once; each call then goes
-                # straight to TF_SessionRunCallable. Session.make_callable with a feed list
-                # would take Session.run's Python path instead, which refuses feeds whose
-                # shape differs from the placeholder's: TF Serving's Session::Run does not
-                # check that, the graph's ops decide (predict_util.cc).
-                options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
-                found = self.session._make_callable_from_options(options)
-                self._callables[key] = found
+        op_name, _, index = name.rpartition(":")
+        if not (op_name and index.isdigit()):
+            op_name, index = name, "0"
+        try:
+            found = self.session.graph.get_operation_by_name(op_name).outputs[int(index)]
+        except (KeyError, ValueError, IndexError):
+            # Making the run's callable raises TensorFlow's own error for the bad name.
+            options = config_pb2.CallableOptions(feed=sorted(feeds), fetch=fetches)
+            self.session._make_callable_from_options(options)
+            raise tf.errors.InvalidArgumentError(None, None, f"no tensor {name}") from None
+        self._outputs[name] = found = found._as_tf_output()
         return found
 
     def close(self) -> None:
-        """Release the session (its variables and thread pools), callables first: one
-        released after TensorFlow's module teardown (at interpreter exit) raises."""
-        with self._lock:
-            self._callables.clear()
+        """Release the session (its variables and thread pools)."""
         self.session.close()
 
 

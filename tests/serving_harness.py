@@ -123,6 +123,24 @@ def build_unservable_model(path: Path, *, with_warmup: bool = False) -> Path:
     return path
 
 
+def build_counting_model(path: Path) -> Path:
+    """A SavedModel whose `count` signature loops as many times as the largest value of its
+    int64 input `n` (any shape), then returns `n` as `out`: a run as long as a test needs."""
+    graph = tf.Graph()
+    with graph.as_default():
+        n = tf.compat.v1.placeholder(tf.int64, None, name="n")
+        limit = tf.reduce_max(n)
+        (done,) = tf.while_loop(lambda i: i < limit, lambda i: i + 1, [tf.constant(0, tf.int64)])
+        with tf.control_dependencies([done]):  # an arithmetic use could be folded away
+            out = tf.identity(n, name="out")
+        with tf.compat.v1.Session(graph=graph) as session:
+            builder = tf.compat.v1.saved_model.Builder(str(path))
+            signature = tf.compat.v1.saved_model.predict_signature_def({"n": n}, {"out": out})
+            builder.add_meta_graph_and_variables(session, ["serve"], {"count": signature})
+            builder.save()
+    return path
+
+
 def warmup_predict(signature: str, inputs: dict) -> object:
     """A PredictionLog holding a Predict request on `signature`."""
     from tensorflow_serving.apis import prediction_log_pb2

@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from tests.serving_harness import build_toy_model, running_server
-from tfsp.serving.batching import BatchingRunner
+from tests.serving_harness import build_counting_model, build_toy_model, running_server
+from tfsp.serving.batching import QUEUE_TIMED_OUT, BatchingRunner
 from tfsp.serving.client import ClientError, ServingClient
 from tfsp.serving.config import BatchingSettings
 from tfsp.serving.errors import ServingError
-from tfsp.serving.servable import Servable, load_servable
+from tfsp.serving.servable import RUN_TIMED_OUT, Servable, load_servable
 from tfsp.serving.workers import ModelWorkers
 
 pytestmark = pytest.mark.integration  # starts model servers
@@ -62,6 +63,46 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
     for i, result in enumerate(results):
         np.testing.assert_allclose(result[0], np.full((1, 3), 3.0 * i))
     assert batches == [(5, 3)]  # one batch of 5 rows, padded to the allowed size 8
+
+
+def test_run_timeouts_as_batching_session_applies_them(tmp_path):
+    """batching_session.cc ProcessBatch: a batch whose tasks' deadlines all passed in the
+    queue is not run (RESOURCE_EXHAUSTED, its words); otherwise it runs with the latest
+    deadline left as its timeout. One batch thread; `n` of another rank than the endless
+    run's, so that no later task can join its batch."""
+    counting = load_servable("count", 1, str(build_counting_model(tmp_path / "count" / "1")))
+    (feed,), fetches = counting.tensor_names("count", ("n",), ("out",))
+    batches: list[int] = []
+    settings = BatchingSettings(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1)
+    fallback = ModelWorkers(2)
+    runner = BatchingRunner(counting, settings, fallback, lambda _, rows, __: batches.append(rows))
+
+    def submit(n: list, timeout_ms: int) -> asyncio.Future:
+        return runner.submit_async({feed: np.array(n, np.int64)}, fetches, timeout_ms)
+
+    async def outcome(future: asyncio.Future) -> object:
+        try:
+            return (await asyncio.wait_for(future, timeout=60))[0].tolist()
+        except (ServingError, tf.errors.OpError) as exc:
+            return type(exc).__name__, getattr(exc, "message", "")
+
+    async def phase(late: list[int]) -> list:
+        endless = submit([[10**15]], 400)  # years of loop, cancelled after 400 ms
+        queued = [submit([i], timeout) for i, timeout in enumerate(late, 1)]
+        return [await outcome(f) for f in [endless, *queued]]
+
+    try:
+        expired = asyncio.run(phase([100, 100]))
+        mixed = asyncio.run(phase([100, 60_000]))
+    finally:
+        runner.close()
+        fallback.shutdown()
+        counting.close()
+    timed_out = ("DeadlineExceededError", RUN_TIMED_OUT)
+    refused = ("ServingError", QUEUE_TIMED_OUT)
+    assert expired == [timed_out, refused, refused]
+    assert mixed == [timed_out, [1], [2]]  # one live task: the whole batch runs
+    assert batches == [2]
 
 
 def test_incompatible_and_oversized_tasks(servable):

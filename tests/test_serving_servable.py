@@ -10,9 +10,14 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
-from tests.serving_harness import build_toy_model, build_unservable_model, in_process_dataplane
+from tests.serving_harness import (
+    build_counting_model,
+    build_toy_model,
+    build_unservable_model,
+    in_process_dataplane,
+)
 from tfsp.serving.dataplane import SpecRef
-from tfsp.serving.servable import LoadError, SessionOptions, load_servable
+from tfsp.serving.servable import RUN_TIMED_OUT, LoadError, SessionOptions, load_servable
 
 END = get_model_status_pb2.ModelVersionStatus.END
 EXAMPLE = tf.train.Example(
@@ -76,16 +81,29 @@ def test_a_run_by_tensor_names_fetches_in_order_and_repeats(servable):
     np.testing.assert_array_equal(values[0], INPUTS["serving_default"]["x"] * 2.0)
 
 
-def test_output_orders_share_one_session_callable(servable):
-    """Callables are keyed by the set of tensors, as DirectSession keys its executors: a
-    client permuting its output filter gets its order back without growing the cache."""
+def test_a_permuted_output_filter_gets_its_order_back(servable):
     first = servable.run("types", INPUTS["types"], ["a2", "h_sum"])
-    known = len(servable._callables)
     second = servable.run("types", INPUTS["types"], ["h_sum", "a2"])
     assert list(second) == ["h_sum", "a2"]
-    assert len(servable._callables) == known
     for key, value in first.items():
         np.testing.assert_array_equal(second[key], value)
+
+
+def test_a_tensor_the_graph_lacks_is_refused_in_tensorflows_words(servable):
+    x = servable.signature_defs["serving_default"].inputs["x"].name
+    feeds = {x: INPUTS["serving_default"]["x"]}
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        servable.run_tensors(feeds, ("nope:0",))
+    assert caught.value.message == (
+        "Tensor nope:0, specified in either feed_devices or fetch_devices was not found in the "
+        "Graph"
+    )
+    with pytest.raises(tf.errors.OutOfRangeError, match=r"does not have output 7"):
+        servable.run_tensors(feeds, (x.split(":")[0] + ":7",))
+    # "op" alone is output 0, as TensorFlow's ParseTensorName reads it
+    y = servable.signature_defs["serving_default"].outputs["y"].name
+    (value,) = servable.run_tensors({x.split(":")[0]: feeds[x]}, (y.split(":")[0],))
+    np.testing.assert_array_equal(value, feeds[x] * 2.0)
 
 
 def test_shapes_are_left_to_the_graph(servable):
@@ -96,7 +114,9 @@ def test_shapes_are_left_to_the_graph(servable):
 
 
 def test_a_wrong_dtype_is_the_sessions_invalid_argument(servable):
-    with pytest.raises(tf.errors.InvalidArgumentError, match="Type mismatch: actual int32"):
+    # Session::Run by names, as TF Serving calls it (a callable would say "Type mismatch")
+    match = r"^Expects arg\[0\] to be float but int32 is provided$"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
         servable.run("serving_default", {"x": np.ones((1, 3), np.int32)})
 
 
@@ -223,4 +243,17 @@ def test_a_tf2_export_pinned_inside_its_function_loads_on_a_cpu_node(tmp_path):
     servable = load_servable("pinned", 1, str(path))
     y = servable.run("serving_default", {"x": np.array([1.0, 2.0], np.float32)})["y"]
     np.testing.assert_array_equal(y, [2.0, 4.0])
+    servable.close()
+
+
+def test_a_run_past_its_timeout_is_cancelled_with_tensorflows_deadline_exceeded(tmp_path):
+    servable = load_servable("count", 1, str(build_counting_model(tmp_path / "1")))
+    names = servable.tensor_names("count", ("n",), ("out",))
+    endless = {names[0][0]: np.array([10**15], np.int64)}  # years of loop
+    with pytest.raises(tf.errors.DeadlineExceededError) as caught:
+        servable.run_tensors(endless, names[1], timeout_ms=100)
+    assert caught.value.message == RUN_TIMED_OUT
+    short = {names[0][0]: np.array([3, 10], np.int64)}
+    (out,) = servable.run_tensors(short, names[1], timeout_ms=60_000)
+    np.testing.assert_array_equal(out, [3, 10])
     servable.close()
