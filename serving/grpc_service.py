@@ -383,6 +383,27 @@ async def add_health_service(server: grpc.aio.Server) -> "HealthService":
     return servicer
 
 
+class _WatchedStream:
+    """A Watch call's context that knows whether a write is in flight, and the last status
+    written."""
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self.writing = False
+        self.last_status: int | None = None
+
+    async def write(self, message: health_pb2.HealthCheckResponse) -> None:
+        self.writing = True
+        try:
+            await self._context.write(message)
+            self.last_status = message.status
+        finally:
+            self.writing = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._context, name)
+
+
 class HealthService(health.aio.HealthServicer):
     """gRPC's asyncio health servicer, whose Watch streams end once the server shuts down:
     an open stream would otherwise hold the drain until its grace period ends."""
@@ -393,23 +414,27 @@ class HealthService(health.aio.HealthServicer):
 
     async def Watch(self, request: object, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
         """The library's Watch, ended with a last NOT_SERVING when shutting down."""
-        watching = asyncio.ensure_future(super().Watch(request, context))
+        stream = _WatchedStream(context)
+        watching = asyncio.ensure_future(super().Watch(request, stream))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
-            watching.cancel()  # nothing, if it has ended
+        if watching.done():
+            return watching.result()  # the library's stream ended on its own (or failed)
+        # A write cancelled in flight leaves the call unable to take another (the stream then
+        # hangs until the server stops), so the library's loop is stopped between writes.
+        while stream.writing:
+            await asyncio.sleep(0.001)
+        watching.cancel()
         try:
-            return await watching  # the library's stream ended on its own (or failed)
+            await watching
         except asyncio.CancelledError:
-            if not self._stopping.is_set():
-                raise
-        # Its loop is stopped now, possibly before it wrote the new status: no two writes
-        # are in flight on the stream.
-        await context.write(
-            health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
-        )
+            pass
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        if stream.last_status != not_serving:
+            await context.write(health_pb2.HealthCheckResponse(status=not_serving))
 
     async def shut_down(self) -> None:
         """Every status NOT_SERVING, and every Watch stream ended."""

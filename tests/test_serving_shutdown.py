@@ -332,3 +332,54 @@ def test_the_health_service_answers_as_tf_servings_and_turns_not_serving_on_sigt
             assert [r.status for r in watch] in ([], [not_serving])
             assert watch.code() == grpc.StatusCode.OK
             assert proc.process.wait(timeout=GRACE_SECONDS + 30) == 0
+
+
+class _HeldWrites:
+    """A Watch call's context whose writes after the first wait for `release`, like a write
+    gRPC has not finished sending; counts writes cancelled in flight."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.cancelled = 0
+        self.release = asyncio.Event()
+
+    async def write(self, message: object) -> None:
+        try:
+            if self.statuses:
+                await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self.statuses.append(message.status)
+
+
+def test_a_health_watch_ends_after_its_last_write_not_by_cancelling_it():
+    """On shutdown the library's Watch may be writing NOT_SERVING. Cancelling that write left
+    the real call unable to take the next one: the stream hung until the server stopped
+    (seen under load). The wrapper lets the write finish and ends the stream."""
+    from grpc_health.v1 import health_pb2
+
+    from tfsp.serving.grpc_service import HealthService
+
+    async def scenario() -> _HeldWrites:
+        service = HealthService()
+        await service.set("PredictionService", health_pb2.HealthCheckResponse.SERVING)
+        stream = _HeldWrites()
+        request = health_pb2.HealthCheckRequest(service="PredictionService")
+        watch = asyncio.ensure_future(service.Watch(request, stream))
+        while not stream.statuses:
+            await asyncio.sleep(0.001)
+        await service.enter_graceful_shutdown()  # the library starts writing NOT_SERVING
+        await asyncio.sleep(0.01)
+        await service.shut_down()
+        await asyncio.sleep(0.01)
+        stream.release.set()
+        await asyncio.wait_for(watch, timeout=10)
+        return stream
+
+    stream = asyncio.run(scenario())
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    assert (stream.statuses, stream.cancelled) == ([serving, not_serving], 0)
