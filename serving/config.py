@@ -1,6 +1,7 @@
 """TF Serving's text-proto config files: read, validate, and turn into plain model settings."""
 
 import dataclasses
+import logging
 import re
 from pathlib import Path
 
@@ -9,6 +10,10 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfsp.serving import protos
 from tfsp.serving.options import Options
+
+log = logging.getLogger("serving")
+
+TENSORFLOW_PLATFORM = "tensorflow"
 
 
 class ConfigError(Exception):
@@ -66,7 +71,7 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
     entry = config.model_config_list.config.add()
     entry.name = name
     entry.base_path = base_path
-    entry.model_platform = "tensorflow"
+    entry.model_platform = TENSORFLOW_PLATFORM
     return config
 
 
@@ -86,12 +91,36 @@ def _policy(config: model_server_config_pb2.ModelConfig) -> VersionPolicy:
         return VersionPolicy("all")
     if which == "specific":
         if not policy.specific.versions:
-            raise ConfigError(f"model {config.name}: specific version policy lists no versions")
+            # TF Serving warns and serves nothing (AspireSpecificVersionsFastPath).
+            log.warning("No specific versions requested for servable %s.", config.name)
         return VersionPolicy("specific", versions=frozenset(policy.specific.versions))
-    num = policy.latest.num_versions if which == "latest" else 1
-    if num < 1:
-        raise ConfigError(f"model {config.name}: latest.num_versions must be at least 1")
-    return VersionPolicy("latest", num_versions=num or 1)
+    # std::max(num_versions, 1U) (AspireLatestVersions): 0 and unset both mean 1.
+    return VersionPolicy("latest", num_versions=max(policy.latest.num_versions, 1))
+
+
+def _platform(config: model_server_config_pb2.ModelConfig) -> str:
+    """The model's platform, or ConfigError in TF Serving's words (server_core.cc GetPlatform
+    and CreateStoragePathRoutes); "tensorflow" is the only one served here, as there."""
+    name = config.name
+    if config.model_type != model_server_config_pb2.MODEL_TYPE_UNSPECIFIED:
+        if config.model_platform:
+            raise ConfigError(
+                "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+                f"ModelServerConfig::model_platform, model name is {name}"
+            )
+        if config.model_type != model_server_config_pb2.TENSORFLOW:
+            raise ConfigError(
+                f"ModelServerConfig::model_type choice {config.model_type} not supported."
+            )
+        return TENSORFLOW_PLATFORM
+    if not config.model_platform:
+        raise ConfigError(
+            "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            f"ModelServerConfig::model_platform, model name is {name}"
+        )
+    if config.model_platform != TENSORFLOW_PLATFORM:
+        raise ConfigError(f"Model {name} requests unsupported platform {config.model_platform}")
+    return TENSORFLOW_PLATFORM
 
 
 # A URI's scheme as TensorFlow's io::ParseURI reads one: [a-zA-Z][0-9a-zA-Z.]* then "://".
@@ -104,31 +133,27 @@ def is_relative_path(uri: str) -> bool:
 
 
 def model_settings(config: model_server_config_pb2.ModelServerConfig) -> list[ModelSettings]:
-    """Validate a ModelServerConfig and return its models; ConfigError on any problem."""
+    """Validate a ModelServerConfig as TF Serving's ServerCore does, in its order and words
+    (every model's name is unique, then every base path is absolute, then each model's
+    platform), and return its models; ConfigError on the first problem."""
     which = config.WhichOneof("config")
     if which == "custom_model_config":
         raise ConfigError("custom_model_config is not supported; use model_config_list")
-    settings: list[ModelSettings] = []
+    entries = list(config.model_config_list.config)
     seen: set[str] = set()
-    for entry in config.model_config_list.config:
-        if not entry.name:
-            raise ConfigError("a model config entry has no name")
+    for entry in entries:  # ValidateModelConfigList
         if entry.name in seen:
-            raise ConfigError(f"model {entry.name} is configured more than once")
+            raise ConfigError(f"Illegal to list model {entry.name} multiple times in config list")
         seen.add(entry.name)
-        if not entry.base_path:
-            raise ConfigError(f"model {entry.name} has no base_path")
-        if is_relative_path(entry.base_path):
-            # ValidateModelConfigList (server_core.cc), for every config TF Serving loads:
-            # at startup, on HandleReloadConfigRequest and from a polled config file.
+    for entry in entries:
+        if is_relative_path(entry.base_path):  # an empty one included
             raise ConfigError(
                 f"Expected model {entry.name} to have an absolute path or URI; "
                 f"got base_path()={entry.base_path}"
             )
-        if entry.model_platform not in ("", "tensorflow"):
-            raise ConfigError(
-                f"model {entry.name}: unsupported model_platform {entry.model_platform!r}"
-            )
+    settings: list[ModelSettings] = []
+    for entry in entries:
+        _platform(entry)
         labels = tuple(sorted((label, int(v)) for label, v in entry.version_labels.items()))
         settings.append(ModelSettings(entry.name, entry.base_path, _policy(entry), labels))
     return settings

@@ -25,6 +25,20 @@ class ModelNotServable(UserError):
     """A model's versions all ended without becoming AVAILABLE; the message says why."""
 
 
+# What the server logs, on one line, when it cannot start (tfsp.serving.server).
+_STARTUP_FAILURE = "Failed to start server: "
+
+
+def _startup_failure(log_file: Path) -> str:
+    """The reason the server gave for not starting (the last such log line), or ""."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    reasons = [line.split(_STARTUP_FAILURE, 1)[1] for line in lines if _STARTUP_FAILURE in line]
+    return reasons[-1] if reasons else ""
+
+
 class LocalServer:
     """`tfsp-model-server --model_config_file=CONFIG` on free loopback ports."""
 
@@ -42,7 +56,8 @@ class LocalServer:
     def start(self, models: list[str], timeout: float = 180.0) -> "LocalServer":
         """Start, then wait until every model in `models` has an AVAILABLE version.
 
-        ModelNotServable as soon as a model's every version failed to load (warmup included).
+        The server opens its ports only once every model has loaded, as TF Serving does; one
+        that cannot load (warmup included) ends it, and ModelNotServable carries its reason.
         """
         from tfsp.serving.client import ClientError, ServingClient
 
@@ -64,6 +79,9 @@ class LocalServer:
             waiting = list(models)
             while waiting:
                 if self._process.poll() is not None:
+                    reason = _startup_failure(self.log_file)
+                    if reason:
+                        raise ModelNotServable(reason)
                     raise UserError(
                         f"the model server exited ({self._process.returncode}); see {self.log_file}"
                     )
@@ -79,14 +97,6 @@ class LocalServer:
                 if any(v.state == v.AVAILABLE for v in versions):
                     waiting.pop(0)
                     continue
-                failed = [v for v in versions if v.state == v.END and v.status.error_code]
-                if versions and len(failed) == len(versions):
-                    self.stop()
-                    newest = failed[0]
-                    raise ModelNotServable(
-                        f"{waiting[0]} version {newest.version} did not become AVAILABLE: "
-                        f"{newest.status.error_message}"
-                    )
                 time.sleep(0.3)
         return self
 

@@ -71,6 +71,7 @@ class _Model:
     labels: dict[str, int] = dataclasses.field(default_factory=dict)
     active: bool = True
     last_scan_note: str = ""
+    wait_note: str | None = None  # what the last "waiting for model" log line said
 
 
 def _fingerprint(path: Path) -> tuple:
@@ -85,10 +86,14 @@ def _fingerprint(path: Path) -> tuple:
     return tuple(sorted(entries))
 
 
+def _status_code(number: int) -> grpc.StatusCode:
+    return next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
+
+
 def _load_error_code(exc: BaseException) -> grpc.StatusCode:
     code = getattr(exc, "code", None)
     if isinstance(exc, LoadError) and code is not None:
-        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+        return _status_code(code)
     text = str(exc)
     if "no saved_model.pb" in text:
         return grpc.StatusCode.NOT_FOUND
@@ -123,6 +128,7 @@ class ModelManager:
         allow_unavailable_labels: bool = False,
         max_load_retries: int = 5,
         retry_interval_seconds: float = 60.0,
+        poll_seconds: float = 1.0,
         on_load: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._load = load
@@ -130,6 +136,7 @@ class ModelManager:
         self._allow_unavailable_labels = allow_unavailable_labels
         self._max_retries = max_load_retries
         self._retry_interval = retry_interval_seconds
+        self._poll_seconds = poll_seconds  # --file_system_poll_wait_seconds; 0: never again
         self._on_load = on_load
         self._models: dict[str, _Model] = {}
         self._lifecycle = threading.RLock()  # one config change or poll at a time
@@ -192,15 +199,20 @@ class ModelManager:
     # ---- lifecycle ----
 
     def configure(self, settings: list[ModelSettings]) -> None:
-        """Apply a model config: add, update or remove models, load, then set labels.
+        """Apply a model config as TF Serving's ServerCore::ReloadConfig does: check every
+        version label against what serves now (FAILED_PRECONDITION, nothing changed), swap
+        all labels, add, update or remove models, then wait for the new models.
 
-        Blocks until every aspired version has been tried (as TF Serving's ReloadConfig
-        waits for new models). Label problems raise ServingError(FAILED_PRECONDITION) after
-        the models themselves were applied.
+        A new model is waited for until its latest aspired version has loaded or failed; a
+        failure raises ServingError(UNKNOWN, "N model(s) did not become available: …"). A
+        new model with no version yet is waited for as long as it takes, polling, as there.
         """
         with self._lifecycle:
+            labels = self._checked_labels(settings)
             wanted = {s.name: s for s in settings}
+            new = [n for n in wanted if n not in self._models or not self._models[n].active]
             for name, model in self._models.items():
+                model.labels = labels.get(name, {})
                 if name not in wanted and model.active:
                     log.info("model %s removed from the config; unloading it", name)
                     model.active = False
@@ -209,7 +221,7 @@ class ModelManager:
             for name, setting in wanted.items():
                 model = self._models.get(name)
                 if model is None:
-                    self._models[name] = _Model(setting)
+                    self._models[name] = _Model(setting, labels=labels.get(name, {}))
                     log.info(
                         "model %s: base path %s, policy %s",
                         name,
@@ -219,11 +231,8 @@ class ModelManager:
                 else:
                     model.settings = setting
                     model.active = True
-            for name in wanted:
-                self._sync(self._models[name])
-            problems = [p for s in settings if (p := self._apply_labels(self._models[s.name]))]
-            if problems:
-                raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, "; ".join(problems))
+            aspired = {name: self._sync(self._models[name]) for name in wanted}
+            self._await_new_models(new, aspired)
 
     def poll(self) -> None:
         """One pass over every active model's base path."""
@@ -241,21 +250,61 @@ class ModelManager:
 
     # ---- internals (called with the lifecycle lock held) ----
 
-    def _apply_labels(self, model: _Model) -> str:
-        labels = dict(model.settings.labels)
-        for label, version in labels.items():
-            # TF Serving's flag lets a *new* label (or one that keeps its version) point at a
-            # version not loaded yet; moving a label onto one is refused either way.
-            allowed = self._allow_unavailable_labels and model.labels.get(label, version) == version
-            if version not in model.loaded and not allowed:
-                return (
-                    f"Request to assign label to version {version} of model "
-                    f"{model.settings.name}, which is not currently available for inference"
-                )
-        if labels != model.labels:
-            log.info("model %s: version labels %s", model.settings.name, labels or "{}")
-        model.labels = labels
-        return ""
+    def _checked_labels(self, settings: list[ModelSettings]) -> dict[str, dict[str, int]]:
+        """Every model's new labels, each checked as UpdateModelVersionLabelMap checks it
+        before any model changes: its version must be AVAILABLE now. The flag lets a new
+        label (or one that keeps its version) point at a version not loaded yet."""
+        checked: dict[str, dict[str, int]] = {}
+        for setting in settings:
+            model = self._models.get(setting.name)
+            current = model.labels if model else {}
+            loaded = model.loaded if model else {}
+            for label, version in setting.labels:
+                allowed = self._allow_unavailable_labels and current.get(label, version) == version
+                if version not in loaded and not allowed:
+                    raise ServingError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"Request to assign label to version {version} of model "
+                        f"{setting.name}, which is not currently available for inference",
+                    )
+            checked[setting.name] = dict(setting.labels)
+            if model is None or checked[setting.name] != model.labels:
+                log.info("model %s: version labels %s", setting.name, checked[setting.name] or "{}")
+        return checked
+
+    def _await_new_models(self, names: list[str], aspired: dict[str, set[int] | None]) -> None:
+        """TF Serving's WaitUntilModelsAvailable: each new model's latest aspired version
+        loads or fails; until one is aspired, keep polling (for ever, as there)."""
+        while pending := [name for name in names if not aspired[name]]:
+            for name in pending:
+                model = self._models[name]
+                if model.wait_note != model.last_scan_note:
+                    model.wait_note = model.last_scan_note
+                    log.warning(
+                        "waiting for model %s to have a version to load (%s), as TF Serving "
+                        "waits for a new model",
+                        name,
+                        model.last_scan_note or "nothing aspired",
+                    )
+            time.sleep(self._poll_seconds if self._poll_seconds > 0 else 1.0)
+            if self._poll_seconds > 0:  # without polling, TF Serving never looks again
+                for name in pending:
+                    aspired[name] = self._sync(self._models[name])
+        failed = []
+        for name in names:
+            latest = max(aspired[name])  # type: ignore[arg-type]  # not empty, above
+            record = self._models[name].records[latest]
+            if record.state != State.AVAILABLE:
+                due = ""
+                if record.error_code:  # the version's status, as absl::Status::ToString
+                    code = _status_code(record.error_code)
+                    due = f" due to error: {code.name}: {record.error_message}"
+                failed.append(f"{{{{name: {name} version: {latest}}}{due}}}, ")
+        if failed:
+            raise ServingError(
+                grpc.StatusCode.UNKNOWN,
+                f"{len(failed)} model(s) did not become available: {{{''.join(failed)}}}",
+            )
 
     def _scan(self, model: _Model) -> dict[int, Path] | None:
         """The version folders under the base path; None if it cannot be listed."""
@@ -300,11 +349,13 @@ class ModelManager:
             return False
         return time.monotonic() - record.last_attempt >= self._retry_interval
 
-    def _sync(self, model: _Model) -> None:
+    def _sync(self, model: _Model) -> set[int] | None:
+        """Load and unload toward the versions the policy aspires now; those versions (None
+        when the base path cannot be listed)."""
         on_disk = self._scan(model)
         if on_disk is None:
             # TF Serving's poll fails on a base path it cannot list and changes nothing.
-            return
+            return None
         # A base path without version folders aspires no versions, and TF Serving then
         # unloads every one (file_system_storage_path_source.cc, availability_preserving_
         # policy.cc: with no aspired version, non-aspired ones are unloaded).
@@ -319,6 +370,7 @@ class ModelManager:
         if not aspired or any(v in model.loaded for v in aspired):
             for version in sorted(set(model.loaded) - aspired):
                 self._unload(model, version)
+        return aspired
 
     def _try_load(self, model: _Model, version: int, path: Path) -> None:
         name = model.settings.name

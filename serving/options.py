@@ -194,7 +194,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         elif isinstance(default, int):
             # A negative inter-op count means something to TensorFlow (run every op in the
             # caller's thread); a negative intra-op pool aborts it, so that one is refused.
-            signed = name.endswith("poll_wait_seconds") or name == "tensorflow_inter_op_parallelism"
+            # A negative file-system poll makes TF Serving never look for versions (it then
+            # waits for ever at startup): refused. The config file poll is off below 1.
+            signed = name in (
+                "model_config_file_poll_wait_seconds",
+                "tensorflow_inter_op_parallelism",
+            )
             low = None if signed else 0
             low = -1 if name == "load_retry_interval_micros" else low
             parser.add_argument(

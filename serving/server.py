@@ -123,6 +123,7 @@ class _Server:
             allow_unavailable_labels=options.allow_version_labels_for_unavailable_models,
             max_load_retries=options.max_num_load_retries,
             retry_interval_seconds=max(options.load_retry_interval_micros, 0) / 1e6,
+            poll_seconds=options.file_system_poll_wait_seconds,
             on_load=self.metrics.observe_load,
         )
         self.metrics.watch_states(self.manager.states)
@@ -168,11 +169,12 @@ class _Server:
         except ConfigError as exc:
             log.error("config file poll: %s; keeping the current config", exc)
             return
+        # Applied on every poll, as TF Serving's server.cc does, changed or not: a reload
+        # that failed (a label on a version still loading) succeeds on a later poll.
         text = str(parsed)
-        if text == self._config_text:
-            return
-        log.info("config file %s changed; reloading", path)
-        self._config_text = text
+        if text != self._config_text:
+            log.info("config file %s changed; reloading", path)
+            self._config_text = text
         try:
             self.reload(parsed)
         except Exception as exc:

@@ -314,8 +314,8 @@ def in_process_dataplane(
         return BatchingRunner(servable, batching, workers, observe_batch)
 
     manager = ModelManager(load_servable, make_runner)
-    manager.configure(model_settings(single_model_config(name, str(base_path))))
     try:
+        manager.configure(model_settings(single_model_config(name, str(base_path))))
         yield DataPlane(manager)
     finally:
         manager.shutdown()

@@ -39,7 +39,7 @@ model_config_list {
     version_labels { key: "stable" value: 1 }
     version_labels { key: "canary" value: 2 }
   }
-  config { name: "other" base_path: "%(root)s/other" }
+  config { name: "other" base_path: "%(root)s/other" model_platform: "tensorflow" }
 }
 """
 
@@ -58,6 +58,9 @@ def server(tmp_path_factory):
     )
     with running_server(
         f"--model_config_file={config}",
+        # labels in the first config name versions not loaded yet: TF Serving refuses them
+        # at startup without this flag, as we do
+        "--allow_version_labels_for_unavailable_models",
         f"--monitoring_config_file={monitoring}",
         f"--grpc_channel_arguments=grpc.max_receive_message_length={LIMIT}",
         log_path=root / "server.log",

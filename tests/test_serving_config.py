@@ -78,6 +78,8 @@ def test_session_threads_are_chosen_as_tf_serving_chooses_them(flags, threads):
         (["--model_base_path=/m", "--port=0"], "nothing to serve on"),
         (["--model_base_path=/m", "--batching_parameters_file=/x"], "requires --enable_batching"),
         (["--model_base_path=/m", "--rest_api_timeout_in_ms=-5"], "at least 0"),
+        # TF Serving never polls with a negative value, and waits for ever at startup
+        (["--model_base_path=/m", "--file_system_poll_wait_seconds=-1"], "at least 0"),
         (["--model_base_path=/m", "--model_bas=/x"], "unrecognized"),  # no prefix guessing
         # TensorFlow aborts the process on a negative intra-op pool: refused before loading.
         (["--model_base_path=/m", "--tensorflow_intra_op_parallelism=-1"], "at least 0"),
@@ -278,7 +280,17 @@ model_config_list {
     model_platform: 'tensorflow'
     model_version_policy { latest { num_versions: 2 } }
   }
-  config { name: 'all' base_path: '/models/all' model_version_policy { all {} } }
+  config {
+    name: 'all' base_path: '/models/all' model_type: TENSORFLOW model_version_policy { all {} }
+  }
+  config {
+    name: 'none' base_path: '/models/none' model_platform: 'tensorflow'
+    model_version_policy { specific { } }
+  }
+  config {
+    name: 'one' base_path: '/models/one' model_platform: 'tensorflow'
+    model_version_policy { latest { num_versions: 0 } }
+  }
 }
 """
 
@@ -287,36 +299,64 @@ def test_models_config_as_written_for_tf_serving(tmp_path):
     path = tmp_path / "models.config"
     path.write_text(TF_SERVING_MODELS_CONFIG)
     options = Options(model_config_file=str(path))
-    cnn, ae, every = config.model_settings(config.server_config(options))
+    cnn, ae, every, none, one = config.model_settings(config.server_config(options))
     assert cnn.policy == VersionPolicy("specific", versions=frozenset({42, 43}))
     assert dict(cnn.labels) == {"stable": 42, "canary": 43}
     assert ae.policy.select([1, 5, 3, 9]) == {5, 9}
     assert every.policy.select([1, 2]) == {1, 2}
     assert cnn.policy.select([41, 42]) == {42}
+    # as file_system_storage_path_source.cc: no specific versions serve nothing (a warning),
+    # and latest 0 is latest 1 (std::max(num_versions, 1U))
+    assert none.policy.select([1, 2]) == set()
+    assert one.policy.select([1, 2]) == {2}
     single = config.model_settings(config.server_config(Options(model_base_path="/m")))
     assert [(s.name, s.base_path, s.policy.kind) for s in single] == [("default", "/m", "latest")]
 
 
+TF = "model_platform: 'tensorflow'"
+
+
 @pytest.mark.parametrize(
-    "text, fragment",
+    "text, message",
     [
-        ("model_config_list { config { name: 'a' base_path: '/a' } config { name: 'a' "
-         "base_path: '/b' } }", "more than once"),
-        ("model_config_list { config { base_path: '/a' } }", "no name"),
-        ("model_config_list { config { name: 'a' } }", "no base_path"),
+        # server_core.cc ValidateModelConfigList: names first, over the whole list...
+        (f"model_config_list {{ config {{ name: 'a' base_path: 'rel' {TF} }} "
+         f"config {{ name: 'a' base_path: '/b' {TF} }} }}",
+         "Illegal to list model a multiple times in config list"),
+        # ... then paths (an empty one is relative) ...
+        (f"model_config_list {{ config {{ name: 'a' {TF} }} }}",
+         "Expected model a to have an absolute path or URI; got base_path()="),
+        # ... then each model's platform (GetPlatform, CreateStoragePathRoutes)
+        ("model_config_list { config { name: 'a' base_path: '/a' } }",
+         "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+         "ModelServerConfig::model_platform, model name is a"),
         ("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'onnx' } }",
-         "unsupported model_platform"),
-        ("model_config_list { config { name: 'a' base_path: '/a' "
-         "model_version_policy { specific { } } } }", "lists no versions"),
-        ("model_config_list { config { name 'a' } }", "invalid ModelServerConfig"),
+         "Model a requests unsupported platform onnx"),
+        ("model_config_list { config { name: 'a' base_path: '/a' model_type: OTHER } }",
+         "ModelServerConfig::model_type choice 2 not supported."),
+        (f"model_config_list {{ config {{ name: 'a' base_path: '/a' model_type: TENSORFLOW "
+         f"{TF} }} }}",
+         "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+         "ModelServerConfig::model_platform, model name is a"),
     ],
 )  # fmt: skip
-def test_bad_models_configs(tmp_path, text, fragment):
+def test_bad_models_configs_are_refused_in_tf_servings_words(tmp_path, text, message):
     path = tmp_path / "models.config"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
         config.model_settings(config.server_config(Options(model_config_file=str(path))))
-    assert fragment in str(caught.value)
+    assert str(caught.value) == message
+
+
+def test_an_unparsable_models_config_names_the_file(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text("model_config_list { config { name 'a' } }")
+    with pytest.raises(ConfigError, match="invalid ModelServerConfig"):
+        config.model_settings(config.server_config(Options(model_config_file=str(path))))
+    # a model with no name is accepted, as there
+    path.write_text(f"model_config_list {{ config {{ base_path: '/a' {TF} }} }}")
+    (unnamed,) = config.model_settings(config.server_config(Options(model_config_file=str(path))))
+    assert unnamed.name == ""
 
 
 def test_batching_parameters_file_from_the_tf_serving_docs(tmp_path):

@@ -145,24 +145,43 @@ def test_a_good_newer_version_then_replaces_it(world, client):
 
 def _config(root, labels=None, second=False):
     config = model_server_config_pb2.ModelServerConfig()
-    entry = config.model_config_list.config.add(name="swap", base_path=str(root / "swap"))
+    entry = config.model_config_list.config.add(
+        name="swap", base_path=str(root / "swap"), model_platform="tensorflow"
+    )
     entry.model_version_policy.all.SetInParent()
     for label, version in (labels or {}).items():
         entry.version_labels[label] = version
     if second:
-        config.model_config_list.config.add(name="second", base_path=str(root / "second"))
+        config.model_config_list.config.add(
+            name="second", base_path=str(root / "second"), model_platform="tensorflow"
+        )
     return config
 
 
 def test_reload_config_by_rpc_adds_models_policies_and_labels(world, client):
     root = world["root"]
-    client.reload_config(_config(root, {"stable": 2, "canary": 4}, second=True))
-    # policy "all" loads every good version; the reload returns once they were tried
+    # Labels are checked against what serves *before* the reload applies anything
+    # (server_core.cc UpdateModelVersionLabelMap): version 2 is not loaded under latest-1,
+    # so a reload that also switches to "all" is refused whole.
+    with pytest.raises(ClientError) as caught:
+        client.reload_config(_config(root, {"stable": 2}, second=True))
+    assert caught.value.code == "FAILED_PRECONDITION"
+    assert caught.value.message == (
+        "Request to assign label to version 2 of model swap, which is not currently "
+        "available for inference"
+    )
+    assert 2 not in _states(client) or _states(client)[2][0] != AVAILABLE
+    with pytest.raises(ClientError):
+        client.predict("second", {"x": X})  # not added either
+    # policy "all" loads every good version; the reload returns once the new model loaded
+    client.reload_config(_config(root, second=True))
     states = _states(client)
     assert states[2][0] == AVAILABLE and states[4][0] == AVAILABLE
+    assert client.predict("second", {"x": X})[1]["y"][0, 0] == 10.0
+    # then the labels, now that their versions serve
+    client.reload_config(_config(root, {"stable": 2, "canary": 4}, second=True))
     assert client.predict("swap", {"x": X}, label="stable")[0].version.value == 2
     assert client.predict("swap", {"x": X}, label="canary")[0].version.value == 4
-    assert client.predict("second", {"x": X})[1]["y"][0, 0] == 10.0
 
 
 @pytest.mark.parametrize(
@@ -216,3 +235,62 @@ def _try(action):
         return action()
     except ClientError:
         return None
+
+
+# ---- startup and config-file polling, each on a server of its own ----
+
+
+@pytest.mark.parametrize("problem", ["a version that cannot load", "a label on no version"])
+def test_a_server_that_cannot_serve_its_first_config_does_not_start(tmp_path, problem):
+    """TF Serving's startup applies the first config as a reload: labels are checked first
+    (none serves yet), then every model is waited for (WaitUntilModelsAvailable); either
+    failure ends the process before it opens a port."""
+    if problem == "a version that cannot load":
+        (tmp_path / "m" / "1").mkdir(parents=True)  # no saved_model.pb
+        labels = ""
+        expected = (
+            "1 model(s) did not become available: {{{name: m version: 1} due to error: "
+            f"NOT_FOUND: no saved_model.pb in {tmp_path / 'm' / '1'}}}, }}"
+        )
+    else:
+        build_toy_model(tmp_path / "m" / "1", 1.0)
+        labels = 'version_labels { key: "stable" value: 1 }'
+        expected = (
+            "Request to assign label to version 1 of model m, which is not currently "
+            "available for inference"
+        )
+    config = tmp_path / "models.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "m" base_path: "{tmp_path / "m"}" '
+        f'model_platform: "tensorflow" {labels} }} }}'
+    )
+    with pytest.raises(RuntimeError, match="server exited with 1") as caught:
+        with running_server(f"--model_config_file={config}", log_path=tmp_path / "log"):
+            pass
+    assert f"Failed to start server: {expected}" in str(caught.value)
+
+
+def test_the_config_file_is_applied_on_every_poll_until_it_takes(tmp_path):
+    """server.cc reloads the polled file whether or not it changed: a label naming a version
+    still to come is refused, then applied on the first poll after that version serves."""
+    build_toy_model(tmp_path / "builds" / "2", 2.0)
+    copy_version(build_toy_model(tmp_path / "builds" / "1", 1.0), tmp_path / "m" / "1")
+    config = tmp_path / "models.config"
+    entry = f'name: "m" base_path: "{tmp_path / "m"}" model_platform: "tensorflow"'
+    config.write_text(f"model_config_list {{ config {{ {entry} }} }}")
+    with running_server(
+        f"--model_config_file={config}",
+        "--model_config_file_poll_wait_seconds=1",
+        "--file_system_poll_wait_seconds=1",
+        log_path=tmp_path / "log",
+    ) as server:
+        label = 'version_labels { key: "next" value: 2 }'
+        config.write_text(f"model_config_list {{ config {{ {entry} {label} }} }}")
+        with ServingClient(server.address, timeout=30) as client:
+            _wait_for(lambda: "version 2 of model m, which is not" in server.log(), what="refusal")
+            copy_version(tmp_path / "builds" / "2", tmp_path / "m" / "2")
+            _wait_for(
+                lambda: _try(lambda: client.predict("m", {"x": X}, label="next")),
+                what="the label to be applied",
+            )
+            assert client.predict("m", {"x": X}, label="next")[0].version.value == 2

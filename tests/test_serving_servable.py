@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
-from tensorflow_serving.apis import get_model_status_pb2
 
 from tests.serving_harness import (
     build_counting_model,
@@ -16,10 +15,9 @@ from tests.serving_harness import (
     build_unservable_model,
     in_process_dataplane,
 )
-from tfsp.serving.dataplane import SpecRef
+from tfsp.serving.errors import ServingError
 from tfsp.serving.servable import RUN_TIMED_OUT, LoadError, SessionOptions, load_servable
 
-END = get_model_status_pb2.ModelVersionStatus.END
 EXAMPLE = tf.train.Example(
     features=tf.train.Features(
         feature={"x": tf.train.Feature(float_list=tf.train.FloatList(value=[0.25]))}
@@ -199,8 +197,7 @@ def _build_gpu_pinned_graph(path: Path) -> Path:
 def test_a_graph_pinned_to_a_missing_gpu_fails_to_load_with_tensorflows_error(tmp_path):
     """TF Serving sets no allow_soft_placement (server.cc, bundle_factory_util.cc), so its
     session refuses the placement; the error is the session's own, not Python's restore
-    advice, and GetModelStatus reports its code. A session config file that allows soft
-    placement loads it."""
+    advice, with its code. A session config file that allows soft placement loads it."""
     path = _build_gpu_pinned_graph(tmp_path / "pinned" / "1")
     with pytest.raises(LoadError) as caught:
         load_servable("pinned", 1, str(path))
@@ -213,10 +210,16 @@ def test_a_graph_pinned_to_a_missing_gpu_fails_to_load_with_tensorflows_error(tm
         r"specification refers to a valid device\.",
         message,
     ), message
-    with in_process_dataplane(path.parent, "pinned") as plane:
-        (status,) = plane.model_status(SpecRef("pinned")).model_version_status
-    assert (status.state, status.status.error_code) == (END, caught.value.code)
-    assert status.status.error_message == message
+    # As TF Serving's startup, the model manager refuses to start with it (its
+    # WaitUntilModelsAvailable), naming the version's status, code and text
+    with pytest.raises(ServingError) as failed:
+        with in_process_dataplane(path.parent, "pinned"):
+            pass
+    assert failed.value.code == grpc.StatusCode.UNKNOWN
+    assert failed.value.message == (
+        "1 model(s) did not become available: {{{name: pinned version: 1} due to error: "
+        f"INVALID_ARGUMENT: {message}}}, }}"
+    )
     soft = config_pb2.ConfigProto(allow_soft_placement=True).SerializeToString()
     servable = load_servable("pinned", 1, str(path), session_options=SessionOptions(base=soft))
     y = servable.run("serving_default", {"x": np.array([1.0, 2.0], np.float32)})["y"]
