@@ -231,15 +231,12 @@ class ModelManager:
                 else:
                     model.settings = setting
                     model.active = True
-            aspired = {name: self._sync(self._models[name]) for name in wanted}
-            self._await_new_models(new, aspired)
+            self._await_new_models(new, self._poll_models())
 
     def poll(self) -> None:
         """One pass over every active model's base path."""
         with self._lifecycle:
-            for model in list(self._models.values()):
-                if model.active:
-                    self._sync(model)
+            self._poll_models()
 
     def shutdown(self) -> None:
         """Unload everything (drains batch queues)."""
@@ -272,10 +269,10 @@ class ModelManager:
                 log.info("model %s: version labels %s", setting.name, checked[setting.name] or "{}")
         return checked
 
-    def _await_new_models(self, names: list[str], aspired: dict[str, set[int] | None]) -> None:
+    def _await_new_models(self, names: list[str], aspired: dict[str, set[int]] | None) -> None:
         """TF Serving's WaitUntilModelsAvailable: each new model's latest aspired version
         loads or fails; until one is aspired, keep polling (for ever, as there)."""
-        while pending := [name for name in names if not aspired[name]]:
+        while pending := [name for name in names if not (aspired or {}).get(name)]:
             for name in pending:
                 model = self._models[name]
                 if model.wait_note != model.last_scan_note:
@@ -288,11 +285,10 @@ class ModelManager:
                     )
             time.sleep(self._poll_seconds if self._poll_seconds > 0 else 1.0)
             if self._poll_seconds > 0:  # without polling, TF Serving never looks again
-                for name in pending:
-                    aspired[name] = self._sync(self._models[name])
+                aspired = self._poll_models()
         failed = []
         for name in names:
-            latest = max(aspired[name])  # type: ignore[arg-type]  # not empty, above
+            latest = max(aspired[name])  # type: ignore[index]  # every name has versions here
             record = self._models[name].records[latest]
             if record.state != State.AVAILABLE:
                 due = ""
@@ -306,8 +302,23 @@ class ModelManager:
                 f"{len(failed)} model(s) did not become available: {{{''.join(failed)}}}",
             )
 
+    def _poll_models(self) -> dict[str, set[int]] | None:
+        """One poll, as TF Serving's file-system source makes it: every active model's base
+        path is listed first, and if any cannot be, the poll fails and no model changes
+        (PollFileSystemForConfig). Otherwise each model moves toward the versions its
+        policy aspires; those versions, by model."""
+        listings = {}
+        for name, model in list(self._models.items()):
+            if model.active:
+                listings[name] = self._scan(model)
+                if listings[name] is None:
+                    return None
+        return {name: self._sync(self._models[name], found) for name, found in listings.items()}
+
     def _scan(self, model: _Model) -> dict[int, Path] | None:
-        """The version folders under the base path; None if it cannot be listed."""
+        """The versions under the base path; None if it cannot be listed. Every child whose
+        name is a version number counts, a file too (TF Serving parses every name its
+        listing returns, and a file then fails to load as a version)."""
         base = Path(model.settings.base_path)
         found: dict[int, Path] | None = {}
         try:
@@ -320,7 +331,7 @@ class ModelManager:
         else:
             for entry in entries:
                 version = version_number(entry.name)
-                if version is None or not entry.is_dir():
+                if version is None:
                     continue
                 if version in found:
                     log.warning(
@@ -349,28 +360,34 @@ class ModelManager:
             return False
         return time.monotonic() - record.last_attempt >= self._retry_interval
 
-    def _sync(self, model: _Model) -> set[int] | None:
-        """Load and unload toward the versions the policy aspires now; those versions (None
-        when the base path cannot be listed)."""
-        on_disk = self._scan(model)
-        if on_disk is None:
-            # TF Serving's poll fails on a base path it cannot list and changes nothing.
-            return None
-        # A base path without version folders aspires no versions, and TF Serving then
-        # unloads every one (file_system_storage_path_source.cc, availability_preserving_
-        # policy.cc: with no aspired version, non-aspired ones are unloaded).
+    def _sync(self, model: _Model, on_disk: dict[int, Path]) -> set[int]:
+        """Load and unload toward the versions the policy aspires among `on_disk`, one action
+        at a time as TF Serving's AvailabilityPreservingPolicy picks them; the aspired set.
+
+        Unload the lowest serving version that is not aspired when nothing is aspired, an
+        aspired version serves, or more than one unaspired version serves; otherwise load
+        the highest aspired version not tried yet. So a failed load never leaves the model
+        with nothing, and a base path with no version folders unloads every version.
+        """
         aspired = model.settings.policy.select(sorted(on_disk))
-        for version in sorted(aspired, reverse=True):
-            if version not in model.loaded and self._should_try(
-                model.records.get(version), on_disk[version]
-            ):
-                self._try_load(model, version, on_disk[version])
-        # Otherwise a version that stops being aspired is unloaded only once an aspired one
-        # serves, so a failed load never leaves the model with nothing.
-        if not aspired or any(v in model.loaded for v in aspired):
-            for version in sorted(set(model.loaded) - aspired):
-                self._unload(model, version)
-        return aspired
+        tried: set[int] = set()
+        while True:
+            unaspired = sorted(v for v in model.loaded if v not in aspired)
+            aspired_serving = any(v in model.loaded for v in aspired)
+            if unaspired and (not aspired or aspired_serving or len(unaspired) > 1):
+                self._unload(model, unaspired[0])
+                continue
+            new = [
+                v
+                for v in aspired
+                if v not in model.loaded
+                and v not in tried
+                and self._should_try(model.records.get(v), on_disk[v])
+            ]
+            if not new:
+                return aspired
+            tried.add(max(new))
+            self._try_load(model, max(new), on_disk[max(new)])
 
     def _try_load(self, model: _Model, version: int, path: Path) -> None:
         name = model.settings.name

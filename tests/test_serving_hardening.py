@@ -450,3 +450,45 @@ def test_a_base_path_that_cannot_be_listed_keeps_the_loaded_versions(toy_build, 
         plane.manager.poll()
         assert _versions(plane) == [(1, AVAILABLE)]
         assert _predict(plane, SpecRef("toy"), "", {"x": X}).version == 1
+
+
+def test_one_model_whose_base_path_is_gone_stops_every_models_updates(toy_build, tmp_path):
+    """PollFileSystemForConfig returns at the first base path it cannot find, before any
+    model's versions are handed on: the whole poll changes nothing, as in TF Serving."""
+    for name in ("toy", "gone"):
+        shutil.copytree(toy_build, tmp_path / name / "1")
+    config = _config("toy", str(tmp_path / "toy"))
+    config.model_config_list.config.add().CopyFrom(_config("gone", str(tmp_path / "gone"))
+        .model_config_list.config[0])  # fmt: skip
+    with in_process_dataplane(tmp_path / "toy") as plane:
+        plane.manager.configure(model_settings(config))
+        shutil.rmtree(tmp_path / "gone")
+        shutil.copytree(toy_build, tmp_path / "toy" / "2")
+        plane.manager.poll()
+        assert _versions(plane) == [(1, AVAILABLE)]  # version 2 waits for "gone" to return
+        shutil.copytree(toy_build, tmp_path / "gone" / "1")
+        plane.manager.poll()
+        assert _versions(plane) == [(2, AVAILABLE), (1, END)]
+
+
+def test_versions_come_and_go_as_the_availability_preserving_policy_picks_them(toy_build, tmp_path):
+    """availability_preserving_policy.cc: the lowest unaspired serving version is unloaded
+    while nothing is aspired, an aspired version serves, or more than one unaspired serves;
+    then the highest new aspired version loads. Any child named as a number is a version,
+    a file too (it then fails to load)."""
+    root = tmp_path / "toy"
+    for version in (1, 2):
+        shutil.copytree(toy_build, root / str(version))
+    config = _config("toy", str(root))
+    config.model_config_list.config[0].model_version_policy.latest.num_versions = 2
+    with in_process_dataplane(root) as plane:
+        plane.manager.configure(model_settings(config))
+        assert _versions(plane) == [(2, AVAILABLE), (1, AVAILABLE)]
+        (root / "3").mkdir()  # no SavedModel: fails
+        (root / "4").write_text("a file")
+        plane.manager.poll()
+        # aspired {3, 4} both fail; of the two unaspired serving versions the lower goes
+        states = dict(_versions(plane))
+        assert (states[4], states[3], states[2], states[1]) == (END, END, AVAILABLE, END)
+        assert plane.manager.status("toy", 4)[0].error_message.startswith("no saved_model.pb")
+        assert _predict(plane, SpecRef("toy"), "", {"x": X}).version == 2
