@@ -140,6 +140,7 @@ class ModelManager:
         self._on_load = on_load
         self._models: dict[str, _Model] = {}
         self._lifecycle = threading.RLock()  # one config change or poll at a time
+        self._interrupted = threading.Event()  # ends a wait for new models (shutting down)
 
     # ---- requests (hot path: no locks, snapshot reads) ----
 
@@ -238,6 +239,11 @@ class ModelManager:
         with self._lifecycle:
             self._poll_models()
 
+    def interrupt(self) -> None:
+        """End a wait for new models (configure raises UNAVAILABLE), e.g. on SIGTERM: TF
+        Serving's wait would only end with the process."""
+        self._interrupted.set()
+
     def shutdown(self) -> None:
         """Unload everything (drains batch queues)."""
         with self._lifecycle:
@@ -283,7 +289,11 @@ class ModelManager:
                         name,
                         model.last_scan_note or "nothing aspired",
                     )
-            time.sleep(self._poll_seconds if self._poll_seconds > 0 else 1.0)
+            if self._interrupted.wait(self._poll_seconds if self._poll_seconds > 0 else 1.0):
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"stopped while waiting for model(s) {', '.join(pending)} to have a version",
+                )
             if self._poll_seconds > 0:  # without polling, TF Serving never looks again
                 aspired = self._poll_models()
         failed = []

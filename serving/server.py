@@ -317,6 +317,7 @@ class _Server:
             )
         else:
             await self._close_listeners(0.0)
+        self.manager.interrupt()  # a reload waiting for a new model's first version gives up
         await loop.run_in_executor(None, self.manager.shutdown)
         self.workers.shutdown(wait=True)
 
@@ -327,8 +328,14 @@ async def _serve(options: Options, files: _Files) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     server = _Server(options, files)
+    starting = asyncio.ensure_future(server.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not starting.done():  # a signal while the first config's models are awaited
+        server.manager.interrupt()
     try:
-        await server.start()
+        await starting
     except ConfigError as exc:
         log.error("Failed to start server: %s", exc)
         await server.stop(drain_calls=False)

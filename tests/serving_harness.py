@@ -174,7 +174,7 @@ def copy_version(source: Path, target: Path) -> None:
     os.rename(staging, target)
 
 
-def _accepts(port: int) -> bool:
+def port_accepts(port: int) -> bool:
     """Whether something listens on 127.0.0.1:`port`."""
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -222,7 +222,7 @@ class ServerProcess:
             channel = grpc.insecure_channel(self.address)
             try:
                 grpc.channel_ready_future(channel).result(timeout=0.5)
-                if not self.rest_port or _accepts(self.rest_port):
+                if not self.rest_port or port_accepts(self.rest_port):
                     return self
                 time.sleep(0.05)
             except grpc.FutureTimeoutError:

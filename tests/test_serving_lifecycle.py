@@ -4,6 +4,9 @@ One server polls its model folders and its config file every second. The tests r
 order and build on each other (versions 1 -> 2 -> corrupt 3 -> 4).
 """
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -13,7 +16,13 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from tests.serving_harness import build_toy_model, copy_version, running_server
+from tests.serving_harness import (
+    ServerProcess,
+    build_toy_model,
+    copy_version,
+    port_accepts,
+    running_server,
+)
 from tfsp.serving.client import ClientError, ServingClient
 
 pytestmark = pytest.mark.integration  # starts a model server
@@ -294,3 +303,48 @@ def test_the_config_file_is_applied_on_every_poll_until_it_takes(tmp_path):
                 what="the label to be applied",
             )
             assert client.predict("m", {"x": X}, label="next")[0].version.value == 2
+
+
+def test_a_new_model_without_a_version_is_waited_for_before_the_ports_open(tmp_path):
+    """TF Serving's startup waits for every model's first version (WaitUntilModelsAvailable,
+    with no timeout), polling for it; the ports open only then."""
+    build = build_toy_model(tmp_path / "builds" / "1", 1.0)
+    (tmp_path / "m").mkdir()
+    server = ServerProcess(
+        "--model_name=m", f"--model_base_path={tmp_path / 'm'}", log_path=tmp_path / "log"
+    )
+    seen: dict[str, bool] = {}
+
+    def publish() -> None:
+        seen["listening before the version"] = port_accepts(server.port)
+        seen["waiting logged"] = "waiting for model m to have a version" in server.log()
+        copy_version(build, tmp_path / "m" / "1")
+
+    timer = threading.Timer(5.0, publish)
+    timer.start()
+    try:
+        server.start()
+        with ServingClient(server.address, timeout=30) as client:
+            assert client.predict("m", {"x": X})[0].version.value == 1
+    finally:
+        timer.join()
+        server.stop()
+    assert seen == {"listening before the version": False, "waiting logged": True}
+
+
+def test_a_signal_ends_the_wait_for_a_first_version(tmp_path):
+    (tmp_path / "m").mkdir()
+    log = tmp_path / "log"
+    server = ServerProcess("--model_name=m", f"--model_base_path={tmp_path / 'm'}", log_path=log)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tfsp.serving.server", *server.flags], stdout=out, stderr=out
+        )
+        try:
+            _wait_for(lambda: "waiting for model m" in log.read_text(), what="the wait")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 1
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert "Failed to start server: stopped while waiting for model(s) m" in log.read_text()
