@@ -419,6 +419,9 @@ class HealthService(health.aio.HealthServicer):
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({watching, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            watching.cancel()  # the client went away
+            raise
         finally:
             stopping.cancel()
         if watching.done():

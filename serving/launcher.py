@@ -25,8 +25,10 @@ class ModelNotServable(UserError):
     """A model's versions all ended without becoming AVAILABLE; the message says why."""
 
 
-# What the server logs, on one line, when it cannot start (tfsp.serving.server).
+# What the server logs, on one line, when it cannot start (tfsp.serving.server), and what
+# that line says when a model did not load (tfsp.serving.manager, TF Serving's words).
 _STARTUP_FAILURE = "Failed to start server: "
+_NOT_AVAILABLE = "model(s) did not become available"
 
 
 def _startup_failure(log_file: Path) -> str:
@@ -80,10 +82,11 @@ class LocalServer:
             while waiting:
                 if self._process.poll() is not None:
                     reason = _startup_failure(self.log_file)
-                    if reason:
+                    if _NOT_AVAILABLE in reason:
                         raise ModelNotServable(reason)
                     raise UserError(
-                        f"the model server exited ({self._process.returncode}); see {self.log_file}"
+                        f"the model server exited ({self._process.returncode}): "
+                        f"{reason or 'no reason given'}; see {self.log_file}"
                     )
                 if time.monotonic() > deadline:
                     self.stop()

@@ -178,7 +178,8 @@ class Servable:
         try:
             found = self.session.graph.get_operation_by_name(op_name).outputs[int(index)]
         except (KeyError, ValueError, IndexError):
-            # Making the run's callable raises TensorFlow's own error for the bad name.
+            # Making the run's callable raises TensorFlow's own error for the bad name; the
+            # error below is only for a name TensorFlow reads and this lookup does not.
             options = config_pb2.CallableOptions(feed=sorted(feeds), fetch=fetches)
             self.session._make_callable_from_options(options)
             raise tf.errors.InvalidArgumentError(None, None, f"no tensor {name}") from None

@@ -383,3 +383,27 @@ def test_a_health_watch_ends_after_its_last_write_not_by_cancelling_it():
         health_pb2.HealthCheckResponse.NOT_SERVING,
     )
     assert (stream.statuses, stream.cancelled) == ([serving, not_serving], 0)
+
+
+def test_a_health_watch_the_client_cancels_ends_the_librarys_watch_too():
+    from grpc_health.v1 import health_pb2
+
+    from tfsp.serving.grpc_service import HealthService
+
+    async def scenario() -> tuple[bool, bool]:
+        service = HealthService()
+        await service.set("PredictionService", health_pb2.HealthCheckResponse.SERVING)
+        stream = _HeldWrites()
+        request = health_pb2.HealthCheckRequest(service="PredictionService")
+        watch = asyncio.ensure_future(service.Watch(request, stream))
+        while not stream.statuses:
+            await asyncio.sleep(0.001)
+        library_tasks = [t for t in asyncio.all_tasks() if t is not watch and not t.done()]
+        watch.cancel()  # what grpc.aio does when the client cancels
+        await asyncio.gather(watch, return_exceptions=True)
+        await asyncio.sleep(0.01)
+        current = asyncio.current_task()
+        leaked = [t for t in library_tasks if t is not current and not t.done()]
+        return bool(leaked), "PredictionService" in service._server_watchers
+
+    assert asyncio.run(scenario()) == (False, False)
