@@ -353,22 +353,31 @@ class _HeldWrites:
         self.statuses.append(message.status)
 
 
+async def _watching() -> tuple[object, _HeldWrites, asyncio.Future]:
+    """(our HealthService, its Watch call's context, the Watch) once the Watch has written
+    PredictionService's SERVING."""
+    from grpc_health.v1 import health_pb2
+
+    from tfsp.serving.grpc_service import HealthService
+
+    service = HealthService()
+    await service.set("PredictionService", health_pb2.HealthCheckResponse.SERVING)
+    stream = _HeldWrites()
+    request = health_pb2.HealthCheckRequest(service="PredictionService")
+    watch = asyncio.ensure_future(service.Watch(request, stream))
+    while not stream.statuses:
+        await asyncio.sleep(0.001)
+    return service, stream, watch
+
+
 def test_a_health_watch_ends_after_its_last_write_not_by_cancelling_it():
     """On shutdown the library's Watch may be writing NOT_SERVING. Cancelling that write left
     the real call unable to take the next one: the stream hung until the server stopped
     (seen under load). The wrapper lets the write finish and ends the stream."""
     from grpc_health.v1 import health_pb2
 
-    from tfsp.serving.grpc_service import HealthService
-
     async def scenario() -> _HeldWrites:
-        service = HealthService()
-        await service.set("PredictionService", health_pb2.HealthCheckResponse.SERVING)
-        stream = _HeldWrites()
-        request = health_pb2.HealthCheckRequest(service="PredictionService")
-        watch = asyncio.ensure_future(service.Watch(request, stream))
-        while not stream.statuses:
-            await asyncio.sleep(0.001)
+        service, stream, watch = await _watching()
         await service.enter_graceful_shutdown()  # the library starts writing NOT_SERVING
         await asyncio.sleep(0.01)
         await service.shut_down()
@@ -386,18 +395,8 @@ def test_a_health_watch_ends_after_its_last_write_not_by_cancelling_it():
 
 
 def test_a_health_watch_the_client_cancels_ends_the_librarys_watch_too():
-    from grpc_health.v1 import health_pb2
-
-    from tfsp.serving.grpc_service import HealthService
-
     async def scenario() -> tuple[bool, bool]:
-        service = HealthService()
-        await service.set("PredictionService", health_pb2.HealthCheckResponse.SERVING)
-        stream = _HeldWrites()
-        request = health_pb2.HealthCheckRequest(service="PredictionService")
-        watch = asyncio.ensure_future(service.Watch(request, stream))
-        while not stream.statuses:
-            await asyncio.sleep(0.001)
+        service, _, watch = await _watching()
         library_tasks = [t for t in asyncio.all_tasks() if t is not watch and not t.done()]
         watch.cancel()  # what grpc.aio does when the client cancels
         await asyncio.gather(watch, return_exceptions=True)
