@@ -98,9 +98,10 @@ def _policy(config: model_server_config_pb2.ModelConfig) -> VersionPolicy:
     return VersionPolicy("latest", num_versions=max(policy.latest.num_versions, 1))
 
 
-def _platform(config: model_server_config_pb2.ModelConfig) -> str:
-    """The model's platform, or ConfigError in TF Serving's words (server_core.cc GetPlatform
-    and CreateStoragePathRoutes); "tensorflow" is the only one served here, as there."""
+def _check_platform(config: model_server_config_pb2.ModelConfig) -> None:
+    """ConfigError, in TF Serving's words (server_core.cc GetPlatform and
+    CreateStoragePathRoutes), unless the model's platform is "tensorflow", the only one
+    served here, as there."""
     name = config.name
     if config.model_type != model_server_config_pb2.MODEL_TYPE_UNSPECIFIED:
         if config.model_platform:
@@ -112,7 +113,7 @@ def _platform(config: model_server_config_pb2.ModelConfig) -> str:
             raise ConfigError(
                 f"ModelServerConfig::model_type choice {config.model_type} not supported."
             )
-        return TENSORFLOW_PLATFORM
+        return
     if not config.model_platform:
         raise ConfigError(
             "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
@@ -120,7 +121,6 @@ def _platform(config: model_server_config_pb2.ModelConfig) -> str:
         )
     if config.model_platform != TENSORFLOW_PLATFORM:
         raise ConfigError(f"Model {name} requests unsupported platform {config.model_platform}")
-    return TENSORFLOW_PLATFORM
 
 
 # A URI's scheme as TensorFlow's io::ParseURI reads one: [a-zA-Z][0-9a-zA-Z.]* then "://".
@@ -153,7 +153,7 @@ def model_settings(config: model_server_config_pb2.ModelServerConfig) -> list[Mo
             )
     settings: list[ModelSettings] = []
     for entry in entries:
-        _platform(entry)
+        _check_platform(entry)
         labels = tuple(sorted((label, int(v)) for label, v in entry.version_labels.items()))
         settings.append(ModelSettings(entry.name, entry.base_path, _policy(entry), labels))
     return settings

@@ -30,7 +30,13 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from tfsp.serving import tensors
 from tfsp.serving.config import ConfigError, model_settings
-from tfsp.serving.errors import ServingError, failed_precondition, invalid, tensorflow_message
+from tfsp.serving.errors import (
+    ServingError,
+    failed_precondition,
+    invalid,
+    status_code,
+    tensorflow_message,
+)
 from tfsp.serving.manager import Loaded, ModelManager
 from tfsp.serving.servable import Servable
 
@@ -86,11 +92,7 @@ def execution_error(exc: BaseException) -> ServingError:
     if isinstance(exc, ServingError):
         return exc
     if isinstance(exc, tf.errors.OpError):
-        try:
-            code = next(c for c in grpc.StatusCode if c.value[0] == exc.error_code)
-        except StopIteration:
-            code = grpc.StatusCode.UNKNOWN
-        return ServingError(code, tensorflow_message(exc.message))
+        return ServingError(status_code(exc.error_code), tensorflow_message(exc.message))
     if isinstance(exc, UnicodeDecodeError) and isinstance(exc.object, bytes):
         # TensorFlow could not turn a failed status into an OpError because its message
         # quotes bytes that are not UTF-8; the code is lost with it. Only an op that

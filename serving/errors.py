@@ -41,6 +41,11 @@ class ServingError(Exception):
         return _HTTP_STATUS.get(self.code, 500)
 
 
+def status_code(number: int) -> grpc.StatusCode:
+    """The gRPC code with this number (a TensorFlow status's code); UNKNOWN for any other."""
+    return next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
+
+
 def invalid(message: str) -> ServingError:
     """INVALID_ARGUMENT."""
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)

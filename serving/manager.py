@@ -22,7 +22,7 @@ import numpy as np
 from tensorflow_serving.apis import get_model_status_pb2
 
 from tfsp.serving.config import ModelSettings
-from tfsp.serving.errors import ServingError, invalid, not_found
+from tfsp.serving.errors import ServingError, invalid, not_found, status_code
 from tfsp.serving.servable import LoadError, Servable
 
 log = logging.getLogger("serving")
@@ -86,14 +86,10 @@ def _fingerprint(path: Path) -> tuple:
     return tuple(sorted(entries))
 
 
-def _status_code(number: int) -> grpc.StatusCode:
-    return next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
-
-
 def _load_error_code(exc: BaseException) -> grpc.StatusCode:
     code = getattr(exc, "code", None)
     if isinstance(exc, LoadError) and code is not None:
-        return _status_code(code)
+        return status_code(code)
     text = str(exc)
     if "no saved_model.pb" in text:
         return grpc.StatusCode.NOT_FOUND
@@ -303,7 +299,7 @@ class ModelManager:
             if record.state != State.AVAILABLE:
                 due = ""
                 if record.error_code:  # the version's status, as absl::Status::ToString
-                    code = _status_code(record.error_code)
+                    code = status_code(record.error_code)
                     due = f" due to error: {code.name}: {record.error_message}"
                 failed.append(f"{{{{name: {name} version: {latest}}}{due}}}, ")
         if failed:

@@ -291,19 +291,22 @@ def in_process_dataplane(
     name: str = "toy",
     batching: object | None = None,
     observe_batch: Callable[[str, int, int], None] | None = None,
+    session_options: object | None = None,
 ) -> Iterator[object]:
     """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
 
     Versions under `base_path` load on TF Serving's load path (tfsp.serving.servable) and run on
     model worker threads, as in `tfsp serve` without batching; or, given `batching` (a
     tfsp.serving.config.BatchingSettings), through the server's BatchingRunner, which reports
-    each session run it makes to `observe_batch` (model, rows, padding).
+    each session run it makes to `observe_batch` (model, rows, padding). `session_options`
+    (a tfsp.serving.servable.SessionOptions) is every session's config, as the server's flags
+    make it.
     """
     from tfsp.serving.batching import BatchingRunner, DirectRunner
     from tfsp.serving.config import model_settings, single_model_config
     from tfsp.serving.dataplane import DataPlane
     from tfsp.serving.manager import ModelManager
-    from tfsp.serving.servable import load_servable
+    from tfsp.serving.servable import SessionOptions, load_servable
     from tfsp.serving.workers import ModelWorkers
 
     workers = ModelWorkers(2)
@@ -313,7 +316,12 @@ def in_process_dataplane(
             return DirectRunner(servable, workers)
         return BatchingRunner(servable, batching, workers, observe_batch)
 
-    manager = ModelManager(load_servable, make_runner)
+    options = session_options or SessionOptions()
+
+    def load(name: str, version: int, path: str) -> object:
+        return load_servable(name, version, path, session_options=options)
+
+    manager = ModelManager(load, make_runner)
     try:
         manager.configure(model_settings(single_model_config(name, str(base_path))))
         yield DataPlane(manager)

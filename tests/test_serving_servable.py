@@ -193,14 +193,16 @@ def _build_gpu_pinned_graph(path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="needs a GPU-less node")
 def test_a_graph_pinned_to_a_missing_gpu_fails_to_load_with_tensorflows_error(tmp_path):
     """TF Serving sets no allow_soft_placement (server.cc, bundle_factory_util.cc), so its
     session refuses the placement; the error is the session's own, not Python's restore
-    advice, with its code. A session config file that allows soft placement loads it."""
+    advice, with its code. A session config file that allows soft placement loads it.
+    Sessions here see no GPU (device_count), as on a CPU-only node, whatever this host has."""
     path = _build_gpu_pinned_graph(tmp_path / "pinned" / "1")
+    cpu_only = config_pb2.ConfigProto(device_count={"GPU": 0})
+    node = SessionOptions(base=cpu_only.SerializeToString())
     with pytest.raises(LoadError) as caught:
-        load_servable("pinned", 1, str(path))
+        load_servable("pinned", 1, str(path), session_options=node)
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     message = str(caught.value)
     assert re.fullmatch(
@@ -213,15 +215,16 @@ def test_a_graph_pinned_to_a_missing_gpu_fails_to_load_with_tensorflows_error(tm
     # As TF Serving's startup, the model manager refuses to start with it (its
     # WaitUntilModelsAvailable), naming the version's status, code and text
     with pytest.raises(ServingError) as failed:
-        with in_process_dataplane(path.parent, "pinned"):
+        with in_process_dataplane(path.parent, "pinned", session_options=node):
             pass
     assert failed.value.code == grpc.StatusCode.UNKNOWN
     assert failed.value.message == (
         "1 model(s) did not become available: {{{name: pinned version: 1} due to error: "
         f"INVALID_ARGUMENT: {message}}}, }}"
     )
-    soft = config_pb2.ConfigProto(allow_soft_placement=True).SerializeToString()
-    servable = load_servable("pinned", 1, str(path), session_options=SessionOptions(base=soft))
+    cpu_only.allow_soft_placement = True
+    soft = SessionOptions(base=cpu_only.SerializeToString())
+    servable = load_servable("pinned", 1, str(path), session_options=soft)
     y = servable.run("serving_default", {"x": np.array([1.0, 2.0], np.float32)})["y"]
     np.testing.assert_array_equal(y, [3.0, 6.0])
     servable.close()
