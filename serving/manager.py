@@ -312,14 +312,38 @@ class ModelManager:
         """One poll, as TF Serving's file-system source makes it: every active model's base
         path is listed first, and if any cannot be, the poll fails and no model changes
         (PollFileSystemForConfig). Otherwise each model moves toward the versions its
-        policy aspires; those versions, by model."""
+        policy aspires; those versions, by model.
+
+        Every newly aspired version of every model shows START before any load begins, as
+        TF Serving's manager takes them all in (ManageServable) and then loads one at a time.
+        """
         listings = {}
         for name, model in list(self._models.items()):
             if model.active:
                 listings[name] = self._scan(model)
                 if listings[name] is None:
                     return None
-        return {name: self._sync(self._models[name], found) for name, found in listings.items()}
+        aspired = {
+            name: self._models[name].settings.policy.select(sorted(found))
+            for name, found in listings.items()
+        }
+        for name, versions in aspired.items():
+            self._start(self._models[name], versions)
+        return {
+            name: self._sync(self._models[name], found, aspired[name])
+            for name, found in listings.items()
+        }
+
+    @staticmethod
+    def _start(model: _Model, aspired: set[int]) -> None:
+        """A fresh START record for each aspired version not seen yet, or unloaded since
+        (a new harness there); a failed version keeps its END until it is retried."""
+        for version in aspired:
+            record = model.records.get(version)
+            if record is None or (
+                record.state == State.END and not record.error_code and version not in model.loaded
+            ):
+                model.records[version] = VersionRecord(version)
 
     def _scan(self, model: _Model) -> dict[int, Path] | None:
         """The versions under the base path; None if it cannot be listed. Every child whose
@@ -366,8 +390,8 @@ class ModelManager:
             return False
         return time.monotonic() - record.last_attempt >= self._retry_interval
 
-    def _sync(self, model: _Model, on_disk: dict[int, Path]) -> set[int]:
-        """Load and unload toward the versions the policy aspires among `on_disk`, one action
+    def _sync(self, model: _Model, on_disk: dict[int, Path], aspired: set[int]) -> set[int]:
+        """Load and unload toward `aspired` (the policy's pick among `on_disk`), one action
         at a time as TF Serving's AvailabilityPreservingPolicy picks them; the aspired set.
 
         Unload the lowest serving version that is not aspired when nothing is aspired, an
@@ -375,7 +399,6 @@ class ModelManager:
         the highest aspired version not tried yet. So a failed load never leaves the model
         with nothing, and a base path with no version folders unloads every version.
         """
-        aspired = model.settings.policy.select(sorted(on_disk))
         tried: set[int] = set()
         while True:
             unaspired = sorted(v for v in model.loaded if v not in aspired)

@@ -292,6 +292,7 @@ def in_process_dataplane(
     batching: object | None = None,
     observe_batch: Callable[[str, int, int], None] | None = None,
     session_options: object | None = None,
+    before_load: Callable[[str, int], None] | None = None,
 ) -> Iterator[object]:
     """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
 
@@ -300,7 +301,8 @@ def in_process_dataplane(
     tfsp.serving.config.BatchingSettings), through the server's BatchingRunner, which reports
     each session run it makes to `observe_batch` (model, rows, padding). `session_options`
     (a tfsp.serving.servable.SessionOptions) is every session's config, as the server's flags
-    make it.
+    make it. `before_load(name, version)`, if given, is called on the loading thread before
+    each version loads (a test can hold a load there).
     """
     from tfsp.serving.batching import BatchingRunner, DirectRunner
     from tfsp.serving.config import model_settings, single_model_config
@@ -319,6 +321,8 @@ def in_process_dataplane(
     options = session_options or SessionOptions()
 
     def load(name: str, version: int, path: str) -> object:
+        if before_load is not None:
+            before_load(name, version)
         return load_servable(name, version, path, session_options=options)
 
     manager = ModelManager(load, make_runner)

@@ -7,6 +7,7 @@ the wire. Each case names the TF Serving (or TensorFlow) source that decides it.
 
 import asyncio
 import shutil
+import threading
 from pathlib import Path
 
 import grpc
@@ -33,6 +34,8 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
+LOADING = get_model_status_pb2.ModelVersionStatus.LOADING
+START = get_model_status_pb2.ModelVersionStatus.START
 X = np.ones((1, 3), np.float32)
 
 
@@ -492,3 +495,59 @@ def test_versions_come_and_go_as_the_availability_preserving_policy_picks_them(t
         assert (states[4], states[3], states[2], states[1]) == (END, END, AVAILABLE, END)
         assert plane.manager.status("toy", 4)[0].error_message.startswith("no saved_model.pb")
         assert _predict(plane, SpecRef("toy"), "", {"x": X}).version == 2
+
+
+def test_aspired_versions_are_start_until_their_load_begins(toy_build, tmp_path):
+    """basic_manager.cc ManageServable publishes kStart for each aspired version as the
+    source reports it, for every model, and loads then run one at a time: a version waiting
+    its turn is START in GetModelStatus, not missing; one unloaded and aspired again too."""
+    roots = {name: tmp_path / name for name in ("a", "b")}
+    for root in roots.values():
+        shutil.copytree(toy_build, root / "1")
+    config = model_server_config_pb2.ModelServerConfig()
+    for name, root in roots.items():
+        entry = config.model_config_list.config.add()
+        entry.CopyFrom(_config(name, str(root)).model_config_list.config[0])
+        entry.model_version_policy.all.SetInParent()
+    hold: list[tuple[str, int]] = []  # the load to hold, until `release`
+    held, release = threading.Event(), threading.Event()
+
+    def before_load(name: str, version: int) -> None:
+        if (name, version) in hold:
+            held.set()
+            release.wait(30)
+
+    def states(name: str) -> list[tuple[int, int]]:
+        return [(r.version, r.state) for r in plane.manager.status(name)]
+
+    def poll_holding(load: tuple[str, int], expected: dict[str, list[tuple[int, int]]]) -> None:
+        hold[:] = [load]
+        held.clear()
+        release.clear()
+        poll = threading.Thread(target=plane.manager.poll)
+        poll.start()
+        try:
+            assert held.wait(30)
+            assert {name: states(name) for name in expected} == expected
+        finally:
+            release.set()
+            poll.join(60)
+
+    with in_process_dataplane(roots["a"], name="a", before_load=before_load) as plane:
+        plane.manager.configure(model_settings(config))
+        for name, version in (("a", 2), ("a", 3), ("b", 2)):
+            shutil.copytree(toy_build, roots[name] / str(version))
+        poll_holding(
+            ("a", 3),
+            {"a": [(3, LOADING), (2, START), (1, AVAILABLE)], "b": [(2, START), (1, AVAILABLE)]},
+        )
+        assert states("a") == [(3, AVAILABLE), (2, AVAILABLE), (1, AVAILABLE)]
+        assert states("b") == [(2, AVAILABLE), (1, AVAILABLE)]
+
+        shutil.move(roots["b"] / "1", tmp_path / "b1")
+        plane.manager.poll()
+        assert states("b") == [(2, AVAILABLE), (1, END)]
+        shutil.move(tmp_path / "b1", roots["b"] / "1")
+        shutil.copytree(toy_build, roots["a"] / "4")
+        poll_holding(("a", 4), {"b": [(2, AVAILABLE), (1, START)]})
+        assert states("b") == [(2, AVAILABLE), (1, AVAILABLE)]
