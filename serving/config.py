@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -159,20 +160,45 @@ def model_settings(config: model_server_config_pb2.ModelServerConfig) -> list[Mo
     return settings
 
 
+# A version's own batching parameters, read with --enable_per_model_batching_parameters
+# (bundle_factory_util.cc kBatchingParamsFilename).
+PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
+
+
+def _machine_cores() -> int:
+    """TensorFlow's MaxParallelism: the CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchingSettings:
-    """BatchingParameters with TF Serving's defaults filled in, and checked."""
+    """BatchingParameters with TF Serving's defaults filled in (bundle_factory_util.h,
+    shared_batch_scheduler.h). Only `num_batch_threads` is checked when the file is read,
+    as there; the rest is checked when a version loads (batching.queue_options)."""
 
     max_batch_size: int = 1000
     batch_timeout_micros: int = 0
     max_enqueued_batches: int = 10
-    num_batch_threads: int = 4
+    num_batch_threads: int = dataclasses.field(default_factory=_machine_cores)
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
+    enable_large_batch_splitting: bool = False
+    # With splitting: the file's value, else max_batch_size's (0 when that is unset too).
+    max_execution_batch_size: int = 0
 
 
 def batching_settings(path: str) -> BatchingSettings:
-    """Read a BatchingParameters file ('' means TF Serving's defaults)."""
+    """Read a BatchingParameters file ('' means TF Serving's defaults). ConfigError for a
+    file that does not parse, or a `num_batch_threads` below 1, which stops TF Serving at
+    startup (SharedBatchScheduler::Create)."""
+    settings = batching_parameters(path)
+    if settings.num_batch_threads < 1:
+        raise ConfigError(f"num_batch_threads must be positive; was {settings.num_batch_threads}")
+    return settings
+
+
+def batching_parameters(path: str) -> BatchingSettings:
+    """A BatchingParameters file as settings, unchecked ('' means every default)."""
     if not path:
         return BatchingSettings()
     params = read_text_proto(path, protos.BatchingParameters())
@@ -181,29 +207,23 @@ def batching_settings(path: str) -> BatchingSettings:
     def value(field: str) -> int:
         return getattr(params, field).value if params.HasField(field) else getattr(defaults, field)
 
-    settings = BatchingSettings(
+    splitting = params.HasField("enable_large_batch_splitting") and (
+        params.enable_large_batch_splitting.value
+    )
+    execution = 0
+    if splitting:  # GetQueueOptions: else max_batch_size's value, 0 when that is unset too
+        own = params.HasField("max_execution_batch_size")
+        execution = (params.max_execution_batch_size if own else params.max_batch_size).value
+    return BatchingSettings(
         max_batch_size=value("max_batch_size"),
         batch_timeout_micros=value("batch_timeout_micros"),
         max_enqueued_batches=value("max_enqueued_batches"),
         num_batch_threads=value("num_batch_threads"),
         allowed_batch_sizes=tuple(params.allowed_batch_sizes),
         pad_variable_length_inputs=params.pad_variable_length_inputs,
+        enable_large_batch_splitting=splitting,
+        max_execution_batch_size=execution,
     )
-    for field in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
-        if getattr(settings, field) < 1:
-            raise ConfigError(f"{path}: {field} must be at least 1")
-    if settings.batch_timeout_micros < 0:
-        raise ConfigError(f"{path}: batch_timeout_micros must not be negative")
-    sizes = settings.allowed_batch_sizes
-    if sizes:
-        if list(sizes) != sorted(set(sizes)) or sizes[0] < 1:
-            raise ConfigError(f"{path}: allowed_batch_sizes must be increasing and positive")
-        if sizes[-1] != settings.max_batch_size:
-            raise ConfigError(
-                f"{path}: the last allowed_batch_sizes entry ({sizes[-1]}) must equal "
-                f"max_batch_size ({settings.max_batch_size})"
-            )
-    return settings
 
 
 def session_config(path: str) -> bytes:

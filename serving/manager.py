@@ -427,10 +427,13 @@ class ModelManager:
         record.last_attempt = time.monotonic()
         record.fingerprint = _fingerprint(path)
         started = time.monotonic()
+        servable = None
         try:
             servable = self._load(name, version, str(path))
             runner = self._make_runner(servable)
         except Exception as exc:
+            if servable is not None:
+                servable.close()  # its runner could not be made (batching, warmup)
             message = str(exc) if isinstance(exc, LoadError) else f"{type(exc).__name__}: {exc}"
             message = " ".join(message.split())
             record.error_code = _load_error_code(exc).value[0]

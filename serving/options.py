@@ -37,6 +37,7 @@ class Options:
     file_system_poll_wait_seconds: int = 1
     enable_batching: bool = False
     batching_parameters_file: str = ""
+    enable_per_model_batching_parameters: bool = False
     allow_version_labels_for_unavailable_models: bool = False
     monitoring_config_file: str = ""
     ssl_config_file: str = ""
@@ -122,6 +123,11 @@ _HELP = {
     "file_system_poll_wait_seconds": "seconds between polls for new versions (0: once; default 1)",
     "enable_batching": "merge concurrent requests into batches",
     "batching_parameters_file": "BatchingParameters text proto",
+    "enable_per_model_batching_parameters": (
+        "with --enable_batching, batch each version by its own batching_params.pbtxt "
+        "(a version without one is not batched); only the thread count comes from "
+        "--batching_parameters_file"
+    ),
     "allow_version_labels_for_unavailable_models": "allow labels on versions not yet loaded",
     "monitoring_config_file": "MonitoringConfig text proto (Prometheus endpoint on the REST port)",
     "ssl_config_file": "SSLConfig text proto: serve gRPC over TLS",
@@ -219,7 +225,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 # unknown flags.
 UNSUPPORTED_FLAGS = {
     "platform_config_file": "platform configs other than TensorFlow SavedModels",
-    "enable_per_model_batching_parameters": "per-model batching_params.pbtxt files",
     "thread_pool_factory_config_file": "custom thread pool factories",
     "prefer_tflite_model": "TensorFlow Lite models",
     "num_tflite_pools": "TensorFlow Lite models",
@@ -276,7 +281,10 @@ def options_from_namespace(args: argparse.Namespace) -> Options:
             "--tensorflow_intra_op_parallelism and --tensorflow_inter_op_parallelism, not all three"
         )
     if options.batching_parameters_file and not options.enable_batching:
-        raise FlagError("--batching_parameters_file requires --enable_batching")
+        raise FlagError(  # server.cc's words
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
     for flag in (
         "model_config_file",
         "batching_parameters_file",

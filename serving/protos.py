@@ -64,6 +64,8 @@ _CONFIG_FILES = (
                 ("thread_pool_name", 5, ".google.protobuf.StringValue"),
                 ("allowed_batch_sizes", 6, "int64", REPEATED),
                 ("pad_variable_length_inputs", 7, "bool"),
+                ("enable_large_batch_splitting", 8, ".google.protobuf.BoolValue"),
+                ("max_execution_batch_size", 9, _INT64_VALUE),
             ],
         },
         {},

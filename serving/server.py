@@ -23,6 +23,7 @@ from tfsp.serving.options import FlagError, Options, parse_flags
 log = logging.getLogger("serving")
 SERVER_VERSION = "tfsp-model-server 0.1.0 (TensorFlow Serving API compatible)"
 GC_THRESHOLDS = (10_000, 10, 100)  # see _Server.__init__
+INVALID_ARGUMENT = 3  # the status code a version whose batching parameters are refused gets
 
 
 @dataclasses.dataclass
@@ -70,7 +71,13 @@ class _Server:
     def __init__(self, options: Options, files: _Files) -> None:
         import tensorflow as tf
 
-        from tfsp.serving.batching import BatchingRunner, DirectRunner
+        from tfsp.serving.batching import (
+            BatchingConfigError,
+            BatchingRunner,
+            BatchScheduler,
+            DirectRunner,
+            run_blocking,
+        )
         from tfsp.serving.dataplane import DataPlane
         from tfsp.serving.manager import ModelManager
         from tfsp.serving.metrics import Metrics
@@ -92,30 +99,66 @@ class _Server:
         self.workers = ModelWorkers(max(4, 2 * (os.cpu_count() or 1)))
         tags = tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip())
 
-        def make_runner(servable: object) -> object:
-            if files.batching is None:
-                return DirectRunner(servable, self.workers)
-            return BatchingRunner(
-                servable, files.batching, self.workers, self.metrics.observe_batch
-            )
+        # One pool of batch threads for every model, as TF Serving's SharedBatchScheduler.
+        self.batch_scheduler = (
+            BatchScheduler(files.batching.num_batch_threads, "batch")
+            if files.batching is not None
+            else None
+        )
 
-        def load(name: str, version: int, path: str) -> object:
-            # A version is AVAILABLE only after its warmup requests ran, as in TF Serving;
-            # one whose warmup fails is a failed load and never replaces a serving version.
-            servable = load_servable(name, version, path, tags, session_options)
+        def batching_for(servable: object) -> object | None:
+            """The version's batching parameters (None: unbatched), as TF Serving's bundle
+            factory picks them: with --enable_per_model_batching_parameters, the version's
+            own batching_params.pbtxt, and no batching without one."""
+            if files.batching is None or not options.enable_per_model_batching_parameters:
+                return files.batching
+            own = os.path.join(servable.path, config_mod.PER_MODEL_BATCHING_FILE)
+            if not os.path.exists(own):
+                return None
+            try:
+                return config_mod.batching_parameters(own)
+            except ConfigError as exc:
+                raise LoadError(
+                    f"Invalid protobuf file: '{own}' ({exc})", INVALID_ARGUMENT
+                ) from None
+
+        def make_runner(servable: object) -> object:
+            # Warmup runs through the version's session as it will serve, batching and its
+            # limits included (TF Serving warms the batching session up); a version whose
+            # warmup fails is a failed load and never replaces a serving version.
+            settings = batching_for(servable)
+            if settings is None:
+                runner = DirectRunner(servable, self.workers)
+            else:
+                try:
+                    runner = BatchingRunner(
+                        servable,
+                        settings,
+                        self.workers,
+                        self.metrics.observe_batch,
+                        self.batch_scheduler,
+                    )
+                except BatchingConfigError as exc:
+                    raise LoadError(
+                        f"loading {servable.path} failed: {exc}", INVALID_ARGUMENT
+                    ) from None
             if options.enable_model_warmup:
                 try:
                     run_warmup(
                         servable,
                         options.num_request_iterations_for_warmup or 1,
                         method_name_check=options.enable_signature_method_name_check,
+                        run_tensors=lambda feeds, fetches: run_blocking(runner, feeds, fetches),
                     )
                 except WarmupError as exc:
-                    servable.close()
+                    runner.close()
                     raise LoadError(
-                        f"warmup of {path} failed: {exc}", code=exc.code.value[0]
+                        f"warmup of {servable.path} failed: {exc}", code=exc.code.value[0]
                     ) from exc
-            return servable
+            return runner
+
+        def load(name: str, version: int, path: str) -> object:
+            return load_servable(name, version, path, tags, session_options)
 
         self.manager = ModelManager(
             load,
@@ -319,6 +362,8 @@ class _Server:
             await self._close_listeners(0.0)
         self.manager.interrupt()  # a reload waiting for a new model's first version gives up
         await loop.run_in_executor(None, self.manager.shutdown)
+        if self.batch_scheduler is not None:
+            await loop.run_in_executor(None, self.batch_scheduler.close)
         self.workers.shutdown(wait=True)
 
 

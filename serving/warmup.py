@@ -10,8 +10,10 @@ No file means no warmup. The error texts here are TF Serving's.
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
@@ -46,8 +48,27 @@ class WarmupError(Exception):
         self.code = code
 
 
+RunTensors = Callable[[dict[str, np.ndarray], tuple[str, ...]], list]
+
+
+def _call(
+    servable: Servable,
+    run_tensors: RunTensors,
+    signature: str,
+    inputs: dict[str, np.ndarray],
+    keys: list[str] | None,
+) -> dict[str, np.ndarray]:
+    keys_ = tuple(keys or servable.signature_defs[signature].outputs)
+    feed_names, fetches = servable.tensor_names(signature, tuple(inputs), keys_)
+    values = run_tensors(dict(zip(feed_names, inputs.values(), strict=True)), fetches)
+    return dict(zip(keys_, values, strict=True))
+
+
 def _run_one(
-    servable: Servable, record: prediction_log_pb2.PredictionLog, method_name_check: bool
+    servable: Servable,
+    run_tensors: RunTensors,
+    record: prediction_log_pb2.PredictionLog,
+    method_name_check: bool,
 ) -> None:
     kind = record.WhichOneof("log_type")
     if kind == "predict_log":
@@ -61,7 +82,7 @@ def _run_one(
             tensors.to_numpy,
             method_name_check=method_name_check,
         )
-        servable.run(name, inputs, keys)
+        _call(servable, run_tensors, name, inputs, keys)
     elif kind in ("classify_log", "regress_log"):
         request = getattr(record, kind).request
         shape = "classification" if kind == "classify_log" else "regression"
@@ -69,7 +90,8 @@ def _run_one(
             servable, request.model_spec.signature_name, shape, method_name_check=method_name_check
         )
         examples = examples_array(request.input)
-        outputs = servable.run(name, {EXAMPLES_INPUT: examples}, result_keys(signature, shape))
+        keys = result_keys(signature, shape)
+        outputs = _call(servable, run_tensors, name, {EXAMPLES_INPUT: examples}, keys)
         result = classification_result if shape == "classification" else regression_result
         result(outputs, len(examples))
     elif kind == "multi_inference_log":
@@ -77,7 +99,7 @@ def _run_one(
         tasks = inference_tasks(servable, request, method_name_check=method_name_check)
         examples = examples_array(request.input)
         feeds, fetches = inference_session_names(tasks, examples)
-        values = servable.run_tensors(feeds, fetches)
+        values = run_tensors(feeds, fetches)
         inference_response(servable, tasks, fetches, values, len(examples))
     elif kind is not None:
         number = prediction_log_pb2.PredictionLog.DESCRIPTOR.fields_by_name[kind].number
@@ -86,9 +108,17 @@ def _run_one(
         )
 
 
-def run_warmup(servable: Servable, iterations: int = 1, *, method_name_check: bool = False) -> int:
+def run_warmup(
+    servable: Servable,
+    iterations: int = 1,
+    *,
+    method_name_check: bool = False,
+    run_tensors: RunTensors | None = None,
+) -> int:
     """Replay the version's warmup file `iterations` times per record; the records run.
-    Requests are checked as a client's (`method_name_check`: the server's flag).
+    Requests are checked as a client's (`method_name_check`: the server's flag), and run
+    through `run_tensors` (default: the servable's session; the server passes its batching
+    session, through which TF Serving's warmup runs too, limits and all).
 
     Raises WarmupError with TF Serving's status for the first request that fails, a record
     that is not a PredictionLog, a file that is not TFRecord, or more than 1,000 records.
@@ -111,7 +141,9 @@ def run_warmup(servable: Servable, iterations: int = 1, *, method_name_check: bo
                 ) from None
             for _ in range(max(iterations, 1)):
                 try:
-                    _run_one(servable, record, method_name_check)
+                    _run_one(
+                        servable, run_tensors or servable.run_tensors, record, method_name_check
+                    )
                 except WarmupError:
                     raise
                 except Exception as exc:

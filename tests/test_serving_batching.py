@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.serving_harness import build_counting_model, build_toy_model, running_server
+from tests.serving_harness import (
+    build_counting_model,
+    build_toy_model,
+    running_server,
+    warmup_predict,
+    write_warmup,
+)
 from tfsp.serving.batching import QUEUE_TIMED_OUT, BatchingRunner
 from tfsp.serving.client import ClientError, ServingClient
 from tfsp.serving.config import BatchingSettings
@@ -68,8 +74,9 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
 def test_run_timeouts_as_batching_session_applies_them(tmp_path):
     """batching_session.cc ProcessBatch: a batch whose tasks' deadlines all passed in the
     queue is not run (RESOURCE_EXHAUSTED, its words); otherwise it runs with the latest
-    deadline left as its timeout. One batch thread; `n` of another rank than the endless
-    run's, so that no later task can join its batch."""
+    deadline left as its timeout. One batch thread, busy with the endless run (a batch of
+    its own: the later tasks arrive once it runs) while the later tasks wait. Batches are
+    counted as they are merged, before they run, as TF Serving records them."""
     counting = load_servable("count", 1, str(build_counting_model(tmp_path / "count" / "1")))
     (feed,), fetches = counting.tensor_names("count", ("n",), ("out",))
     batches: list[int] = []
@@ -87,7 +94,8 @@ def test_run_timeouts_as_batching_session_applies_them(tmp_path):
             return type(exc).__name__, getattr(exc, "message", "")
 
     async def phase(late: list[int]) -> list:
-        endless = submit([[10**15]], 400)  # years of loop, cancelled after 400 ms
+        endless = submit([10**15], 400)  # years of loop, cancelled after 400 ms
+        await asyncio.sleep(0.1)
         queued = [submit([i], timeout) for i, timeout in enumerate(late, 1)]
         return [await outcome(f) for f in [endless, *queued]]
 
@@ -102,7 +110,7 @@ def test_run_timeouts_as_batching_session_applies_them(tmp_path):
     refused = ("ServingError", QUEUE_TIMED_OUT)
     assert expired == [timed_out, refused, refused]
     assert mixed == [timed_out, [1], [2]]  # one live task: the whole batch runs
-    assert batches == [2]
+    assert batches == [1, 1, 2]
 
 
 def test_incompatible_and_oversized_tasks(servable):
@@ -114,7 +122,7 @@ def test_incompatible_and_oversized_tasks(servable):
         with pytest.raises(ServingError) as caught:
             _submit(runner, servable, "serving_default", {"x": np.zeros((5, 3), np.float32)}, ["y"])
         assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert "larger than maximum batch size 4" in caught.value.message
+        assert caught.value.message == "Task size 5 is larger than maximum input batch size 4"
         with pytest.raises(ServingError) as caught:
             inputs = {"a": np.int64(1), "s": np.array([b"x"]), "h": np.zeros((1, 2))}
             _submit(runner, servable, "types", inputs, ["a2"])
@@ -264,3 +272,62 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(batching_server):
         grpc.channel_ready_future(channel).result(timeout=1)
     channel.close()
     assert "draining" in batching_server.log()
+
+
+@pytest.mark.parametrize("problem", ["warmup above max_batch_size", "last allowed size"])
+def test_batching_refused_when_a_version_loads_as_tf_serving_refuses_it(tmp_path, problem):
+    """TF Serving checks batching parameters as each version loads (bundle_factory_util.cc,
+    shared_batch_scheduler.h), and warms the version up through its batching session: a
+    failure is that version's load error, which stops a server starting with it."""
+    version = build_toy_model(tmp_path / "m" / "1", 1.0)
+    if problem == "warmup above max_batch_size":
+        write_warmup(
+            version, [warmup_predict("serving_default", {"x": np.ones((4, 3), np.float32)})]
+        )
+        params = "max_batch_size { value: 2 }"
+        due = f"warmup of {version} failed: Task size 4 is larger than maximum input batch size 2"
+    else:
+        params = "max_batch_size { value: 16 } allowed_batch_sizes: 4 allowed_batch_sizes: 8"
+        due = (
+            f"loading {version} failed: Last entry in allowed_batch_sizes must match "
+            "max_batch_size; last entry was 8; expected 16"
+        )
+    (tmp_path / "batching.config").write_text(params)
+    flags = ("--enable_batching", f"--batching_parameters_file={tmp_path / 'batching.config'}")
+    with pytest.raises(RuntimeError, match="server exited with 1") as caught:
+        with running_server(
+            "--model_name=m", f"--model_base_path={tmp_path / 'm'}", *flags,
+            log_path=tmp_path / "log",
+        ):  # fmt: skip
+            pass
+    assert (
+        "Failed to start server: 1 model(s) did not become available: {{{name: m version: 1} "
+        f"due to error: INVALID_ARGUMENT: {due}}}, }}"
+    ) in str(caught.value)
+
+
+def test_per_model_batching_parameters_come_from_each_version(tmp_path):
+    """--enable_per_model_batching_parameters: a version with batching_params.pbtxt is batched
+    by it, one without is not batched (saved_model_bundle_factory.cc)."""
+    own = build_toy_model(tmp_path / "own" / "1", 1.0)
+    (own / "batching_params.pbtxt").write_text("max_batch_size { value: 2 }")
+    build_toy_model(tmp_path / "plain" / "1", 1.0)
+    config = tmp_path / "models.config"
+    entries = " ".join(
+        f'config {{ name: "{name}" base_path: "{tmp_path / name}" model_platform: "tensorflow" }}'
+        for name in ("own", "plain")
+    )
+    config.write_text(f"model_config_list {{ {entries} }}")
+    rows = np.ones((3, 3), np.float32)
+    with running_server(
+        f"--model_config_file={config}",
+        "--enable_batching",
+        "--enable_per_model_batching_parameters",
+        log_path=tmp_path / "log",
+    ) as server:
+        with ServingClient(server.address, timeout=30) as client:
+            with pytest.raises(ClientError) as caught:
+                client.predict("own", {"x": rows})
+            assert caught.value.code == "INVALID_ARGUMENT"
+            assert "Task size 3 is larger than maximum input batch size 2" in str(caught.value)
+            assert client.predict("plain", {"x": rows})[1]["y"].tolist() == rows.tolist()

@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -76,7 +77,7 @@ def test_session_threads_are_chosen_as_tf_serving_chooses_them(flags, threads):
         (["--model_name=x"], "--model_base_path or --model_config_file"),
         (["--model_config_file=/no/such/file"], "no such file"),
         (["--model_base_path=/m", "--port=0"], "nothing to serve on"),
-        (["--model_base_path=/m", "--batching_parameters_file=/x"], "requires --enable_batching"),
+        (["--model_base_path=/m", "--batching_parameters_file=/x"], "without setting"),
         (["--model_base_path=/m", "--rest_api_timeout_in_ms=-5"], "at least 0"),
         # TF Serving never polls with a negative value, and waits for ever at startup
         (["--model_base_path=/m", "--file_system_poll_wait_seconds=-1"], "at least 0"),
@@ -369,17 +370,75 @@ def test_batching_parameters_file_from_the_tf_serving_docs(tmp_path):
         "allowed_batch_sizes: 32\n"
         "allowed_batch_sizes: 128\n"
         "pad_variable_length_inputs: true\n"
+        "enable_large_batch_splitting { value: true }\n"
     )
     settings = config.batching_settings(str(path))
     assert settings.max_batch_size == 128 and settings.num_batch_threads == 8
     assert settings.allowed_batch_sizes == (32, 128) and settings.pad_variable_length_inputs
-    path.write_text("max_batch_size { value: 64 }\nallowed_batch_sizes: 32\n")
-    with pytest.raises(ConfigError, match="must equal max_batch_size"):
-        config.batching_settings(str(path))
+    # splitting without max_execution_batch_size cuts to max_batch_size (GetQueueOptions)
+    assert settings.enable_large_batch_splitting and settings.max_execution_batch_size == 128
     path.write_text("max_batch_size: 64\n")  # not the wrapper form
     with pytest.raises(ConfigError, match="invalid BatchingParameters"):
         config.batching_settings(str(path))
+    # only the thread count stops TF Serving at startup (SharedBatchScheduler::Create)
+    path.write_text("num_batch_threads { value: 0 }\n")
+    with pytest.raises(ConfigError, match=r"^num_batch_threads must be positive; was 0$"):
+        config.batching_settings(str(path))
+    # unset, it is the machine's core count (MaxParallelism), shared by every model
     assert config.batching_settings("") == config.BatchingSettings()
+    assert config.BatchingSettings().num_batch_threads == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    "text, refused",
+    [
+        # WrapSessionForBatching (bundle_factory_util.cc), then AddQueue
+        # (shared_batch_scheduler.h), in their words; unlisted values TF accepts too
+        (
+            "max_batch_size { value: 64 } allowed_batch_sizes: 32",
+            "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 32; "
+            "expected 64",
+        ),
+        (
+            "allowed_batch_sizes: 8",
+            "Last entry in allowed_batch_sizes must match max_batch_size; "
+            "last entry was 8; expected 1000",
+        ),  # fmt: skip
+        ("max_batch_size { value: 0 }", "input_batch_size_limit must be positive; was 0"),
+        ("batch_timeout_micros { value: -1 }", "batch_timeout_micros must be non-negative; was -1"),
+        (
+            "enable_large_batch_splitting { value: true } max_enqueued_batches { value: 0 }",
+            "max_enqueued_batches must be positive; was 0",
+        ),
+        (
+            "max_batch_size { value: 64 } enable_large_batch_splitting { value: true } "
+            "max_execution_batch_size { value: 128 }",
+            "When enable_large_batch_splitting is true, input_batch_size_limit must be greater "
+            "than or equal to max_execution_batch_size.164128",
+        ),
+        (
+            "max_batch_size { value: 16 } allowed_batch_sizes: 8 allowed_batch_sizes: 4 "
+            "allowed_batch_sizes: 16",
+            None,
+        ),  # fmt: skip  (TF does not check the order)
+        ("max_batch_size { value: 16 } allowed_batch_sizes: 0 allowed_batch_sizes: 16", None),
+        ("max_enqueued_batches { value: 0 }", None),  # rewritten to 1 without splitting
+        ("max_enqueued_batches { value: -1 }", None),  # size_t there: no limit
+        ("max_batch_size { value: -1 }", None),
+    ],
+)
+def test_batching_parameters_are_checked_when_a_version_loads(tmp_path, text, refused):
+    from tfsp.serving.batching import BatchingConfigError, queue_options
+
+    path = tmp_path / "batching.config"
+    path.write_text(text)
+    settings = config.batching_settings(str(path))  # the file itself is fine at startup
+    if refused is None:
+        queue_options(settings)
+        return
+    with pytest.raises(BatchingConfigError) as caught:
+        queue_options(settings)
+    assert str(caught.value) == refused
 
 
 def test_monitoring_and_ssl_configs(tmp_path):
@@ -416,6 +475,8 @@ def test_monitoring_and_ssl_configs(tmp_path):
                 "thread_pool_name": 5,
                 "allowed_batch_sizes": 6,
                 "pad_variable_length_inputs": 7,
+                "enable_large_batch_splitting": 8,
+                "max_execution_batch_size": 9,
             },
         ),
         ("MonitoringConfig", {"prometheus_config": 1}),
