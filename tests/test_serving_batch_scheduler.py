@@ -100,7 +100,7 @@ def test_a_full_queue_counts_batches_as_tensorflow_does(counting, fallback):
         return runner.submit_async({feed: np.array(rows, np.int64)}, fetches, timeout_ms)
 
     async def calls() -> tuple:
-        endless = submit([10**15], 1500)
+        endless = submit([10**15], 500)
         await asyncio.sleep(0.1)  # the thread is running it
         queued = [submit([1, 1, 1]), submit([2, 2, 2]), submit([3, 3, 3]), submit([4])]
         with pytest.raises(ServingError) as caught:
