@@ -307,6 +307,7 @@ class _Queue:
                 f"currently {len(self.batches)} batches enqueued and max_enqueued_batches is "
                 f"{options.max_enqueued}",
             )
+        was_ready = len(self.batches) > 1 or open_batch.size >= options.execution_limit
         tasks = [task]
         if options.split and task.size > room:
             tasks = _cut(task, _pieces(task.size, room, options.execution_limit))
@@ -316,7 +317,8 @@ class _Queue:
             if not self.batches[-1].tasks:
                 self.opened = now
             self.batches[-1].add(piece)
-        return len(self.batches) > 1 or self.batches[-1].size >= options.execution_limit
+        is_ready = len(self.batches) > 1 or self.batches[-1].size >= options.execution_limit
+        return is_ready and not was_ready
 
     def ready_at(self) -> float | None:
         """When this queue next has a batch to run (now or later); None: nothing queued."""
@@ -473,6 +475,7 @@ class BatchingRunner:
             settings.num_batch_threads, f"batch-{servable.name}-{servable.version}"
         )
         self._queues: dict[tuple[frozenset, frozenset], _Queue] = {}
+        self._by_order: dict[tuple[tuple[str, ...], tuple[str, ...]], _Queue] = {}
         self._closed = False
         self._lock = threading.Lock()
 
@@ -485,7 +488,7 @@ class BatchingRunner:
         INVALID_ARGUMENT/UNAVAILABLE errors are raised at once.
         """
         size = _task_size(feeds)
-        queue = self._queue(frozenset(feeds), frozenset(fetches))
+        queue = self._queue(tuple(feeds), fetches)
         if queue is not None:
             now = time.monotonic()
             loop = asyncio.get_running_loop()
@@ -503,18 +506,22 @@ class BatchingRunner:
         # Closed: the version is unloading; calls that still reach it run unbatched.
         return _run_on(self._fallback, self._servable, feeds, fetches, timeout_ms)
 
-    def _queue(self, feed_names: frozenset, fetch_names: frozenset) -> _Queue | None:
-        """The queue of one tensor signature, made on its first use; None once closed."""
-        key = (feed_names, fetch_names)
-        queue = self._queues.get(key)
-        if queue is None:
-            with self._lock:
-                if self._closed:
-                    return None
-                queue = self._queues.get(key)
-                if queue is None:
-                    queue = self._scheduler.add_queue(self._options, self._run)
-                    self._queues = {**self._queues, key: queue}
+    def _queue(self, feed_names: tuple[str, ...], fetches: tuple[str, ...]) -> _Queue | None:
+        """The queue of one tensor signature (the sets of names), made on its first use;
+        None once closed. Looked up by the names in the call's order first: tuples of
+        interned names hash at once, new frozensets would be hashed on every call."""
+        queue = self._by_order.get((feed_names, fetches))
+        if queue is not None:
+            return queue
+        key = (frozenset(feed_names), frozenset(fetches))
+        with self._lock:
+            if self._closed:
+                return None
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._scheduler.add_queue(self._options, self._run)
+                self._queues = {**self._queues, key: queue}
+            self._by_order = {**self._by_order, (feed_names, fetches): queue}
         return queue
 
     def close(self) -> None:
