@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from tfsp.serving import config as config_mod
 from tfsp.serving import drain
@@ -73,7 +74,7 @@ class _Server:
         from tfsp.serving.batching import BatchingRunner, DirectRunner
         from tfsp.serving.dataplane import DataPlane
         from tfsp.serving.manager import ModelManager
-        from tfsp.serving.metrics import Metrics
+        from tfsp.serving.metrics import Metrics, TimedRunner
         from tfsp.serving.servable import LoadError, SessionOptions, load_servable
         from tfsp.serving.warmup import WarmupError, run_warmup
         from tfsp.serving.workers import ModelWorkers
@@ -94,15 +95,27 @@ class _Server:
 
         def make_runner(servable: object) -> object:
             if files.batching is None:
-                return DirectRunner(servable, self.workers)
-            return BatchingRunner(
-                servable, files.batching, self.workers, self.metrics.observe_batch
-            )
+                runner = DirectRunner(servable, self.workers)
+            else:
+                runner = BatchingRunner(
+                    servable, files.batching, self.workers, self.metrics.observe_batch
+                )
+            # Session runs time runtime_latency (tfsp.serving.metrics.TimedRunner).
+            return TimedRunner(runner, servable.name, self.metrics)
 
         def load(name: str, version: int, path: str) -> object:
             # A version is AVAILABLE only after its warmup requests ran, as in TF Serving;
             # one whose warmup fails is a failed load and never replaces a serving version.
-            servable = load_servable(name, version, path, tags, session_options)
+            # TensorFlow's LoadSavedModel counts its attempts, and times them, around the
+            # SavedModel load alone (loader.cc): warmup is not part of it.
+            started = time.perf_counter()
+            try:
+                servable = load_servable(name, version, path, tags, session_options)
+            except Exception:
+                self.metrics.observe_load(path, False, time.perf_counter() - started)
+                raise
+            seconds = time.perf_counter() - started
+            self.metrics.observe_load(path, True, seconds, servable.load_stages)
             if options.enable_model_warmup:
                 try:
                     run_warmup(
@@ -124,9 +137,7 @@ class _Server:
             max_load_retries=options.max_num_load_retries,
             retry_interval_seconds=max(options.load_retry_interval_micros, 0) / 1e6,
             poll_seconds=options.file_system_poll_wait_seconds,
-            on_load=self.metrics.observe_load,
         )
-        self.metrics.watch_states(self.manager.states)
         self.dataplane = DataPlane(
             self.manager,
             reload=self.reload,
