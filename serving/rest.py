@@ -302,9 +302,18 @@ def build_app(
     if prometheus_path and metrics is not None:
 
         async def prometheus(request: web.Request) -> web.Response:
+            # http_server.cc (ProcessPrometheusRequest): any method; the path it compares
+            # with the configured one still holds the query string, so a query is refused.
+            if request.raw_path != prometheus_path:
+                text = f"Unexpected path: {request.raw_path}. Should be {prometheus_path}"
+                return web.Response(
+                    status=400, body=text.encode(), headers={"Content-Type": CONTENT_TYPE}
+                )
             return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-        app.router.add_get(prometheus_path, prometheus)
+        # Registered for every method, ahead of /v1/: evhttp_server.cc looks a handler up by
+        # the path alone, before the REST dispatcher.
+        app.router.add_route("*", prometheus_path, prometheus)
     app.router.add_route("*", "/{tail:[vV]1(/.*)?}", api.handle)
     return app
 

@@ -44,9 +44,16 @@ def _read_files(options: Options) -> _Files:
         if options.enable_batching
         else None
     )
-    prometheus = config_mod.monitoring_path(options.monitoring_config_file)
-    if prometheus and not options.rest_api_port:
-        log.warning("monitoring is configured but --rest_api_port is 0: no metrics endpoint")
+    # server.cc reads the monitoring file only for the HTTP server: with REST off it is
+    # never opened, so neither a missing nor a broken file stops the start.
+    prometheus = None
+    if options.rest_api_port:
+        prometheus = config_mod.monitoring_path(options.monitoring_config_file)
+    elif options.monitoring_config_file:
+        log.warning(
+            "--monitoring_config_file is not read: --rest_api_port is 0, so there is no "
+            "metrics endpoint"
+        )
     return _Files(
         settings,
         batching,

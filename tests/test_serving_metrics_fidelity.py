@@ -330,6 +330,17 @@ def test_each_savedmodel_load_is_counted_by_its_version_folder(server):
         assert page[key] == 1
 
 
+@pytest.mark.integration
+def test_the_page_is_served_for_any_method_and_a_query_is_refused(server):
+    status, content_type, page = _http(server, "POST", METRICS_PATH, b"")
+    assert (status, content_type) == (200, "text/plain")
+    assert b"# TYPE :tensorflow:serving:request_count counter\n" in page
+    assert _http(server, "PUT", METRICS_PATH, b"")[0] == 200
+    status, content_type, text = _http(server, "GET", METRICS_PATH + "?x=1")
+    assert (status, content_type) == (400, "text/plain")
+    assert text.decode() == f"Unexpected path: {METRICS_PATH}?x=1. Should be {METRICS_PATH}"
+
+
 def _reload(server, names: tuple[str, ...], metric_names: list[str] = ()):
     request = model_management_pb2.ReloadConfigRequest(metric_names=list(metric_names))
     text_format.Parse(_config(server.root, *names), request.config)
@@ -367,3 +378,19 @@ def test_reload_config_answers_the_increase_of_each_requested_metric(server):
         ("/tensorflow/serving/request_count", 0),
         ("/no/such/metric", 0),
     ]
+
+
+@pytest.mark.integration
+def test_with_rest_off_the_monitoring_file_is_not_read(tmp_path):
+    build_toy_model(tmp_path / "toy" / "1", 1.0)
+    broken = tmp_path / "monitoring.config"
+    broken.write_text("prometheus_config { enable: maybe }")  # not a MonitoringConfig
+    with running_server(
+        "--model_name=toy",
+        f"--model_base_path={tmp_path / 'toy'}",
+        f"--monitoring_config_file={broken}",
+        rest=False,
+        log_path=tmp_path / "server.log",
+    ) as proc:
+        assert proc.alive()
+        assert "--monitoring_config_file is not read" in proc.log()
