@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 import numpy as np
@@ -35,9 +36,28 @@ from tfsp.serving.errors import ServingError, invalid
 from tfsp.serving.servable import RUN_TIMED_OUT, Servable
 from tfsp.serving.workers import ModelWorkers, Outcome, resolve_waiters
 
+if TYPE_CHECKING:
+    from tfsp.serving.manager import Runner
+
 log = logging.getLogger("serving")
 
-BatchObserver = Callable[[str, int, int], None]  # (model name, batch size, padding)
+
+class BatchObserver(Protocol):
+    """What the batcher reports, where TF Serving's batching session records it
+    (batching_session.cc, batching_util.h); tfsp.serving.metrics.Metrics is one."""
+
+    def observe_batch_input(self, rows: int) -> None:
+        """A call's input tensor entering the batcher: its rows."""
+
+    def observe_queuing(self, micros: int) -> None:
+        """A call taken from its queue: how long it waited."""
+
+    def observe_batch(self, padded: int, padding: int) -> None:
+        """A batch merged for its run: its size after padding, and the padding rows."""
+
+    def count_wrapped_run(self) -> None:
+        """A merged batch run on the session, whatever the outcome."""
+
 
 # What every task of a batch gets when all their deadlines passed in the queue: the batch is
 # not run (batching_session.cc ProcessBatch).
@@ -94,9 +114,7 @@ def _run_by(
     return servable.run_tensors(feeds, fetches, left_ms)
 
 
-def run_blocking(
-    runner: "BatchingRunner | DirectRunner", feeds: dict[str, np.ndarray], fetches: tuple[str, ...]
-) -> list:
+def run_blocking(runner: "Runner", feeds: dict[str, np.ndarray], fetches: tuple[str, ...]) -> list:
     """One run through a runner from a thread without an event loop (a version's warmup, on
     the loading thread): the runner answers on a loop of this call's own."""
 
@@ -488,6 +506,9 @@ class BatchingRunner:
         INVALID_ARGUMENT/UNAVAILABLE errors are raised at once.
         """
         size = _task_size(feeds)
+        if self._observe is not None:
+            for _ in feeds:  # ComputeInputSize records every input tensor's rows
+                self._observe.observe_batch_input(size)
         queue = self._queue(tuple(feeds), fetches)
         if queue is not None:
             now = time.monotonic()
@@ -537,16 +558,22 @@ class BatchingRunner:
     def _run(self, batch: list[_Task]) -> None:
         """ProcessBatch: skip a batch whose deadlines all passed, merge, run, split."""
         timeout_ms = _batch_timeout_ms(batch)
+        if self._observe is not None:
+            taken = time.monotonic()
+            for task in batch:
+                self._observe.observe_queuing(int((taken - task.enqueued) * 1e6))
         if timeout_ms is None:
             timed_out = ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, QUEUE_TIMED_OUT)
             _deliver(batch, [None] * len(batch), timed_out)
             return
         fetches = batch[0].fetches
         try:
-            feeds, rows, padded = self._merge(batch)
-            if self._observe is not None:
-                self._observe(self._servable.name, rows, padded - rows)
-            values = self._servable.run_tensors(feeds, fetches, timeout_ms)
+            feeds, padded = self._merge(batch)
+            try:
+                values = self._servable.run_tensors(feeds, fetches, timeout_ms)
+            finally:
+                if self._observe is not None:
+                    self._observe.count_wrapped_run()
             _check_batched_outputs(values, padded)
         except BaseException as exc:  # every waiting caller must hear about it
             _deliver(batch, [None] * len(batch), exc)
@@ -561,10 +588,13 @@ class BatchingRunner:
             offset += task.size
         _deliver(batch, parts, None)
 
-    def _merge(self, batch: list[_Task]) -> tuple[dict[str, np.ndarray], int, int]:
-        """MergeInputTensors: the batch's feeds, its rows and its padded size."""
+    def _merge(self, batch: list[_Task]) -> tuple[dict[str, np.ndarray], int]:
+        """MergeInputTensors: the batch's feeds and its padded size (recorded first, as
+        there, whether the merge then succeeds or not)."""
         rows = sum(task.size for task in batch)
         padded = next((size for size in self._options.allowed_sizes if size >= rows), rows)
+        if self._observe is not None:
+            self._observe.observe_batch(padded, padded - rows)
         feeds = {}
         for name in batch[0].feeds:
             arrays = [task.feeds[name] for task in batch]
@@ -584,7 +614,7 @@ class BatchingRunner:
                 # The last task's first row, as TF Serving pads (a row known to be valid).
                 arrays.append(np.repeat(arrays[-1][:1], padded - rows, axis=0))
             feeds[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
-        return feeds, rows, padded
+        return feeds, padded
 
 
 def _padded_to_longest(arrays: list[np.ndarray]) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
+    input_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -30,7 +31,7 @@ from tfsp.serving import tensors
 from tfsp.serving.dataplane import DataPlane, SpecRef
 from tfsp.serving.drain import SHUTTING_DOWN, Gate
 from tfsp.serving.errors import ServingError, grpc_status_message, invalid
-from tfsp.serving.metrics import Metrics
+from tfsp.serving.metrics import RUNTIME_API, Metrics
 from tfsp.serving.predict_wire import predict_response_bytes
 
 log = logging.getLogger("serving")
@@ -40,8 +41,7 @@ T = TypeVar("T")
 class _Calls:
     """The one place where a gRPC call's outcome becomes a status code and metrics."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics | None) -> None:
-        self._dataplane = dataplane
+    def __init__(self, metrics: Metrics | None) -> None:
         self._metrics = metrics
 
     async def run(
@@ -50,9 +50,17 @@ class _Calls:
         model: str,
         context: grpc.aio.ServicerContext,
         work: Callable[[], Awaitable[T]],
+        *,
+        measured: bool = False,
     ) -> T:
+        """`work`'s answer, or the call aborted with its status. A `measured` call (TF
+        Serving's Predict, Classify and Regress, prediction_service_impl.cc) is counted in
+        request_count under the model name the client sent, its latency recorded when it
+        succeeded, with `api` as TF Serving spells it ("Predict"), and its session run
+        times runtime_latency; TF Serving records none of these for the other methods."""
         started = time.perf_counter()
         status = grpc.StatusCode.OK
+        token = RUNTIME_API.set((model, api)) if measured else None
         try:
             return await work()
         except ServingError as exc:
@@ -75,10 +83,13 @@ class _Calls:
             log.exception("%s failed", api)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
-            if self._metrics is not None:
-                name = model if self._dataplane.manager.knows(model) else ""
-                seconds = time.perf_counter() - started
-                self._metrics.observe_request(name, api, "GRPC", status.name, seconds)
+            if token is not None:
+                RUNTIME_API.reset(token)
+            if measured and self._metrics is not None:
+                if status == grpc.StatusCode.OK:
+                    seconds = time.perf_counter() - started
+                    self._metrics.observe_request_latency(model, api, "GRPC", seconds)
+                self._metrics.count_request(model, status.name)
         raise AssertionError("unreachable")  # abort() always raises
 
 
@@ -108,7 +119,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         outputs_as_tensor_content: bool = False,
     ) -> None:
         self._dp = dataplane
-        self._calls = _Calls(dataplane, metrics)
+        self._metrics = metrics
+        self._calls = _Calls(metrics)
         self._as_content = outputs_as_tensor_content
 
     async def Predict(  # noqa: N802 (gRPC method names)
@@ -134,21 +146,23 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 as_content=self._as_content,
             )
 
-        return await self._calls.run("predict", request.model_spec.name, context, work)
+        return await self._calls.run(
+            "Predict", request.model_spec.name, context, work, measured=True
+        )
 
     async def Classify(  # noqa: N802
         self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
     ) -> classification_pb2.ClassificationResponse:
         """Classify tf.Examples."""
         response = classification_pb2.ClassificationResponse
-        return await self._on_examples("classify", self._dp.classify, request, context, response)
+        return await self._on_examples("Classify", self._dp.classify, request, context, response)
 
     async def Regress(  # noqa: N802
         self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
     ) -> regression_pb2.RegressionResponse:
         """Regress tf.Examples."""
         response = regression_pb2.RegressionResponse
-        return await self._on_examples("regress", self._dp.regress, request, context, response)
+        return await self._on_examples("Regress", self._dp.regress, request, context, response)
 
     async def _on_examples(
         self,
@@ -168,7 +182,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             )
             return response_type(model_spec=answered, result=result)
 
-        return await self._calls.run(method, spec.name, context, work)
+        return await self._calls.run(method, spec.name, context, work, measured=True)
 
     async def MultiInference(  # noqa: N802
         self, request: inference_pb2.MultiInferenceRequest, context: grpc.aio.ServicerContext
@@ -177,7 +191,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         model = request.tasks[0].model_spec.name if request.tasks else ""
 
         async def work() -> inference_pb2.MultiInferenceResponse:
-            return await self._dp.multi_inference(request, _run_timeout_ms(context))
+            response = await self._dp.multi_inference(request, _run_timeout_ms(context))
+            if self._metrics is not None:
+                # multi_inference.cc records the examples once its run succeeded.
+                self._metrics.observe_examples(model, _example_count(request.input))
+            return response
 
         return await self._calls.run("multi_inference", model, context, work)
 
@@ -194,12 +212,24 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await self._calls.run("get_model_metadata", request.model_spec.name, context, work)
 
 
+def _example_count(inp: input_pb2.Input) -> int:
+    """The tf.Examples of an Input, as util.cc's NumInputExamples counts them (a list's
+    examples, or those sharing a context; 0 for neither)."""
+    kind = inp.WhichOneof("kind")
+    if kind == "example_list":
+        return len(inp.example_list.examples)
+    if kind == "example_list_with_context":
+        return len(inp.example_list_with_context.examples)
+    return 0
+
+
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService."""
 
     def __init__(self, dataplane: DataPlane, metrics: Metrics | None = None) -> None:
         self._dp = dataplane
-        self._calls = _Calls(dataplane, metrics)
+        self._metrics = metrics
+        self._calls = _Calls(metrics)
 
     async def GetModelStatus(  # noqa: N802
         self,
@@ -220,11 +250,26 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     ) -> model_management_pb2.ReloadConfigResponse:
         """Apply a new ModelServerConfig."""
 
+        # model_service_impl.cc: each requested metric's first point is read before and
+        # after the reload, and the increase answered, one entry per name (0 for a name
+        # that is not exported).
+        names = list(dict.fromkeys(request.metric_names))
+        before = self._metric_values(names)
+
         async def work() -> model_management_pb2.ReloadConfigResponse:
             await self._dp.reload_config(request.config)
-            return model_management_pb2.ReloadConfigResponse()
+            after = self._metric_values(names)
+            response = model_management_pb2.ReloadConfigResponse()
+            response.status.SetInParent()  # an OK StatusProto, set as ToStatusProto sets it
+            for name in names:
+                response.metric.add(name=name, int64_value_increase=after[name] - before[name])
+            return response
 
         return await self._calls.run("reload_config", "", context, work)
+
+    def _metric_values(self, names: list[str]) -> dict[str, int]:
+        metrics = self._metrics
+        return {name: metrics.first_int64(name) if metrics else 0 for name in names}
 
 
 class _Undecodable:

@@ -125,7 +125,6 @@ class ModelManager:
         max_load_retries: int = 5,
         retry_interval_seconds: float = 60.0,
         poll_seconds: float = 1.0,
-        on_load: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._load = load
         self._make_runner = make_runner
@@ -133,7 +132,6 @@ class ModelManager:
         self._max_retries = max_load_retries
         self._retry_interval = retry_interval_seconds
         self._poll_seconds = poll_seconds  # --file_system_poll_wait_seconds; 0: never again
-        self._on_load = on_load
         self._models: dict[str, _Model] = {}
         self._lifecycle = threading.RLock()  # one config change or poll at a time
         self._interrupted = threading.Event()  # ends a wait for new models (shutting down)
@@ -180,18 +178,6 @@ class ModelManager:
         if not records:
             raise not_found(f"Could not find any versions of model {name}")
         return [dataclasses.replace(records[v]) for v in sorted(records, reverse=True)]
-
-    def states(self) -> list[tuple[str, int, int]]:
-        """(model, version, state) for every version ever seen, for monitoring."""
-        return [
-            (name, record.version, record.state)
-            for name, model in list(self._models.items())
-            for record in list(model.records.values())
-        ]
-
-    def knows(self, name: str) -> bool:
-        """Whether `name` is a configured model (metrics label only known names)."""
-        return name in self._models
 
     # ---- lifecycle ----
 
@@ -440,13 +426,9 @@ class ModelManager:
             record.error_message = message
             record.state = State.END
             log.error("model %s version %d failed to load: %s", name, version, message)
-            if self._on_load is not None:
-                self._on_load(name, False)
             return
         model.loaded = {**model.loaded, version: Loaded(servable, runner)}
         record.state = State.AVAILABLE
-        if self._on_load is not None:
-            self._on_load(name, True)
         log.info(
             "model %s version %d loaded from %s in %.2fs",
             name,

@@ -23,7 +23,7 @@ from tfsp.serving import rest_json
 from tfsp.serving.dataplane import DataPlane, SpecRef
 from tfsp.serving.drain import SHUTTING_DOWN, Gate
 from tfsp.serving.errors import ServingError, invalid
-from tfsp.serving.metrics import CONTENT_TYPE, Metrics
+from tfsp.serving.metrics import CONTENT_TYPE, RUNTIME_API, Metrics
 
 log = logging.getLogger("serving")
 
@@ -35,6 +35,9 @@ _STATUS = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
+# http_rest_api_util.h (kHTTPRestApiHandlerPathRegex): the requests TF Serving's REST
+# dispatcher takes, and counts; "/v1" alone is not one of them.
+_COUNTED = re.compile(r"/v1/", re.IGNORECASE)
 # ZLib::kMaxUncompressedBytes (util/net_http/compression/gzip_zlib.h): the most a gzip body
 # may inflate to. TF Serving's evhttp_request.cc (UncompressGzipBody) drops a body over it,
 # which then fails as an empty JSON document: 400.
@@ -102,21 +105,28 @@ class RestApi:
     async def handle(self, request: web.Request) -> web.Response:
         """Dispatch any /v1/... request."""
         started = time.perf_counter()
-        api, model, code = "unknown", "", "OK"
+        # What http_server.cc records: the model name as the path gives it (URL-decoded,
+        # "" if the path does not parse) and the verb as the URL spells it ("" for a GET).
+        method, model, code = "", "", "OK"
+        token = None
         try:
             if self._gate is not None and not self._gate.admit():
                 await self._gate.refusal()
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
             path = request.raw_path.split("?", 1)[0]
             if request.method == "POST" and (match := _PREDICTION.fullmatch(path)):
-                api = match.group(4).lower()
+                method = match.group(4)
+                model = urllib.parse.unquote(match.group(1))
                 spec = _spec(*match.group(1, 2, 3))
-                model = spec.name
                 body = await self._read_body(request)
-                work = self._verb(api, spec, body)
+                verb = method.lower()
+                # The session run is timed as its API (predict_util.cc, classifier.cc,
+                # regressor.cc), REST or not.
+                token = RUNTIME_API.set((model, verb.capitalize()))
+                work = self._verb(verb, spec, body)
             elif request.method == "GET" and (match := _STATUS.fullmatch(path)):
+                model = urllib.parse.unquote(match.group(1) or "")
                 spec = _spec(*match.group(1, 2, 3))
-                model = spec.name
                 api = "get_model_metadata" if match.group(4) else "get_model_status"
                 work = self._get(api, spec)
             else:
@@ -142,10 +152,15 @@ class RestApi:
             log.exception("REST %s %s failed", request.method, request.path)
             return self._json({"error": "internal error"}, 500)
         finally:
-            if self._metrics is not None:
-                name = model if self._dp.manager.knows(model) else ""
-                seconds = time.perf_counter() - started
-                self._metrics.observe_request(name, api, "REST", code, seconds)
+            if token is not None:
+                RUNTIME_API.reset(token)
+            if self._metrics is not None and _COUNTED.match(request.raw_path):
+                # http_server.cc: the latency of a request answered 200 only; every
+                # request under /v1/ counted by its status.
+                if code == "OK":
+                    seconds = time.perf_counter() - started
+                    self._metrics.observe_request_latency(model, method, "REST", seconds)
+                self._metrics.count_request(model, code)
 
     async def _read_timed_out(self, request: web.Request) -> web.Response:
         # 408, then close at once: aiohttp would otherwise linger reading the rest of a
@@ -287,9 +302,18 @@ def build_app(
     if prometheus_path and metrics is not None:
 
         async def prometheus(request: web.Request) -> web.Response:
+            # http_server.cc (ProcessPrometheusRequest): any method; the path it compares
+            # with the configured one still holds the query string, so a query is refused.
+            if request.raw_path != prometheus_path:
+                text = f"Unexpected path: {request.raw_path}. Should be {prometheus_path}"
+                return web.Response(
+                    status=400, body=text.encode(), headers={"Content-Type": CONTENT_TYPE}
+                )
             return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-        app.router.add_get(prometheus_path, prometheus)
+        # Registered for every method, ahead of /v1/: evhttp_server.cc looks a handler up by
+        # the path alone, before the REST dispatcher.
+        app.router.add_route("*", prometheus_path, prometheus)
     app.router.add_route("*", "/{tail:[vV]1(/.*)?}", api.handle)
     return app
 

@@ -12,12 +12,14 @@ never fills, which TF Serving cannot (production-facts.md, keras-team/keras#1927
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 from tensorflow.python.client import pywrap_tf_session as tf_session
+from tensorflow.python.saved_model import loader_impl
 
 from tfsp.serving.errors import tensorflow_message
 
@@ -85,6 +87,10 @@ class Servable:
     path: str
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
     session: tf.compat.v1.Session
+    # Seconds spent in each stage of the load, as TensorFlow's loader.cc times them for
+    # load_latency_by_stage: "restore_graph" (reading the SavedModel through restoring the
+    # variables) and "init_graph" (the init op).
+    load_stages: dict[str, float] = dataclasses.field(default_factory=dict)
     # Graph outputs by tensor name (names come from the SignatureDefs, not from clients).
     _outputs: dict[str, object] = dataclasses.field(default_factory=dict)
     _tensor_names: dict[tuple, tuple] = dataclasses.field(default_factory=dict)
@@ -244,14 +250,23 @@ def load_servable(
     warmup (tfsp.serving.warmup) is what catches that before the version becomes available.
     """
     folder = str(path)  # not Path: it would fold gs://bucket into gs:/bucket
+    started = time.perf_counter()
     # Read first: a missing or garbled file, or a signature no call could survive, is a clear
     # LoadError before any session exists.
     _check_string_outputs(read_meta_graph(folder, set(tags)).signature_def)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=session_options.config())
     try:
+        # tf.compat.v1.saved_model.loader.load's own steps, taken one by one so that the
+        # restore and the init op are timed apart, as loader.cc times them.
+        loader = loader_impl.SavedModelLoader(folder)
         with graph.as_default():
-            meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), folder)
+            saver, _ = loader.load_graph(graph, list(tags))
+            loader.restore_variables(session, saver)
+            restored = time.perf_counter()
+            loader.run_init_ops(session, list(tags))
+        initialized = time.perf_counter()
+        meta_graph = loader.get_meta_graph_def_from_tags(list(tags))
     except Exception as exc:
         session.close()
         raise _load_failure(folder, exc) from exc
@@ -262,6 +277,7 @@ def load_servable(
         path=folder,
         signature_defs=dict(meta_graph.signature_def),
         session=session,
+        load_stages={"restore_graph": restored - started, "init_graph": initialized - restored},
     )
 
 

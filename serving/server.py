@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from tfsp.serving import config as config_mod
 from tfsp.serving import drain
@@ -44,9 +45,16 @@ def _read_files(options: Options) -> _Files:
         if options.enable_batching
         else None
     )
-    prometheus = config_mod.monitoring_path(options.monitoring_config_file)
-    if prometheus and not options.rest_api_port:
-        log.warning("monitoring is configured but --rest_api_port is 0: no metrics endpoint")
+    # server.cc reads the monitoring file only for the HTTP server: with REST off it is
+    # never opened, so neither a missing nor a broken file stops the start.
+    prometheus = None
+    if options.rest_api_port:
+        prometheus = config_mod.monitoring_path(options.monitoring_config_file)
+    elif options.monitoring_config_file:
+        log.warning(
+            "--monitoring_config_file is not read: --rest_api_port is 0, so there is no "
+            "metrics endpoint"
+        )
     return _Files(
         settings,
         batching,
@@ -80,7 +88,7 @@ class _Server:
         )
         from tfsp.serving.dataplane import DataPlane
         from tfsp.serving.manager import ModelManager
-        from tfsp.serving.metrics import Metrics
+        from tfsp.serving.metrics import Metrics, TimedRunner
         from tfsp.serving.servable import LoadError, SessionOptions, load_servable
         from tfsp.serving.warmup import WarmupError, run_warmup
         from tfsp.serving.workers import ModelWorkers
@@ -135,16 +143,19 @@ class _Server:
                         servable,
                         settings,
                         self.workers,
-                        self.metrics.observe_batch,
+                        self.metrics,
                         self.batch_scheduler,
                     )
                 except BatchingConfigError as exc:
                     raise LoadError(
                         f"loading {servable.path} failed: {exc}", INVALID_ARGUMENT
                     ) from None
+            # Session runs time runtime_latency (tfsp.serving.metrics.TimedRunner).
+            runner = TimedRunner(runner, self.metrics)
             if options.enable_model_warmup:
+                started = time.perf_counter()
                 try:
-                    run_warmup(
+                    records = run_warmup(
                         servable,
                         options.num_request_iterations_for_warmup or 1,
                         method_name_check=options.enable_signature_method_name_check,
@@ -155,10 +166,23 @@ class _Server:
                     raise LoadError(
                         f"warmup of {servable.path} failed: {exc}", code=exc.code.value[0]
                     ) from exc
+                if records is not None:
+                    seconds = time.perf_counter() - started
+                    self.metrics.observe_warmup(servable.path, seconds, records)
             return runner
 
         def load(name: str, version: int, path: str) -> object:
-            return load_servable(name, version, path, tags, session_options)
+            # TensorFlow's LoadSavedModel counts its attempts, and times them, around the
+            # SavedModel load alone (loader.cc): batching and warmup are not part of it.
+            started = time.perf_counter()
+            try:
+                servable = load_servable(name, version, path, tags, session_options)
+            except Exception:
+                self.metrics.observe_load(path, False, time.perf_counter() - started)
+                raise
+            seconds = time.perf_counter() - started
+            self.metrics.observe_load(path, True, seconds, servable.load_stages)
+            return servable
 
         self.manager = ModelManager(
             load,
@@ -167,9 +191,7 @@ class _Server:
             max_load_retries=options.max_num_load_retries,
             retry_interval_seconds=max(options.load_retry_interval_micros, 0) / 1e6,
             poll_seconds=options.file_system_poll_wait_seconds,
-            on_load=self.metrics.observe_load,
         )
-        self.metrics.watch_states(self.manager.states)
         self.dataplane = DataPlane(
             self.manager,
             reload=self.reload,

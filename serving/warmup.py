@@ -32,6 +32,7 @@ from tfsp.serving.dataplane import (
     regression_result,
     result_keys,
 )
+from tfsp.serving.metrics import RUNTIME_API
 from tfsp.serving.servable import Servable
 
 log = logging.getLogger("serving")
@@ -57,10 +58,18 @@ def _call(
     signature: str,
     inputs: dict[str, np.ndarray],
     keys: list[str] | None,
+    timed: tuple[str, str],
 ) -> dict[str, np.ndarray]:
+    """A signature's outputs, its run timed in runtime_latency as (model name as the record
+    spells it, API): TF Serving's warmup calls RunPredict, RunClassify and RunRegress,
+    which record it."""
     keys_ = tuple(keys or servable.signature_defs[signature].outputs)
     feed_names, fetches = servable.tensor_names(signature, tuple(inputs), keys_)
-    values = run_tensors(dict(zip(feed_names, inputs.values(), strict=True)), fetches)
+    token = RUNTIME_API.set(timed)
+    try:
+        values = run_tensors(dict(zip(feed_names, inputs.values(), strict=True)), fetches)
+    finally:
+        RUNTIME_API.reset(token)
     return dict(zip(keys_, values, strict=True))
 
 
@@ -82,7 +91,7 @@ def _run_one(
             tensors.to_numpy,
             method_name_check=method_name_check,
         )
-        _call(servable, run_tensors, name, inputs, keys)
+        _call(servable, run_tensors, name, inputs, keys, (request.model_spec.name, "Predict"))
     elif kind in ("classify_log", "regress_log"):
         request = getattr(record, kind).request
         shape = "classification" if kind == "classify_log" else "regression"
@@ -91,7 +100,15 @@ def _run_one(
         )
         examples = examples_array(request.input)
         keys = result_keys(signature, shape)
-        outputs = _call(servable, run_tensors, name, {EXAMPLES_INPUT: examples}, keys)
+        api = "Classify" if shape == "classification" else "Regress"
+        outputs = _call(
+            servable,
+            run_tensors,
+            name,
+            {EXAMPLES_INPUT: examples},
+            keys,
+            (request.model_spec.name, api),
+        )
         result = classification_result if shape == "classification" else regression_result
         result(outputs, len(examples))
     elif kind == "multi_inference_log":
@@ -114,8 +131,9 @@ def run_warmup(
     *,
     method_name_check: bool = False,
     run_tensors: RunTensors | None = None,
-) -> int:
-    """Replay the version's warmup file `iterations` times per record; the records run.
+) -> int | None:
+    """Replay the version's warmup file `iterations` times per record; the records run
+    (None: the version has no warmup file).
     Requests are checked as a client's (`method_name_check`: the server's flag), and run
     through `run_tensors` (default: the servable's session; the server passes its batching
     session, through which TF Serving's warmup runs too, limits and all).
@@ -126,7 +144,7 @@ def run_warmup(
     path = os.path.join(servable.path, WARMUP_FILE)
     if not os.path.exists(path):
         log.info("No warmup data file found at %s", path)
-        return 0
+        return None
     started = time.monotonic()
     count = 0
     try:

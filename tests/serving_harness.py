@@ -174,6 +174,27 @@ def copy_version(source: Path, target: Path) -> None:
     os.rename(staging, target)
 
 
+class BatchRecorder:
+    """A batcher's observer (tfsp.serving.batching.BatchObserver) that keeps each merged
+    batch as (size after padding, padding rows)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+
+    def observe_batch_input(self, rows: int) -> None:
+        """Not kept."""
+
+    def observe_queuing(self, micros: int) -> None:
+        """Not kept."""
+
+    def observe_batch(self, padded: int, padding: int) -> None:
+        """Keep (padded, padding)."""
+        self.batches.append((padded, padding))
+
+    def count_wrapped_run(self) -> None:
+        """Not kept."""
+
+
 def port_accepts(port: int) -> bool:
     """Whether something listens on 127.0.0.1:`port`."""
     with socket.socket() as sock:
@@ -290,7 +311,7 @@ def in_process_dataplane(
     base_path: Path,
     name: str = "toy",
     batching: object | None = None,
-    observe_batch: Callable[[str, int, int], None] | None = None,
+    batch_observer: object | None = None,
     session_options: object | None = None,
     before_load: Callable[[str, int], None] | None = None,
 ) -> Iterator[object]:
@@ -299,7 +320,8 @@ def in_process_dataplane(
     Versions under `base_path` load on TF Serving's load path (tfsp.serving.servable) and run on
     model worker threads, as in `tfsp serve` without batching; or, given `batching` (a
     tfsp.serving.config.BatchingSettings), through the server's BatchingRunner, which reports
-    each session run it makes to `observe_batch` (model, rows, padding). `session_options`
+    what it does to `batch_observer` (a tfsp.serving.batching.BatchObserver, e.g. a
+    BatchRecorder). `session_options`
     (a tfsp.serving.servable.SessionOptions) is every session's config, as the server's flags
     make it. `before_load(name, version)`, if given, is called on the loading thread before
     each version loads (a test can hold a load there).
@@ -316,7 +338,7 @@ def in_process_dataplane(
     def make_runner(servable: object) -> object:
         if batching is None:
             return DirectRunner(servable, workers)
-        return BatchingRunner(servable, batching, workers, observe_batch)
+        return BatchingRunner(servable, batching, workers, batch_observer)
 
     options = session_options or SessionOptions()
 

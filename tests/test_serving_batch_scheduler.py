@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.serving_harness import build_counting_model, build_toy_model
+from tests.serving_harness import BatchRecorder, build_counting_model, build_toy_model
 from tfsp.serving.batching import BatchingRunner, BatchScheduler
 from tfsp.serving.config import BatchingSettings
 from tfsp.serving.errors import ServingError
@@ -43,13 +43,8 @@ def fallback():
     workers.shutdown()
 
 
-def _runner(servable, fallback, batches: list, **settings) -> BatchingRunner:
-    return BatchingRunner(
-        servable,
-        BatchingSettings(**settings),
-        fallback,
-        lambda _, rows, padding: batches.append((rows, padding)),
-    )
+def _runner(servable, fallback, recorder: BatchRecorder | None, **settings) -> BatchingRunner:
+    return BatchingRunner(servable, BatchingSettings(**settings), fallback, recorder)
 
 
 def _call(runner: BatchingRunner, servable, signature: str, inputs: dict, keys: tuple):
@@ -65,8 +60,8 @@ async def _outcomes(futures: list) -> list:
 def test_each_tensor_signature_has_its_own_queue(toy, fallback):
     """Interleaved calls to two signatures still fill one batch each (TF keeps a queue per
     TensorSignature); before, each call closed the other's batch: 8 batches of one."""
-    batches: list = []
-    runner = _runner(toy, fallback, batches, max_batch_size=8, batch_timeout_micros=200_000,
+    recorder = BatchRecorder()
+    runner = _runner(toy, fallback, recorder, max_batch_size=8, batch_timeout_micros=200_000,
                      num_batch_threads=1)  # fmt: skip
 
     async def calls() -> list:
@@ -85,7 +80,7 @@ def test_each_tensor_signature_has_its_own_queue(toy, fallback):
         runner.close()
     assert results[0::2] == [[[[3.0 * i] * 3]] for i in range(4)]
     assert results[1::2] == [[[2 * i]] for i in range(4)]
-    assert batches == [(4, 0), (4, 0)]
+    assert recorder.batches == [(4, 0), (4, 0)]
 
 
 def test_a_full_queue_counts_batches_as_tensorflow_does(counting, fallback):
@@ -93,7 +88,7 @@ def test_a_full_queue_counts_batches_as_tensorflow_does(counting, fallback):
     does not needs a new batch, refused once max_enqueued_batches wait (the open one
     included), in TensorFlow's words. The one batch thread is held by an endless run."""
     (feed,), fetches = counting.tensor_names("count", ("n",), ("out",))
-    runner = _runner(counting, fallback, [], max_batch_size=4, max_enqueued_batches=3,
+    runner = _runner(counting, fallback, None, max_batch_size=4, max_enqueued_batches=3,
                      batch_timeout_micros=0, num_batch_threads=1)  # fmt: skip
 
     def submit(rows: list, timeout_ms: int = 30_000) -> asyncio.Future:
@@ -126,7 +121,7 @@ def test_inner_shapes_must_agree_unless_padding_is_on(counting, fallback):
     (feed,), fetches = counting.tensor_names("count", ("n",), ("out",))
 
     def run(pad: bool) -> list:
-        runner = _runner(counting, fallback, [], max_batch_size=8, batch_timeout_micros=200_000,
+        runner = _runner(counting, fallback, None, max_batch_size=8, batch_timeout_micros=200_000,
                          num_batch_threads=1, pad_variable_length_inputs=pad)  # fmt: skip
         rows = ([[7, 2]], [[4, 5, 6]])
 
@@ -162,7 +157,7 @@ def test_rows_are_padded_with_the_last_tasks_first_row(counting, fallback):
         return original(feeds, fetch, timeout_ms)
 
     counting.run_tensors = recording  # the session under the batcher, as it is called
-    runner = _runner(counting, fallback, [], max_batch_size=4, allowed_batch_sizes=(4,),
+    runner = _runner(counting, fallback, None, max_batch_size=4, allowed_batch_sizes=(4,),
                      batch_timeout_micros=200_000, num_batch_threads=1)  # fmt: skip
 
     async def calls() -> list:
@@ -182,8 +177,8 @@ def test_large_tasks_are_split_across_batches_and_joined_back(toy, fallback):
     """enable_large_batch_splitting: a task larger than the open batch's room fills it, the
     rest goes in batches of max_execution_batch_size; the caller gets one answer. The task
     limit stays max_batch_size (TensorFlow's words past it)."""
-    batches: list = []
-    runner = _runner(toy, fallback, batches, max_batch_size=8, batch_timeout_micros=100_000,
+    recorder = BatchRecorder()
+    runner = _runner(toy, fallback, recorder, max_batch_size=8, batch_timeout_micros=100_000,
                      num_batch_threads=1, enable_large_batch_splitting=True,
                      max_execution_batch_size=3)  # fmt: skip
     rows = np.arange(21, dtype=np.float32).reshape(7, 3)
@@ -203,7 +198,7 @@ def test_large_tasks_are_split_across_batches_and_joined_back(toy, fallback):
     assert first == [(rows[:1] * 3).tolist()]
     assert whole == [(rows[1:] * 3).tolist()]
     # 1 row, then the 6-row task: 2 rows to fill that batch, then 3, then 1
-    assert batches == [(3, 0), (3, 0), (1, 0)]
+    assert recorder.batches == [(3, 0), (3, 0), (1, 0)]
 
 
 def test_one_pool_of_batch_threads_serves_every_version(toy, counting, fallback):

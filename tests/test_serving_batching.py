@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tests.serving_harness import (
+    BatchRecorder,
     build_counting_model,
     build_toy_model,
     running_server,
@@ -48,13 +49,13 @@ def _submit(runner: BatchingRunner, servable: Servable, signature: str, inputs: 
 
 
 def test_concurrent_calls_are_merged_padded_and_split_back(servable):
-    batches: list[tuple[int, int]] = []
+    recorder = BatchRecorder()
     settings = BatchingSettings(
         max_batch_size=8, batch_timeout_micros=500_000, num_batch_threads=1,
         allowed_batch_sizes=(4, 8),
     )  # fmt: skip
     fallback = ModelWorkers(2)
-    runner = BatchingRunner(servable, settings, fallback, lambda _, n, p: batches.append((n, p)))
+    runner = BatchingRunner(servable, settings, fallback, recorder)
     rows = [np.full((1, 3), i, dtype=np.float32) for i in range(5)]
 
     async def calls() -> list:
@@ -68,7 +69,7 @@ def test_concurrent_calls_are_merged_padded_and_split_back(servable):
         fallback.shutdown()
     for i, result in enumerate(results):
         np.testing.assert_allclose(result[0], np.full((1, 3), 3.0 * i))
-    assert batches == [(5, 3)]  # one batch of 5 rows, padded to the allowed size 8
+    assert recorder.batches == [(8, 3)]  # one batch of 5 rows, padded to the allowed size 8
 
 
 def test_run_timeouts_as_batching_session_applies_them(tmp_path):
@@ -79,10 +80,10 @@ def test_run_timeouts_as_batching_session_applies_them(tmp_path):
     counted as they are merged, before they run, as TF Serving records them."""
     counting = load_servable("count", 1, str(build_counting_model(tmp_path / "count" / "1")))
     (feed,), fetches = counting.tensor_names("count", ("n",), ("out",))
-    batches: list[int] = []
+    recorder = BatchRecorder()
     settings = BatchingSettings(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1)
     fallback = ModelWorkers(2)
-    runner = BatchingRunner(counting, settings, fallback, lambda _, rows, __: batches.append(rows))
+    runner = BatchingRunner(counting, settings, fallback, recorder)
 
     def submit(n: list, timeout_ms: int) -> asyncio.Future:
         return runner.submit_async({feed: np.array(n, np.int64)}, fetches, timeout_ms)
@@ -110,7 +111,7 @@ def test_run_timeouts_as_batching_session_applies_them(tmp_path):
     refused = ("ServingError", QUEUE_TIMED_OUT)
     assert expired == [timed_out, refused, refused]
     assert mixed == [timed_out, [1], [2]]  # one live task: the whole batch runs
-    assert batches == [1, 1, 2]
+    assert [size for size, _ in recorder.batches] == [1, 1, 2]
 
 
 def test_incompatible_and_oversized_tasks(servable):
@@ -234,11 +235,16 @@ def test_server_batches_concurrent_predicts(batching_server):
         results = list(pool.map(one, range(8)))
     assert results == [(3, [[3.0 * i] * 3]) for i in range(8)]
     text = _metrics(batching_server)
-    batches = _sample(text, ":tensorflow:serving:batching_session:processed_batch_size_count")
-    rows = _sample(text, ":tensorflow:serving:batching_session:processed_batch_size_sum")
-    assert rows == 8 and batches < 8  # merged
-    assert ':tensorflow:serving:request_count{API="predict",entrypoint="GRPC",' in text
-    assert 'model_version_state{model_name="toy",state="AVAILABLE",version="3"} 1.0' in text
+    # batching_session.cc and batching_util.h: every call's input rows and queue wait, each
+    # merged batch's size after padding (allowed sizes 2 and 4), and each session run
+    family = ":tensorflow:serving:batching_session:"
+    assert _sample(text, family + "input_batch_size_count") == 8
+    assert _sample(text, family + "input_batch_size_sum") == 8
+    assert 'queuing_latency_count{thread_pool_name=""} 8' in text
+    batches = _sample(text, family + "processed_batch_size_count")
+    assert _sample(text, family + "processed_batch_size_sum") >= 8 and batches < 8  # merged
+    assert _sample(text, family + "wrapped_run_count") == batches
+    assert ':tensorflow:serving:request_count{model_name="toy",status="OK"} 8' in text
 
 
 def test_server_rejects_a_task_above_max_batch_size(batching_server):

@@ -21,7 +21,12 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_status_pb2, inference_pb2, input_pb2
 
-from tests.serving_harness import build_toy_model, copy_version, in_process_dataplane
+from tests.serving_harness import (
+    BatchRecorder,
+    build_toy_model,
+    copy_version,
+    in_process_dataplane,
+)
 from tfsp.core.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGES
 from tfsp.serving import tensors
 from tfsp.serving.config import BatchingSettings, model_settings, single_model_config
@@ -271,16 +276,13 @@ def test_multi_inference_runs_every_task_in_one_session_run(builds, runner, tmp_
     """multi_inference.cc feeds every task's input and fetches every task's outputs in one
     Session::Run; with batching, that run is one batch (its own tensor signature)."""
     copy_version(builds["module", 1.0], tmp_path / "module" / "1")
-    batches: list[tuple[int, int]] = []
+    recorder = BatchRecorder()
     request = inference_pb2.MultiInferenceRequest(input=_two_examples())
     for signature, method in (("classify", CLASSIFY_METHOD), ("regress", REGRESS_METHOD)):
         task = request.tasks.add(method_name=method)
         task.model_spec.name, task.model_spec.signature_name = "module", signature
 
-    def observe(model: str, rows: int, padding: int) -> None:
-        batches.append((rows, padding))
-
-    with in_process_dataplane(tmp_path / "module", "module", runner, observe) as plane:
+    with in_process_dataplane(tmp_path / "module", "module", runner, recorder) as plane:
         results = asyncio.run(plane.multi_inference(request)).results
         _, classified = asyncio.run(plane.classify(SpecRef("module"), "classify", request.input))
         _, regressed = asyncio.run(plane.regress(SpecRef("module"), "regress", request.input))
@@ -289,7 +291,7 @@ def test_multi_inference_runs_every_task_in_one_session_run(builds, runner, tmp_
     assert results[1].regression_result == regressed
     assert [r.value for r in regressed.regressions] == pytest.approx([0.25, 0.75])
     if runner is not None:  # the MultiInference, then Classify, then Regress
-        assert batches == [(2, 0), (2, 0), (2, 0)]
+        assert recorder.batches == [(2, 0), (2, 0), (2, 0)]
 
 
 def test_the_init_op_signature_is_found_and_fails_where_tf_serving_fails(runner, tmp_path):

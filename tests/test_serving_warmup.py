@@ -39,7 +39,7 @@ def _example(x: float) -> tf.train.Example:
 
 
 def test_no_file_is_no_warmup(toy):
-    assert run_warmup(load_servable("toy", 1, str(toy))) == 0
+    assert run_warmup(load_servable("toy", 1, str(toy))) is None
 
 
 def test_predict_classify_and_regress_records_are_replayed(toy):
