@@ -34,7 +34,7 @@ import tensorflow as tf
 from tfsp.serving.config import BatchingSettings
 from tfsp.serving.errors import ServingError, invalid
 from tfsp.serving.servable import RUN_TIMED_OUT, Servable
-from tfsp.serving.workers import ModelWorkers, Outcome, resolve_waiters
+from tfsp.serving.workers import ModelWorkers, Outcome, resolve_waiters, start_threads
 
 if TYPE_CHECKING:
     from tfsp.serving.manager import Runner
@@ -383,12 +383,7 @@ class BatchScheduler:
         self._queues: list[_Queue] = []
         self._next = 0
         self._stopping = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
-            for i in range(num_threads)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads = start_threads(self._work, name, num_threads)
 
     def add_queue(self, options: _QueueOptions, process: Callable[[list[_Task]], None]) -> _Queue:
         """A new queue whose batches `process` runs (on a batch thread)."""

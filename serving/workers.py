@@ -32,6 +32,16 @@ def resolve_waiters(outcomes: list[Outcome]) -> None:
             waiter.set_result(result)
 
 
+def start_threads(target: Callable[[], None], name: str, count: int) -> list[threading.Thread]:
+    """`count` started daemon threads running `target`, named `name_0`, `name_1`, ..."""
+    threads = [
+        threading.Thread(target=target, name=f"{name}_{i}", daemon=True) for i in range(count)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
 class _Call:
     """One queued call and where its outcome goes: a future of the caller's loop."""
 
@@ -58,12 +68,7 @@ class ModelWorkers:
         self._lock = threading.Lock()
         self._finished: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
         self._closed = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True)
-            for i in range(threads)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads = start_threads(self._work, name, threads)
 
     def run_async(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
         """Run `fn(*args)` on a worker; the returned future belongs to the running loop."""
