@@ -373,6 +373,3 @@ class TimedRunner:
     def close(self) -> None:
         """Close the wrapped runner."""
         self._runner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runner, name)

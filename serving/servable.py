@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -96,16 +96,24 @@ class Servable:
     _tensor_names: dict[tuple, tuple] = dataclasses.field(default_factory=dict)
 
     def run(
-        self, signature: str, inputs: dict[str, np.ndarray], output_keys: list[str] | None = None
+        self,
+        signature: str,
+        inputs: dict[str, np.ndarray],
+        output_keys: list[str] | None = None,
+        *,
+        run_tensors: Callable[[dict[str, np.ndarray], tuple[str, ...]], list] | None = None,
     ) -> dict[str, np.ndarray]:
         """Run a signature on numpy inputs by alias (names and dtypes already checked).
 
         Outputs are `output_keys` (default: every output of the signature), as numpy arrays.
+        The session run goes through `run_tensors` (default: this servable's session; warmup
+        passes the version's runner, batching included).
         Errors are TensorFlow's own (`tf.errors.OpError` subclasses), as from Session::Run.
         """
         keys = tuple(output_keys or self.signature_defs[signature].outputs)
         feed_names, fetches = self.tensor_names(signature, tuple(inputs), keys)
-        values = self.run_tensors(dict(zip(feed_names, inputs.values(), strict=True)), fetches)
+        run = run_tensors or self.run_tensors
+        values = run(dict(zip(feed_names, inputs.values(), strict=True)), fetches)
         return dict(zip(keys, values, strict=True))
 
     def tensor_names(

@@ -24,7 +24,6 @@ from tfsp.serving.options import FlagError, Options, parse_flags
 log = logging.getLogger("serving")
 SERVER_VERSION = "tfsp-model-server 0.1.0 (TensorFlow Serving API compatible)"
 GC_THRESHOLDS = (10_000, 10, 100)  # see _Server.__init__
-INVALID_ARGUMENT = 3  # the status code a version whose batching parameters are refused gets
 
 
 @dataclasses.dataclass
@@ -77,6 +76,7 @@ class _Server:
     """The running pieces, started and stopped in order."""
 
     def __init__(self, options: Options, files: _Files) -> None:
+        import grpc
         import tensorflow as tf
 
         from tfsp.serving.batching import (
@@ -106,6 +106,8 @@ class _Server:
         self.metrics = Metrics()
         self.workers = ModelWorkers(max(4, 2 * (os.cpu_count() or 1)))
         tags = tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip())
+        # The code of a version whose batching parameters TF Serving's bundle factory refuses.
+        invalid_argument = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
         # One pool of batch threads for every model, as TF Serving's SharedBatchScheduler.
         self.batch_scheduler = (
@@ -127,7 +129,7 @@ class _Server:
                 return config_mod.batching_parameters(own)
             except ConfigError as exc:
                 raise LoadError(
-                    f"Invalid protobuf file: '{own}' ({exc})", INVALID_ARGUMENT
+                    f"Invalid protobuf file: '{own}' ({exc})", invalid_argument
                 ) from None
 
         def make_runner(servable: object) -> object:
@@ -148,7 +150,7 @@ class _Server:
                     )
                 except BatchingConfigError as exc:
                     raise LoadError(
-                        f"loading {servable.path} failed: {exc}", INVALID_ARGUMENT
+                        f"loading {servable.path} failed: {exc}", invalid_argument
                     ) from None
             # Session runs time runtime_latency (tfsp.serving.metrics.TimedRunner).
             runner = TimedRunner(runner, self.metrics)

@@ -63,14 +63,11 @@ def _call(
     """A signature's outputs, its run timed in runtime_latency as (model name as the record
     spells it, API): TF Serving's warmup calls RunPredict, RunClassify and RunRegress,
     which record it."""
-    keys_ = tuple(keys or servable.signature_defs[signature].outputs)
-    feed_names, fetches = servable.tensor_names(signature, tuple(inputs), keys_)
     token = RUNTIME_API.set(timed)
     try:
-        values = run_tensors(dict(zip(feed_names, inputs.values(), strict=True)), fetches)
+        return servable.run(signature, inputs, keys, run_tensors=run_tensors)
     finally:
         RUNTIME_API.reset(token)
-    return dict(zip(keys_, values, strict=True))
 
 
 def _run_one(
