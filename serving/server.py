@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import time
 
 from tfsp.serving import config as config_mod
 from tfsp.serving import drain
@@ -76,21 +75,14 @@ class _Server:
     """The running pieces, started and stopped in order."""
 
     def __init__(self, options: Options, files: _Files) -> None:
-        import grpc
         import tensorflow as tf
 
-        from tfsp.serving.batching import (
-            BatchingConfigError,
-            BatchingRunner,
-            BatchScheduler,
-            DirectRunner,
-            run_blocking,
-        )
+        from tfsp.serving.batching import BatchScheduler
         from tfsp.serving.dataplane import DataPlane
+        from tfsp.serving.loader import LoadOptions, VersionLoader
         from tfsp.serving.manager import ModelManager
-        from tfsp.serving.metrics import Metrics, TimedRunner
-        from tfsp.serving.servable import LoadError, SessionOptions, load_servable
-        from tfsp.serving.warmup import WarmupError, run_warmup
+        from tfsp.serving.metrics import Metrics
+        from tfsp.serving.servable import SessionOptions
         from tfsp.serving.workers import ModelWorkers
 
         intra, inter = options.session_threads
@@ -98,97 +90,31 @@ class _Server:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
         if inter > 0:
             tf.config.threading.set_inter_op_parallelism_threads(inter)
-        session_options = SessionOptions(
-            intra, inter, options.per_process_gpu_memory_fraction, files.session_config
-        )
         self.options = options
         self.files = files
         self.metrics = Metrics()
         self.workers = ModelWorkers(max(4, 2 * (os.cpu_count() or 1)))
-        tags = tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip())
-        # The code of a version whose batching parameters TF Serving's bundle factory refuses.
-        invalid_argument = grpc.StatusCode.INVALID_ARGUMENT.value[0]
-
         # One pool of batch threads for every model, as TF Serving's SharedBatchScheduler.
         self.batch_scheduler = (
             BatchScheduler(files.batching.num_batch_threads, "batch")
             if files.batching is not None
             else None
         )
-
-        def batching_for(servable: object) -> object | None:
-            """The version's batching parameters (None: unbatched), as TF Serving's bundle
-            factory picks them: with --enable_per_model_batching_parameters, the version's
-            own batching_params.pbtxt, and no batching without one."""
-            if files.batching is None or not options.enable_per_model_batching_parameters:
-                return files.batching
-            own = os.path.join(servable.path, config_mod.PER_MODEL_BATCHING_FILE)
-            if not os.path.exists(own):
-                return None
-            try:
-                return config_mod.batching_parameters(own)
-            except ConfigError as exc:
-                raise LoadError(
-                    f"Invalid protobuf file: '{own}' ({exc})", invalid_argument
-                ) from None
-
-        def make_runner(servable: object) -> object:
-            # Warmup runs through the version's session as it will serve, batching and its
-            # limits included (TF Serving warms the batching session up); a version whose
-            # warmup fails is a failed load and never replaces a serving version.
-            settings = batching_for(servable)
-            if settings is None:
-                runner = DirectRunner(servable, self.workers)
-            else:
-                try:
-                    runner = BatchingRunner(
-                        servable,
-                        settings,
-                        self.workers,
-                        self.metrics,
-                        self.batch_scheduler,
-                    )
-                except BatchingConfigError as exc:
-                    raise LoadError(
-                        f"loading {servable.path} failed: {exc}", invalid_argument
-                    ) from None
-            # Session runs time runtime_latency (tfsp.serving.metrics.TimedRunner).
-            runner = TimedRunner(runner, self.metrics)
-            if options.enable_model_warmup:
-                started = time.perf_counter()
-                try:
-                    records = run_warmup(
-                        servable,
-                        options.num_request_iterations_for_warmup or 1,
-                        method_name_check=options.enable_signature_method_name_check,
-                        run_tensors=lambda feeds, fetches: run_blocking(runner, feeds, fetches),
-                    )
-                except WarmupError as exc:
-                    runner.close()
-                    raise LoadError(
-                        f"warmup of {servable.path} failed: {exc}", code=exc.code.value[0]
-                    ) from exc
-                if records is not None:
-                    seconds = time.perf_counter() - started
-                    self.metrics.observe_warmup(servable.path, seconds, records)
-            return runner
-
-        def load(name: str, version: int, path: str) -> object:
-            # TensorFlow's LoadSavedModel counts its attempts, and times them, around the
-            # SavedModel load alone (loader.cc): batching and warmup are not part of it.
-            started = time.perf_counter()
-            try:
-                servable = load_servable(name, version, path, tags, session_options)
-            except Exception:
-                self.metrics.observe_load(path, False, time.perf_counter() - started)
-                raise
-            seconds = time.perf_counter() - started
-            self.metrics.observe_load(path, True, seconds, servable.load_stages)
-            return servable
-
+        load_options = LoadOptions(
+            tags=tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip()),
+            session=SessionOptions(
+                intra, inter, options.per_process_gpu_memory_fraction, files.session_config
+            ),
+            batching=files.batching,
+            per_model_batching=options.enable_per_model_batching_parameters,
+            warmup=options.enable_model_warmup,
+            warmup_iterations=options.num_request_iterations_for_warmup or 1,
+            method_name_check=options.enable_signature_method_name_check,
+        )
+        loader = VersionLoader(load_options, self.workers, self.batch_scheduler, self.metrics)
         self.manager = ModelManager(
-            load,
-            make_runner,
+            loader.load,
+            loader.make_runner,
             allow_unavailable_labels=options.allow_version_labels_for_unavailable_models,
             max_load_retries=options.max_num_load_retries,
             retry_interval_seconds=max(options.load_retry_interval_micros, 0) / 1e6,

@@ -317,40 +317,39 @@ def in_process_dataplane(
 ) -> Iterator[object]:
     """The server's DataPlane over a real ModelManager, in this process (no gRPC, no REST).
 
-    Versions under `base_path` load on TF Serving's load path (tfsp.serving.servable) and run on
-    model worker threads, as in `tfsp serve` without batching; or, given `batching` (a
-    tfsp.serving.config.BatchingSettings), through the server's BatchingRunner, which reports
-    what it does to `batch_observer` (a tfsp.serving.batching.BatchObserver, e.g. a
-    BatchRecorder). `session_options`
-    (a tfsp.serving.servable.SessionOptions) is every session's config, as the server's flags
-    make it. `before_load(name, version)`, if given, is called on the loading thread before
-    each version loads (a test can hold a load there).
+    Versions under `base_path` load through the server's VersionLoader (tfsp.serving.loader:
+    TF Serving's load path, then warmup if the version has a warmup file) and run on model
+    worker threads, as in `tfsp serve` without batching; or, given `batching` (a
+    tfsp.serving.config.BatchingSettings), through a BatchingRunner on a shared scheduler,
+    which reports what it does to `batch_observer` (a tfsp.serving.batching.BatchObserver,
+    e.g. a BatchRecorder). `session_options` (a tfsp.serving.servable.SessionOptions) is every
+    session's config, as the server's flags make it. `before_load(name, version)`, if given,
+    is called on the loading thread before each version loads (a test can hold a load there).
     """
-    from tfsp.serving.batching import BatchingRunner, DirectRunner
+    from tfsp.serving.batching import BatchScheduler
     from tfsp.serving.config import model_settings, single_model_config
     from tfsp.serving.dataplane import DataPlane
+    from tfsp.serving.loader import LoadOptions, VersionLoader
     from tfsp.serving.manager import ModelManager
-    from tfsp.serving.servable import SessionOptions, load_servable
+    from tfsp.serving.servable import SessionOptions
     from tfsp.serving.workers import ModelWorkers
 
     workers = ModelWorkers(2)
-
-    def make_runner(servable: object) -> object:
-        if batching is None:
-            return DirectRunner(servable, workers)
-        return BatchingRunner(servable, batching, workers, batch_observer)
-
-    options = session_options or SessionOptions()
+    scheduler = BatchScheduler(batching.num_batch_threads) if batching is not None else None
+    load_options = LoadOptions(session=session_options or SessionOptions(), batching=batching)
+    loader = VersionLoader(load_options, workers, scheduler, batch_observer=batch_observer)
 
     def load(name: str, version: int, path: str) -> object:
         if before_load is not None:
             before_load(name, version)
-        return load_servable(name, version, path, session_options=options)
+        return loader.load(name, version, path)
 
-    manager = ModelManager(load, make_runner)
+    manager = ModelManager(load, loader.make_runner)
     try:
         manager.configure(model_settings(single_model_config(name, str(base_path))))
         yield DataPlane(manager)
     finally:
         manager.shutdown()
+        if scheduler is not None:
+            scheduler.close()
         workers.shutdown(wait=True)
