@@ -134,6 +134,19 @@ def beam_job(
     return Pull(code, stdout, stderr, peak_mb, time.perf_counter() - started)
 
 
+SAMPLE_ROWS = 20_000  # rows the in-process encoder is timed on
+
+
+class Rounds(NamedTuple):
+    """What one bench measured: the first pull, then per round the in-process rate, a pull
+    and a Beam job per mode."""
+
+    cold: Pull
+    local_rates: list[float]
+    pulls: list[Pull]
+    beams: dict[str, list[Pull]]
+
+
 def main() -> int:
     """Measure both, print figures and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -151,103 +164,118 @@ def main() -> int:
             f"error: no {MODEL} under {layout.serving_root}; run 'make run' first", file=sys.stderr
         )
         return 1
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="tfsp-features-bench-") as tmp:
         tmp_dir = Path(tmp)
         source = tmp_dir / "rows.npy"
-        array = np.lib.format.open_memmap(
-            source, mode="w+", dtype=np.float32, shape=(args.rows, 32, 32, 1)
-        )
-        for first in range(0, args.rows, 10_000):  # written in slices: the bench streams too
-            count = min(10_000, args.rows - first)
-            array[first : first + count] = rng.random((count, 32, 32, 1), dtype=np.float32)
-        array.flush()
-        del array
-        input_mb = source.stat().st_size / 2**20
-
-        sample = np.asarray(np.load(source, mmap_mode="r")[: min(args.rows, 20_000)])
-        encode = tf.saved_model.load(str(layout.serving_root / MODEL / version)).signatures[
-            "predict_images"
-        ]
-        encode(images=tf.constant(sample[: args.batch_size]))  # warm-up, outside the timing
-
-        config = tmp_dir / "models.config"
-        config.write_text(
-            text_format.MessageToString(build_models_config(str(layout.serving_root), [MODEL]))
-        )
-        local_rates, pulls = [], []
-        beams: dict[str, list[Pull]] = {mode: [] for mode in BEAM_WORKERS}
-        encoder_dir = layout.serving_root / MODEL / version
-        with LocalServer(config, tmp_dir / "server.log").start([MODEL]) as server:
-            # The first pull also pays the fresh server's warm-up (its first model calls at
-            # this batch size), as the in-process figure's warm-up call does: printed apart.
-            cold = pull(server.address, source, tmp_dir / "cold.npy", args)
-            for round_ in range(args.rounds):  # interleaved, so all see the same machine
-                local_rates.append(in_process_rows_per_second(encode, sample, args.batch_size))
-                pulls.append(pull(server.address, source, tmp_dir / f"codes{round_}.npy", args))
-                for i, mode in enumerate(BEAM_WORKERS):
-                    output = tmp_dir / f"beam{round_}-{i}"
-                    beams[mode].append(beam_job(encoder_dir, source, output, args, mode))
-        rates = []
-        for run in (cold, *pulls, *(job for jobs in beams.values() for job in jobs)):
-            if run.code != 0:
-                print(f"a run failed:\n{run.stderr[-3000:]}", file=sys.stderr)
-                return 1
-            rates.append(float(re.search(r"\((\d+) rows/s", run.stdout).group(1)))
-        beam_rates = {
-            mode: rates[1 + args.rounds * (1 + i) : 1 + args.rounds * (2 + i)]
-            for i, mode in enumerate(BEAM_WORKERS)
-        }
-        rates = rates[: 1 + args.rounds]
-        cold_rate, pull_rates = rates[0], rates[1:]
-        ratios = [ours / local for ours, local in zip(pull_rates, local_rates, strict=True)]
-        whole = statistics.median(args.rows / run.seconds for run in pulls)
-        peak_mb = max(run.peak_mb for run in (cold, *pulls))
-        print(
-            f"in-process encoder ({len(sample)} rows, batch {args.batch_size}), per round: "
-            + ", ".join(f"{r:.0f}" for r in local_rates)
-            + " rows/s"
-        )
-        print(
-            f"tfsp features over gRPC ({args.rows} rows, batch {args.batch_size}, "
-            f"{args.in_flight} in flight), per round: "
-            + ", ".join(f"{r:.0f}" for r in pull_rates)
-            + f" rows/s during the pull; first pull on the fresh server {cold_rate:.0f}; "
-            f"whole command (Python and TF start-up included) {whole:.0f} rows/s (median)"
-        )
-        ratio = statistics.median(ratios)
-        print(
-            "ratio gRPC pull / in-process per round: "
-            + ", ".join(f"{r:.2f}" for r in ratios)
-            + f"; median {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.7 else 'NOT met'}); "
-            f"first pull vs the median in-process rate: "
-            f"{cold_rate / statistics.median(local_rates):.2f}"
-        )
-        print(
-            f"peak RSS of the pull process: {peak_mb:.0f} MiB "
-            f"(input file {input_mb:.0f} MiB: streamed, not loaded)"
-        )
-        one, two = (beam_rates[mode] for mode in BEAM_WORKERS)
-        for mode, found in beam_rates.items():
-            jobs = beams[mode]
-            print(
-                f"tfsp features --saved-model on Beam, {mode}, per round: "
-                + ", ".join(f"{r:.0f}" for r in found)
-                + " rows/s during the job; whole command "
-                + f"{statistics.median(args.rows / job.seconds for job in jobs):.0f} rows/s; "
-                + f"peak RSS of the main process {max(job.peak_mb for job in jobs):.0f} MiB"
-            )
-
-        def median_ratio(top: list[float], bottom: list[float]) -> float:
-            return statistics.median(a / b for a, b in zip(top, bottom, strict=True))
-
-        print(
-            f"ratios (median per round): Beam 1 worker / in-process "
-            f"{median_ratio(one, local_rates):.2f}; Beam 1 worker / gRPC pull "
-            f"{median_ratio(one, pull_rates):.2f}; Beam 2 workers / 1 worker "
-            f"{median_ratio(two, one):.2f}"
-        )
+        write_rows(source, args.rows)
+        measured = measure(layout, version, source, tmp_dir, args)
+        failed = [run for run in all_runs(measured) if run.code != 0]
+        if failed:
+            print(f"a run failed:\n{failed[0].stderr[-3000:]}", file=sys.stderr)
+            return 1
+        report(measured, args, source.stat().st_size / 2**20)
     return 0
+
+
+def write_rows(source: Path, rows: int) -> None:
+    """A .npy of `rows` random images, written in slices (the bench streams too)."""
+    rng = np.random.default_rng(0)
+    array = np.lib.format.open_memmap(source, mode="w+", dtype=np.float32, shape=(rows, 32, 32, 1))
+    for first in range(0, rows, 10_000):
+        count = min(10_000, rows - first)
+        array[first : first + count] = rng.random((count, 32, 32, 1), dtype=np.float32)
+    array.flush()
+
+
+def measure(
+    layout: LocalLayout, version: str, source: Path, tmp_dir: Path, args: argparse.Namespace
+) -> Rounds:
+    """The first pull on a fresh server, then --rounds interleaved rounds of everything."""
+    encoder_dir = layout.serving_root / MODEL / version
+    sample = np.asarray(np.load(source, mmap_mode="r")[:SAMPLE_ROWS])
+    encode = tf.saved_model.load(str(encoder_dir)).signatures["predict_images"]
+    encode(images=tf.constant(sample[: args.batch_size]))  # warm-up, outside the timing
+    config = tmp_dir / "models.config"
+    config.write_text(
+        text_format.MessageToString(build_models_config(str(layout.serving_root), [MODEL]))
+    )
+    local_rates, pulls = [], []
+    beams: dict[str, list[Pull]] = {mode: [] for mode in BEAM_WORKERS}
+    with LocalServer(config, tmp_dir / "server.log").start([MODEL]) as server:
+        # The first pull also pays the fresh server's warm-up (its first model calls at
+        # this batch size), as the in-process figure's warm-up call does: printed apart.
+        cold = pull(server.address, source, tmp_dir / "cold.npy", args)
+        for round_ in range(args.rounds):  # interleaved, so all see the same machine
+            local_rates.append(in_process_rows_per_second(encode, sample, args.batch_size))
+            pulls.append(pull(server.address, source, tmp_dir / f"codes{round_}.npy", args))
+            for i, mode in enumerate(BEAM_WORKERS):
+                output = tmp_dir / f"beam{round_}-{i}"
+                beams[mode].append(beam_job(encoder_dir, source, output, args, mode))
+    return Rounds(cold, local_rates, pulls, beams)
+
+
+def all_runs(measured: Rounds) -> list[Pull]:
+    """Every child run of the bench."""
+    return [measured.cold, *measured.pulls, *(j for jobs in measured.beams.values() for j in jobs)]
+
+
+def rate(run: Pull) -> float:
+    """The rows/s a run printed for its work (start-up excluded)."""
+    return float(re.search(r"\((\d+) rows/s", run.stdout).group(1))
+
+
+def median_ratio(top: list[float], bottom: list[float]) -> float:
+    """The median of per-round ratios."""
+    return statistics.median(a / b for a, b in zip(top, bottom, strict=True))
+
+
+def report(measured: Rounds, args: argparse.Namespace, input_mb: float) -> None:
+    """Print the rates, memory and ratios."""
+    local_rates = measured.local_rates
+    cold_rate, pull_rates = rate(measured.cold), [rate(run) for run in measured.pulls]
+    ratios = [ours / local for ours, local in zip(pull_rates, local_rates, strict=True)]
+    whole = statistics.median(args.rows / run.seconds for run in measured.pulls)
+    peak_mb = max(run.peak_mb for run in (measured.cold, *measured.pulls))
+    print(
+        f"in-process encoder ({min(args.rows, SAMPLE_ROWS)} rows, batch {args.batch_size}), "
+        "per round: " + ", ".join(f"{r:.0f}" for r in local_rates) + " rows/s"
+    )
+    print(
+        f"tfsp features over gRPC ({args.rows} rows, batch {args.batch_size}, "
+        f"{args.in_flight} in flight), per round: "
+        + ", ".join(f"{r:.0f}" for r in pull_rates)
+        + f" rows/s during the pull; first pull on the fresh server {cold_rate:.0f}; "
+        f"whole command (Python and TF start-up included) {whole:.0f} rows/s (median)"
+    )
+    ratio = statistics.median(ratios)
+    print(
+        "ratio gRPC pull / in-process per round: "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + f"; median {ratio:.2f} (target >= 0.70: {'met' if ratio >= 0.7 else 'NOT met'}); "
+        f"first pull vs the median in-process rate: "
+        f"{cold_rate / statistics.median(local_rates):.2f}"
+    )
+    print(
+        f"peak RSS of the pull process: {peak_mb:.0f} MiB "
+        f"(input file {input_mb:.0f} MiB: streamed, not loaded)"
+    )
+    beam_rates = {mode: [rate(job) for job in jobs] for mode, jobs in measured.beams.items()}
+    for mode, found in beam_rates.items():
+        jobs = measured.beams[mode]
+        print(
+            f"tfsp features --saved-model on Beam, {mode}, per round: "
+            + ", ".join(f"{r:.0f}" for r in found)
+            + " rows/s during the job; whole command "
+            + f"{statistics.median(args.rows / job.seconds for job in jobs):.0f} rows/s; "
+            + f"peak RSS of the main process {max(job.peak_mb for job in jobs):.0f} MiB"
+        )
+    one, two = (beam_rates[mode] for mode in BEAM_WORKERS)
+    print(
+        f"ratios (median per round): Beam 1 worker / in-process "
+        f"{median_ratio(one, local_rates):.2f}; Beam 1 worker / gRPC pull "
+        f"{median_ratio(one, pull_rates):.2f}; Beam 2 workers / 1 worker "
+        f"{median_ratio(two, one):.2f}"
+    )
 
 
 if __name__ == "__main__":

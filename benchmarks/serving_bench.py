@@ -355,6 +355,15 @@ def _median_result(runs: list[dict]) -> dict:
     }
 
 
+TITLES = {
+    "echo": "echo gRPC (uvloop)",
+    ASYNCIO_ECHO: "echo gRPC (asyncio loop)",
+    "plain": "tfsp serve",
+    "batch": "tfsp serve +batching",
+}
+Runs = dict[tuple[str, int], list[dict]]
+
+
 def main() -> int:
     """Run every scenario and print the table and the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -384,26 +393,40 @@ def main() -> int:
         local[threads] = _in_process(version, threads, 2000)
         for what, result in local[threads].items():
             print(_row(f"in-process, {what}, TF threads {threads or 'default'}", result))
-
-    scratch = tempfile.TemporaryDirectory()
-    params = Path(scratch.name) / "batching.config"
-    params.write_text(BATCHING)
-    common = ["--model_name=cnn", f"--model_base_path={base}"]
+    flags = ["--model_name=cnn", f"--model_base_path={base}"]
     if args.tf_threads:
-        common += [
+        flags += [
             f"--tensorflow_intra_op_parallelism={args.tf_threads}",
             f"--tensorflow_inter_op_parallelism={args.tf_threads}",
         ]
+    runs = _load_runs(flags, args.rounds, args.seconds)
+    results = {key: _median_result(value) for key, value in runs.items()}
+    for name in TITLES:
+        for clients in CLIENTS:
+            print(_row(f"{TITLES[name]}, {clients} clients", results[(name, clients)]))
+    print()
+    _print_targets(runs, results, local)
+    print()
+    _print_first_requests(version, flags, args.rounds)
+    return 0
+
+
+def _load_runs(flags: list[str], rounds: int, seconds: float) -> Runs:
+    """Every load scenario against the echo servers and ours (with and without batching),
+    interleaved round by round so that all meet the same machine load."""
+    scratch = tempfile.TemporaryDirectory()
+    params = Path(scratch.name) / "batching.config"
+    params.write_text(BATCHING)
     servers: dict[str, tuple[str, subprocess.Popen]] = {}
     load = _LoadGenerator()
     try:
         for name, argv in (
             ("echo", [__file__, "--_echo", "uvloop"]),
             (ASYNCIO_ECHO, [__file__, "--_echo", "asyncio"]),
-            ("plain", ["-m", "tfsp.serving.server", *common]),
+            ("plain", ["-m", "tfsp.serving.server", *flags]),
             (
                 "batch",
-                ["-m", "tfsp.serving.server", *common, "--enable_batching",
+                ["-m", "tfsp.serving.server", *flags, "--enable_batching",
                  f"--batching_parameters_file={params}"],
             ),
         ):  # fmt: skip
@@ -412,28 +435,22 @@ def main() -> int:
             servers[name] = (f"127.0.0.1:{port}", _spawn(*argv, flag, stdout=subprocess.DEVNULL))
         for address, process in servers.values():
             _wait_ready(address, process)
-        runs: dict[tuple[str, int], list[dict]] = {}
+        runs: Runs = {}
         for clients in CLIENTS:
-            for _ in range(args.rounds):
+            for _ in range(rounds):
                 for name, (address, process) in servers.items():
-                    result = _measured_run(load, address, clients, args.seconds, process.pid)
+                    result = _measured_run(load, address, clients, seconds, process.pid)
                     runs.setdefault((name, clients), []).append(result)
     finally:
         load.close()
         for _, process in servers.values():
             _stop(process)
         scratch.cleanup()
+    return runs
 
-    titles = {
-        "echo": "echo gRPC (uvloop)",
-        ASYNCIO_ECHO: "echo gRPC (asyncio loop)",
-        "plain": "tfsp serve",
-        "batch": "tfsp serve +batching",
-    }
-    results = {key: _median_result(value) for key, value in runs.items()}
-    for name in servers:
-        for clients in CLIENTS:
-            print(_row(f"{titles[name]}, {clients} clients", results[(name, clients)]))
+
+def _print_targets(runs: Runs, results: dict[tuple[str, int], dict], local: dict) -> None:
+    """The issue's targets: QPS ratios to the echo servers, and the single-client bound."""
 
     def ratios(name: str, clients: int, echo: str = ASYNCIO_ECHO) -> float:
         pairs = zip(runs[(name, clients)], runs[(echo, clients)], strict=True)
@@ -447,13 +464,9 @@ def main() -> int:
             f"{tighter:.1%} of the uvloop echo's"
         )
 
-    inproc = min(local[t][SIGNATURE_CALL]["p50"] for t in local)
-    direct = min(local[t][SERVER_CALL]["p50"] for t in local)
-    echo_p50 = results[(ASYNCIO_ECHO, 1)]["p50"]
-    single = results[("plain", 1)]["p50"]
-    bound = inproc + echo_p50 + 0.5
-    strict = direct + echo_p50 + 0.5
-    print()
+    def cores(name: str) -> float:
+        return results[(name, 64)]["qps"] * results[(name, 64)]["cpu_us"] / 1e6
+
     print("QPS ratios are medians of per-round ratios.")
     print(f"64 clients with batching: {both('batch', 64, 0.75)}")
     echo_cpu, batched = results[("echo", 64)]["cpu_us"], results[("batch", 64)]
@@ -463,10 +476,6 @@ def main() -> int:
         "ratio tracks it only while the server's event loop or the machine is saturated: "
         f"here loop {batched['loop']:.0%}, host {batched['host']:.0%}"
     )
-
-    def cores(name: str) -> float:
-        return results[(name, 64)]["qps"] * results[(name, 64)]["cpu_us"] / 1e6
-
     print(
         f"  server cores busy at 64 clients (QPS x CPU per call): {cores('batch'):.2f} with "
         f"batching, {cores('echo'):.2f} the uvloop echo, {cores(ASYNCIO_ECHO):.2f} the asyncio "
@@ -474,6 +483,12 @@ def main() -> int:
     )
     for clients in (16, 64):
         print(f"{clients} clients without batching: {both('plain', clients, 0.4)}")
+    inproc = min(local[t][SIGNATURE_CALL]["p50"] for t in local)
+    direct = min(local[t][SERVER_CALL]["p50"] for t in local)
+    echo_p50 = results[(ASYNCIO_ECHO, 1)]["p50"]
+    single = results[("plain", 1)]["p50"]
+    bound = inproc + echo_p50 + 0.5
+    strict = direct + echo_p50 + 0.5
     print(
         f"1 client: p50 {single:.2f} ms vs bound {bound:.2f} ms = in-process {inproc:.2f} "
         f"(best of the TF thread settings) + asyncio echo {echo_p50:.2f} + 0.5 "
@@ -489,20 +504,22 @@ def main() -> int:
             f"{ratios('plain', clients):.0%} / {ratios('plain', clients, 'echo'):.0%} plain, "
             f"{ratios('batch', clients):.0%} / {ratios('batch', clients, 'echo'):.0%} batching"
         )
-    print()
+
+
+def _print_first_requests(version: Path, flags: list[str], rounds: int) -> None:
+    """The first Predict after a version becomes AVAILABLE, with and without its warmup."""
     first = {
-        warm: [_first_request(version, common, warm) for _ in range(args.rounds)]
+        warm: [_first_request(version, flags, warm) for _ in range(rounds)]
         for warm in (True, False)
     }
     for warm, times in first.items():
         firsts, seconds = [t[0] for t in times], [t[1] for t in times]
-        rounds = ", ".join(f"{t:.1f}" for t in firsts)
+        rounds_text = ", ".join(f"{t:.1f}" for t in firsts)
         print(
             f"first Predict after AVAILABLE, {'with' if warm else 'without'} warmup: "
-            f"median {statistics.median(firsts):.1f} ms (rounds {rounds}); "
+            f"median {statistics.median(firsts):.1f} ms (rounds {rounds_text}); "
             f"second call {statistics.median(seconds):.1f} ms"
         )
-    return 0
 
 
 def _first_request(version: Path, flags: list[str], warmup: bool) -> tuple[float, float]:
