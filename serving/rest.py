@@ -2,8 +2,9 @@
 
 Paths are matched with TF Serving's own patterns (case-insensitive, version or label,
 `:predict|:classify|:regress`, `/metadata`) against the request target as TF Serving's HTTP
-server gives it, query string included; errors are `{"error": "..."}` with the HTTP status
-TF Serving maps each gRPC code to.
+server gives it, query string included, and what they capture is dispatched on as there
+(case-sensitively: `:PREDICT` is a malformed request); errors are `{"error": "..."}` with
+the HTTP status TF Serving maps each gRPC code to.
 """
 
 import asyncio
@@ -39,6 +40,10 @@ _STATUS = re.compile(
 # http_rest_api_util.h (kHTTPRestApiHandlerPathRegex): the request targets TF Serving's
 # REST dispatcher takes, and counts; "/v1" alone, or "/v1?x=1", is not one of them.
 _DISPATCHED = re.compile(r"/v1/.*", re.IGNORECASE)
+# The verbs and the subresource http_rest_api_handler.cc dispatches on. Its patterns ignore
+# case, but it compares what they capture with these as they are spelled here.
+_VERBS = frozenset({"predict", "classify", "regress"})
+_METADATA = "metadata"
 # ZLib::kMaxUncompressedBytes (util/net_http/compression/gzip_zlib.h): the most a gzip body
 # may inflate to. TF Serving's evhttp_request.cc (UncompressGzipBody) drops a body over it,
 # which then fails as an empty JSON document: 400.
@@ -126,17 +131,19 @@ class RestApi:
                 method = match.group(4)
                 model = urllib.parse.unquote(match.group(1))
                 spec = _spec(*match.group(1, 2, 3))
+                if method not in _VERBS:  # ":PREDICT": parsed, then no verb takes it
+                    raise invalid(f"Malformed request: {request.method} {path}")
                 body = await self._read_body(request)
-                verb = method.lower()
                 # The session run is timed as its API (predict_util.cc, classifier.cc,
                 # regressor.cc), REST or not.
-                token = RUNTIME_API.set((model, verb.capitalize()))
-                work = self._verb(verb, spec, body)
+                token = RUNTIME_API.set((model, method.capitalize()))
+                work = self._verb(method, spec, body)
             elif request.method == "GET" and (match := _STATUS.fullmatch(path)):
                 model = urllib.parse.unquote(match.group(1) or "")
                 spec = _spec(*match.group(1, 2, 3))
-                api = "get_model_metadata" if match.group(4) else "get_model_status"
-                work = self._get(api, spec)
+                # "/METADATA" matches too, and is then a status request, as there.
+                metadata = match.group(4) == _METADATA
+                work = self._get("get_model_metadata" if metadata else "get_model_status", spec)
             else:
                 raise invalid(f"Malformed request: {request.method} {path}")
             payload = await work

@@ -170,15 +170,31 @@ TARGETS = [
         200,
         {"model_version_status": [STATUS_1]},
     ),
+    # The patterns ignore case (?i), but http_rest_api_handler.cc dispatches on the
+    # captured verb and subresource compared case-sensitively.
+    ("an upper-case verb", "POST", "/v1/models/toy:PREDICT", 400, MALFORMED),
+    ("a capitalised verb", "POST", "/v1/models/toy:Classify", 400, MALFORMED),
+    (
+        "an upper-case path",
+        "POST",
+        "/V1/MODELS/toy:predict",
+        200,
+        {"predictions": [[1.0, 2.0, 3.0]]},
+    ),
+    (
+        "an upper-case /METADATA is a status request",
+        "GET",
+        "/v1/models/toy/METADATA",
+        200,
+        {"model_version_status": [STATUS_1]},
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     "method, target, status, reply", [c[1:] for c in TARGETS], ids=[c[0] for c in TARGETS]
 )
-def test_the_patterns_match_the_target_with_its_query_as_in_tf_serving(
-    server, method, target, status, reply
-):
+def test_targets_are_parsed_and_dispatched_as_in_tf_serving(server, method, target, status, reply):
     got, raw = _request(server, method, target, GOOD if method == "POST" else None)
     if isinstance(reply, str):
         reply = {"error": reply.format(method=method, path=target)}
