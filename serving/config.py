@@ -37,6 +37,23 @@ class VersionPolicy:
             return self.versions & set(available)
         return set(sorted(available)[-self.num_versions :])
 
+    def folders(self, names: dict[int, list[str]]) -> dict[int, str]:
+        """The folder each version loads from, given all the base path's names for it in
+        sorted (byte) order: "007", "7" and "7 " all stand for 7 (absl::SimpleAtoi).
+
+        As TF Serving's file-system source and manager pick one: `all` aspires every name and
+        the manager keeps the first (basic_manager.cc refuses the others as already managed);
+        `specific` takes the folders named as the numbers themselves when every requested
+        version has one (its fast path, which lists nothing); otherwise, and for `latest`,
+        the last name wins (IndexChildrenByVersion). A version with one name loads from it.
+        """
+        if self.kind == "all":
+            return {version: found[0] for version, found in names.items()}
+        if self.kind == "specific" and all(str(v) in names.get(v, ()) for v in self.versions):
+            exact = {version: str(version) for version in self.versions}
+            return {version: exact.get(version, found[-1]) for version, found in names.items()}
+        return {version: found[-1] for version, found in names.items()}
+
     def describe(self) -> str:
         """A short human form, for logs."""
         if self.kind == "specific":

@@ -338,27 +338,29 @@ class ModelManager:
         base = Path(model.settings.base_path)
         found: dict[int, Path] | None = {}
         try:
-            # Sorted, as TF Serving's listing: of two names for one number ("7" and "007")
-            # the last wins, with the warning it logs.
+            # Sorted, as TF Serving's listing (a std::set): which of two names for one
+            # number ("007" and "7") loads depends on their order and on the policy.
             with os.scandir(base) as listing:
-                entries = sorted(listing, key=lambda entry: entry.name)
+                names = sorted(entry.name for entry in listing)
         except OSError as exc:
             found, note = None, f"cannot read base path {base}: {exc.strerror or exc}"
         else:
-            for entry in entries:
-                version = version_number(entry.name)
-                if version is None:
-                    continue
-                if version in found:
+            by_version: dict[int, list[str]] = {}
+            for name in names:
+                version = version_number(name)
+                if version is not None:
+                    by_version.setdefault(version, []).append(name)
+            for version, folder in model.settings.policy.folders(by_version).items():
+                found[version] = base / folder
+                if len(by_version[version]) > 1:
                     log.warning(
-                        "model %s: duplicate version directories for version %d: %s is used, "
+                        "model %s: duplicate version directories for version %d: %r is used, "
                         "%s ignored",
                         model.settings.name,
                         version,
-                        entry.name,
-                        found[version].name,
+                        folder,
+                        ", ".join(repr(n) for n in by_version[version] if n != folder),
                     )
-                found[version] = Path(entry.path)
             note = "" if found else f"no versions found under base path {base}"
         if note and note != model.last_scan_note:
             log.warning("model %s: %s", model.settings.name, note)

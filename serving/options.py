@@ -285,13 +285,17 @@ def options_from_namespace(args: argparse.Namespace) -> Options:
             "server_options.batching_parameters_file is set without setting "
             "server_options.enable_batching to true."
         )
-    for flag in (
+    files = [
         "model_config_file",
         "batching_parameters_file",
-        "monitoring_config_file",
         "ssl_config_file",
         "tensorflow_session_config_file",
-    ):
+    ]
+    # server.cc opens the monitoring file only to start the HTTP server: with REST off a
+    # missing one stops nothing there (tfsp.serving.server says it is not read).
+    if options.rest_api_port:
+        files.append("monitoring_config_file")
+    for flag in files:
         path = getattr(options, flag)
         if path and not os.path.isfile(path):
             raise FlagError(f"--{flag}: no such file: {path}")

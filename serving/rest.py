@@ -1,8 +1,10 @@
 """The REST adapter (aiohttp): TF Serving's /v1/models URLs over the data plane.
 
 Paths are matched with TF Serving's own patterns (case-insensitive, version or label,
-`:predict|:classify|:regress`, `/metadata`); errors are `{"error": "..."}` with the HTTP
-status TF Serving maps each gRPC code to.
+`:predict|:classify|:regress`, `/metadata`) against the request target as TF Serving's HTTP
+server gives it, query string included, and what they capture is dispatched on as there
+(case-sensitively: `:PREDICT` is a malformed request); errors are `{"error": "..."}` with
+the HTTP status TF Serving maps each gRPC code to.
 """
 
 import asyncio
@@ -35,9 +37,13 @@ _STATUS = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
     re.IGNORECASE,
 )
-# http_rest_api_util.h (kHTTPRestApiHandlerPathRegex): the requests TF Serving's REST
-# dispatcher takes, and counts; "/v1" alone is not one of them.
-_COUNTED = re.compile(r"/v1/", re.IGNORECASE)
+# http_rest_api_util.h (kHTTPRestApiHandlerPathRegex): the request targets TF Serving's
+# REST dispatcher takes, and counts; "/v1" alone, or "/v1?x=1", is not one of them.
+_DISPATCHED = re.compile(r"/v1/.*", re.IGNORECASE)
+# The verbs and the subresource http_rest_api_handler.cc dispatches on. Its patterns ignore
+# case, but it compares what they capture with these as they are spelled here.
+_VERBS = frozenset({"predict", "classify", "regress"})
+_METADATA = "metadata"
 # ZLib::kMaxUncompressedBytes (util/net_http/compression/gzip_zlib.h): the most a gzip body
 # may inflate to. TF Serving's evhttp_request.cc (UncompressGzipBody) drops a body over it,
 # which then fails as an empty JSON document: 400.
@@ -104,6 +110,14 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.Response:
         """Dispatch any /v1/... request."""
+        # evhttp_request.cc (uri_path): what TF Serving's dispatcher and handler match is
+        # the path with "?query" and "#fragment" put back, i.e. the target as sent. So a
+        # query fails the patterns (400 "Malformed request") or, after a model name, becomes
+        # part of it; and a target the dispatcher does not take is not found
+        # (evhttp_server.cc), as any path without a handler.
+        path = request.raw_path
+        if not _DISPATCHED.fullmatch(path):
+            raise web.HTTPNotFound()
         started = time.perf_counter()
         # What http_server.cc records: the model name as the path gives it (URL-decoded,
         # "" if the path does not parse) and the verb as the URL spells it ("" for a GET).
@@ -113,22 +127,23 @@ class RestApi:
             if self._gate is not None and not self._gate.admit():
                 await self._gate.refusal()
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-            path = request.raw_path.split("?", 1)[0]
             if request.method == "POST" and (match := _PREDICTION.fullmatch(path)):
                 method = match.group(4)
                 model = urllib.parse.unquote(match.group(1))
                 spec = _spec(*match.group(1, 2, 3))
+                if method not in _VERBS:  # ":PREDICT": parsed, then no verb takes it
+                    raise invalid(f"Malformed request: {request.method} {path}")
                 body = await self._read_body(request)
-                verb = method.lower()
                 # The session run is timed as its API (predict_util.cc, classifier.cc,
                 # regressor.cc), REST or not.
-                token = RUNTIME_API.set((model, verb.capitalize()))
-                work = self._verb(verb, spec, body)
+                token = RUNTIME_API.set((model, method.capitalize()))
+                work = self._verb(method, spec, body)
             elif request.method == "GET" and (match := _STATUS.fullmatch(path)):
                 model = urllib.parse.unquote(match.group(1) or "")
                 spec = _spec(*match.group(1, 2, 3))
-                api = "get_model_metadata" if match.group(4) else "get_model_status"
-                work = self._get(api, spec)
+                # "/METADATA" matches too, and is then a status request, as there.
+                metadata = match.group(4) == _METADATA
+                work = self._get("get_model_metadata" if metadata else "get_model_status", spec)
             else:
                 raise invalid(f"Malformed request: {request.method} {path}")
             payload = await work
@@ -154,7 +169,7 @@ class RestApi:
         finally:
             if token is not None:
                 RUNTIME_API.reset(token)
-            if self._metrics is not None and _COUNTED.match(request.raw_path):
+            if self._metrics is not None:
                 # http_server.cc: the latency of a request answered 200 only; every
                 # request under /v1/ counted by its status.
                 if code == "OK":

@@ -265,6 +265,21 @@ def test_the_server_runs_on_uvloop(monkeypatch):
     assert loops == [uvloop.Loop]
 
 
+def test_a_missing_monitoring_file_stops_the_start_only_with_rest_on(tmp_path, monkeypatch):
+    """server.cc parses --monitoring_config_file only where it starts the HTTP server: with
+    --rest_api_port=0 the file is never opened, so a missing one does not stop the start."""
+    missing = f"--monitoring_config_file={tmp_path / 'monitoring.config'}"
+    with pytest.raises(FlagError, match="--monitoring_config_file: no such file"):
+        parse_flags(["--model_base_path=/m", "--rest_api_port=8501", missing])
+
+    async def serve(options: Options, files: object) -> int:
+        assert files.prometheus_path is None
+        return 7
+
+    monkeypatch.setattr(server, "_serve", serve)
+    assert server.run(parse_flags(["--model_base_path=/m", missing])) == 7
+
+
 TF_SERVING_MODELS_CONFIG = """
 model_config_list {
   config {

@@ -401,6 +401,57 @@ def test_version_folders_that_are_not_int64_numbers_are_skipped(toy_build, tmp_p
         assert _predict(plane, SpecRef("toy"), "", {"x": X}).version == 1
 
 
+@pytest.fixture(scope="module")
+def toy_build_2(tmp_path_factory) -> Path:
+    """The toy SavedModel at scale 2: its outputs tell which of two folders served."""
+    return build_toy_model(tmp_path_factory.mktemp("build2") / "toy", 2.0)
+
+
+DUPLICATE_FOLDERS = [
+    # (id, folder of the scale-1 model, folder of the scale-2 model, policy, scale served)
+    # file_system_storage_path_source.cc lists the base path into a std::set: byte order,
+    # "007" < "7" < "7 " (absl::SimpleAtoi takes surrounding spaces). IndexChildrenByVersion
+    # keeps a number's last name (latest; specific off its fast path). AspireAllVersions
+    # aspires every name and the manager keeps the first (basic_manager.cc refuses the next
+    # as already managed). AspireSpecificVersionsFastPath takes the folders named as the
+    # numbers themselves when every requested version has one.
+    ("latest: 007 and 7", "007", "7", "latest", 2.0),
+    ("all: 007 and 7", "007", "7", "all", 1.0),
+    ("specific: 007 and 7", "007", "7", [7], 2.0),
+    ("latest: 7 and '7 '", "7", "7 ", "latest", 2.0),
+    ("all: 7 and '7 '", "7", "7 ", "all", 1.0),
+    ("specific: 7 and '7 '", "7", "7 ", [7], 1.0),
+    ("specific, 8 missing: 7 and '7 '", "7", "7 ", [7, 8], 2.0),
+]
+
+
+@pytest.mark.parametrize(
+    "first, second, policy, scale",
+    [c[1:] for c in DUPLICATE_FOLDERS],
+    ids=[c[0] for c in DUPLICATE_FOLDERS],
+)
+def test_of_two_folders_for_one_version_the_one_tf_serving_picks_serves(
+    toy_build, toy_build_2, tmp_path, first, second, policy, scale
+):
+    root = tmp_path / "dup"
+    shutil.copytree(toy_build, root / first)
+    shutil.copytree(toy_build_2, root / second)
+    config = _config("dup", str(root))
+    entry = config.model_config_list.config[0]
+    if policy == "all":
+        entry.model_version_policy.all.SetInParent()
+    elif policy != "latest":
+        entry.model_version_policy.specific.versions.extend(policy)
+    shutil.copytree(toy_build, tmp_path / "seed" / "1")
+    with in_process_dataplane(tmp_path / "seed") as plane:
+        # configured from the start with its policy: a version loaded is not reloaded
+        plane.manager.configure(model_settings(config))
+        for _ in range(2):  # and a later poll keeps it
+            result = _predict(plane, SpecRef("dup"), "", {"x": X})
+            assert (result.version, result.outputs["y"].tolist()) == (7, [[scale] * 3])
+            plane.manager.poll()
+
+
 def test_a_version_beyond_int64_in_the_config_is_refused(tmp_path):
     path = tmp_path / "models.config"
     path.write_text(

@@ -3,6 +3,7 @@ status) with a one-line JSON error, memory stays bounded, slow clients are cut o
 server answers a good request afterwards.
 """
 
+import http.client
 import json
 import socket
 import time
@@ -19,6 +20,11 @@ READ_TIMEOUT_S = 1.5
 RSS_GROWTH_BOUND_MIB = 64
 GOOD = b'{"instances": [[1, 2, 3]]}'
 PREDICT = "/v1/models/toy:predict"
+STATUS_1 = {
+    "version": "1",
+    "state": "AVAILABLE",
+    "status": {"error_code": "OK", "error_message": ""},
+}
 
 
 def _rss_mib(pid: int) -> float:
@@ -123,6 +129,85 @@ ACCEPTED = [
 @pytest.mark.parametrize("body, headers", [c[1:] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
 def test_bodies_tf_serving_accepts(server, body, headers):
     assert _post(server, body, headers) == (200, {"predictions": [[1.0, 2.0, 3.0]]})
+
+
+def _request(server: object, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    """One request with `path` sent as the request target, byte for byte."""
+    host, port = server.rest_address.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request(method, path, body=body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+MALFORMED = "Malformed request: {method} {path}"
+TARGETS = [
+    # (id, method, target, status, the JSON reply: a dict, or the error's text)
+    # evhttp_request.cc: uri_path() is the path with "?query" (and "#fragment") appended,
+    # and http_rest_api_util.cc matches its patterns against all of it.
+    ("a query after :predict", "POST", "/v1/models/toy:predict?x=1", 400, MALFORMED),
+    ("an empty query after :predict", "POST", "/v1/models/toy:predict?", 400, MALFORMED),
+    ("a query after a version", "POST", "/v1/models/toy/versions/1:predict?x=1", 400, MALFORMED),
+    ("a query after /metadata", "GET", "/v1/models/toy/metadata?x=1", 400, MALFORMED),
+    ("a query after a version's status", "GET", "/v1/models/toy/versions/1?x=1", 400, MALFORMED),
+    ("a query after /v1/models", "GET", "/v1/models?x=1", 400, MALFORMED),
+    # [^/:]+ takes "?" and "=": the query becomes part of the model's name
+    (
+        "a query after a model's status",
+        "GET",
+        "/v1/models/toy?x=1",
+        404,
+        "Could not find any versions of model toy?x=1",
+    ),
+    # ... or of the label, which a status request ignores (get_model_status_impl.cc)
+    (
+        "a query after a label's status",
+        "GET",
+        "/v1/models/toy/labels/stable?x=1",
+        200,
+        {"model_version_status": [STATUS_1]},
+    ),
+    # The patterns ignore case (?i), but http_rest_api_handler.cc dispatches on the
+    # captured verb and subresource compared case-sensitively.
+    ("an upper-case verb", "POST", "/v1/models/toy:PREDICT", 400, MALFORMED),
+    ("a capitalised verb", "POST", "/v1/models/toy:Classify", 400, MALFORMED),
+    (
+        "an upper-case path",
+        "POST",
+        "/V1/MODELS/toy:predict",
+        200,
+        {"predictions": [[1.0, 2.0, 3.0]]},
+    ),
+    (
+        "an upper-case /METADATA is a status request",
+        "GET",
+        "/v1/models/toy/METADATA",
+        200,
+        {"model_version_status": [STATUS_1]},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "method, target, status, reply", [c[1:] for c in TARGETS], ids=[c[0] for c in TARGETS]
+)
+def test_targets_are_parsed_and_dispatched_as_in_tf_serving(server, method, target, status, reply):
+    got, raw = _request(server, method, target, GOOD if method == "POST" else None)
+    if isinstance(reply, str):
+        reply = {"error": reply.format(method=method, path=target)}
+    assert (got, json.loads(raw)) == (status, reply)
+
+
+@pytest.mark.parametrize("target", ["/v1", "/v1?x=1", "/V1?/models/toy"])
+def test_what_tf_servings_dispatcher_does_not_take_is_not_found(server, target):
+    # http_server.cc: the dispatcher takes a target only if (?i)/v1/.* matches all of it,
+    # query included; evhttp_server.cc answers any other with 404.
+    for method in ("GET", "POST"):
+        assert _request(server, method, target, b"{}")[0] == 404
+    _answers_good_request(server)
 
 
 def test_gzip_bomb_is_refused_with_bounded_memory(server):
