@@ -4,7 +4,8 @@ Paths are matched with TF Serving's own patterns (case-insensitive, version or l
 `:predict|:classify|:regress`, `/metadata`) against the request target as TF Serving's HTTP
 server gives it, query string included, and what they capture is dispatched on as there
 (case-sensitively: `:PREDICT` is a malformed request); errors are `{"error": "..."}` with
-the HTTP status TF Serving maps each gRPC code to.
+the HTTP status TF Serving maps each gRPC code to. Requests reach the REST handler, or the
+metrics endpoint, through one dispatch modelled on that server's (`request_target`).
 """
 
 import asyncio
@@ -40,6 +41,19 @@ _STATUS = re.compile(
 # http_rest_api_util.h (kHTTPRestApiHandlerPathRegex): the request targets TF Serving's
 # REST dispatcher takes, and counts; "/v1" alone, or "/v1?x=1", is not one of them.
 _DISPATCHED = re.compile(r"/v1/.*", re.IGNORECASE)
+# The methods TF Serving's HTTP server knows (evhttp_request.cc, ParsedEvRequest::decode);
+# a request with any other is refused before a handler is looked up: 400.
+_KNOWN_METHODS = frozenset(
+    {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PATCH"}
+)
+# A request target as libevent's strict URI parser takes it (evhttp_uri_parse, flags 0):
+# RFC 3986's characters in the path, and "?" too in the query and fragment; "%" only with
+# two hex digits. An absolute target ("http://host:port/v1/...") counts by its path.
+_PCHARS = r"[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2}"
+_TARGET = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]*://(?:[A-Za-z0-9._~!$&'()*+,;=:@\[\]-]|%[0-9A-Fa-f]{2})*)?"
+    rf"((?:{_PCHARS})*)((?:\?(?:{_PCHARS}|\?)*)?(?:#(?:{_PCHARS}|\?)*)?)"
+)
 # The verbs and the subresource http_rest_api_handler.cc dispatches on. Its patterns ignore
 # case, but it compares what they capture with these as they are spelled here.
 _VERBS = frozenset({"predict", "classify", "regress"})
@@ -108,16 +122,9 @@ class RestApi:
             headers=self._headers,
         )
 
-    async def handle(self, request: web.Request) -> web.Response:
-        """Dispatch any /v1/... request."""
-        # evhttp_request.cc (uri_path): what TF Serving's dispatcher and handler match is
-        # the path with "?query" and "#fragment" put back, i.e. the target as sent. So a
-        # query fails the patterns (400 "Malformed request") or, after a model name, becomes
-        # part of it; and a target the dispatcher does not take is not found
-        # (evhttp_server.cc), as any path without a handler.
-        path = request.raw_path
-        if not _DISPATCHED.fullmatch(path):
-            raise web.HTTPNotFound()
+    async def handle(self, request: web.Request, path: str) -> web.Response:
+        """Answer a request the REST dispatcher took; `path` is its target as TF Serving's
+        handler matches it (see `request_target`)."""
         started = time.perf_counter()
         # What http_server.cc records: the model name as the path gives it (URL-decoded,
         # "" if the path does not parse) and the verb as the URL spells it ("" for a GET).
@@ -314,23 +321,51 @@ def build_app(
         gate=gate,
     )
     app = web.Application(client_max_size=max_body_bytes)
-    if prometheus_path and metrics is not None:
+    if metrics is None:
+        prometheus_path = None
 
-        async def prometheus(request: web.Request) -> web.Response:
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        # evhttp_server.cc (DispatchEvRequest): a target that does not parse is refused; a
+        # handler registered for the path itself (the metrics endpoint) comes first, then
+        # the REST dispatcher, which takes /v1/... targets; anything else is not found.
+        parsed = request_target(request.method, request.raw_path)
+        if parsed is None:
+            raise web.HTTPBadRequest()
+        path, target = parsed
+        if path == prometheus_path:
             # http_server.cc (ProcessPrometheusRequest): any method; the path it compares
             # with the configured one still holds the query string, so a query is refused.
-            if request.raw_path != prometheus_path:
-                text = f"Unexpected path: {request.raw_path}. Should be {prometheus_path}"
+            if target != prometheus_path:
+                text = f"Unexpected path: {target}. Should be {prometheus_path}"
                 return web.Response(
                     status=400, body=text.encode(), headers={"Content-Type": CONTENT_TYPE}
                 )
             return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        if _DISPATCHED.fullmatch(target):
+            return await api.handle(request, target)
+        raise web.HTTPNotFound()
 
-        # Registered for every method, ahead of /v1/: evhttp_server.cc looks a handler up by
-        # the path alone, before the REST dispatcher.
-        app.router.add_route("*", prometheus_path, prometheus)
-    app.router.add_route("*", "/{tail:[vV]1(/.*)?}", api.handle)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
+
+
+def request_target(method: str, raw_target: str) -> tuple[str, str] | None:
+    """(path, path with its "?query" and "#fragment") of a request target, as TF Serving's
+    HTTP server takes them (evhttp_request.cc: libevent's strict URI parse); None where
+    that server refuses the request before any handler (an unknown method, a character
+    RFC 3986 does not allow, "%" without two hex digits): 400.
+
+    TF Serving looks the metrics handler up by the path alone, still percent-encoded, and
+    its REST patterns match the path with the query and fragment put back: so a query
+    fails them ("Malformed request") or, after a model name, becomes part of the name.
+    """
+    if method not in _KNOWN_METHODS:
+        return None
+    match = _TARGET.fullmatch(raw_target)
+    if match is None:
+        return None
+    path = match.group(1) or "/"
+    return path, path + match.group(2)
 
 
 def app_runner(

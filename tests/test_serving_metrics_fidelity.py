@@ -377,6 +377,12 @@ def test_the_page_is_served_for_any_method_and_a_query_is_refused(server):
     status, content_type, text = _http(server, "GET", METRICS_PATH + "?x=1")
     assert (status, content_type) == (400, "text/plain")
     assert text.decode() == f"Unexpected path: {METRICS_PATH}?x=1. Should be {METRICS_PATH}"
+    # evhttp_server.cc looks the handler up by the path as sent, still percent-encoded
+    encoded = METRICS_PATH.replace("/metrics", "/%6Detrics")
+    assert _http(server, "GET", encoded)[0] == 404
+    # and a request its HTTP server cannot parse reaches no handler (evhttp_request.cc)
+    assert _http(server, "PROPFIND", METRICS_PATH)[0] == 400
+    assert _http(server, "GET", METRICS_PATH + "|")[0] == 400
 
 
 def _reload(server, names: tuple[str, ...], metric_names: list[str] = ()):

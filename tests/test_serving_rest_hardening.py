@@ -181,6 +181,14 @@ TARGETS = [
         200,
         {"predictions": [[1.0, 2.0, 3.0]]},
     ),
+    # an absolute target counts by its path (libevent's URI parse)
+    (
+        "an absolute target",
+        "GET",
+        "http://tfsp:1/v1/models/toy",
+        200,
+        {"model_version_status": [STATUS_1]},
+    ),
     (
         "an upper-case /METADATA is a status request",
         "GET",
@@ -207,6 +215,26 @@ def test_what_tf_servings_dispatcher_does_not_take_is_not_found(server, target):
     # query included; evhttp_server.cc answers any other with 404.
     for method in ("GET", "POST"):
         assert _request(server, method, target, b"{}")[0] == 404
+    _answers_good_request(server)
+
+
+@pytest.mark.parametrize(
+    "method, target",
+    [
+        ("GET", "/v1/models/{toy}"),
+        ("GET", "/v1/models/toy|x"),
+        ("GET", '/v1/models/"toy"'),
+        ("GET", "/v1/models/toy^"),
+        ("GET", "/v1/models/toy%zz"),
+        ("POST", "/v1/models/toy:predict?x=<1>"),
+        ("PROPFIND", "/v1/models/toy"),
+    ],
+)
+def test_what_tf_servings_http_server_cannot_parse_is_a_bad_request(server, method, target):
+    # evhttp_request.cc (ParsedEvRequest::decode): an unknown method, or a target libevent's
+    # strict URI parse refuses (a character RFC 3986 does not allow, "%" without two hex
+    # digits), is answered 400 before any handler.
+    assert _request(server, method, target, GOOD)[0] == 400
     _answers_good_request(server)
 
 
