@@ -15,8 +15,9 @@ Load comes from a separate process (grpc.aio, N concurrent callers in closed loo
 for the echo server and ours. Prints QPS, p50/p99, the server's CPU time per call (all its
 threads, read from /proc: "CPU µs"), how busy the server's event-loop thread and the whole
 machine were ("loop %", "host %": a closed loop is CPU-bound only when one of them is near
-100; below that, calls were waiting: on batch timeouts, or on the load generator) and the
-ratios the issue sets targets for:
+100; below that, calls were waiting: on batch timeouts, or on the load generator), the
+batches the batching server ran (from its metrics page) and the ratios the issue sets
+targets for:
   - at 64 clients with batching, QPS >= 75% of the echo server's (judged against the asyncio
     echo, the targets' own baseline; the ratio to the uvloop echo is printed beside it);
   - at 16 and 64 clients without batching, QPS >= 40% of the echo server's (likewise);
@@ -55,11 +56,12 @@ SERVER_CALL = "batch 1, Servable.run"
 # ~0.4 ms of fixed CPU whatever its size, under the one interpreter lock. Two batch threads
 # (TF Serving's advice: one per core) let one batch's graph run while the next one is cut:
 # 80.4% against 71.7% with one thread in the same 3-round sweep (2026-12-03).
-BATCHING = """
-max_batch_size { value: 64 }
-batch_timeout_micros { value: 10000 }
-max_enqueued_batches { value: 1000 }
-num_batch_threads { value: 2 }
+MAX_BATCH_SIZE = 64
+BATCHING = f"""
+max_batch_size {{ value: {MAX_BATCH_SIZE} }}
+batch_timeout_micros {{ value: 10000 }}
+max_enqueued_batches {{ value: 1000 }}
+num_batch_threads {{ value: 2 }}
 """
 
 
@@ -343,6 +345,30 @@ def _row(name: str, result: dict) -> str:
     )
 
 
+METRICS_PATH = "/metrics"
+_BATCHING_FAMILY = ":tensorflow:serving:batching_session:"
+
+
+def _batch_totals(port: int) -> tuple[float, float, float]:
+    """(batches run, their rows, batches of max_batch_size rows) so far, read from the
+    batching server's own metrics page (TF Serving's batching_session families)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{METRICS_PATH}", timeout=30) as page:
+        lines = page.read().decode().splitlines()
+    values = {}
+    for line in lines:
+        if line.startswith(_BATCHING_FAMILY):
+            key, _, value = line.rpartition(" ")
+            values[key[len(_BATCHING_FAMILY) :]] = float(value)
+    full = f'padding_size_count{{execution_batch_size="{MAX_BATCH_SIZE}"}}'
+    return (
+        values.get("processed_batch_size_count{}", 0.0),
+        values.get("processed_batch_size_sum{}", 0.0),
+        values.get(full, 0.0),
+    )
+
+
 def _median_result(runs: list[dict]) -> dict:
     return {
         "qps": statistics.median(r["qps"] for r in runs),
@@ -417,6 +443,9 @@ def _load_runs(flags: list[str], rounds: int, seconds: float) -> Runs:
     scratch = tempfile.TemporaryDirectory()
     params = Path(scratch.name) / "batching.config"
     params.write_text(BATCHING)
+    monitoring = Path(scratch.name) / "monitoring.config"
+    monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}')
+    metrics_port = _free_port()
     servers: dict[str, tuple[str, subprocess.Popen]] = {}
     load = _LoadGenerator()
     try:
@@ -427,7 +456,8 @@ def _load_runs(flags: list[str], rounds: int, seconds: float) -> Runs:
             (
                 "batch",
                 ["-m", "tfsp.serving.server", *flags, "--enable_batching",
-                 f"--batching_parameters_file={params}"],
+                 f"--batching_parameters_file={params}", f"--rest_api_port={metrics_port}",
+                 f"--monitoring_config_file={monitoring}"],
             ),
         ):  # fmt: skip
             port = _free_port()
@@ -439,7 +469,11 @@ def _load_runs(flags: list[str], rounds: int, seconds: float) -> Runs:
         for clients in CLIENTS:
             for _ in range(rounds):
                 for name, (address, process) in servers.items():
+                    before = _batch_totals(metrics_port) if name == "batch" else None
                     result = _measured_run(load, address, clients, seconds, process.pid)
+                    if before is not None:
+                        after = _batch_totals(metrics_port)
+                        result["batches"] = [b - a for a, b in zip(before, after, strict=True)]
                     runs.setdefault((name, clients), []).append(result)
     finally:
         load.close()
@@ -475,6 +509,12 @@ def _print_targets(runs: Runs, results: dict[tuple[str, int], dict], local: dict
         f"the uvloop echo's {echo_cpu:.0f} µs ({echo_cpu / batched['cpu_us']:.0%}); the QPS "
         "ratio tracks it only while the server's event loop or the machine is saturated: "
         f"here loop {batched['loop']:.0%}, host {batched['host']:.0%}"
+    )
+    batches, rows, full = (sum(r["batches"][i] for r in runs[("batch", 64)]) for i in range(3))
+    print(
+        f"  batches at 64 clients: {batches:.0f} run, {rows / max(batches, 1):.1f} rows each on "
+        f"average, {full / max(batches, 1):.0%} of them full ({MAX_BATCH_SIZE} rows): full "
+        "batches mean the clients move in step, and the event loop waits while each one runs"
     )
     print(
         f"  server cores busy at 64 clients (QPS x CPU per call): {cores('batch'):.2f} with "
