@@ -54,6 +54,8 @@ _TARGET = re.compile(
     r"(?:[A-Za-z][A-Za-z0-9+.-]*://(?:[A-Za-z0-9._~!$&'()*+,;=:@\[\]-]|%[0-9A-Fa-f]{2})*)?"
     rf"((?:{_PCHARS})*)((?:\?(?:{_PCHARS}|\?)*)?(?:#(?:{_PCHARS}|\?)*)?)"
 )
+# http_server.cc: the Origin a CORS preflight (OPTIONS) must carry, searched anywhere in it.
+_PREFLIGHT_ORIGIN = re.compile(r"https?://")
 # The verbs and the subresource http_rest_api_handler.cc dispatches on. Its patterns ignore
 # case, but it compares what they capture with these as they are spelled here.
 _VERBS = frozenset({"predict", "classify", "regress"})
@@ -134,6 +136,13 @@ class RestApi:
             if self._gate is not None and not self._gate.admit():
                 await self._gate.refusal()
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            if request.method == "OPTIONS":
+                # http_server.cc: a CORS preflight never reaches the REST handler. It is OK
+                # with an http(s) Origin, else FAILED_PRECONDITION; either way no body.
+                if _PREFLIGHT_ORIGIN.search(request.headers.get(hdrs.ORIGIN, "")) is None:
+                    code = "FAILED_PRECONDITION"
+                    return web.Response(status=400, headers=self._headers)
+                return web.Response(headers=self._headers)
             if request.method == "POST" and (match := _PREDICTION.fullmatch(path)):
                 method = match.group(4)
                 model = urllib.parse.unquote(match.group(1))

@@ -56,16 +56,20 @@ def server(tmp_path_factory):
         f"--rest_api_read_timeout_in_ms={int(READ_TIMEOUT_S * 1000)}",
         log_path=root.parent / "server.log",
     ) as proc:
-        # REST opens just after gRPC, which is what running_server waits for.
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", proc.rest_port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, proc.log()
-                time.sleep(0.1)
+        _wait_for_rest(proc)
         yield proc
+
+
+def _wait_for_rest(proc: object) -> None:
+    # REST opens just after gRPC, which is what running_server waits for.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", proc.rest_port), timeout=1).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, proc.log()
+            time.sleep(0.1)
 
 
 def _post(server: object, body: bytes, headers: dict | None = None) -> tuple[int, object]:
@@ -236,6 +240,53 @@ def test_what_tf_servings_http_server_cannot_parse_is_a_bad_request(server, meth
     # digits), is answered 400 before any handler.
     assert _request(server, method, target, GOOD)[0] == 400
     _answers_good_request(server)
+
+
+def test_a_cors_preflight_is_answered_without_the_rest_handler(server):
+    # http_server.cc answers OPTIONS itself: OK with an http(s) Origin, FAILED_PRECONDITION
+    # (400) without one, and no body either way (the handler's JSON error is never written).
+    host, port = server.rest_address.split(":")
+    for origin, status in (("https://app.example", 200), ("", 400), ("app.example", 400)):
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            headers = {"Origin": origin} if origin else {}
+            connection.request("OPTIONS", "/v1/models/toy:predict", headers=headers)
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (status, b"")
+        finally:
+            connection.close()
+    _answers_good_request(server)
+
+
+def test_cors_headers_are_sent_on_every_answer_with_cors_support(tmp_path):
+    # http_server.cc adds http_rest_api_util.cc's three headers to every REST answer,
+    # preflights and errors included, when --rest_api_enable_cors_support is set.
+    root = tmp_path / "toy"
+    build_toy_model(root / "1", 1.0)
+    cors = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": "POST, GET",
+        "Access-Control-Allow-Headers": "Content-Type",
+    }
+    flags = ("--model_name=toy", f"--model_base_path={root}", "--rest_api_enable_cors_support")
+    with running_server(*flags, log_path=tmp_path / "server.log") as proc:
+        _wait_for_rest(proc)
+        host, port = proc.rest_address.split(":")
+        for method, path, headers, status in (
+            ("OPTIONS", PREDICT, {"Origin": "http://app.example"}, 200),
+            ("POST", PREDICT, {}, 200),
+            ("GET", "/v1/models/nope", {}, 404),
+        ):
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            try:
+                body = GOOD if method == "POST" else None
+                connection.request(method, path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                sent = {name: response.getheader(name) for name in cors}
+                assert (response.status, sent) == (status, cors)
+            finally:
+                connection.close()
 
 
 def test_gzip_bomb_is_refused_with_bounded_memory(server):
