@@ -135,16 +135,28 @@ def test_bodies_tf_serving_accepts(server, body, headers):
     assert _post(server, body, headers) == (200, {"predictions": [[1.0, 2.0, 3.0]]})
 
 
-def _request(server: object, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
-    """One request with `path` sent as the request target, byte for byte."""
+def _exchange(
+    server: object,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, http.client.HTTPMessage]:
+    """One request with `path` sent as the request target, byte for byte: (status, body,
+    response headers)."""
     host, port = server.rest_address.split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
-        connection.request(method, path, body=body)
+        connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
-        return response.status, response.read()
+        return response.status, response.read(), response.headers
     finally:
         connection.close()
+
+
+def _request(server: object, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    """(status, body) of one request with `path` sent as the request target."""
+    return _exchange(server, method, path, body)[:2]
 
 
 MALFORMED = "Malformed request: {method} {path}"
@@ -245,16 +257,10 @@ def test_what_tf_servings_http_server_cannot_parse_is_a_bad_request(server, meth
 def test_a_cors_preflight_is_answered_without_the_rest_handler(server):
     # http_server.cc answers OPTIONS itself: OK with an http(s) Origin, FAILED_PRECONDITION
     # (400) without one, and no body either way (the handler's JSON error is never written).
-    host, port = server.rest_address.split(":")
     for origin, status in (("https://app.example", 200), ("", 400), ("app.example", 400)):
-        connection = http.client.HTTPConnection(host, int(port), timeout=60)
-        try:
-            headers = {"Origin": origin} if origin else {}
-            connection.request("OPTIONS", "/v1/models/toy:predict", headers=headers)
-            response = connection.getresponse()
-            assert (response.status, response.read()) == (status, b"")
-        finally:
-            connection.close()
+        headers = {"Origin": origin} if origin else {}
+        got, body, _ = _exchange(server, "OPTIONS", PREDICT, headers=headers)
+        assert (got, body) == (status, b"")
     _answers_good_request(server)
 
 
@@ -271,22 +277,14 @@ def test_cors_headers_are_sent_on_every_answer_with_cors_support(tmp_path):
     flags = ("--model_name=toy", f"--model_base_path={root}", "--rest_api_enable_cors_support")
     with running_server(*flags, log_path=tmp_path / "server.log") as proc:
         _wait_for_rest(proc)
-        host, port = proc.rest_address.split(":")
         for method, path, headers, status in (
             ("OPTIONS", PREDICT, {"Origin": "http://app.example"}, 200),
             ("POST", PREDICT, {}, 200),
             ("GET", "/v1/models/nope", {}, 404),
         ):
-            connection = http.client.HTTPConnection(host, int(port), timeout=60)
-            try:
-                body = GOOD if method == "POST" else None
-                connection.request(method, path, body=body, headers=headers)
-                response = connection.getresponse()
-                response.read()
-                sent = {name: response.getheader(name) for name in cors}
-                assert (response.status, sent) == (status, cors)
-            finally:
-                connection.close()
+            body = GOOD if method == "POST" else None
+            got, _, sent = _exchange(proc, method, path, body, headers)
+            assert (got, {name: sent[name] for name in cors}) == (status, cors)
 
 
 def test_gzip_bomb_is_refused_with_bounded_memory(server):
