@@ -354,18 +354,20 @@ def _batch_totals(port: int) -> tuple[float, float, float]:
     batching server's own metrics page (TF Serving's batching_session families)."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{METRICS_PATH}", timeout=30) as page:
-        lines = page.read().decode().splitlines()
-    values = {}
-    for line in lines:
-        if line.startswith(_BATCHING_FAMILY):
-            key, _, value = line.rpartition(" ")
-            values[key[len(_BATCHING_FAMILY) :]] = float(value)
-    full = f'padding_size_count{{execution_batch_size="{MAX_BATCH_SIZE}"}}'
+        families = {f.name: f for f in text_string_to_metric_families(page.read().decode())}
+
+    def sample(family: str, suffix: str, **labels: str) -> float:
+        found = families.get(_BATCHING_FAMILY + family)
+        samples = found.samples if found is not None else ()
+        return sum(s.value for s in samples if s.name.endswith(suffix) and s.labels == labels)
+
     return (
-        values.get("processed_batch_size_count{}", 0.0),
-        values.get("processed_batch_size_sum{}", 0.0),
-        values.get(full, 0.0),
+        sample("processed_batch_size", "_count"),
+        sample("processed_batch_size", "_sum"),
+        sample("padding_size", "_count", execution_batch_size=str(MAX_BATCH_SIZE)),
     )
 
 
