@@ -5,7 +5,7 @@ Paths are matched with TF Serving's own patterns (case-insensitive, version or l
 server gives it, query string included, and what they capture is dispatched on as there
 (case-sensitively: `:PREDICT` is a malformed request); errors are `{"error": "..."}` with
 the HTTP status TF Serving maps each gRPC code to. Requests reach the REST handler, or the
-metrics endpoint, through one dispatch modelled on that server's (`request_target`).
+metrics endpoint, through one dispatch modelled on that server's (`build_app`).
 """
 
 import asyncio
@@ -22,7 +22,7 @@ from aiohttp import StreamReader, hdrs, web
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from tfsp.serving import rest_json
+from tfsp.serving import http_target, rest_json
 from tfsp.serving.dataplane import DataPlane, SpecRef
 from tfsp.serving.drain import SHUTTING_DOWN, Gate
 from tfsp.serving.errors import ServingError, invalid
@@ -41,19 +41,6 @@ _STATUS = re.compile(
 # http_rest_api_util.h (kHTTPRestApiHandlerPathRegex): the request targets TF Serving's
 # REST dispatcher takes, and counts; "/v1" alone, or "/v1?x=1", is not one of them.
 _DISPATCHED = re.compile(r"/v1/.*", re.IGNORECASE)
-# The methods TF Serving's HTTP server knows (evhttp_request.cc, ParsedEvRequest::decode);
-# a request with any other is refused before a handler is looked up: 400.
-_KNOWN_METHODS = frozenset(
-    {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PATCH"}
-)
-# A request target as libevent's strict URI parser takes it (evhttp_uri_parse, flags 0):
-# RFC 3986's characters in the path, and "?" too in the query and fragment; "%" only with
-# two hex digits. An absolute target ("http://host:port/v1/...") counts by its path.
-_PCHARS = r"[A-Za-z0-9._~!$&'()*+,;=:@/-]|%[0-9A-Fa-f]{2}"
-_TARGET = re.compile(
-    r"(?:[A-Za-z][A-Za-z0-9+.-]*://(?:[A-Za-z0-9._~!$&'()*+,;=:@\[\]-]|%[0-9A-Fa-f]{2})*)?"
-    rf"((?:{_PCHARS})*)((?:\?(?:{_PCHARS}|\?)*)?(?:#(?:{_PCHARS}|\?)*)?)"
-)
 # http_server.cc: the Origin a CORS preflight (OPTIONS) must carry, searched anywhere in it.
 _PREFLIGHT_ORIGIN = re.compile(r"https?://")
 # The verbs and the subresource http_rest_api_handler.cc dispatches on. Its patterns ignore
@@ -126,7 +113,7 @@ class RestApi:
 
     async def handle(self, request: web.Request, path: str) -> web.Response:
         """Answer a request the REST dispatcher took; `path` is its target as TF Serving's
-        handler matches it (see `request_target`)."""
+        handler matches it (see `http_target.Target`)."""
         started = time.perf_counter()
         # What http_server.cc records: the model name as the path gives it (URL-decoded,
         # "" if the path does not parse) and the verb as the URL spells it ("" for a GET).
@@ -334,12 +321,13 @@ def build_app(
         prometheus_path = None
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
-        # evhttp_server.cc (DispatchEvRequest): a target that does not parse is refused; a
-        # handler registered for the path itself (the metrics endpoint) comes first, then
-        # the REST dispatcher, which takes /v1/... targets; anything else is not found.
-        parsed = request_target(request.method, request.raw_path)
-        if parsed is None:
-            raise web.HTTPBadRequest()
+        # evhttp_server.cc (DispatchEvRequest): a request refused before any handler gets
+        # libevent's page (http_target); a handler registered for the path itself (the
+        # metrics endpoint) comes first, then the REST dispatcher, which takes /v1/...
+        # targets; anything else is not found.
+        parsed = http_target.parse(request.method, request.raw_path)
+        if isinstance(parsed, int):
+            return _libevent_error(parsed)
         path, target = parsed
         if path == prometheus_path:
             # http_server.cc (ProcessPrometheusRequest): any method; the path it compares
@@ -352,29 +340,26 @@ def build_app(
             return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
         if _DISPATCHED.fullmatch(target):
             return await api.handle(request, target)
-        raise web.HTTPNotFound()
+        return _libevent_error(404)
 
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    @web.middleware
+    async def every_request(request: web.Request, handler: object) -> web.StreamResponse:
+        # A middleware, not a route: routes match the URL aiohttp makes of the target, and
+        # a CONNECT's authority-form target has no path for any route to match.
+        return await dispatch(request)
+
+    app.middlewares.append(every_request)
     return app
 
 
-def request_target(method: str, raw_target: str) -> tuple[str, str] | None:
-    """(path, path with its "?query" and "#fragment") of a request target, as TF Serving's
-    HTTP server takes them (evhttp_request.cc: libevent's strict URI parse); None where
-    that server refuses the request before any handler (an unknown method, a character
-    RFC 3986 does not allow, "%" without two hex digits): 400.
-
-    TF Serving looks the metrics handler up by the path alone, still percent-encoded, and
-    its REST patterns match the path with the query and fragment put back: so a query
-    fails them ("Malformed request") or, after a model name, becomes part of the name.
-    """
-    if method not in _KNOWN_METHODS:
-        return None
-    match = _TARGET.fullmatch(raw_target)
-    if match is None:
-        return None
-    path = match.group(1) or "/"
-    return path, path + match.group(2)
+def _libevent_error(status: int) -> web.Response:
+    """An answer libevent sends itself (evhttp_send_error): its HTML page, no CORS headers,
+    and the connection closed after it."""
+    response = web.Response(
+        status=status, body=http_target.error_page(status), headers={"Content-Type": "text/html"}
+    )
+    response.force_close()
+    return response
 
 
 def app_runner(

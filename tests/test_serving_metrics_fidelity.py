@@ -380,8 +380,8 @@ def test_the_page_is_served_for_any_method_and_a_query_is_refused(server):
     # evhttp_server.cc looks the handler up by the path as sent, still percent-encoded
     encoded = METRICS_PATH.replace("/metrics", "/%6Detrics")
     assert _http(server, "GET", encoded)[0] == 404
-    # and a request its HTTP server cannot parse reaches no handler (evhttp_request.cc)
-    assert _http(server, "PROPFIND", METRICS_PATH)[0] == 400
+    # and a request its HTTP server refuses reaches no handler (http_target)
+    assert _http(server, "PROPFIND", METRICS_PATH)[0] == 501
     assert _http(server, "GET", METRICS_PATH + "|")[0] == 400
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.serving_harness import build_toy_model, post_json, running_server
+from tfsp.serving import http_target
 
 pytestmark = pytest.mark.integration  # starts a model server
 
@@ -205,6 +206,14 @@ TARGETS = [
         200,
         {"model_version_status": [STATUS_1]},
     ),
+    # ... and so does one with an authority but no scheme
+    (
+        "an authority without a scheme",
+        "GET",
+        "//tfsp:1/v1/models/toy",
+        200,
+        {"model_version_status": [STATUS_1]},
+    ),
     (
         "an upper-case /METADATA is a status request",
         "GET",
@@ -228,9 +237,9 @@ def test_targets_are_parsed_and_dispatched_as_in_tf_serving(server, method, targ
 @pytest.mark.parametrize("target", ["/v1", "/v1?x=1", "/V1?/models/toy"])
 def test_what_tf_servings_dispatcher_does_not_take_is_not_found(server, target):
     # http_server.cc: the dispatcher takes a target only if (?i)/v1/.* matches all of it,
-    # query included; evhttp_server.cc answers any other with 404.
+    # query included; evhttp_server.cc answers any other with libevent's 404 page.
     for method in ("GET", "POST"):
-        assert _request(server, method, target, b"{}")[0] == 404
+        _refused_by_the_http_server(server, method, target, 404)
     _answers_good_request(server)
 
 
@@ -243,15 +252,63 @@ def test_what_tf_servings_dispatcher_does_not_take_is_not_found(server, target):
         ("GET", "/v1/models/toy^"),
         ("GET", "/v1/models/toy%zz"),
         ("POST", "/v1/models/toy:predict?x=<1>"),
-        ("PROPFIND", "/v1/models/toy"),
+        ("GET", "//tfsp:x/v1/models/toy"),
+        ("PROPFIND", "//tfsp:x/v1/models/toy"),
     ],
 )
 def test_what_tf_servings_http_server_cannot_parse_is_a_bad_request(server, method, target):
-    # evhttp_request.cc (ParsedEvRequest::decode): an unknown method, or a target libevent's
-    # strict URI parse refuses (a character RFC 3986 does not allow, "%" without two hex
-    # digits), is answered 400 before any handler.
-    assert _request(server, method, target, GOOD)[0] == 400
+    # A target libevent's URI parse refuses (a character RFC 3986 does not allow, "%"
+    # without two hex digits, a port that is not a number) is answered 400 before any
+    # handler (http_target: ParsedEvRequest::decode, or libevent itself first).
+    _refused_by_the_http_server(server, method, target, 400)
     _answers_good_request(server)
+
+
+@pytest.mark.parametrize(
+    "method, target",
+    [("PROPFIND", "/v1/models/toy"), ("TRACE", PREDICT), ("CONNECT", "tfsp:8501")],
+)
+def test_methods_tf_serving_does_not_allow_are_not_implemented(server, method, target):
+    # evhttp_server.cc allows GET, POST, HEAD, PUT, DELETE, OPTIONS and PATCH; libevent
+    # answers any other method 501 before TF Serving's dispatcher sees the request.
+    _refused_by_the_http_server(server, method, target, 501)
+    _answers_good_request(server)
+
+
+def _refused_by_the_http_server(server: object, method: str, target: str, status: int) -> None:
+    """The request gets libevent's own answer (evhttp_send_error): its HTML page for
+    `status`, and the connection closed after it."""
+    host, port = server.rest_address.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        request = f"{method} {target} HTTP/1.1\r\nHost: tfsp\r\nContent-Length: 2\r\n\r\n{{}}"
+        connection.sendall(request.encode())
+        received = b""
+        while chunk := connection.recv(65536):  # until the server closes the connection
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {
+        name.lower(): value.strip() for name, _, value in (h.partition(":") for h in header_lines)
+    }
+    assert status_line.split(" ", 2)[1] == str(status), received
+    assert (headers["content-type"], headers["connection"]) == ("text/html", "close")
+    assert body == http_target.error_page(status)
+
+
+def test_a_rest_error_keeps_the_connection_open(server):
+    # The REST handler's own errors (JSON) are ordinary replies: the client's connection
+    # stays usable, as with evhttp_send_reply.
+    host, port = server.rest_address.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        for _ in range(2):
+            connection.request("GET", "/v1/models/nope")
+            response = connection.getresponse()
+            assert (response.status, response.will_close) == (404, False)
+            response.read()
+            assert connection.sock is not None
+    finally:
+        connection.close()
 
 
 def test_a_cors_preflight_is_answered_without_the_rest_handler(server):
