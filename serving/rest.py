@@ -19,6 +19,7 @@ import zlib
 
 import grpc
 from aiohttp import StreamReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
 
@@ -362,6 +363,25 @@ def _libevent_error(status: int) -> web.Response:
     return response
 
 
+class _ParserRefusalsInOneLine(logging.Filter):
+    """aiohttp logs each request its HTTP parser refuses (a bad header line, a target it
+    cannot read, TLS sent to the plain port) as an error with a traceback, which anyone who
+    can reach the port can fill the log with; TF Serving's libevent logs none. Such a
+    refusal (answered 400) is one debug line here; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            lines = str(exc.message).strip().splitlines()
+            reason = lines[0] if lines else type(exc).__name__
+            log.debug("REST: refused a request HTTP cannot parse: %s", reason)
+            return False
+        return True
+
+
+_AIOHTTP_SERVER_LOG = logging.getLogger("aiohttp.server")
+
+
 def app_runner(
     app: web.Application, *, read_timeout_ms: int, shutdown_timeout: float
 ) -> web.AppRunner:
@@ -371,9 +391,12 @@ def app_runner(
     connection's opening or the previous response (aiohttp's keep-alive timer, which also
     runs while headers are partly received), and the lingering read of an unread body after
     an early answer; `build_app` bounds each pause inside a body. Bodies reach the handler
-    as sent (auto_decompress off): `RestApi` inflates gzip itself, with a size limit.
+    as sent (auto_decompress off): `RestApi` inflates gzip itself, with a size limit. A
+    request aiohttp's HTTP parser refuses is logged in one debug line, not a traceback.
     """
     seconds = read_timeout_ms / 1000 if read_timeout_ms > 0 else math.inf
+    if not any(isinstance(f, _ParserRefusalsInOneLine) for f in _AIOHTTP_SERVER_LOG.filters):
+        _AIOHTTP_SERVER_LOG.addFilter(_ParserRefusalsInOneLine())
     return web.AppRunner(
         app,
         access_log=None,

@@ -295,6 +295,29 @@ def _refused_by_the_http_server(server: object, method: str, target: str, status
     assert body == http_target.error_page(status)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /v1/models/toy HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET http:/v1/models/toy HTTP/1.1\r\nHost: tfsp\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(40),  # TLS to the plain port
+    ],
+    ids=["a header without a colon", "a target the HTTP parser cannot read", "TLS"],
+)
+def test_what_the_http_parser_refuses_is_a_bad_request_without_a_traceback(server, raw):
+    # aiohttp's parser answers these 400 itself; it would log each with a traceback, which
+    # anyone reaching the port could fill the log with (TF Serving's libevent logs none).
+    host, port = server.rest_address.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(raw)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    assert received.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", received
+    assert "Traceback" not in server.log()
+    _answers_good_request(server)
+
+
 def test_a_rest_error_keeps_the_connection_open(server):
     # The REST handler's own errors (JSON) are ordinary replies: the client's connection
     # stays usable, as with evhttp_send_reply.
