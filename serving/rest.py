@@ -54,6 +54,12 @@ _METADATA = "metadata"
 MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024
 _INFLATE_STEP = 1 << 20  # inflate at most this much per zlib call: memory stays bounded
 # libevent's HTTP_READ_TIMEOUT (50 s): TF Serving's HTTP server never sets its own.
+# libevent reads a request line and headers of any length and number (TF Serving never
+# sets max_headers_size). aiohttp's defaults, 8,190 bytes a line and 128 headers, would
+# refuse what TF Serving takes, such as a 10 KB token in a header; these bounds sit far
+# past what clients send and still cap a connection's headers (64 MiB at the most).
+MAX_HEADER_LINE_BYTES = 1 << 16
+MAX_HEADERS = 1024
 DEFAULT_READ_TIMEOUT_MS = 50_000
 _CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -404,4 +410,7 @@ def app_runner(
         keepalive_timeout=seconds,
         lingering_time=min(10.0, seconds),
         auto_decompress=False,
+        max_line_size=MAX_HEADER_LINE_BYTES,
+        max_field_size=MAX_HEADER_LINE_BYTES,
+        max_headers=MAX_HEADERS,
     )

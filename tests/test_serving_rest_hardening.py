@@ -318,6 +318,20 @@ def test_what_the_http_parser_refuses_is_a_bad_request_without_a_traceback(serve
     _answers_good_request(server)
 
 
+def test_long_headers_and_targets_are_read_as_libevent_reads_them(server):
+    # TF Serving sets no header size limit in libevent, so a 20 KB header (a large token),
+    # many headers, or a 20 KB target reach its handlers; aiohttp's defaults refuse them.
+    many = {f"X-Header-{i}": "v" for i in range(300)}
+    for headers in ({"Authorization": "Bearer " + "t" * 20_000}, many):
+        assert _post(server, GOOD, headers) == (200, {"predictions": [[1.0, 2.0, 3.0]]})
+    name = "m" * 20_000
+    status, body = _request(server, "GET", f"/v1/models/{name}", None)
+    assert (status, json.loads(body)) == (
+        404,
+        {"error": f"Could not find any versions of model {name}"},
+    )
+
+
 def test_a_rest_error_keeps_the_connection_open(server):
     # The REST handler's own errors (JSON) are ordinary replies: the client's connection
     # stays usable, as with evhttp_send_reply.
