@@ -332,6 +332,26 @@ def test_long_headers_and_targets_are_read_as_libevent_reads_them(server):
     )
 
 
+def test_a_client_expecting_100_continue_gets_it_before_sending_its_body(server):
+    # curl sends "Expect: 100-continue" with bodies over 1 KiB and waits for the interim
+    # answer (a second, if none comes); libevent sends it as soon as the headers are read.
+    body = GOOD + b" " * 2_000
+    host, port = server.rest_address.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        head = (
+            f"POST {PREDICT} HTTP/1.1\r\nHost: tfsp\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        connection.sendall(head.encode())
+        assert connection.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        connection.sendall(body)
+        answer = b""
+        while not answer.endswith(b"}") and (chunk := connection.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert answer.endswith(b'{"predictions": [[1.0, 2.0, 3.0]]}'), answer
+
+
 def test_a_rest_error_keeps_the_connection_open(server):
     # The REST handler's own errors (JSON) are ordinary replies: the client's connection
     # stays usable, as with evhttp_send_reply.
