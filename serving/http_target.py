@@ -17,7 +17,7 @@ import re
 import socket
 from typing import NamedTuple
 
-ALLOWED_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
+_ALLOWED_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
 _CONNECT = "CONNECT"  # its target is read as an authority alone
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
@@ -54,7 +54,7 @@ def parse(method: str, raw_target: str) -> Target | int:
         lenient_ok = _split(raw_target, strict=False) is not None
     if not lenient_ok:
         return 400
-    if method not in ALLOWED_METHODS:
+    if method not in _ALLOWED_METHODS:
         return 501
     parts = _split(raw_target, strict=True)
     if parts is None:

@@ -54,13 +54,13 @@ _METADATA = "metadata"
 MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024
 _INFLATE_STEP = 1 << 20  # inflate at most this much per zlib call: memory stays bounded
 # libevent's HTTP_READ_TIMEOUT (50 s): TF Serving's HTTP server never sets its own.
+DEFAULT_READ_TIMEOUT_MS = 50_000
 # libevent reads a request line and headers of any length and number (TF Serving never
 # sets max_headers_size). aiohttp's defaults, 8,190 bytes a line and 128 headers, would
 # refuse what TF Serving takes, such as a 10 KB token in a header; these bounds sit far
 # past what clients send and still cap a connection's headers (64 MiB at the most).
 MAX_HEADER_LINE_BYTES = 1 << 16
 MAX_HEADERS = 1024
-DEFAULT_READ_TIMEOUT_MS = 50_000
 _CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET",
@@ -352,7 +352,8 @@ def build_app(
     @web.middleware
     async def every_request(request: web.Request, handler: object) -> web.StreamResponse:
         # A middleware, not a route: routes match the URL aiohttp makes of the target, and
-        # a CONNECT's authority-form target has no path for any route to match.
+        # a CONNECT's authority-form target has no path for any route to match. `handler`
+        # (what aiohttp's empty router found: nothing) is not used.
         return await dispatch(request)
 
     app.middlewares.append(every_request)
