@@ -278,13 +278,8 @@ def test_methods_tf_serving_does_not_allow_are_not_implemented(server, method, t
 def _refused_by_the_http_server(server: object, method: str, target: str, status: int) -> None:
     """The request gets libevent's own answer (evhttp_send_error): its HTML page for
     `status`, and the connection closed after it."""
-    host, port = server.rest_address.split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as connection:
-        request = f"{method} {target} HTTP/1.1\r\nHost: tfsp\r\nContent-Length: 2\r\n\r\n{{}}"
-        connection.sendall(request.encode())
-        received = b""
-        while chunk := connection.recv(65536):  # until the server closes the connection
-            received += chunk
+    request = f"{method} {target} HTTP/1.1\r\nHost: tfsp\r\nContent-Length: 2\r\n\r\n{{}}"
+    received = _until_closed(server, request.encode())
     head, _, body = received.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = {
@@ -293,6 +288,17 @@ def _refused_by_the_http_server(server: object, method: str, target: str, status
     assert status_line.split(" ", 2)[1] == str(status), received
     assert (headers["content-type"], headers["connection"]) == ("text/html", "close")
     assert body == http_target.error_page(status)
+
+
+def _until_closed(server: object, data: bytes) -> bytes:
+    """Send `data` on a new connection; what the server sends back until it closes it."""
+    host, port = server.rest_address.split(":")
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(data)
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
 
 
 @pytest.mark.parametrize(
@@ -307,12 +313,7 @@ def _refused_by_the_http_server(server: object, method: str, target: str, status
 def test_what_the_http_parser_refuses_is_a_bad_request_without_a_traceback(server, raw):
     # aiohttp's parser answers these 400 itself; it would log each with a traceback, which
     # anyone reaching the port could fill the log with (TF Serving's libevent logs none).
-    host, port = server.rest_address.split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as connection:
-        connection.sendall(raw)
-        received = b""
-        while chunk := connection.recv(65536):
-            received += chunk
+    received = _until_closed(server, raw)
     assert received.split(b"\r\n", 1)[0].split(b" ")[1] == b"400", received
     assert "Traceback" not in server.log()
     _answers_good_request(server)
