@@ -1,6 +1,7 @@
-"""Hostile REST requests against a real server process: each gets a 400 (or TF Serving's
-status) with a one-line JSON error, memory stays bounded, slow clients are cut off, and the
-server answers a good request afterwards.
+"""Hostile REST requests against a real server process: each gets the status TF Serving
+gives it, with the REST handler's one-line JSON error or, for what TF Serving's HTTP server
+refuses before any handler, libevent's own page; memory stays bounded, slow clients are
+cut off, and the server answers a good request afterwards.
 """
 
 import http.client
