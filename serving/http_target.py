@@ -48,24 +48,16 @@ class Target(NamedTuple):
 def parse(method: str, raw_target: str) -> Target | int:
     """The request target as TF Serving's HTTP server reads it, or the status it refuses the
     request with before any handler: 400 or 501 (see the module's steps)."""
-    if method == _CONNECT:
-        lenient_ok = _authority_ok(raw_target[: _authority_end(raw_target)])
-    else:
-        lenient_ok = _split(raw_target, strict=False) is not None
-    if not lenient_ok:
-        return 400
     if method not in _ALLOWED_METHODS:
-        return 501
-    parts = _split(raw_target, strict=True)
-    if parts is None:
-        return 400
-    path, query, fragment = parts
-    path_and_query = path
-    if query is not None:
-        path_and_query += "?" + query
-    if fragment is not None:
-        path_and_query += "#" + fragment
-    return Target(path, path_and_query)
+        # Only here does the lenient parse decide anything: a target the strict parse
+        # takes passes it too, and failing either is 400 for an allowed method.
+        if method == _CONNECT:
+            lenient_ok = _authority_ok(raw_target[: _authority_end(raw_target)])
+        else:
+            lenient_ok = _split(raw_target, strict=False) is not None
+        return 501 if lenient_ok else 400
+    target = _split(raw_target, strict=True)
+    return 400 if target is None else target
 
 
 def error_page(status: int) -> bytes:
@@ -78,10 +70,11 @@ def error_page(status: int) -> bytes:
     ).encode()
 
 
-def _split(target: str, *, strict: bool) -> tuple[str, str | None, str | None] | None:
-    """evhttp_uri_parse_with_flags: (path, query, fragment), None where it fails. Lenient
-    (not `strict`), only the scheme, the authority and a scheme-less first segment are
-    checked; strict, every character too."""
+def _split(target: str, *, strict: bool) -> Target | None:
+    """evhttp_uri_parse_with_flags: the path, and what follows the scheme and authority
+    (the path with its query and fragment); None where it fails. Lenient (not `strict`),
+    only the scheme, the authority and a scheme-less first segment are checked; strict,
+    every character too."""
     rest = target
     colon = rest.find(":")
     scheme = colon > 0 and _SCHEME.fullmatch(rest[:colon]) is not None
@@ -92,8 +85,8 @@ def _split(target: str, *, strict: bool) -> tuple[str, str | None, str | None] |
         if not _authority_ok(rest[2:end]):
             return None
         rest = rest[end:]
-    path, hash_, fragment = rest.partition("#")
-    path, question, query = path.partition("?")
+    before_fragment, hash_, fragment = rest.partition("#")
+    path, question, query = before_fragment.partition("?")
     if strict and not (
         _PATH.fullmatch(path)
         and (not question or _QUERY.fullmatch(query))
@@ -102,7 +95,7 @@ def _split(target: str, *, strict: bool) -> tuple[str, str | None, str | None] |
         return None
     if not scheme and ":" in path.partition("/")[0]:  # path_matches_noscheme
         return None
-    return path, query if question else None, fragment if hash_ else None
+    return Target(path, rest)
 
 
 def _authority_end(text: str) -> int:

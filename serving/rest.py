@@ -327,11 +327,14 @@ def build_app(
     if metrics is None:
         prometheus_path = None
 
-    async def dispatch(request: web.Request) -> web.StreamResponse:
+    @web.middleware
+    async def dispatch(request: web.Request, handler: object) -> web.StreamResponse:
         # evhttp_server.cc (DispatchEvRequest): a request refused before any handler gets
         # libevent's page (http_target); a handler registered for the path itself (the
         # metrics endpoint) comes first, then the REST dispatcher, which takes /v1/...
-        # targets; anything else is not found.
+        # targets; anything else is not found. A middleware, not a route: routes match the
+        # URL aiohttp makes of the target, and a CONNECT's authority-form target has no
+        # path for any route to match; `handler` (what the empty router found) is unused.
         parsed = http_target.parse(request.method, request.raw_path)
         if isinstance(parsed, int):
             return _libevent_error(parsed)
@@ -349,14 +352,7 @@ def build_app(
             return await api.handle(request, target)
         return _libevent_error(404)
 
-    @web.middleware
-    async def every_request(request: web.Request, handler: object) -> web.StreamResponse:
-        # A middleware, not a route: routes match the URL aiohttp makes of the target, and
-        # a CONNECT's authority-form target has no path for any route to match. `handler`
-        # (what aiohttp's empty router found: nothing) is not used.
-        return await dispatch(request)
-
-    app.middlewares.append(every_request)
+    app.middlewares.append(dispatch)
     return app
 
 
