@@ -10,7 +10,6 @@ the loaded versions, so a swap never blocks or fails them.
 import dataclasses
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ from tensorflow_serving.apis import get_model_status_pb2
 from tfsp.serving.config import ModelSettings
 from tfsp.serving.errors import ServingError, invalid, not_found, status_code
 from tfsp.serving.servable import LoadError, Servable
+from tfsp.serving.simple_atoi import simple_atoi
 
 log = logging.getLogger("serving")
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -98,19 +98,11 @@ def _load_error_code(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-_VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)[ \t\n\v\f\r]*")
-_INT64 = range(-(2**63), 2**63)
-
-
 def version_number(name: str) -> int | None:
     """The version a folder name stands for, as TF Serving parses it (absl::SimpleAtoi into
-    an int64: ASCII digits, optional sign and surrounding spaces); None for any other name,
-    including numbers beyond int64, which TF Serving skips as not being versions."""
-    match = _VERSION_NAME.fullmatch(name)
-    if match is None:
-        return None
-    version = int(match.group(1))
-    return version if version in _INT64 else None
+    an int64); None for any other name, including numbers beyond int64, which TF Serving
+    skips as not being versions."""
+    return simple_atoi(name, 64)
 
 
 class ModelManager:

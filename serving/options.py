@@ -6,9 +6,14 @@ Flag names, defaults and `--flag=value` syntax follow TF Serving's `main.cc`; bo
 
 import argparse
 import dataclasses
+import functools
+import logging
 import os
 
 from tfsp.core import argtypes
+from tfsp.serving.simple_atoi import simple_atoi
+
+log = logging.getLogger("serving")
 
 DEFAULT_GRPC_PORT = 8500
 INT32_MAX = 2**31 - 1
@@ -79,24 +84,35 @@ class Options:
             return intra, inter
         return (self.tensorflow_session_parallelism,) * 2
 
-    @property
-    def max_receive_message_length(self) -> int:
-        """The gRPC receive limit: INT32_MAX as TF Serving sets, unless channel args say."""
-        for key, value in self.channel_arguments():
-            if key == "grpc.max_receive_message_length" and isinstance(value, int):
-                return value
-        return INT32_MAX
-
-    def channel_arguments(self) -> list[tuple[str, int | str]]:
-        """`--grpc_channel_arguments` as (key, value) pairs, ints where they parse."""
+    @functools.cached_property
+    def channel_arguments(self) -> tuple[tuple[str, int | str], ...]:
+        """`--grpc_channel_arguments` as (key, value) pairs, read as TF Serving's server.cc
+        reads them: pieces between commas, each `key=value` taken as it is (no trimming,
+        text after a second `=` dropped), the value an int where absl::SimpleAtoi reads an
+        int32 from it, else the text. Raises FlagError for a piece without `=`, an empty
+        one included (",," or a trailing comma): server.cc reads past the end of its split
+        there, which is undefined behaviour, not an argument."""
+        if not self.grpc_channel_arguments:
+            return ()
         pairs: list[tuple[str, int | str]] = []
-        for item in filter(None, (p.strip() for p in self.grpc_channel_arguments.split(","))):
-            key, _, value = item.partition("=")
-            try:
-                pairs.append((key.strip(), int(value)))
-            except ValueError:
-                pairs.append((key.strip(), value.strip()))
-        return pairs
+        for piece in self.grpc_channel_arguments.split(","):
+            key, *values = piece.split("=")
+            if not values:
+                raise FlagError(
+                    f"--grpc_channel_arguments: {piece!r} is not key=value "
+                    f"(in {self.grpc_channel_arguments!r})"
+                )
+            if len(values) > 1:
+                log.warning(
+                    "--grpc_channel_arguments: %r is read as %s=%s, as TF Serving reads it; "
+                    "the text after the second '=' is dropped",
+                    piece,
+                    key,
+                    values[0],
+                )
+            number = simple_atoi(values[0], 32)
+            pairs.append((key, values[0] if number is None else number))
+        return tuple(pairs)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,7 +148,8 @@ _HELP = {
     "monitoring_config_file": "MonitoringConfig text proto (Prometheus endpoint on the REST port)",
     "ssl_config_file": "SSLConfig text proto: serve gRPC over TLS",
     "grpc_max_threads": "most gRPC requests handled at once (0: no limit)",
-    "grpc_channel_arguments": "comma-separated gRPC server arguments, "
+    "grpc_channel_arguments": "comma-separated key=value gRPC server arguments, as TF Serving "
+    "reads them (no trimming; a value is an int if it reads as an int32, else text), "
     "e.g. grpc.max_receive_message_length=1048576",
     "saved_model_tags": "comma-separated MetaGraph tags to load (default 'serve')",
     "max_num_load_retries": "retries of a failed version load (default 5)",
@@ -299,11 +316,8 @@ def options_from_namespace(args: argparse.Namespace) -> Options:
         path = getattr(options, flag)
         if path and not os.path.isfile(path):
             raise FlagError(f"--{flag}: no such file: {path}")
-    for key, _ in options.channel_arguments():
-        if not key:
-            raise FlagError(
-                f"--grpc_channel_arguments: bad entry in {options.grpc_channel_arguments!r}"
-            )
+    # Read (and kept) now: a piece that is not key=value is a flag error before any load.
+    _ = options.channel_arguments
     return options
 
 

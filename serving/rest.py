@@ -52,6 +52,10 @@ _METADATA = "metadata"
 # may inflate to. TF Serving's evhttp_request.cc (UncompressGzipBody) drops a body over it,
 # which then fails as an empty JSON document: 400.
 MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024
+# libevent, as TF Serving sets it up, reads a body of any size (max_body_size is never set),
+# and gRPC's --grpc_channel_arguments do not reach its HTTP server. We stop a body at 2 GiB,
+# the largest message TF Serving's gRPC takes, so one request cannot take all memory.
+MAX_BODY_BYTES = 2**31 - 1
 _INFLATE_STEP = 1 << 20  # inflate at most this much per zlib call: memory stays bounded
 # libevent's HTTP_READ_TIMEOUT (50 s): TF Serving's HTTP server never sets its own.
 DEFAULT_READ_TIMEOUT_MS = 50_000
@@ -96,7 +100,7 @@ class RestApi:
         run_timeout_ms: int,
         cors: bool = False,
         *,
-        max_body_bytes: int = 2**31 - 1,
+        max_body_bytes: int = MAX_BODY_BYTES,
         read_timeout_seconds: float | None = None,
         gate: Gate | None = None,
     ) -> None:
@@ -210,12 +214,6 @@ class RestApi:
         except TimeoutError:
             raise _ReadTimeout from None
 
-    def _too_large(self, what: str) -> ServingError:
-        return ServingError(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"request too large: {what} is over the {self._max_body}-byte limit",
-        )
-
     async def _read_body(self, request: web.Request) -> bytearray:
         """The body, inflated if gzip-encoded, within the size limits and read timeout.
 
@@ -226,35 +224,36 @@ class RestApi:
         """
         encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").lower()
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if "gzip" in encoding else None
-        inflated_limit = min(self._max_body, MAX_UNCOMPRESSED_BYTES)
         body = bytearray()
         received = 0
         while chunk := await self._next_chunk(request.content):
             received += len(chunk)
             if received > self._max_body:
-                raise self._too_large("the body")
+                raise ServingError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"request too large: the body is over the {self._max_body}-byte limit",
+                )
             if inflater is None:
                 body += chunk
             elif not inflater.eof:  # bytes after the gzip stream's end are ignored
-                self._inflate(inflater, chunk, body, inflated_limit)
+                self._inflate(inflater, chunk, body)
         if inflater is not None and received and not inflater.eof:
             raise invalid("the body is Content-Encoding gzip but its gzip stream is truncated")
         return body
 
-    def _inflate(
-        self, inflater: "zlib._Decompress", data: bytes, body: bytearray, limit: int
-    ) -> None:
+    @staticmethod
+    def _inflate(inflater: "zlib._Decompress", data: bytes, body: bytearray) -> None:
         while data:
             try:
-                out = inflater.decompress(data, min(_INFLATE_STEP, limit - len(body) + 1))
+                out = inflater.decompress(
+                    data, min(_INFLATE_STEP, MAX_UNCOMPRESSED_BYTES - len(body) + 1)
+                )
             except zlib.error as exc:
                 raise invalid(
                     f"the body is Content-Encoding gzip but is not valid gzip data ({exc})"
                 ) from None
             body += out
-            if len(body) > limit:
-                if limit < MAX_UNCOMPRESSED_BYTES:
-                    raise self._too_large("the inflated gzip body")
+            if len(body) > MAX_UNCOMPRESSED_BYTES:
                 raise invalid(
                     "the gzip-encoded body inflates to more than "
                     f"{MAX_UNCOMPRESSED_BYTES} bytes (TF Serving's limit)"
@@ -303,7 +302,7 @@ def build_app(
     metrics: Metrics | None,
     *,
     timeout_ms: int,
-    max_body_bytes: int,
+    max_body_bytes: int = MAX_BODY_BYTES,
     read_timeout_ms: int = DEFAULT_READ_TIMEOUT_MS,
     cors: bool = False,
     prometheus_path: str | None = None,
@@ -312,7 +311,8 @@ def build_app(
     """The aiohttp application: /v1/... and, if configured, the Prometheus endpoint.
 
     Serve it with `app_runner`, which sets the matching connection options. Requests pass
-    `gate` (tfsp.serving.drain) as they arrive: refused with 503 once it closes.
+    `gate` (tfsp.serving.drain) as they arrive: refused with 503 once it closes. A body
+    over `max_body_bytes` as received is RESOURCE_EXHAUSTED (429).
     """
     api = RestApi(
         dataplane,

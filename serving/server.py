@@ -206,7 +206,7 @@ class _Server:
         options = self.options
         if not options.port and not options.grpc_socket_path:
             return
-        channel_args = dict(options.channel_arguments())
+        channel_args = dict(options.channel_arguments)
         channel_args.setdefault("grpc.max_receive_message_length", INT32_MAX)
         channel_args.setdefault("grpc.max_send_message_length", INT32_MAX)
         server = grpc.aio.server(options=list(channel_args.items()))
@@ -257,7 +257,6 @@ class _Server:
             self.dataplane,
             self.metrics,
             timeout_ms=self.options.rest_api_timeout_in_ms,
-            max_body_bytes=self.options.max_receive_message_length,
             read_timeout_ms=self.options.rest_api_read_timeout_in_ms,
             cors=self.options.rest_api_enable_cors_support,
             prometheus_path=self.files.prometheus_path,

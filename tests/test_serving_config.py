@@ -42,11 +42,10 @@ def test_flags_take_tf_syntax():
     )
     assert (options.port, options.rest_api_port, options.model_name) == (9000, 9001, "cnn")
     assert options.enable_batching and options.rest_api_enable_cors_support
-    assert options.channel_arguments() == [
+    assert options.channel_arguments == (
         ("grpc.max_receive_message_length", 1024),
         ("grpc.x", "abc"),
-    ]
-    assert options.max_receive_message_length == 1024
+    )
     assert parse_flags(["--model_base_path=/m", "--enable_batching=false"]).enable_batching is False
 
 
@@ -67,6 +66,28 @@ def test_session_threads_are_chosen_as_tf_serving_chooses_them(flags, threads):
 
 
 @pytest.mark.parametrize(
+    "text, pairs",
+    [
+        ("", ()),
+        # server.cc splits on "," and "=" and passes key and value on as they are...
+        (" grpc.a = 1", ((" grpc.a ", 1),)),  # ...a key with spaces reaches gRPC, unknown
+        ("grpc.a=b=c", (("grpc.a", "b"),)),  # ...the text after a second "=" is dropped
+        ("grpc.a=", (("grpc.a", ""),)),
+        ("=5", (("", 5),)),
+        # absl::SimpleAtoi into an int32: spaces around and one sign; anything else is text
+        ("a=+7,b=-2147483648,c=2147483647", (("a", 7), ("b", -(2**31)), ("c", 2**31 - 1))),
+        (
+            "a=2147483648,b=1_000,c=0x10,d=\u0661",
+            (("a", "2147483648"), ("b", "1_000"), ("c", "0x10"), ("d", "\u0661")),
+        ),
+    ],
+)
+def test_grpc_channel_arguments_are_read_as_tf_serving_reads_them(text, pairs):
+    flags = ["--model_base_path=/m", f"--grpc_channel_arguments={text}"]
+    assert parse_flags(flags).channel_arguments == pairs
+
+
+@pytest.mark.parametrize(
     "argv, fragment",
     [
         (["--model_base_path=/m", "--bogus=1"], "unrecognized arguments: --bogus=1"),
@@ -82,6 +103,11 @@ def test_session_threads_are_chosen_as_tf_serving_chooses_them(flags, threads):
         # TF Serving never polls with a negative value, and waits for ever at startup
         (["--model_base_path=/m", "--file_system_poll_wait_seconds=-1"], "at least 0"),
         (["--model_base_path=/m", "--model_bas=/x"], "unrecognized"),  # no prefix guessing
+        # server.cc reads the value of a piece without "=" (an empty one too) past the end
+        # of its split: undefined behaviour there, refused here
+        (["--model_base_path=/m", "--grpc_channel_arguments=grpc.a"], "'grpc.a' is not key=value"),
+        (["--model_base_path=/m", "--grpc_channel_arguments=a=1,"], "'' is not key=value"),
+        (["--model_base_path=/m", "--grpc_channel_arguments=a=1,,b=2"], "'' is not key=value"),
         # TensorFlow aborts the process on a negative intra-op pool: refused before loading.
         (["--model_base_path=/m", "--tensorflow_intra_op_parallelism=-1"], "at least 0"),
         (["--model_base_path=/m", "--tensorflow_session_parallelism=-1"], "at least 0"),

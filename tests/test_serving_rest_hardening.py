@@ -4,6 +4,7 @@ refuses before any handler, libevent's own page; memory stays bounded, slow clie
 cut off, and the server answers a good request afterwards.
 """
 
+import asyncio
 import http.client
 import json
 import socket
@@ -11,10 +12,12 @@ import time
 import zlib
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from tests.serving_harness import build_toy_model, post_json, running_server
-from tfsp.serving import http_target
+from tests.serving_harness import build_toy_model, in_process_dataplane, post_json, running_server
+from tfsp.serving import http_target, rest
 
 pytestmark = pytest.mark.integration  # starts a model server
 
@@ -414,6 +417,40 @@ def test_gzip_bomb_is_refused_with_bounded_memory(server):
     growth = _rss_mib(server.process.pid) - before
     assert growth < RSS_GROWTH_BOUND_MIB, f"server RSS grew by {growth:.0f} MiB"
     _answers_good_request(server)
+
+
+def test_a_body_over_the_bound_is_refused_as_it_arrives(tmp_path):
+    # rest.MAX_BODY_BYTES (2 GiB) is too large to send here: the same check, with the
+    # bound at 1 KiB, on the REST app served in this process from a real port.
+    root = tmp_path / "toy"
+    build_toy_model(root / "1", 1.0)
+    fits = GOOD + b" " * (1024 - len(GOOD))
+    # The client stops sending when the server answers early; most of this is never read.
+    over = GOOD + b" " * (1 << 20)
+
+    async def exchanges(dataplane: object) -> list[tuple[int, dict]]:
+        app = rest.build_app(dataplane, None, timeout_ms=30_000, max_body_bytes=1024)
+        runner = rest.app_runner(app, read_timeout_ms=5_000, shutdown_timeout=1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as session:
+                answers = []
+                for body in (fits, over, fits):
+                    url = f"http://127.0.0.1:{port}{PREDICT}"
+                    async with session.post(url, data=body) as response:
+                        answers.append((response.status, await response.json()))
+                return answers
+        finally:
+            await runner.cleanup()
+
+    with in_process_dataplane(root) as dataplane:
+        answers = asyncio.run(exchanges(dataplane))
+    good = (200, {"predictions": [[1.0, 2.0, 3.0]]})
+    refused = (429, {"error": "request too large: the body is over the 1024-byte limit"})
+    assert answers == [good, refused, good]
 
 
 def _closed_after(server: object, data: bytes) -> tuple[float, bytes]:
