@@ -9,8 +9,10 @@ import dataclasses
 import functools
 import logging
 import os
+import sys
 
 from tfsp.core import argtypes
+from tfsp.serving import tf_flags
 from tfsp.serving.simple_atoi import simple_atoi
 
 log = logging.getLogger("serving")
@@ -190,30 +192,47 @@ def build_parser(prog: str = "tfsp-model-server") -> argparse.ArgumentParser:
     """An argparse parser for tensorflow_model_server's flags (errors raise FlagError)."""
     parser = _Parser(
         prog=prog,
-        description="A TensorFlow-Serving-compatible model server (gRPC and REST).",
+        description="A TensorFlow-Serving-compatible model server (gRPC and REST). Flags "
+        "take their values as --flag=value, as TensorFlow's flag parser reads them.",
         allow_abbrev=False,
     )
     add_flags(parser)
     return parser
 
 
+# main.cc's int64 flags (server.h); its other integer flags, and ours, are int32.
+_INT64_FLAGS = frozenset(
+    {
+        "load_retry_interval_micros",
+        "tensorflow_session_parallelism",
+        "tensorflow_intra_op_parallelism",
+        "tensorflow_inter_op_parallelism",
+    }
+)
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Add every server flag (TF Serving's names) to `parser`."""
+    """Add every server flag (TF Serving's names) to `parser`, read in TensorFlow's flag
+    syntax (tfsp.serving.tf_flags): `--flag=value` only, values as TensorFlow reads them."""
     defaults = Options()
+    value_flags, bool_flags = [], []
     for field in dataclasses.fields(Options):
         name, default = field.name, getattr(defaults, field.name)
         flag = f"--{name}"
         if isinstance(default, bool):
+            bool_flags.append(name)
             parser.add_argument(
                 flag,
                 nargs="?",
                 const=True,
                 default=default,
-                type=argtypes.boolean,
+                type=tf_flags.boolean,
                 help=_HELP[name],
             )
-        elif name in ("port", "rest_api_port"):
-            parser.add_argument(flag, type=argtypes.port, default=default, help=_HELP[name])
+            continue
+        value_flags.append(name)
+        if name in ("port", "rest_api_port"):
+            kind = tf_flags.integer(32, convert=argtypes.port)
         elif isinstance(default, int):
             # A negative inter-op count means something to TensorFlow (run every op in the
             # caller's thread); a negative intra-op pool aborts it, so that one is refused.
@@ -225,17 +244,30 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             )
             low = None if signed else 0
             low = -1 if name == "load_retry_interval_micros" else low
-            parser.add_argument(
-                flag, type=argtypes.whole_number(low), default=default, help=_HELP[name]
-            )
+            kind = tf_flags.integer(64 if name in _INT64_FLAGS else 32, low)
         elif isinstance(default, float):
-            parser.add_argument(flag, type=argtypes.number(), default=default, help=_HELP[name])
+            kind = tf_flags.floating
         else:
-            parser.add_argument(flag, default=default, help=_HELP[name])
+            kind = str
+        parser.add_argument(flag, type=kind, default=default, help=_HELP[name])
     for name, reason in UNSUPPORTED_FLAGS.items():
         parser.add_argument(
             f"--{name}", nargs="?", action=_Unsupported, reason=reason, help=argparse.SUPPRESS
         )
+    parse_known_args = parser.parse_known_args
+
+    def parse_known_args_in_tf_form(
+        args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = sys.argv[1:] if args is None else args
+        problem = tf_flags.separate_value_error(words, value_flags, bool_flags)
+        if problem:
+            parser.error(problem)
+        return parse_known_args(args, namespace)
+
+    # argparse reads `--port 9000` as `--port=9000` before any converter sees the words,
+    # so they are checked first; on this parser itself, as `tfsp serve` is a subcommand's.
+    parser.parse_known_args = parse_known_args_in_tf_form  # type: ignore[method-assign]
 
 
 # TF Serving's other flags (main.cc): refused by name, with the reason, rather than as

@@ -47,6 +47,12 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("pipeline", "compile", "--family", "cnn"), "--image"),
         (("data", "prepare", "--fractions", "0.5,0.5"), "argument --fractions"),
         (("serve-everything",), "invalid choice"),
+        # tfsp serve reads TF Serving's flags as TensorFlow's parser does: --flag=value only
+        (("serve", "--model_base_path=/m", "--port", "9000"), "--port takes its value as"),
+        (
+            ("serve", "--model_base_path=/m", "--enable_batching", "no"),
+            "write --enable_batching=true or --enable_batching=false",
+        ),
     ],
 )
 def test_bad_flags_give_one_line_and_exit_2(args, expected):

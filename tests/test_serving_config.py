@@ -66,6 +66,56 @@ def test_session_threads_are_chosen_as_tf_serving_chooses_them(flags, threads):
 
 
 @pytest.mark.parametrize(
+    "flag, value",
+    [
+        # tsl's command_line_flags.cc: sscanf("%d%c") for an integer, C whitespace before
+        # it and one sign allowed; a bool is true/false in any case, 1 or 0, or bare
+        ("--port= 9000", 9000),
+        ("--port=+9000", 9000),
+        ("--load_retry_interval_micros=3000000000", 3_000_000_000),  # an int64 flag
+        ("--enable_batching=TRUE", True),
+        ("--enable_batching=1", True),
+        ("--enable_model_warmup=False", False),
+        ("--enable_model_warmup=0", False),
+        ("--enable_batching", True),
+        # sscanf("%f%c"): strtod's syntax, hexadecimal included
+        ("--per_process_gpu_memory_fraction=1e-1", 0.1),
+        ("--per_process_gpu_memory_fraction=0x1p-2", 0.25),
+    ],
+)
+def test_flag_values_are_read_as_tensorflows_flag_parser_reads_them(flag, value):
+    name = flag.partition("=")[0].lstrip("-")
+    assert getattr(parse_flags(["--model_base_path=/m", flag]), name) == value
+
+
+@pytest.mark.parametrize(
+    "words, fragment",
+    [
+        # values TensorFlow's parser refuses (it prints usage and exits)
+        (["--port=9000 "], "expected a whole number, got '9000 '"),
+        (["--file_system_poll_wait_seconds=1_0"], "expected a whole number"),
+        (["--grpc_max_threads=0x10"], "expected a whole number"),
+        (["--enable_batching=yes"], "expected true, false, 1 or 0, got 'yes'"),
+        (["--enable_batching= true"], "expected true, false, 1 or 0"),
+        (["--per_process_gpu_memory_fraction=0.5 "], "expected a number"),
+        (["--per_process_gpu_memory_fraction=1_0"], "expected a number"),
+        # past an int32 flag's range, where TensorFlow's sscanf overflows
+        (["--rest_api_timeout_in_ms=3000000000"], "must be at most 2147483647"),
+        # a separate value: there the flag stays unset and the value is an unknown argument
+        (["--port", "9000"], "--port takes its value as --port=VALUE"),
+        (["--grpc_channel_arguments", "a=1"], "--grpc_channel_arguments takes its value as"),
+        (["--port"], "--port takes its value as --port=VALUE"),
+        # ...and a bool flag alone is true there, whatever word follows it
+        (["--enable_batching", "false"], "write --enable_batching=false"),
+    ],
+)
+def test_what_tensorflows_flag_parser_would_read_otherwise_is_refused(words, fragment):
+    with pytest.raises(FlagError) as caught:
+        parse_flags(["--model_base_path=/m", *words])
+    assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
     "text, pairs",
     [
         ("", ()),
@@ -93,7 +143,7 @@ def test_grpc_channel_arguments_are_read_as_tf_serving_reads_them(text, pairs):
         (["--model_base_path=/m", "--bogus=1"], "unrecognized arguments: --bogus=1"),
         (["--model_base_path=/m", "--port=http"], "argument --port"),
         (["--model_base_path=/m", "--port=70000"], "port number"),
-        (["--model_base_path=/m", "--enable_batching=perhaps"], "true or false"),
+        (["--model_base_path=/m", "--enable_batching=perhaps"], "true, false, 1 or 0"),
         (["--model_base_path=/m", "--rest_api_port=8500"], "cannot be the same"),
         (["--model_name=x"], "--model_base_path or --model_config_file"),
         (["--model_config_file=/no/such/file"], "no such file"),

@@ -88,8 +88,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve",
         help="run the TF-Serving-compatible model server (gRPC and REST)",
-        description="tensorflow_model_server's flags, e.g. --port=8500 --rest_api_port=8501 "
-        "--model_name=cnn --model_base_path=.tfsp/serving/cnn",
+        description="tensorflow_model_server's flags, values as --flag=value (TensorFlow's "
+        "flag syntax), e.g. --port=8500 --rest_api_port=8501 --model_name=cnn "
+        "--model_base_path=.tfsp/serving/cnn",
         allow_abbrev=False,
     )
     add_flags(serve)

@@ -69,13 +69,3 @@ def fractions(text: str) -> tuple[float, float, float]:
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"expected train,eval,test fractions, got {text!r}")
     return fraction(parts[0]), fraction(parts[1]), fraction(parts[2])
-
-
-def boolean(text: str) -> bool:
-    """true/false, 1/0 or yes/no, as TF Serving's flags accept them."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
