@@ -86,6 +86,15 @@ class Options:
             return intra, inter
         return (self.tensorflow_session_parallelism,) * 2
 
+    @property
+    def meta_graph_tags(self) -> tuple[str, ...]:
+        """The tag set every version loads with, as server.cc and saved_model_bundle_factory.cc
+        make it: --saved_model_tags split at commas, pieces as they are (so "serve, gpu" asks
+        for " gpu", and "serve," for ""), or {"serve"} if the flag is empty."""
+        if not self.saved_model_tags:
+            return ("serve",)
+        return tuple(sorted(set(self.saved_model_tags.split(","))))
+
     @functools.cached_property
     def channel_arguments(self) -> tuple[tuple[str, int | str], ...]:
         """`--grpc_channel_arguments` as (key, value) pairs, read as TF Serving's server.cc
@@ -153,7 +162,8 @@ _HELP = {
     "grpc_channel_arguments": "comma-separated key=value gRPC server arguments, as TF Serving "
     "reads them (no trimming; a value is an int if it reads as an int32, else text), "
     "e.g. grpc.max_receive_message_length=1048576",
-    "saved_model_tags": "comma-separated MetaGraph tags to load (default 'serve')",
+    "saved_model_tags": "comma-separated MetaGraph tags to load, taken as they are (no "
+    "trimming; default 'serve', also when empty)",
     "max_num_load_retries": "retries of a failed version load (default 5)",
     "load_retry_interval_micros": "wait between load retries (default 60 s)",
     "tensorflow_session_parallelism": "threads of each session's intra- and inter-op pools, "

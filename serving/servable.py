@@ -222,8 +222,14 @@ def read_meta_graph(path: str, tags: set[str]) -> meta_graph_pb2.MetaGraphDef:
     for graph in saved.meta_graphs:
         if set(graph.meta_info_def.tags) == tags:
             return graph
+    # TensorFlow's reader.cc: NOT_FOUND, in these words; the tag-sets there are ours.
     found = [sorted(g.meta_info_def.tags) for g in saved.meta_graphs]
-    raise LoadError(f"no MetaGraph with tags {sorted(tags)} in {pb} (has {found})")
+    raise LoadError(
+        f"Could not find meta graph def matching supplied tags: {{ {' '.join(sorted(tags))} }}. "
+        "To inspect available tag-sets in the SavedModel, please use the SavedModel CLI: "
+        f"`saved_model_cli` ({pb} has {found})",
+        tf.errors.NOT_FOUND,
+    )
 
 
 # Python's Saver.restore wraps a failed restore run in advice about an altered graph

@@ -101,7 +101,7 @@ class _Server:
             else None
         )
         load_options = LoadOptions(
-            tags=tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip()),
+            tags=options.meta_graph_tags,
             session=SessionOptions(
                 intra, inter, options.per_process_gpu_memory_fraction, files.session_config
             ),

@@ -116,6 +116,22 @@ def test_what_tensorflows_flag_parser_would_read_otherwise_is_refused(words, fra
 
 
 @pytest.mark.parametrize(
+    "flag, tags",
+    [
+        # server.cc splits at commas and keeps the pieces as they are; an empty set is
+        # {serve} (saved_model_bundle_factory.cc)
+        ("--saved_model_tags=serve", ("serve",)),
+        ("--saved_model_tags=", ("serve",)),
+        ("--saved_model_tags=serve,gpu,serve", ("gpu", "serve")),
+        ("--saved_model_tags=serve, gpu", (" gpu", "serve")),
+        ("--saved_model_tags=serve,", ("", "serve")),
+    ],
+)
+def test_meta_graph_tags_are_taken_as_tf_serving_takes_them(flag, tags):
+    assert parse_flags(["--model_base_path=/m", flag]).meta_graph_tags == tags
+
+
+@pytest.mark.parametrize(
     "text, pairs",
     [
         ("", ()),

@@ -172,6 +172,21 @@ def test_a_missing_or_garbled_savedmodel_is_a_one_line_load_error(tmp_path):
         load_servable("m", 1, str(tmp_path))
 
 
+def test_tags_no_meta_graph_has_are_not_found_in_tensorflows_words(tmp_path):
+    # --saved_model_tags="serve, gpu" asks for " gpu" (server.cc does not trim): the
+    # toy's only MetaGraph is tagged serve, so TensorFlow's reader refuses it, NOT_FOUND.
+    path = build_toy_model(tmp_path / "toy" / "1", 1.0)
+    with pytest.raises(LoadError) as caught:
+        load_servable("toy", 1, str(path), tags=(" gpu", "serve"))
+    assert caught.value.code == tf.errors.NOT_FOUND
+    assert str(caught.value).startswith(
+        "Could not find meta graph def matching supplied tags: {  gpu serve }. To inspect "
+        "available tag-sets in the SavedModel, please use the SavedModel CLI: "
+        "`saved_model_cli` ("
+    )
+    assert str(caught.value).endswith("has [['serve']])")
+
+
 def _build_gpu_pinned_graph(path: Path) -> Path:
     """A TF1-style SavedModel (y = x * v) whose variable is pinned to /device:GPU:0 and kept
     there (`clear_devices=False`), as a graph exported on a GPU machine can be."""
