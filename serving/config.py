@@ -93,6 +93,17 @@ def single_model_config(name: str, base_path: str) -> model_server_config_pb2.Mo
     return config
 
 
+# OSS TF Serving builds its ServerCore without a request-logger creator, so a config whose
+# models name a logging_config fails once they are added (server_core.cc
+# MaybeUpdateServerRequestLogger, server_request_logger.cc): INVALID_ARGUMENT, these words.
+NO_REQUEST_LOGGER = "No request-logger-creator provided."
+
+
+def asks_for_request_logging(config: model_server_config_pb2.ModelServerConfig) -> bool:
+    """Whether any model of `config` has a logging_config, which TF Serving cannot serve."""
+    return any(entry.HasField("logging_config") for entry in config.model_config_list.config)
+
+
 def server_config(options: Options) -> model_server_config_pb2.ModelServerConfig:
     """The ModelServerConfig named by the flags (file, or single model)."""
     if options.model_config_file:

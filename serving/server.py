@@ -34,10 +34,12 @@ class _Files:
     prometheus_path: str | None
     tls: config_mod.TlsSettings | None
     session_config: bytes = b""
+    request_logging: bool = False
 
 
 def _read_files(options: Options) -> _Files:
-    settings = config_mod.model_settings(config_mod.server_config(options))
+    server_config = config_mod.server_config(options)
+    settings = config_mod.model_settings(server_config)
     batching = (
         config_mod.batching_settings(options.batching_parameters_file)
         if options.enable_batching
@@ -59,6 +61,7 @@ def _read_files(options: Options) -> _Files:
         prometheus,
         config_mod.tls_settings(options.ssl_config_file),
         config_mod.session_config(options.tensorflow_session_config_file),
+        config_mod.asks_for_request_logging(server_config),
     )
 
 
@@ -152,6 +155,8 @@ class _Server:
         except ConfigError as exc:
             raise invalid(str(exc)) from None
         self.manager.configure(settings)
+        if config_mod.asks_for_request_logging(server_config):
+            raise invalid(config_mod.NO_REQUEST_LOGGER)  # after the models, as there
 
     def _poll_config_file(self) -> None:
         from tensorflow_serving.config import model_server_config_pb2
@@ -178,6 +183,8 @@ class _Server:
 
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.manager.configure, self.files.settings)
+        if self.files.request_logging:  # after the models, as there
+            raise ConfigError(config_mod.NO_REQUEST_LOGGER)
         if self.options.model_config_file:
             self._config_text = str(config_mod.server_config(self.options))
         await self._start_grpc()

@@ -218,6 +218,24 @@ def test_bad_reloads_are_refused(world, client, change, code):
     assert client.predict("swap", {"x": X}, label="stable")[0].version.value == 2
 
 
+def test_a_reload_asking_for_request_logging_applies_its_models_then_fails(world, client):
+    # OSS TF Serving has no request logger: ServerCore::ReloadConfig adds the models, then
+    # refuses the logging_config (server_core.cc MaybeUpdateServerRequestLogger).
+    root = world["root"]
+    config = _config(root, {"stable": 2, "canary": 4}, second=True)
+    third = config.model_config_list.config.add(
+        name="third", base_path=str(root / "second"), model_platform="tensorflow"
+    )
+    third.logging_config.sampling_config.sampling_rate = 1.0
+    with pytest.raises(ClientError) as caught:
+        client.reload_config(config)
+    assert (caught.value.code, caught.value.message) == (
+        "INVALID_ARGUMENT",
+        "No request-logger-creator provided.",
+    )
+    assert client.predict("third", {"x": X})[1]["y"][0, 0] == 10.0
+
+
 def test_reload_by_polling_the_config_file(world, client):
     text = (
         world["config"]
@@ -249,12 +267,19 @@ def _try(action):
 # ---- startup and config-file polling, each on a server of its own ----
 
 
-@pytest.mark.parametrize("problem", ["a version that cannot load", "a label on no version"])
+@pytest.mark.parametrize(
+    "problem", ["a version that cannot load", "a label on no version", "request logging"]
+)
 def test_a_server_that_cannot_serve_its_first_config_does_not_start(tmp_path, problem):
     """TF Serving's startup applies the first config as a reload: labels are checked first
-    (none serves yet), then every model is waited for (WaitUntilModelsAvailable); either
-    failure ends the process before it opens a port."""
-    if problem == "a version that cannot load":
+    (none serves yet), then every model is waited for (WaitUntilModelsAvailable), then the
+    request loggers are set up, which OSS TF Serving cannot do; any failure ends the process
+    before it opens a port."""
+    if problem == "request logging":
+        build_toy_model(tmp_path / "m" / "1", 1.0)
+        labels = "logging_config { sampling_config { sampling_rate: 1 } }"
+        expected = "No request-logger-creator provided."
+    elif problem == "a version that cannot load":
         (tmp_path / "m" / "1").mkdir(parents=True)  # no saved_model.pb
         labels = ""
         expected = (
@@ -277,6 +302,9 @@ def test_a_server_that_cannot_serve_its_first_config_does_not_start(tmp_path, pr
         with running_server(f"--model_config_file={config}", log_path=tmp_path / "log"):
             pass
     assert f"Failed to start server: {expected}" in str(caught.value)
+    if problem == "request logging":  # refused after the model loaded, as there
+        log = str(caught.value)
+        assert log.index("model m version 1 loaded") < log.index("Failed to start server")
 
 
 def test_the_config_file_is_applied_on_every_poll_until_it_takes(tmp_path):
