@@ -18,7 +18,7 @@ import urllib.parse
 import zlib
 
 import grpc
-from aiohttp import StreamReader, hdrs, web
+from aiohttp import HttpVersion11, StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -115,11 +115,11 @@ class RestApi:
         self._read_timeout = read_timeout_seconds
 
     def _json(self, payload: object, status: int = 200) -> web.Response:
+        # http_rest_api_util.cc AddHeaders: "application/json" as it is, no charset.
         return web.Response(
-            text=json.dumps(payload),
+            body=json.dumps(payload).encode(),
             status=status,
-            content_type="application/json",
-            headers=self._headers,
+            headers={hdrs.CONTENT_TYPE: "application/json", **self._headers},
         )
 
     async def handle(self, request: web.Request, path: str) -> web.Response:
@@ -353,7 +353,27 @@ def build_app(
         return _libevent_error(404)
 
     app.middlewares.append(dispatch)
+    app.on_response_prepare.append(_headers_as_libevent_sends)
     return app
+
+
+# libevent's own Content-Type for an answer that sets none (evhttp_start: the server's
+# default_content_type), which TF Serving never changes.
+_LIBEVENT_CONTENT_TYPE = "text/html; charset=ISO-8859-1"
+
+
+async def _headers_as_libevent_sends(request: web.Request, response: web.StreamResponse) -> None:
+    """The headers libevent adds or not to every answer (evhttp_make_header_response): no
+    Server header, a Date on HTTP/1.1 answers only, and its default Content-Type on one
+    that has a body to send and set none (a CORS preflight's empty answer)."""
+    response.headers.popall(hdrs.SERVER, None)
+    if request.version < HttpVersion11:
+        response.headers.popall(hdrs.DATE, None)
+    # evhttp_response_needs_body: not HEAD, not 1xx, 204 or 304
+    needs_body = request.method != "HEAD" and response.status >= 200
+    needs_body = needs_body and response.status not in (204, 304)
+    if needs_body and hdrs.CONTENT_TYPE not in response.headers:
+        response.headers[hdrs.CONTENT_TYPE] = _LIBEVENT_CONTENT_TYPE
 
 
 def _libevent_error(status: int) -> web.Response:

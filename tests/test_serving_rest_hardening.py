@@ -375,12 +375,40 @@ def test_a_rest_error_keeps_the_connection_open(server):
 
 def test_a_cors_preflight_is_answered_without_the_rest_handler(server):
     # http_server.cc answers OPTIONS itself: OK with an http(s) Origin, FAILED_PRECONDITION
-    # (400) without one, and no body either way (the handler's JSON error is never written).
+    # (400) without one, and no body either way (the handler's JSON error is never written),
+    # so no Content-Type of TF Serving's: libevent adds its default.
     for origin, status in (("https://app.example", 200), ("", 400), ("app.example", 400)):
         headers = {"Origin": origin} if origin else {}
-        got, body, _ = _exchange(server, "OPTIONS", PREDICT, headers=headers)
+        got, body, sent = _exchange(server, "OPTIONS", PREDICT, headers=headers)
         assert (got, body) == (status, b"")
+        assert sent["Content-Type"] == "text/html; charset=ISO-8859-1"
     _answers_good_request(server)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_answers_carry_the_headers_tf_serving_and_libevent_send(server, version):
+    # http_rest_api_util.cc sets "Content-Type: application/json" on every handler answer,
+    # errors included; libevent (evhttp_make_header_response) adds a Date to HTTP/1.1
+    # answers only and never a Server header.
+    for method, path, body, status in (
+        ("POST", PREDICT, GOOD, 200),
+        ("GET", "/v1/models/toy", None, 200),
+        ("GET", "/v1/models/nope", None, 404),
+    ):
+        head = f"{method} {path} HTTP/{version}\r\nHost: tfsp\r\n"
+        if body is not None:
+            head += f"Content-Length: {len(body)}\r\n"
+        answer = _until_closed(
+            server, (head + "Connection: close\r\n\r\n").encode() + (body or b"")
+        )
+        lines = answer.split(b"\r\n\r\n")[0].decode().split("\r\n")
+        sent = {
+            name.lower(): value for name, _, value in (line.partition(": ") for line in lines[1:])
+        }
+        assert lines[0].startswith(f"HTTP/{version} {status} "), answer
+        assert sent["content-type"] == "application/json", answer
+        assert "server" not in sent, answer
+        assert ("date" in sent) is (version == "1.1"), answer
 
 
 def test_cors_headers_are_sent_on_every_answer_with_cors_support(tmp_path):
