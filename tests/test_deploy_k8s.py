@@ -21,6 +21,7 @@ from tfsp.pipelines.kubeflow_runner import (
     WORK_PVC,
 )
 from tfsp.pipelines.model_config import parse_models_config
+from tfsp.serving.options import Options, build_parser
 from tfsp.trainers.registry import served_model_names
 
 pytestmark = pytest.mark.integration  # runs kubectl and the tfsp CLI
@@ -176,11 +177,14 @@ def test_tf_serving_runs_the_official_pinned_image_with_its_config_files(built, 
     image, _, tag = container["image"].rpartition(":")
     assert image == "tensorflow/serving"
     assert tag == (f"{TF_SERVING_TAG}-gpu" if overlay == "gpu" else TF_SERVING_TAG)
-    flags = _flags(container)
-    assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
-    assert flags["enable_batching"] == "true"
+    # Read as tensorflow_model_server reads its command line (TensorFlow's flag syntax:
+    # --flag=value only, its value types), and the channel arguments as server.cc does.
+    parsed = build_parser().parse_args(container["args"])
+    assert (parsed.port, parsed.rest_api_port, parsed.enable_batching) == (8500, 8501, True)
+    channel_arguments = Options(grpc_channel_arguments=parsed.grpc_channel_arguments)
     # Without a bounded connection age, round-robin clients never see scaled-up replicas.
-    assert "grpc.max_connection_age_ms=" in flags["grpc_channel_arguments"]
+    assert dict(channel_arguments.channel_arguments)["grpc.max_connection_age_ms"] > 0
+    flags = _flags(container)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
 
