@@ -324,9 +324,10 @@ def options_from_namespace(args: argparse.Namespace) -> Options:
         return options
     if not options.model_config_file and not options.model_base_path:
         raise FlagError("one of --model_base_path or --model_config_file is required")
-    if options.port == 0 and not options.grpc_socket_path and options.rest_api_port == 0:
-        raise FlagError(
-            "nothing to serve on: --port=0 and no --grpc_socket_path or --rest_api_port"
+    if options.port == 0 and not options.grpc_socket_path:
+        raise FlagError(  # server.cc's words: REST alone is not served there
+            "At least one of server_options.grpc_port or "
+            "server_options.grpc_socket_path must be set."
         )
     if options.rest_api_port and options.rest_api_port == options.port:
         raise FlagError("--rest_api_port cannot be the same as --port")

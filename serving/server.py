@@ -211,8 +211,6 @@ class _Server:
         from tfsp.serving.options import INT32_MAX
 
         options = self.options
-        if not options.port and not options.grpc_socket_path:
-            return
         channel_args = dict(options.channel_arguments)
         channel_args.setdefault("grpc.max_receive_message_length", INT32_MAX)
         channel_args.setdefault("grpc.max_send_message_length", INT32_MAX)

@@ -163,7 +163,12 @@ def test_grpc_channel_arguments_are_read_as_tf_serving_reads_them(text, pairs):
         (["--model_base_path=/m", "--rest_api_port=8500"], "cannot be the same"),
         (["--model_name=x"], "--model_base_path or --model_config_file"),
         (["--model_config_file=/no/such/file"], "no such file"),
-        (["--model_base_path=/m", "--port=0"], "nothing to serve on"),
+        # server.cc needs a gRPC listener: a port or a UNIX socket; REST alone is refused
+        (["--model_base_path=/m", "--port=0"], "grpc_port or server_options.grpc_socket_path"),
+        (
+            ["--model_base_path=/m", "--port=0", "--rest_api_port=8501"],
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path",
+        ),
         (["--model_base_path=/m", "--batching_parameters_file=/x"], "without setting"),
         (["--model_base_path=/m", "--rest_api_timeout_in_ms=-5"], "at least 0"),
         # TF Serving never polls with a negative value, and waits for ever at startup
