@@ -56,7 +56,13 @@ def world(tmp_path_factory):
         "--grpc_max_threads=3",  # fewer than the 6 callers below: they queue, none fails
         log_path=root / "server.log",
     ) as server:
-        yield {"root": root, "builds": builds, "config": config, "server": server}
+        yield {
+            "root": root,
+            "builds": builds,
+            "config": config,
+            "paused_config": root / "models.config.paused",
+            "server": server,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +173,17 @@ def _config(root, labels=None, second=False):
     return config
 
 
+def _pause_config_polling(world) -> None:
+    """Move the polled config file aside until the polling test brings it back. The server
+    polls it every second and applies it whether or not it changed (as server.cc does),
+    which would undo a config an RPC applied; a poll that cannot read the file changes
+    nothing (server.cc logs the error), so RPC reloads stay while it is away."""
+    if world["config"].exists():
+        world["config"].rename(world["paused_config"])
+
+
 def test_reload_config_by_rpc_adds_models_policies_and_labels(world, client):
+    _pause_config_polling(world)
     root = world["root"]
     # Labels are checked against what serves *before* the reload applies anything
     # (server_core.cc UpdateModelVersionLabelMap): version 2 is not loaded under latest-1,
@@ -202,6 +218,7 @@ def test_reload_config_by_rpc_adds_models_policies_and_labels(world, client):
     ],
 )
 def test_bad_reloads_are_refused(world, client, change, code):
+    _pause_config_polling(world)
     root = world["root"]
     config = _config(root, {"stable": 2, "canary": 4}, second=True)
     if change == "duplicate":
@@ -221,6 +238,7 @@ def test_bad_reloads_are_refused(world, client, change, code):
 def test_a_reload_asking_for_request_logging_applies_its_models_then_fails(world, client):
     # OSS TF Serving has no request logger: ServerCore::ReloadConfig adds the models, then
     # refuses the logging_config (server_core.cc MaybeUpdateServerRequestLogger).
+    _pause_config_polling(world)
     root = world["root"]
     config = _config(root, {"stable": 2, "canary": 4}, second=True)
     third = config.model_config_list.config.add(
@@ -237,8 +255,9 @@ def test_a_reload_asking_for_request_logging_applies_its_models_then_fails(world
 
 
 def test_reload_by_polling_the_config_file(world, client):
+    _pause_config_polling(world)
     text = (
-        world["config"]
+        world["paused_config"]
         .read_text()
         .replace(
             'model_platform: "tensorflow" }',
