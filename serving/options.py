@@ -132,7 +132,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 _HELP = {
-    "port": "TCP port for the gRPC API (0 disables it; default 8500)",
+    "port": "TCP port for the gRPC API (default 8500; 0: none, which needs "
+    "--grpc_socket_path)",
     "grpc_socket_path": "also listen for gRPC on this UNIX socket",
     "rest_api_port": "port for the HTTP/REST API (0, the default, disables it)",
     "rest_api_num_threads": "accepted for compatibility (REST runs on the event loop)",
@@ -202,6 +203,8 @@ def build_parser(prog: str = "tfsp-model-server") -> argparse.ArgumentParser:
     """An argparse parser for tensorflow_model_server's flags (errors raise FlagError)."""
     parser = _Parser(
         prog=prog,
+        usage=tf_flags.USAGE,
+        formatter_class=tf_flags.FlagHelpFormatter,
         description="A TensorFlow-Serving-compatible model server (gRPC and REST). Flags "
         "take their values as --flag=value, as TensorFlow's flag parser reads them.",
         allow_abbrev=False,
@@ -241,6 +244,8 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             )
             continue
         value_flags.append(name)
+        # The type names TensorFlow's own usage text gives each flag.
+        metavar = "int64" if name in _INT64_FLAGS else "int32"
         if name in ("port", "rest_api_port"):
             kind = tf_flags.integer(32, convert=argtypes.port)
         elif isinstance(default, int):
@@ -256,10 +261,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             low = -1 if name == "load_retry_interval_micros" else low
             kind = tf_flags.integer(64 if name in _INT64_FLAGS else 32, low)
         elif isinstance(default, float):
-            kind = tf_flags.floating
+            kind, metavar = tf_flags.floating, "float"
         else:
-            kind = str
-        parser.add_argument(flag, type=kind, default=default, help=_HELP[name])
+            kind, metavar = str, "string"
+        parser.add_argument(flag, type=kind, default=default, metavar=metavar, help=_HELP[name])
     for name, reason in UNSUPPORTED_FLAGS.items():
         parser.add_argument(
             f"--{name}", nargs="?", action=_Unsupported, reason=reason, help=argparse.SUPPRESS

@@ -91,3 +91,20 @@ def separate_value_error(
                 f"and {following!r} as an unknown argument; write {fix}"
             )
     return None
+
+
+# What --help prints for the usage line: the flags are listed below it, each in this form.
+USAGE = "%(prog)s [--flag=value ...]"
+
+
+class FlagHelpFormatter(argparse.HelpFormatter):
+    """--help in TensorFlow's flag syntax: `--port=int32`, `--enable_batching[=true|false]`
+    (argparse would print `--port PORT`, a form TensorFlow's parser does not read)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        flag = action.option_strings[-1]
+        if action.nargs == "?":
+            return f"{flag}[=true|false]"
+        return f"{flag}={action.metavar}"

@@ -13,7 +13,13 @@ from google.protobuf import text_format
 from tests.serving_harness import REPO
 from tfsp.serving import config, protos, server
 from tfsp.serving.config import ConfigError, VersionPolicy
-from tfsp.serving.options import UNSUPPORTED_FLAGS, FlagError, Options, parse_flags
+from tfsp.serving.options import (
+    UNSUPPORTED_FLAGS,
+    FlagError,
+    Options,
+    build_parser,
+    parse_flags,
+)
 from tfsp.serving.servable import SessionOptions
 
 
@@ -86,6 +92,20 @@ def test_session_threads_are_chosen_as_tf_serving_chooses_them(flags, threads):
 def test_flag_values_are_read_as_tensorflows_flag_parser_reads_them(flag, value):
     name = flag.partition("=")[0].lstrip("-")
     assert getattr(parse_flags(["--model_base_path=/m", flag]), name) == value
+
+
+def test_help_shows_each_flag_in_the_form_tensorflows_parser_reads():
+    text = " ".join(build_parser().format_help().split())
+    for shown in (
+        "usage: tfsp-model-server [--flag=value ...]",
+        "--port=int32",
+        "--load_retry_interval_micros=int64",
+        "--per_process_gpu_memory_fraction=float",
+        "--model_config_file=string",
+        "--enable_batching[=true|false]",
+    ):
+        assert shown in text
+    assert "--port PORT" not in text
 
 
 @pytest.mark.parametrize(

@@ -83,10 +83,13 @@ def _add_address_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add serve, predict, status and metadata."""
+    from tfsp.serving import tf_flags
     from tfsp.serving.options import add_flags
 
     serve = subparsers.add_parser(
         "serve",
+        usage=tf_flags.USAGE,
+        formatter_class=tf_flags.FlagHelpFormatter,
         help="run the TF-Serving-compatible model server (gRPC and REST)",
         description="tensorflow_model_server's flags, values as --flag=value (TensorFlow's "
         "flag syntax), e.g. --port=8500 --rest_api_port=8501 --model_name=cnn "
