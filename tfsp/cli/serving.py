@@ -93,7 +93,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="run the TF-Serving-compatible model server (gRPC and REST)",
         description="tensorflow_model_server's flags, values as --flag=value (TensorFlow's "
         "flag syntax), e.g. --port=8500 --rest_api_port=8501 --model_name=cnn "
-        "--model_base_path=.tfsp/serving/cnn",
+        "--model_base_path=$PWD/.tfsp/serving/cnn (an absolute path or URI, as TF Serving "
+        "requires)",
         allow_abbrev=False,
     )
     add_flags(serve)
