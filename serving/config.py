@@ -100,7 +100,8 @@ NO_REQUEST_LOGGER = "No request-logger-creator provided."
 
 
 def asks_for_request_logging(config: model_server_config_pb2.ModelServerConfig) -> bool:
-    """Whether any model of `config` has a logging_config, which TF Serving cannot serve."""
+    """Whether any model of `config` has a logging_config, which open-source TF Serving
+    refuses (NO_REQUEST_LOGGER)."""
     return any(entry.HasField("logging_config") for entry in config.model_config_list.config)
 
 

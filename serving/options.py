@@ -1,7 +1,8 @@
 """tensorflow_model_server's flags, parsed into one Options object (no TensorFlow import).
 
-Flag names, defaults and `--flag=value` syntax follow TF Serving's `main.cc`; booleans take
-`--flag`, `--flag=true` or `--flag=false` as TF's flag parser does.
+Flag names, types and defaults follow TF Serving's `main.cc` and `server.h`; values are read
+in TensorFlow's flag syntax (tfsp.serving.tf_flags): `--flag=value` only, a bool flag alone
+meaning true.
 """
 
 import argparse
@@ -132,8 +133,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 _HELP = {
-    "port": "TCP port for the gRPC API (default 8500; 0: none, which needs "
-    "--grpc_socket_path)",
+    "port": "TCP port for the gRPC API (default 8500; 0: none, which needs --grpc_socket_path)",
     "grpc_socket_path": "also listen for gRPC on this UNIX socket",
     "rest_api_port": "port for the HTTP/REST API (0, the default, disables it)",
     "rest_api_num_threads": "accepted for compatibility (REST runs on the event loop)",
