@@ -421,7 +421,13 @@ def main() -> int:
         local[threads] = _in_process(version, threads, 2000)
         for what, result in local[threads].items():
             print(_row(f"in-process, {what}, TF threads {threads or 'default'}", result))
-    flags = ["--model_name=cnn", f"--model_base_path={base}"]
+    # One gRPC thread per client and the one that waits for calls: TF Serving's default (4 per
+    # CPU, 8 on 2 cores) would refuse most of 64 clients with RESOURCE_EXHAUSTED, here as there.
+    flags = [
+        "--model_name=cnn",
+        f"--model_base_path={base}",
+        f"--grpc_max_threads={max(CLIENTS) + 1}",
+    ]
     if args.tf_threads:
         flags += [
             f"--tensorflow_intra_op_parallelism={args.tf_threads}",

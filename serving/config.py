@@ -2,7 +2,6 @@
 
 import dataclasses
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from google.protobuf import message, text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tfsp.serving import protos
-from tfsp.serving.options import Options
+from tfsp.serving.options import Options, schedulable_cpus
 
 log = logging.getLogger("serving")
 
@@ -194,11 +193,6 @@ def model_settings(config: model_server_config_pb2.ModelServerConfig) -> list[Mo
 PER_MODEL_BATCHING_FILE = "batching_params.pbtxt"
 
 
-def _machine_cores() -> int:
-    """TensorFlow's MaxParallelism: the CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @dataclasses.dataclass(frozen=True)
 class BatchingSettings:
     """BatchingParameters with TF Serving's defaults filled in (bundle_factory_util.h,
@@ -208,7 +202,7 @@ class BatchingSettings:
     max_batch_size: int = 1000
     batch_timeout_micros: int = 0
     max_enqueued_batches: int = 10
-    num_batch_threads: int = dataclasses.field(default_factory=_machine_cores)
+    num_batch_threads: int = dataclasses.field(default_factory=schedulable_cpus)
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
     enable_large_batch_splitting: bool = False

@@ -32,6 +32,7 @@ from tfsp.serving.dataplane import DataPlane, SpecRef
 from tfsp.serving.drain import SHUTTING_DOWN, Gate
 from tfsp.serving.errors import ServingError, grpc_status_message, invalid
 from tfsp.serving.metrics import RUNTIME_API, Metrics
+from tfsp.serving.options import THREADPOOL_EXHAUSTED
 from tfsp.serving.predict_wire import predict_response_bytes
 
 log = logging.getLogger("serving")
@@ -289,19 +290,42 @@ def _lenient(request_class: type) -> Callable[[bytes], object]:
     return deserialize
 
 
-def _guarded(method: Callable, limit: asyncio.Semaphore | None) -> Callable:
-    # gRPC would answer a deserializer failure with UNKNOWN and Python exception names.
+class ThreadQuota:
+    """The gRPC server's thread quota as TF Serving sets it (--grpc_max_threads): gRPC's
+    synchronous server keeps one thread waiting for calls, so `max_threads` threads run at
+    most `max_threads - 1` calls; a call that finds none free is answered RESOURCE_EXHAUSTED
+    "Server Threadpool Exhausted" at once, before its request is read, and never queued
+    (grpc thread_manager.cc, server_cc.cc)."""
+
+    def __init__(self, max_threads: int) -> None:
+        self._free = max_threads - 1
+
+    def take(self) -> bool:
+        """Whether a call may run now (then `give` when it ends)."""
+        if self._free <= 0:
+            return False
+        self._free -= 1
+        return True
+
+    def give(self) -> None:
+        """A call that `take` let run has ended."""
+        self._free += 1
+
+
+def _guarded(method: Callable, quota: ThreadQuota) -> Callable:
     async def handler(request: object, context: grpc.aio.ServicerContext) -> object:
-        if isinstance(request, _Undecodable):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"cannot parse the request as {request.type_name}"
-            )
-        if limit is None:
+        if not quota.take():
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, THREADPOOL_EXHAUSTED)
+        try:
+            # gRPC would answer a deserializer failure with UNKNOWN and Python exception names.
+            if isinstance(request, _Undecodable):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"cannot parse the request as {request.type_name}",
+                )
             return await method(request, context)
-        # --grpc_max_threads: past the limit requests wait their turn, as for a full thread
-        # pool, rather than being refused.
-        async with limit:
-            return await method(request, context)
+        finally:
+            quota.give()
 
     return handler
 
@@ -363,12 +387,12 @@ def _register(
     servicer: object,
     service: str,
     methods: dict,
-    limit: asyncio.Semaphore | None,
+    quota: ThreadQuota,
     gate: Gate | None,
 ) -> None:
     handlers = {
         f"/{service}/{name}": grpc.unary_unary_rpc_method_handler(
-            _guarded(getattr(servicer, name), limit),
+            _guarded(getattr(servicer, name), quota),
             request_deserializer=_lenient(request_class),
             response_serializer=None
             if response_class is None
@@ -383,24 +407,24 @@ def add_services(
     server: grpc.aio.Server,
     dataplane: DataPlane,
     metrics: Metrics | None,
-    max_concurrent: int = 0,
+    max_threads: int,
     *,
     outputs_as_tensor_content: bool = False,
     gate: Gate | None = None,
 ) -> None:
-    """Register PredictionService and ModelService (at most `max_concurrent` at once, if set).
+    """Register PredictionService and ModelService, sharing a ThreadQuota of `max_threads`.
 
     Predict outputs go in the typed value fields, as TF Serving writes them, unless
     `outputs_as_tensor_content` (its --enable_serialization_as_tensor_content). Calls pass
     `gate` (tfsp.serving.drain) as they arrive: refused with UNAVAILABLE once it closes.
     """
-    limit = asyncio.Semaphore(max_concurrent) if max_concurrent > 0 else None
+    quota = ThreadQuota(max_threads)
     _register(
         server,
         PredictionService(dataplane, metrics, outputs_as_tensor_content=outputs_as_tensor_content),
         "tensorflow.serving.PredictionService",
         _PREDICTION_METHODS,
-        limit,
+        quota,
         gate,
     )
     _register(
@@ -408,7 +432,7 @@ def add_services(
         ModelService(dataplane, metrics),
         "tensorflow.serving.ModelService",
         _MODEL_METHODS,
-        limit,
+        quota,
         gate,
     )
 

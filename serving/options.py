@@ -20,6 +20,20 @@ log = logging.getLogger("serving")
 
 DEFAULT_GRPC_PORT = 8500
 INT32_MAX = 2**31 - 1
+# The message gRPC's synchronous C++ server answers, RESOURCE_EXHAUSTED, to a call that finds
+# no thread free under its ResourceQuota (grpc src/cpp/server/server_cc.cc).
+THREADPOOL_EXHAUSTED = "Server Threadpool Exhausted"
+
+
+def schedulable_cpus() -> int:
+    """The CPUs this process may run on (sched_getaffinity), as TensorFlow counts them for
+    NumSchedulableCPUs and MaxParallelism, which size TF Serving's defaults."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_grpc_max_threads() -> int:
+    """TF Serving's --grpc_max_threads default (server.h): 4 per schedulable CPU."""
+    return 4 * schedulable_cpus()
 
 
 class FlagError(Exception):
@@ -49,7 +63,10 @@ class Options:
     allow_version_labels_for_unavailable_models: bool = False
     monitoring_config_file: str = ""
     ssl_config_file: str = ""
-    grpc_max_threads: int = 0
+    # gRPC's thread quota, as TF Serving sets it (ResourceQuota::SetMaxThreads): one thread
+    # always waits for new calls, so at most grpc_max_threads - 1 run at once, and a call past
+    # them is refused, not queued (grpc thread_manager.cc).
+    grpc_max_threads: int = dataclasses.field(default_factory=default_grpc_max_threads)
     grpc_channel_arguments: str = ""
     saved_model_tags: str = "serve"
     max_num_load_retries: int = 5
@@ -159,7 +176,9 @@ _HELP = {
     "allow_version_labels_for_unavailable_models": "allow labels on versions not yet loaded",
     "monitoring_config_file": "MonitoringConfig text proto (Prometheus endpoint on the REST port)",
     "ssl_config_file": "SSLConfig text proto: serve gRPC over TLS",
-    "grpc_max_threads": "most gRPC requests handled at once (0: no limit)",
+    "grpc_max_threads": "threads of the gRPC server, as in TF Serving (default 4 per CPU, "
+    f"{default_grpc_max_threads()} here): at most this many minus one calls run at once, "
+    f"and a call past them gets RESOURCE_EXHAUSTED '{THREADPOOL_EXHAUSTED}'",
     "grpc_channel_arguments": "comma-separated key=value gRPC server arguments, as TF Serving "
     "reads them (no trimming; a value is an int if it reads as an int32, else text), "
     "e.g. grpc.max_receive_message_length=1048576",
@@ -259,6 +278,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             )
             low = None if signed else 0
             low = -1 if name == "load_retry_interval_micros" else low
+            # gRPC's thread manager aborts the process when its quota cannot hold even the
+            # one thread that waits for calls (TF Serving dies at startup with 0).
+            low = 1 if name == "grpc_max_threads" else low
             kind = tf_flags.integer(64 if name in _INT64_FLAGS else 32, low)
         elif isinstance(default, float):
             kind, metavar = tf_flags.floating, "float"

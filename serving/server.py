@@ -215,6 +215,11 @@ class _Server:
         channel_args.setdefault("grpc.max_receive_message_length", INT32_MAX)
         channel_args.setdefault("grpc.max_send_message_length", INT32_MAX)
         server = grpc.aio.server(options=list(channel_args.items()))
+        if options.grpc_max_threads == 1:
+            log.warning(
+                "--grpc_max_threads=1: the one gRPC thread only waits for calls, so every "
+                "call is refused with RESOURCE_EXHAUSTED, as in TF Serving"
+            )
         add_services(
             server,
             self.dataplane,

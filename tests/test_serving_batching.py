@@ -206,6 +206,7 @@ def batching_server(toy_dir):
         "--enable_batching",
         f"--batching_parameters_file={params}",
         f"--monitoring_config_file={monitoring}",
+        "--grpc_max_threads=16",  # 8 calls at once below; each thread runs one, one waits
         log_path=toy_dir / "server.log",
     )
     with server as proc:
@@ -337,3 +338,35 @@ def test_per_model_batching_parameters_come_from_each_version(tmp_path):
             assert caught.value.code == "INVALID_ARGUMENT"
             assert "Task size 3 is larger than maximum input batch size 2" in str(caught.value)
             assert client.predict("plain", {"x": rows})[1]["y"].tolist() == rows.tolist()
+
+
+def test_a_call_past_the_grpc_threads_is_refused_not_queued(toy_dir, tmp_path):
+    """TF Serving's gRPC server runs each call on a thread of its own under a quota of
+    --grpc_max_threads, one thread always waiting for calls: with 3, two calls run, and a
+    third that arrives meanwhile is RESOURCE_EXHAUSTED "Server Threadpool Exhausted" at once
+    (grpc thread_manager.cc), whatever its service. Here two calls wait 3 s for a batch."""
+    params = tmp_path / "batching.config"
+    params.write_text("max_batch_size { value: 8 } batch_timeout_micros { value: 3000000 }")
+    with running_server(
+        "--model_name=toy",
+        f"--model_base_path={toy_dir / 'toy'}",
+        "--enable_batching",
+        f"--batching_parameters_file={params}",
+        "--grpc_max_threads=3",
+        log_path=tmp_path / "server.log",
+    ) as server:
+        row = np.ones((1, 3), np.float32)
+        with ThreadPoolExecutor(2) as pool, ServingClient(server.address, timeout=30) as client:
+            held = [pool.submit(client.predict, "toy", {"x": row}) for _ in range(2)]
+            time.sleep(1.0)  # both are running, waiting for their batch
+            refused = []
+            for call in (lambda: client.predict("toy", {"x": row}), lambda: client.status("toy")):
+                started = time.monotonic()
+                with pytest.raises(ClientError) as caught:
+                    call()
+                refused.append((caught.value.code, caught.value.message))
+                assert time.monotonic() - started < 1.0  # answered at once, not queued
+            assert refused == [("RESOURCE_EXHAUSTED", "Server Threadpool Exhausted")] * 2
+            assert [f.result()[1]["y"].tolist() for f in held] == [[[3.0] * 3]] * 2
+            # the threads are free again
+            assert client.status("toy").model_version_status[0].version == 3

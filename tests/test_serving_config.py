@@ -94,6 +94,16 @@ def test_flag_values_are_read_as_tensorflows_flag_parser_reads_them(flag, value)
     assert getattr(parse_flags(["--model_base_path=/m", flag]), name) == value
 
 
+def test_grpc_threads_default_to_tf_servings_four_per_cpu_and_need_one_to_wait_for_calls():
+    # server.h: 4.0 * NumSchedulableCPUs(); gRPC's thread manager aborts the process when its
+    # quota cannot hold the one thread that waits for calls
+    cpus = len(os.sched_getaffinity(0))
+    assert parse_flags(["--model_base_path=/m"]).grpc_max_threads == 4 * cpus
+    assert parse_flags(["--model_base_path=/m", "--grpc_max_threads=1"]).grpc_max_threads == 1
+    with pytest.raises(FlagError, match="--grpc_max_threads: must be at least 1, got 0"):
+        parse_flags(["--model_base_path=/m", "--grpc_max_threads=0"])
+
+
 def test_help_shows_each_flag_in_the_form_tensorflows_parser_reads():
     text = " ".join(build_parser().format_help().split())
     for shown in (

@@ -31,6 +31,8 @@ def server(tmp_path_factory):
         f"--model_base_path={root / 'count'}",
         "--rest_api_timeout_in_ms=500",
         f"--monitoring_config_file={monitoring}",
+        # more calls at once than model workers (below), each on a gRPC thread of its own
+        f"--grpc_max_threads={4 * max(4, 2 * (os.cpu_count() or 1)) + 1}",
         log_path=root / "server.log",
     ) as proc:
         yield proc

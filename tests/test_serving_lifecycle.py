@@ -53,7 +53,9 @@ def world(tmp_path_factory):
         f"--model_config_file={config}",
         "--model_config_file_poll_wait_seconds=1",
         "--file_system_poll_wait_seconds=1",
-        "--grpc_max_threads=3",  # fewer than the 6 callers below: they queue, none fails
+        # 6 callers and the test's client at once: TF Serving's default (4 per CPU) is 8 on
+        # 2 CPUs, which runs 7 calls and refuses the 8th
+        "--grpc_max_threads=16",
         log_path=root / "server.log",
     ) as server:
         yield {

@@ -225,6 +225,7 @@ def test_sigterm_under_load_answers_everything_received_then_refuses(toy_root, b
         "--model_name=toy",
         f"--model_base_path={toy_root}",
         f"--shutdown_grace_period_seconds={GRACE_SECONDS}",
+        "--grpc_max_threads=32",  # the load's 14 gRPC callers run at once, none refused
     ]
     if batching:
         parameters = toy_root.parent / "batching.config"
