@@ -184,6 +184,12 @@ def test_tf_serving_runs_the_official_pinned_image_with_its_config_files(built, 
     channel_arguments = Options(grpc_channel_arguments=parsed.grpc_channel_arguments)
     # Without a bounded connection age, round-robin clients never see scaled-up replicas.
     assert dict(channel_arguments.channel_arguments)["grpc.max_connection_age_ms"] > 0
+    # Enough gRPC threads for two full batches in flight, plus the one waiting for calls:
+    # past them TF Serving refuses calls (RESOURCE_EXHAUSTED), and its default is 4 per CPU.
+    batching = text_format.Parse(
+        _config_files(resources)["batching_parameters.txt"], BatchingParameters()
+    )
+    assert parsed.grpc_max_threads >= 2 * batching.max_batch_size.value + 1
     flags = _flags(container)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}
