@@ -2,9 +2,10 @@
 
 Works against our server locally and TF Serving in the cluster: it only calls gRPC Predict
 on the encoder's `predict_images` signature (input `images` [n, 32, 32, 1] → output
-`codes` [n, k]). Requests are batched, several are in flight at once, UNAVAILABLE and
-DEADLINE_EXCEEDED are retried with exponential backoff, rows keep their input order, and
-progress is checkpointed so an interrupted pull resumes (serving/feature_store.py).
+`codes` [n, k]). Requests are batched, several are in flight at once, UNAVAILABLE,
+DEADLINE_EXCEEDED and a server out of gRPC threads are retried with exponential backoff,
+rows keep their input order, and progress is checkpointed so an interrupted pull resumes
+(serving/feature_store.py).
 """
 
 import sys
@@ -26,9 +27,10 @@ from tfsp.core.signatures import (
     PREDICT_IMAGE_BYTES,
     PREDICT_IMAGES,
 )
+from tfsp.serving.options import THREADPOOL_EXHAUSTED
 
 if TYPE_CHECKING:  # both import TensorFlow/gRPC; the CLI imports them only when pulling
-    from tfsp.serving.client import ServingClient
+    from tfsp.serving.client import ClientError, ServingClient
     from tfsp.serving.feature_sources import FeatureSource
 
 T = TypeVar("T")
@@ -42,7 +44,14 @@ def encoder_call(batch: np.ndarray) -> tuple[str, str]:
     return PREDICT_IMAGES, IMAGES_INPUT
 
 
-RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+_RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+
+
+def _retryable(exc: "ClientError") -> bool:
+    # A server whose gRPC threads are all busy refuses the call at once (TF Serving's
+    # --grpc_max_threads); other RESOURCE_EXHAUSTED answers (a message too large) stay.
+    busy = exc.code == "RESOURCE_EXHAUSTED" and exc.message == THREADPOOL_EXHAUSTED
+    return exc.code in _RETRYABLE or busy
 
 
 @dataclass
@@ -57,7 +66,8 @@ class PullResult:
 
 
 def with_retries(call: Callable[[], T], retries: int, what: str) -> T:
-    """`call()`, retrying UNAVAILABLE / DEADLINE_EXCEEDED with exponential backoff.
+    """`call()`, retrying UNAVAILABLE, DEADLINE_EXCEEDED and a server out of gRPC threads
+    with exponential backoff.
 
     Other failures, and the last retryable one, become a one-line UserError.
     """
@@ -67,8 +77,8 @@ def with_retries(call: Callable[[], T], retries: int, what: str) -> T:
         try:
             return call()
         except ClientError as exc:
-            if exc.code not in RETRYABLE or attempt == retries:
-                tries = f" after {attempt + 1} tries" if exc.code in RETRYABLE else ""
+            if not _retryable(exc) or attempt == retries:
+                tries = f" after {attempt + 1} tries" if _retryable(exc) else ""
                 raise UserError(f"{what}: {exc.code}: {exc.message}{tries}") from None
             time.sleep(min(0.2 * 2**attempt, 5.0))
     raise AssertionError("unreachable")
