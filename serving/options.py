@@ -31,8 +31,9 @@ def schedulable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def default_grpc_max_threads() -> int:
-    """TF Serving's --grpc_max_threads default (server.h): 4 per schedulable CPU."""
+def four_threads_per_cpu() -> int:
+    """TF Serving's default for --grpc_max_threads and --rest_api_num_threads (server.h):
+    4 per schedulable CPU."""
     return 4 * schedulable_cpus()
 
 
@@ -47,7 +48,9 @@ class Options:
     port: int = DEFAULT_GRPC_PORT
     grpc_socket_path: str = ""
     rest_api_port: int = 0
-    rest_api_num_threads: int = 0
+    # Checked as TF Serving's REST thread pool checks it, not used: REST runs on the event
+    # loop here (README: Known differences).
+    rest_api_num_threads: int = dataclasses.field(default_factory=four_threads_per_cpu)
     rest_api_timeout_in_ms: int = 30000
     # Not a TF Serving flag: its HTTP server (libevent) has a fixed 50 s read timeout.
     rest_api_read_timeout_in_ms: int = 50000
@@ -66,7 +69,7 @@ class Options:
     # gRPC's thread quota, as TF Serving sets it (ResourceQuota::SetMaxThreads): one thread
     # always waits for new calls, so at most grpc_max_threads - 1 run at once, and a call past
     # them is refused, not queued (grpc thread_manager.cc).
-    grpc_max_threads: int = dataclasses.field(default_factory=default_grpc_max_threads)
+    grpc_max_threads: int = dataclasses.field(default_factory=four_threads_per_cpu)
     grpc_channel_arguments: str = ""
     saved_model_tags: str = "serve"
     max_num_load_retries: int = 5
@@ -153,7 +156,9 @@ _HELP = {
     "port": "TCP port for the gRPC API (default 8500; 0: none, which needs --grpc_socket_path)",
     "grpc_socket_path": "also listen for gRPC on this UNIX socket",
     "rest_api_port": "port for the HTTP/REST API (0, the default, disables it)",
-    "rest_api_num_threads": "accepted for compatibility (REST runs on the event loop)",
+    "rest_api_num_threads": "threads of TF Serving's REST executor (default 4 per CPU, "
+    f"{four_threads_per_cpu()} here; at least 1 with --rest_api_port); checked, not used: "
+    "REST runs on the event loop here",
     "rest_api_timeout_in_ms": "timeout of each REST call's session run in ms, 0 for none "
     "(default 30000)",
     "rest_api_read_timeout_in_ms": "REST connections whose request headers take longer than "
@@ -177,7 +182,7 @@ _HELP = {
     "monitoring_config_file": "MonitoringConfig text proto (Prometheus endpoint on the REST port)",
     "ssl_config_file": "SSLConfig text proto: serve gRPC over TLS",
     "grpc_max_threads": "threads of the gRPC server, as in TF Serving (default 4 per CPU, "
-    f"{default_grpc_max_threads()} here): at most this many minus one calls run at once, "
+    f"{four_threads_per_cpu()} here): at most this many minus one calls run at once, "
     f"and a call past them gets RESOURCE_EXHAUSTED '{THREADPOOL_EXHAUSTED}'",
     "grpc_channel_arguments": "comma-separated key=value gRPC server arguments, as TF Serving "
     "reads them (no trimming; a value is an int if it reads as an int32, else text), "
@@ -271,10 +276,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
             # A negative inter-op count means something to TensorFlow (run every op in the
             # caller's thread); a negative intra-op pool aborts it, so that one is refused.
             # A negative file-system poll makes TF Serving never look for versions (it then
-            # waits for ever at startup): refused. The config file poll is off below 1.
+            # waits for ever at startup): refused. The config file poll is off below 1. The
+            # REST thread count matters only with REST on (options_from_namespace).
             signed = name in (
                 "model_config_file_poll_wait_seconds",
                 "tensorflow_inter_op_parallelism",
+                "rest_api_num_threads",
             )
             low = None if signed else 0
             low = -1 if name == "load_retry_interval_micros" else low
@@ -355,6 +362,11 @@ def options_from_namespace(args: argparse.Namespace) -> Options:
         raise FlagError(  # server.cc's words: REST alone is not served there
             "At least one of server_options.grpc_port or "
             "server_options.grpc_socket_path must be set."
+        )
+    if options.rest_api_port and options.rest_api_num_threads < 1:
+        raise FlagError(  # tensorflow ThreadPool: CHECK_GE(num_threads, 1) aborts there
+            f"--rest_api_num_threads={options.rest_api_num_threads}: TF Serving's REST "
+            "thread pool needs at least 1 thread (it aborts at startup with fewer)"
         )
     if options.rest_api_port and options.rest_api_port == options.port:
         raise FlagError("--rest_api_port cannot be the same as --port")

@@ -104,6 +104,19 @@ def test_grpc_threads_default_to_tf_servings_four_per_cpu_and_need_one_to_wait_f
         parse_flags(["--model_base_path=/m", "--grpc_max_threads=0"])
 
 
+def test_rest_threads_default_to_four_per_cpu_and_need_one_with_rest_on():
+    # server.h's default; the REST executor's tensorflow ThreadPool aborts with fewer than
+    # one thread, and is only made with REST on
+    cpus = len(os.sched_getaffinity(0))
+    assert parse_flags(["--model_base_path=/m"]).rest_api_num_threads == 4 * cpus
+    off = ["--model_base_path=/m", "--rest_api_num_threads=0"]
+    assert parse_flags(off).rest_api_num_threads == 0
+    for threads in ("0", "-3"):
+        flags = [*off[:1], f"--rest_api_num_threads={threads}", "--rest_api_port=8501"]
+        with pytest.raises(FlagError, match="REST thread pool needs at least 1 thread"):
+            parse_flags(flags)
+
+
 def test_help_shows_each_flag_in_the_form_tensorflows_parser_reads():
     text = " ".join(build_parser().format_help().split())
     for shown in (
