@@ -98,13 +98,6 @@ def _load_error_code(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-def version_number(name: str) -> int | None:
-    """The version a folder name stands for, as TF Serving parses it (absl::SimpleAtoi into
-    an int64); None for any other name, including numbers beyond int64, which TF Serving
-    skips as not being versions."""
-    return simple_atoi(name, 64)
-
-
 class ModelManager:
     """Owns model lifecycles: config, version discovery, loads, unloads, labels, status."""
 
@@ -339,7 +332,9 @@ class ModelManager:
         else:
             by_version: dict[int, list[str]] = {}
             for name in names:
-                version = version_number(name)
+                # IndexChildrenByVersion: absl::SimpleAtoi into an int64; any other name,
+                # a number past int64 included, is not a version.
+                version = simple_atoi(name, 64)
                 if version is not None:
                     by_version.setdefault(version, []).append(name)
             for version, folder in model.settings.policy.folders(by_version).items():

@@ -28,6 +28,7 @@ from tfsp.serving.dataplane import DataPlane, SpecRef
 from tfsp.serving.drain import SHUTTING_DOWN, Gate
 from tfsp.serving.errors import ServingError, invalid
 from tfsp.serving.metrics import CONTENT_TYPE, RUNTIME_API, Metrics
+from tfsp.serving.options import INT32_MAX
 
 log = logging.getLogger("serving")
 
@@ -55,7 +56,7 @@ MAX_UNCOMPRESSED_BYTES = 100 * 1024 * 1024
 # libevent, as TF Serving sets it up, reads a body of any size (max_body_size is never set),
 # and gRPC's --grpc_channel_arguments do not reach its HTTP server. We stop a body at 2 GiB,
 # the largest message TF Serving's gRPC takes, so one request cannot take all memory.
-MAX_BODY_BYTES = 2**31 - 1
+MAX_BODY_BYTES = INT32_MAX
 _INFLATE_STEP = 1 << 20  # inflate at most this much per zlib call: memory stays bounded
 # libevent's HTTP_READ_TIMEOUT (50 s): TF Serving's HTTP server never sets its own.
 DEFAULT_READ_TIMEOUT_MS = 50_000
@@ -100,7 +101,7 @@ class RestApi:
         run_timeout_ms: int,
         cors: bool = False,
         *,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        max_body_bytes: int,
         read_timeout_seconds: float | None = None,
         gate: Gate | None = None,
     ) -> None:
