@@ -48,8 +48,7 @@ class Options:
     port: int = DEFAULT_GRPC_PORT
     grpc_socket_path: str = ""
     rest_api_port: int = 0
-    # Checked as TF Serving's REST thread pool checks it, not used: REST runs on the event
-    # loop here (README: Known differences).
+    # TF Serving's REST executor: its event loop takes one thread, its handlers the rest.
     rest_api_num_threads: int = dataclasses.field(default_factory=four_threads_per_cpu)
     rest_api_timeout_in_ms: int = 30000
     # Not a TF Serving flag: its HTTP server (libevent) has a fixed 50 s read timeout.
@@ -156,9 +155,9 @@ _HELP = {
     "port": "TCP port for the gRPC API (default 8500; 0: none, which needs --grpc_socket_path)",
     "grpc_socket_path": "also listen for gRPC on this UNIX socket",
     "rest_api_port": "port for the HTTP/REST API (0, the default, disables it)",
-    "rest_api_num_threads": "threads of TF Serving's REST executor (default 4 per CPU, "
-    f"{four_threads_per_cpu()} here; at least 1 with --rest_api_port); checked, not used: "
-    "REST runs on the event loop here",
+    "rest_api_num_threads": "threads of the REST executor, as in TF Serving (default 4 per "
+    f"CPU, {four_threads_per_cpu()} here): its HTTP event loop takes one, so at most N-1 "
+    "REST requests run at once and the rest wait; at least 1 with --rest_api_port",
     "rest_api_timeout_in_ms": "timeout of each REST call's session run in ms, 0 for none "
     "(default 30000)",
     "rest_api_read_timeout_in_ms": "REST connections whose request headers take longer than "

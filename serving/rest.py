@@ -9,6 +9,7 @@ metrics endpoint, through one dispatch modelled on that server's (`build_app`).
 """
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -77,6 +78,33 @@ class _ReadTimeout(Exception):
     """The client sent nothing for the read timeout in the middle of a request body."""
 
 
+@dataclasses.dataclass
+class _Call:
+    """What http_server.cc records of a REST request: the model name as the path gives it
+    (URL-decoded, "" if the path does not parse), the verb as the URL spells it ("" for a
+    GET), the status, and when its handler started."""
+
+    model: str = ""
+    method: str = ""
+    code: str = "OK"
+    started: float = 0.0
+
+
+class HandlerThreads:
+    """TF Serving's REST executor (http_server.cc RequestExecutor): a pool of
+    --rest_api_num_threads threads that runs every handler, the REST API's and the metrics
+    endpoint's. libevent's event loop runs on one of those threads for as long as the server
+    runs (evhttp_server.cc StartAcceptingRequests), so at most N - 1 handlers run at once and
+    the requests past them wait in the pool's queue; with one thread, none ever runs."""
+
+    def __init__(self, threads: int) -> None:
+        self._free = asyncio.Semaphore(max(threads - 1, 0))
+
+    def thread(self) -> asyncio.Semaphore:
+        """Hold one thread for a handler (`async with`), waiting for it if none is free."""
+        return self._free
+
+
 def _spec(name: str, version: str | None, label: str | None) -> SpecRef:
     name = urllib.parse.unquote(name or "")
     if not name:
@@ -101,11 +129,13 @@ class RestApi:
         run_timeout_ms: int,
         cors: bool = False,
         *,
+        executor: HandlerThreads,
         max_body_bytes: int,
         read_timeout_seconds: float | None = None,
         gate: Gate | None = None,
     ) -> None:
         self._dp = dataplane
+        self._executor = executor
         self._gate = gate
         self._metrics = metrics
         # Every session run's timeout (0: none), as TF Serving's HttpRestApiHandler sets
@@ -126,71 +156,79 @@ class RestApi:
     async def handle(self, request: web.Request, path: str) -> web.Response:
         """Answer a request the REST dispatcher took; `path` is its target as TF Serving's
         handler matches it (see `http_target.Target`)."""
-        started = time.perf_counter()
-        # What http_server.cc records: the model name as the path gives it (URL-decoded,
-        # "" if the path does not parse) and the verb as the URL spells it ("" for a GET).
-        method, model, code = "", "", "OK"
-        token = None
+        call = _Call()
         try:
             if self._gate is not None and not self._gate.admit():
                 await self._gate.refusal()
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-            if request.method == "OPTIONS":
-                # http_server.cc: a CORS preflight never reaches the REST handler. It is OK
-                # with an http(s) Origin, else FAILED_PRECONDITION; either way no body.
-                if _PREFLIGHT_ORIGIN.search(request.headers.get(hdrs.ORIGIN, "")) is None:
-                    code = "FAILED_PRECONDITION"
-                    return web.Response(status=400, headers=self._headers)
-                return web.Response(headers=self._headers)
-            if request.method == "POST" and (match := _PREDICTION.fullmatch(path)):
-                method = match.group(4)
-                model = urllib.parse.unquote(match.group(1))
-                spec = _spec(*match.group(1, 2, 3))
-                if method not in _VERBS:  # ":PREDICT": parsed, then no verb takes it
-                    raise invalid(f"Malformed request: {request.method} {path}")
-                body = await self._read_body(request)
-                # The session run is timed as its API (predict_util.cc, classifier.cc,
-                # regressor.cc), REST or not.
-                token = RUNTIME_API.set((model, method.capitalize()))
-                work = self._verb(method, spec, body)
-            elif request.method == "GET" and (match := _STATUS.fullmatch(path)):
-                model = urllib.parse.unquote(match.group(1) or "")
-                spec = _spec(*match.group(1, 2, 3))
-                # "/METADATA" matches too, and is then a status request, as there.
-                metadata = match.group(4) == _METADATA
-                work = self._get("get_model_metadata" if metadata else "get_model_status", spec)
-            else:
-                raise invalid(f"Malformed request: {request.method} {path}")
-            payload = await work
-            return self._json(payload)
+            # libevent reads the whole body before TF Serving's dispatcher schedules the
+            # handler on its executor: a slow upload holds no handler thread.
+            received = await self._receive(request)
+            async with self._executor.thread():
+                # http_server.cc times a request from its handler's start, on its thread.
+                call.started = time.perf_counter()
+                return await self._answer(request, path, received, call)
         except ServingError as exc:
-            code = exc.code.name
+            call.code = exc.code.name
             return self._json({"error": exc.message}, exc.http_status)
         except web.RequestPayloadError as exc:
             # A broken chunked encoding, a body shorter than its Content-Length, ...
-            code = "INVALID_ARGUMENT"
+            call.code = "INVALID_ARGUMENT"
             return self._json({"error": f"cannot read the request body: {exc}"}, 400)
         except RecursionError:
             # Values nested almost as deep as the JSON parser allows, walked recursively.
-            code = "INVALID_ARGUMENT"
+            call.code = "INVALID_ARGUMENT"
             return self._json({"error": "the request JSON is nested too deeply"}, 400)
         except _ReadTimeout:
-            code = "DEADLINE_EXCEEDED"
+            call.code = "DEADLINE_EXCEEDED"
             return await self._read_timed_out(request)
         except Exception:
-            code = "INTERNAL"
+            call.code = "INTERNAL"
             log.exception("REST %s %s failed", request.method, request.path)
             return self._json({"error": "internal error"}, 500)
         finally:
-            if token is not None:
-                RUNTIME_API.reset(token)
             if self._metrics is not None:
                 # http_server.cc: the latency of a request answered 200 only; every
                 # request under /v1/ counted by its status.
-                if code == "OK":
-                    seconds = time.perf_counter() - started
-                    self._metrics.observe_request_latency(model, method, "REST", seconds)
-                self._metrics.count_request(model, code)
+                if call.code == "OK":
+                    seconds = time.perf_counter() - call.started
+                    self._metrics.observe_request_latency(call.model, call.method, "REST", seconds)
+                self._metrics.count_request(call.model, call.code)
+
+    async def _answer(
+        self, request: web.Request, path: str, received: bytearray, call: "_Call"
+    ) -> web.Response:
+        """What TF Serving's REST handler answers, run on one of its executor's threads;
+        records the model and verb the path names, and a status other than OK, in `call`."""
+        if request.method == "OPTIONS":
+            # http_server.cc: a CORS preflight never reaches the REST handler. It is OK
+            # with an http(s) Origin, else FAILED_PRECONDITION; either way no body.
+            if _PREFLIGHT_ORIGIN.search(request.headers.get(hdrs.ORIGIN, "")) is None:
+                call.code = "FAILED_PRECONDITION"
+                return web.Response(status=400, headers=self._headers)
+            return web.Response(headers=self._headers)
+        if request.method == "POST" and (match := _PREDICTION.fullmatch(path)):
+            call.method = match.group(4)
+            call.model = urllib.parse.unquote(match.group(1))
+            spec = _spec(*match.group(1, 2, 3))
+            if call.method not in _VERBS:  # ":PREDICT": parsed, then no verb takes it
+                raise invalid(f"Malformed request: {request.method} {path}")
+            body = self._decoded(request, received)
+            # The session run is timed as its API (predict_util.cc, classifier.cc,
+            # regressor.cc), REST or not.
+            token = RUNTIME_API.set((call.model, call.method.capitalize()))
+            try:
+                return self._json(await self._verb(call.method, spec, body))
+            finally:
+                RUNTIME_API.reset(token)
+        if request.method == "GET" and (match := _STATUS.fullmatch(path)):
+            call.model = urllib.parse.unquote(match.group(1) or "")
+            spec = _spec(*match.group(1, 2, 3))
+            # "/METADATA" matches too, and is then a status request, as there.
+            metadata = match.group(4) == _METADATA
+            api = "get_model_metadata" if metadata else "get_model_status"
+            return self._json(await self._get(api, spec))
+        raise invalid(f"Malformed request: {request.method} {path}")
 
     async def _read_timed_out(self, request: web.Request) -> web.Response:
         # 408, then close at once: aiohttp would otherwise linger reading the rest of a
@@ -215,30 +253,29 @@ class RestApi:
         except TimeoutError:
             raise _ReadTimeout from None
 
-    async def _read_body(self, request: web.Request) -> bytearray:
-        """The body, inflated if gzip-encoded, within the size limits and read timeout.
-
-        Read chunk by chunk so that a body over a limit is refused as soon as it crosses
-        it, and a gzip body is inflated a step at a time: a small "gzip bomb" never
-        inflates past the limit. Like TF Serving (evhttp_request.cc), any Content-Encoding
-        holding "gzip" is inflated and other encodings are taken as they are.
-        """
-        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").lower()
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS) if "gzip" in encoding else None
+    async def _receive(self, request: web.Request) -> bytearray:
+        """The body as sent, read chunk by chunk within the read timeout, and refused as
+        soon as it crosses the size bound."""
         body = bytearray()
-        received = 0
         while chunk := await self._next_chunk(request.content):
-            received += len(chunk)
-            if received > self._max_body:
+            if len(body) + len(chunk) > self._max_body:
                 raise ServingError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"request too large: the body is over the {self._max_body}-byte limit",
                 )
-            if inflater is None:
-                body += chunk
-            elif not inflater.eof:  # bytes after the gzip stream's end are ignored
-                self._inflate(inflater, chunk, body)
-        if inflater is not None and received and not inflater.eof:
+            body += chunk
+        return body
+
+    def _decoded(self, request: web.Request, received: bytearray) -> bytearray:
+        """The body, inflated if gzip-encoded. Like TF Serving (evhttp_request.cc), any
+        Content-Encoding holding "gzip" is inflated, a step at a time so that a small "gzip
+        bomb" never inflates past the limit, and other encodings are taken as they are."""
+        if "gzip" not in request.headers.get(hdrs.CONTENT_ENCODING, "").lower():
+            return received
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        body = bytearray()
+        self._inflate(inflater, received, body)  # bytes after the stream are ignored
+        if received and not inflater.eof:
             raise invalid("the body is Content-Encoding gzip but its gzip stream is truncated")
         return body
 
@@ -303,6 +340,7 @@ def build_app(
     metrics: Metrics | None,
     *,
     timeout_ms: int,
+    threads: int,
     max_body_bytes: int = MAX_BODY_BYTES,
     read_timeout_ms: int = DEFAULT_READ_TIMEOUT_MS,
     cors: bool = False,
@@ -313,13 +351,16 @@ def build_app(
 
     Serve it with `app_runner`, which sets the matching connection options. Requests pass
     `gate` (tfsp.serving.drain) as they arrive: refused with 503 once it closes. A body
-    over `max_body_bytes` as received is RESOURCE_EXHAUSTED (429).
+    over `max_body_bytes` as received is RESOURCE_EXHAUSTED (429). Handlers run on
+    `threads` threads as TF Serving's run (`HandlerThreads`: at most `threads` - 1 at once).
     """
+    executor = HandlerThreads(threads)
     api = RestApi(
         dataplane,
         metrics,
         timeout_ms,
         cors,
+        executor=executor,
         max_body_bytes=max_body_bytes,
         read_timeout_seconds=read_timeout_ms / 1000 if read_timeout_ms > 0 else None,
         gate=gate,
@@ -343,12 +384,13 @@ def build_app(
         if path == prometheus_path:
             # http_server.cc (ProcessPrometheusRequest): any method; the path it compares
             # with the configured one still holds the query string, so a query is refused.
-            if target != prometheus_path:
-                text = f"Unexpected path: {target}. Should be {prometheus_path}"
-                return web.Response(
-                    status=400, body=text.encode(), headers={"Content-Type": CONTENT_TYPE}
-                )
-            return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+            async with executor.thread():
+                if target != prometheus_path:
+                    text = f"Unexpected path: {target}. Should be {prometheus_path}"
+                    return web.Response(
+                        status=400, body=text.encode(), headers={"Content-Type": CONTENT_TYPE}
+                    )
+                return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
         if _DISPATCHED.fullmatch(target):
             return await api.handle(request, target)
         return _libevent_error(404)

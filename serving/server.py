@@ -263,10 +263,16 @@ class _Server:
 
         from tfsp.serving.rest import app_runner, build_app
 
+        if self.options.rest_api_num_threads == 1:
+            log.warning(
+                "--rest_api_num_threads=1: the HTTP event loop takes the one REST thread, so "
+                "no REST request is ever answered, as in TF Serving"
+            )
         app = build_app(
             self.dataplane,
             self.metrics,
             timeout_ms=self.options.rest_api_timeout_in_ms,
+            threads=self.options.rest_api_num_threads,
             read_timeout_ms=self.options.rest_api_read_timeout_in_ms,
             cors=self.options.rest_api_enable_cors_support,
             prometheus_path=self.files.prometheus_path,

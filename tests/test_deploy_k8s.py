@@ -186,10 +186,12 @@ def test_tf_serving_runs_the_official_pinned_image_with_its_config_files(built, 
     assert dict(channel_arguments.channel_arguments)["grpc.max_connection_age_ms"] > 0
     # Enough gRPC threads for two full batches in flight, plus the one waiting for calls:
     # past them TF Serving refuses calls (RESOURCE_EXHAUSTED), and its default is 4 per CPU.
+    # As many REST threads, one of which runs the HTTP event loop: past them, calls wait.
     batching = text_format.Parse(
         _config_files(resources)["batching_parameters.txt"], BatchingParameters()
     )
-    assert parsed.grpc_max_threads >= 2 * batching.max_batch_size.value + 1
+    two_batches = 2 * batching.max_batch_size.value + 1
+    assert min(parsed.grpc_max_threads, parsed.rest_api_num_threads) >= two_batches
     flags = _flags(container)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"grpc": 8500, "http": 8501}

@@ -5,19 +5,29 @@ cut off, and the server answers a good request afterwards.
 """
 
 import asyncio
+import contextlib
 import http.client
 import json
 import socket
 import time
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.serving_harness import build_toy_model, in_process_dataplane, post_json, running_server
+from tests.serving_harness import (
+    BatchRecorder,
+    build_toy_model,
+    in_process_dataplane,
+    post_json,
+    running_server,
+)
 from tfsp.serving import http_target, rest
+from tfsp.serving.config import BatchingSettings
+from tfsp.serving.metrics import Metrics
 
 pytestmark = pytest.mark.integration  # starts a model server
 
@@ -457,7 +467,7 @@ def test_a_body_over_the_bound_is_refused_as_it_arrives(tmp_path):
     over = GOOD + b" " * (1 << 20)
 
     async def exchanges(dataplane: object) -> list[tuple[int, dict]]:
-        app = rest.build_app(dataplane, None, timeout_ms=30_000, max_body_bytes=1024)
+        app = rest.build_app(dataplane, None, timeout_ms=30_000, threads=8, max_body_bytes=1024)
         runner = rest.app_runner(app, read_timeout_ms=5_000, shutdown_timeout=1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -479,6 +489,77 @@ def test_a_body_over_the_bound_is_refused_as_it_arrives(tmp_path):
     good = (200, {"predictions": [[1.0, 2.0, 3.0]]})
     refused = (429, {"error": "request too large: the body is over the 1024-byte limit"})
     assert answers == [good, refused, good]
+
+
+def test_rest_handlers_run_on_all_but_one_executor_thread_and_the_rest_wait(tmp_path):
+    """TF Serving runs REST handlers on --rest_api_num_threads threads, one of which runs
+    libevent's event loop (evhttp_server.cc StartAcceptingRequests): with 3 threads two
+    Predicts run at once and make a batch, the next two wait for them and make the next;
+    none is refused. Measured by the batches the calls make (a 0.3 s batch timeout)."""
+    root = tmp_path / "toy"
+    build_toy_model(root / "1", 1.0)
+    recorder = BatchRecorder()
+    settings = BatchingSettings(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1)
+
+    async def four_predicts(dataplane: object) -> list[tuple[int, dict]]:
+        async with _served_app(dataplane, threads=3) as url, aiohttp.ClientSession() as session:
+
+            async def one() -> tuple[int, dict]:
+                async with session.post(url + PREDICT, data=GOOD) as response:
+                    return response.status, await response.json()
+
+            return await asyncio.gather(*(one() for _ in range(4)))
+
+    with in_process_dataplane(root, batching=settings, batch_observer=recorder) as dataplane:
+        answers = asyncio.run(four_predicts(dataplane))
+    assert answers == [(200, {"predictions": [[1.0, 2.0, 3.0]]})] * 4
+    assert recorder.batches == [(2, 0), (2, 0)]
+
+
+def test_with_one_rest_thread_no_handler_ever_runs(tmp_path):
+    """With --rest_api_num_threads=1 the event loop has the only thread: a REST request, or
+    a metrics scrape, is never answered; what libevent answers itself (a path no handler
+    takes) still is."""
+    root = tmp_path / "toy"
+    build_toy_model(root / "1", 1.0)
+
+    async def exchanges(dataplane: object) -> list[object]:
+        async with _served_app(dataplane, threads=1) as url, aiohttp.ClientSession() as session:
+
+            async def status_within(method: str, path: str, seconds: float) -> object:
+                try:
+                    async with asyncio.timeout(seconds):
+                        async with session.request(method, url + path, data=GOOD) as response:
+                            return response.status
+                except TimeoutError:
+                    return "no answer"
+
+            return [
+                await status_within("POST", PREDICT, 1.0),
+                await status_within("GET", "/v1/models/toy", 1.0),
+                await status_within("GET", "/metrics", 1.0),
+                await status_within("GET", "/elsewhere", 5.0),
+            ]
+
+    with in_process_dataplane(root) as dataplane:
+        answers = asyncio.run(exchanges(dataplane))
+    assert answers == ["no answer", "no answer", "no answer", 404]
+
+
+@contextlib.asynccontextmanager
+async def _served_app(dataplane: object, *, threads: int) -> AsyncIterator[str]:
+    """`rest.build_app` on a real port in this process, with metrics at /metrics; its URL."""
+    app = rest.build_app(
+        dataplane, Metrics(), timeout_ms=30_000, threads=threads, prometheus_path="/metrics"
+    )
+    runner = rest.app_runner(app, read_timeout_ms=5_000, shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 def _closed_after(server: object, data: bytes) -> tuple[float, bytes]:
