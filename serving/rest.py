@@ -407,7 +407,9 @@ _LIBEVENT_CONTENT_TYPE = "text/html; charset=ISO-8859-1"
 
 async def _headers_as_libevent_sends(request: web.Request, response: web.StreamResponse) -> None:
     """The headers libevent adds or not to every answer (evhttp_make_header_response): no
-    Server header, a Date on HTTP/1.1 answers only, and its default Content-Type on one
+    Server header; a Date on HTTP/1.1 answers only; a Content-Length only on an answer that
+    has a body to send, to an HTTP/1.1 request or one that asked to keep the connection
+    alive (else the closing connection ends the body); and its default Content-Type on one
     that has a body to send and set none (a CORS preflight's empty answer)."""
     response.headers.popall(hdrs.SERVER, None)
     if request.version < HttpVersion11:
@@ -415,6 +417,10 @@ async def _headers_as_libevent_sends(request: web.Request, response: web.StreamR
     # evhttp_response_needs_body: not HEAD, not 1xx, 204 or 304
     needs_body = request.method != "HEAD" and response.status >= 200
     needs_body = needs_body and response.status not in (204, 304)
+    # evhttp_is_connection_keepalive: the request's Connection is "keep-alive", any case
+    keep_alive = request.headers.get(hdrs.CONNECTION, "").lower() == "keep-alive"
+    if not needs_body or (request.version < HttpVersion11 and not keep_alive):
+        response.headers.popall(hdrs.CONTENT_LENGTH, None)
     if needs_body and hdrs.CONTENT_TYPE not in response.headers:
         response.headers[hdrs.CONTENT_TYPE] = _LIBEVENT_CONTENT_TYPE
 

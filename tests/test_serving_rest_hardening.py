@@ -419,6 +419,30 @@ def test_answers_carry_the_headers_tf_serving_and_libevent_send(server, version)
         assert sent["content-type"] == "application/json", answer
         assert "server" not in sent, answer
         assert ("date" in sent) is (version == "1.1"), answer
+        # Over HTTP/1.0 without keep-alive the closing connection ends the body.
+        length = str(len(answer.split(b"\r\n\r\n", 1)[1]))
+        assert sent.get("content-length") == (length if version == "1.1" else None), answer
+
+
+def test_a_head_answer_has_no_length_and_the_connection_goes_on(server):
+    # evhttp_response_needs_body is false for HEAD: libevent sends the handler's headers (a
+    # HEAD is a malformed request to TF Serving's REST handler) without a Content-Length.
+    host, port = server.rest_address.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("HEAD", "/v1/models/toy")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (400, b"")
+        assert response.getheader("Content-Length") is None
+        assert response.getheader("Content-Type") == "application/json"
+        connection.request("GET", "/v1/models/toy")
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())) == (
+            200,
+            {"model_version_status": [STATUS_1]},
+        )
+    finally:
+        connection.close()
 
 
 def test_cors_headers_are_sent_on_every_answer_with_cors_support(tmp_path):
