@@ -268,9 +268,10 @@ class RestApi:
 
     def _decoded(self, request: web.Request, received: bytearray) -> bytearray:
         """The body, inflated if gzip-encoded. Like TF Serving (evhttp_request.cc), any
-        Content-Encoding holding "gzip" is inflated, a step at a time so that a small "gzip
-        bomb" never inflates past the limit, and other encodings are taken as they are."""
-        if "gzip" not in request.headers.get(hdrs.CONTENT_ENCODING, "").lower():
+        Content-Encoding holding "gzip", as spelled (`GZIP` is not), is inflated, a step at
+        a time so that a small "gzip bomb" never inflates past the limit, and other
+        encodings are taken as they are."""
+        if "gzip" not in request.headers.get(hdrs.CONTENT_ENCODING, ""):
             return received
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         body = bytearray()

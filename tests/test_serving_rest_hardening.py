@@ -112,6 +112,9 @@ CASES = [
     ("1e400 overflows a double", b'{"instances": [[1e400, 1, 2]]}', {}, 400, "Number too big"),
     ("gzip header, not gzip", GOOD, GZIP, 400, "not valid gzip"),
     ("truncated gzip", _gzip(GOOD)[:-12], GZIP, 400, "truncated"),
+    # evhttp_request.cc looks for "gzip" in the header's value case-sensitively: the gzip
+    # bytes reach the JSON parser as they are.
+    ("GZIP is not gzip", _gzip(GOOD), {"Content-Encoding": "GZIP"}, 400, "JSON Parse error"),
     ("true in a float tensor", b'{"instances": [[1, true, 3]]}', {}, 400, "Type: True is not"),
     ("all booleans, float tensor", b'{"instances": [[true, false, true]]}', {}, 400, "float"),
     (
@@ -141,6 +144,7 @@ ACCEPTED = [
     # TF Serving's RapidJSON stops after the first JSON value (kParseStopWhenDoneFlag).
     ("trailing bytes are ignored", GOOD + b" }garbage", {}),
     ("a real gzip body", _gzip(GOOD), GZIP),
+    ("any encoding holding gzip", _gzip(GOOD), {"Content-Encoding": "x-gzip"}),
     ("a valid surrogate pair", b'{"instances": [[1, 2, 3]], "note": "\\ud83d\\ude00"}', {}),
 ]
 
