@@ -14,7 +14,8 @@ cancels requests that clients sent before the signal. `drain` shuts down in thre
    new calls regardless (open loop) can still see that, rarely;
 3. close: the listeners close, and the calls in progress finish within what is left of the
    grace period (gRPC's own stop, aiohttp's shutdown). Calls still running then are
-   cancelled (gRPC answers them UNAVAILABLE "Cancelling all calls").
+   cancelled (gRPC answers them UNAVAILABLE "Cancelling all calls"; a REST request's
+   connection closes without an answer).
 
 A call counts as arrived when its headers do (the gRPC handler lookup, the REST handler),
 before its request message is read, so a large request still uploading is never refused.

@@ -17,6 +17,7 @@ import re
 import time
 import urllib.parse
 import zlib
+from collections.abc import Callable
 
 import grpc
 from aiohttp import HttpVersion11, StreamReader, hdrs, web
@@ -182,6 +183,9 @@ class RestApi:
         except _ReadTimeout:
             call.code = "DEADLINE_EXCEEDED"
             return await self._read_timed_out(request)
+        except asyncio.CancelledError:
+            call.code = "CANCELLED"  # ended by the server's shutdown
+            raise
         except Exception:
             call.code = "INTERNAL"
             log.exception("REST %s %s failed", request.method, request.path)
@@ -396,9 +400,36 @@ def build_app(
             return await api.handle(request, target)
         return _libevent_error(404)
 
-    app.middlewares.append(dispatch)
+    app[_RUNNING] = set()
+    app.middlewares.extend([_tracked, dispatch])
     app.on_response_prepare.append(_headers_as_libevent_sends)
     return app
+
+
+# The tasks running a request's handler, from its dispatch to its answer.
+_RUNNING = web.AppKey("running_handlers", set)
+
+
+@web.middleware
+async def _tracked(request: web.Request, handler: Callable) -> web.StreamResponse:
+    running = request.app[_RUNNING]
+    task = asyncio.current_task()
+    running.add(task)
+    try:
+        return await handler(request)
+    finally:
+        running.discard(task)
+
+
+def cancel_running_handlers(app: web.Application) -> int:
+    """Cancel every request of `build_app`'s app still being handled (when a shutdown's grace
+    period is over); how many there were. aiohttp's own shutdown only cancels a handler that
+    reads its body, and waits twice its timeout for one that does not (a session run, a wait
+    for a REST thread)."""
+    running = list(app[_RUNNING])
+    for task in running:
+        task.cancel()
+    return len(running)
 
 
 # libevent's own Content-Type for an answer that sets none (evhttp_start: the server's

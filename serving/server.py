@@ -308,8 +308,20 @@ class _Server:
         if self.grpc_server is not None:
             stops.append(self.grpc_server.stop(grace_seconds))
         if self.rest_runner is not None:
-            stops.append(self.rest_runner.cleanup())
+            stops.append(self._stop_rest(grace_seconds))
         await asyncio.gather(*stops)
+
+    async def _stop_rest(self, grace_seconds: float) -> None:
+        """Close the REST listener; requests still being handled when `grace_seconds` are up
+        are ended, as gRPC ends its calls then."""
+        from tfsp.serving.rest import cancel_running_handlers
+
+        cleanup = asyncio.ensure_future(self.rest_runner.cleanup())
+        await asyncio.wait({cleanup}, timeout=grace_seconds)
+        if not cleanup.done():
+            ended = cancel_running_handlers(self.rest_runner.app)
+            log.info("the grace period is over: ended %d REST request(s) still running", ended)
+        await cleanup
 
     async def stop(self, drain_calls: bool = True) -> None:
         """Stop: with `drain_calls`, answer what was received and refuse new calls first

@@ -259,21 +259,26 @@ def test_sigterm_under_load_answers_everything_received_then_refuses(toy_root, b
     assert "draining:" in log and "refused" in log
 
 
-@pytest.mark.integration
-def test_calls_still_running_when_the_grace_period_ends_are_ended_and_exit_is_0(toy_root):
+def _held_in_a_batch(toy_root: Path, grace_seconds: int) -> list[str]:
+    """Server flags under which one row waits 60 s for its batch to fill: longer than the
+    grace period."""
     parameters = toy_root.parent / "slow-batching.config"
-    # one row waits 60 s for a batch to fill: longer than the 2 s grace period
     parameters.write_text(
         "max_batch_size { value: 64 } batch_timeout_micros { value: 60000000 } "
         "num_batch_threads { value: 1 }"
     )
-    flags = [
+    return [
         "--model_name=toy",
         f"--model_base_path={toy_root}",
-        "--shutdown_grace_period_seconds=2",
+        f"--shutdown_grace_period_seconds={grace_seconds}",
         "--enable_batching",
         f"--batching_parameters_file={parameters}",
     ]
+
+
+@pytest.mark.integration
+def test_calls_still_running_when_the_grace_period_ends_are_ended_and_exit_is_0(toy_root):
+    flags = _held_in_a_batch(toy_root, 2)
     with running_server(*flags, log_path=toy_root.parent / "server-grace.log") as server:
         channel = grpc.insecure_channel(server.address)
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -291,6 +296,44 @@ def test_calls_still_running_when_the_grace_period_ends_are_ended_and_exit_is_0(
     # gRPC's core ends it (grpc_server_cancel_all_calls)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert caught.value.details() == "Cancelling all calls"
+
+
+@pytest.mark.integration
+def test_rest_requests_still_running_when_the_grace_period_ends_are_ended_then(toy_root):
+    # aiohttp's own shutdown cancels only a handler that reads its body, and waits twice its
+    # timeout for any other: with a 10 s grace period, a REST call held in a batch kept the
+    # server up for 14 s. It is ended when the grace period is, as gRPC's calls are.
+    grace = 10
+    log_path = toy_root.parent / "server-rest-grace.log"
+    with running_server(*_held_in_a_batch(toy_root, grace), log_path=log_path) as server:
+        host, port = server.rest_address.split(":")
+        outcome: list = []
+
+        def predict() -> None:
+            connection = http.client.HTTPConnection(host, int(port), timeout=60)
+            try:
+                connection.request(
+                    "POST", "/v1/models/toy:predict", body=b'{"instances": [[1, 2, 3]]}'
+                )
+                outcome.append(connection.getresponse().status)
+            except (ConnectionError, http.client.HTTPException) as exc:
+                outcome.append(type(exc).__name__)
+            finally:
+                connection.close()
+
+        caller = threading.Thread(target=predict)
+        caller.start()
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(60)
+        exited = time.monotonic() - signalled
+        caller.join(10)
+        log = server.log()
+    assert code == 0
+    assert grace <= exited < grace + 3.0, log
+    assert outcome == ["RemoteDisconnected"], outcome  # the connection closes, no answer
+    assert "ended 1 REST request(s) still running" in log
 
 
 # ---- gRPC health checking (--enable_grpc_healthcheck_service) ----
