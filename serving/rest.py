@@ -449,8 +449,8 @@ async def _headers_as_libevent_sends(request: web.Request, response: web.StreamR
     # evhttp_response_needs_body: not HEAD, not 1xx, 204 or 304
     needs_body = request.method != "HEAD" and response.status >= 200
     needs_body = needs_body and response.status not in (204, 304)
-    # evhttp_is_connection_keepalive: the request's Connection is "keep-alive", any case
-    keep_alive = request.headers.get(hdrs.CONNECTION, "").lower() == "keep-alive"
+    # evhttp_is_connection_keepalive: the request's Connection starts "keep-alive", any case
+    keep_alive = request.headers.get(hdrs.CONNECTION, "").lower().startswith("keep-alive")
     if not needs_body or (request.version < HttpVersion11 and not keep_alive):
         response.headers.popall(hdrs.CONTENT_LENGTH, None)
     if needs_body and hdrs.CONTENT_TYPE not in response.headers:

@@ -428,6 +428,26 @@ def test_answers_carry_the_headers_tf_serving_and_libevent_send(server, version)
         assert sent.get("content-length") == (length if version == "1.1" else None), answer
 
 
+@pytest.mark.parametrize("connection", ["keep-alive", "Keep-Alive", "keep-alive, te"])
+def test_an_http_1_0_keep_alive_answer_has_its_length(server, connection):
+    # libevent (evhttp_is_connection_keepalive) keeps an HTTP/1.0 connection whose request's
+    # Connection starts with "keep-alive", in any case, and then sends a Content-Length: the
+    # client needs it to find the end of the answer and send its next request.
+    host, port = server.rest_address.split(":")
+    request = f"GET /v1/models/toy HTTP/1.0\r\nConnection: {connection}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        for _ in range(2):  # the second request on the same connection
+            sock.sendall(request)
+            assert reader.readline().startswith(b"HTTP/1.0 200 ")
+            headers = {}
+            while (line := reader.readline()) != b"\r\n":
+                name, _, value = line.decode().partition(": ")
+                headers[name.lower()] = value.strip()
+            body = reader.read(int(headers["content-length"]))
+            assert json.loads(body) == {"model_version_status": [STATUS_1]}
+
+
 def test_a_head_answer_has_no_length_and_the_connection_goes_on(server):
     # evhttp_response_needs_body is false for HEAD: libevent sends the handler's headers (a
     # HEAD is a malformed request to TF Serving's REST handler) without a Content-Length.
