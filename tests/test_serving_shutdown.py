@@ -331,8 +331,9 @@ def test_rest_requests_still_running_when_the_grace_period_ends_are_ended_then(t
         caller.join(10)
         log = server.log()
     assert code == 0
-    assert grace <= exited < grace + 3.0, log
-    assert outcome == ["RemoteDisconnected"], outcome  # the connection closes, no answer
+    assert grace <= exited < grace + 3.5, log
+    # the connection closes without an answer
+    assert outcome in (["RemoteDisconnected"], ["ConnectionResetError"]), outcome
     assert "ended 1 REST request(s) still running" in log
 
 
