@@ -299,7 +299,8 @@ class _Server:
                 f"cannot listen for REST on port {self.options.rest_api_port}: {exc.strerror}"
             ) from None
         self.rest_runner = runner
-        log.info("Exporting HTTP/REST API at:0.0.0.0:%d ...", self.options.rest_api_port)
+        # server.cc's words: it names localhost, though it listens on every interface
+        log.info("Exporting HTTP/REST API at:localhost:%d ...", self.options.rest_api_port)
         if self.files.prometheus_path:
             log.info("Prometheus metrics at %s", self.files.prometheus_path)
 

@@ -3,6 +3,7 @@
 import asyncio
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 import uvloop
 from google.protobuf import text_format
 
-from tests.serving_harness import REPO
+from tests.serving_harness import REPO, build_toy_model
 from tfsp.serving import config, protos, server
 from tfsp.serving.config import ConfigError, VersionPolicy
 from tfsp.serving.options import (
@@ -388,6 +389,30 @@ def test_console_script_and_tfsp_serve_fail_cleanly_on_bad_flags(tmp_path):
     result = _run("-m", "tfsp.serving.server", f"--model_config_file={bad}")
     assert result.returncode == 1
     assert "invalid ModelServerConfig" in result.stderr and "bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.integration
+def test_a_rest_port_in_use_stops_the_start(tmp_path):
+    # TF Serving logs "Failed to start HTTP Server at localhost:N" and serves gRPC alone;
+    # here the start fails, in one line (README: Known differences).
+    build_toy_model(tmp_path / "toy" / "1", 1.0)
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run(
+            "-m",
+            "tfsp.serving.server",
+            "--model_name=toy",
+            f"--model_base_path={tmp_path / 'toy'}",
+            "--port=0",
+            f"--grpc_socket_path={tmp_path / 'grpc.sock'}",
+            f"--rest_api_port={port}",
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"Failed to start server: cannot listen for REST on port {port}: " in result.stderr
+    assert "address already in use" in result.stderr
     assert "Traceback" not in result.stderr
 
 
