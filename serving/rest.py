@@ -200,7 +200,7 @@ class RestApi:
                 self._metrics.count_request(call.model, call.code)
 
     async def _answer(
-        self, request: web.Request, path: str, received: bytearray, call: "_Call"
+        self, request: web.Request, path: str, received: bytearray, call: _Call
     ) -> web.Response:
         """What TF Serving's REST handler answers, run on one of its executor's threads;
         records the model and verb the path names, and a status other than OK, in `call`."""

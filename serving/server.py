@@ -319,8 +319,7 @@ class _Server:
 
         cleanup = asyncio.ensure_future(self.rest_runner.cleanup())
         await asyncio.wait({cleanup}, timeout=grace_seconds)
-        if not cleanup.done():
-            ended = cancel_running_handlers(self.rest_runner.app)
+        if not cleanup.done() and (ended := cancel_running_handlers(self.rest_runner.app)):
             log.info("the grace period is over: ended %d REST request(s) still running", ended)
         await cleanup
 

@@ -302,7 +302,7 @@ def test_calls_still_running_when_the_grace_period_ends_are_ended_and_exit_is_0(
 def test_rest_requests_still_running_when_the_grace_period_ends_are_ended_then(toy_root):
     # aiohttp's own shutdown cancels only a handler that reads its body, and waits twice its
     # timeout for any other: with a 10 s grace period, a REST call held in a batch kept the
-    # server up for 14 s. It is ended when the grace period is, as gRPC's calls are.
+    # server up for 15.5 s. It is ended when the grace period is, as gRPC's calls are.
     grace = 10
     log_path = toy_root.parent / "server-rest-grace.log"
     with running_server(*_held_in_a_batch(toy_root, grace), log_path=log_path) as server:
