@@ -77,8 +77,9 @@ def with_retries(call: Callable[[], T], retries: int, what: str) -> T:
         try:
             return call()
         except ClientError as exc:
-            if not _retryable(exc) or attempt == retries:
-                tries = f" after {attempt + 1} tries" if _retryable(exc) else ""
+            retryable = _retryable(exc)
+            if not retryable or attempt == retries:
+                tries = f" after {attempt + 1} tries" if retryable else ""
                 raise UserError(f"{what}: {exc.code}: {exc.message}{tries}") from None
             time.sleep(min(0.2 * 2**attempt, 5.0))
     raise AssertionError("unreachable")

@@ -1,7 +1,10 @@
 """Which failed calls a feature pull retries (serving/features.py), in-process."""
 
+import argparse
+
 import pytest
 
+from tfsp.cli import build_parser
 from tfsp.core.errors import UserError
 from tfsp.serving.client import ClientError
 from tfsp.serving.features import with_retries
@@ -47,3 +50,15 @@ def test_the_last_retryable_failure_says_how_many_tries():
     assert (
         str(caught.value) == "pull: RESOURCE_EXHAUSTED: Server Threadpool Exhausted after 2 tries"
     )
+
+
+def test_the_retries_flag_names_every_failure_it_retries():
+    # `tfsp features --help` is where a user learns what a pull waits out
+    commands = next(
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    retries = next(a for a in commands.choices["features"]._actions if a.dest == "retries")
+    for retried in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "Server Threadpool Exhausted"):
+        assert retried in retries.help

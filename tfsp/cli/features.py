@@ -65,7 +65,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--retries",
         type=argtypes.non_negative_int,
         default=5,
-        help="retries of UNAVAILABLE / DEADLINE_EXCEEDED per request (5)",
+        help="retries per request of UNAVAILABLE, DEADLINE_EXCEEDED and a server "
+        "out of gRPC threads (RESOURCE_EXHAUSTED: Server Threadpool Exhausted), with "
+        "exponential backoff (5)",
     )
     parser.add_argument(
         "--timeout", type=argtypes.positive_float, default=30.0, help="seconds per request (30)"
