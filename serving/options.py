@@ -177,7 +177,9 @@ _HELP = {
         "(a version without one is not batched); only the thread count comes from "
         "--batching_parameters_file"
     ),
-    "allow_version_labels_for_unavailable_models": "allow labels on versions not yet loaded",
+    "allow_version_labels_for_unavailable_models": "let a new label (or one that keeps its "
+    "version) name a version not loaded yet; moving a label still needs its new version "
+    "AVAILABLE",
     "monitoring_config_file": "MonitoringConfig text proto (Prometheus endpoint on the REST port)",
     "ssl_config_file": "SSLConfig text proto: serve gRPC over TLS",
     "grpc_max_threads": "threads of the gRPC server, as in TF Serving (default 4 per CPU, "
@@ -203,20 +205,22 @@ _HELP = {
     "instead of the typed value fields (float_val, ...)",
     "enable_grpc_healthcheck_service": "serve grpc.health.v1.Health (services '', "
     "'ModelService' and 'PredictionService' SERVING; NOT_SERVING once shutting down)",
-    "enable_signature_method_name_check": "refuse a signature whose method_name is not the "
-    "API's (tensorflow/serving/predict, classify, regress)",
+    "enable_signature_method_name_check": "refuse a signature whose method_name does not "
+    "fit the API: Predict takes the predict, classify and regress methods, Classify and "
+    "Regress only their own (tensorflow/serving/classify, .../regress)",
     "tensorflow_session_config_file": "ConfigProto text proto for every model's session "
     "(its thread counts are replaced by the parallelism flags, as in TF Serving)",
-    "per_process_gpu_memory_fraction": "share of each GPU's memory a session may take "
-    "(0: grow as needed)",
+    "per_process_gpu_memory_fraction": "share of each GPU's memory the server takes, "
+    "between 0 and 1 (0: TensorFlow chooses; by default it takes nearly all of it at start)",
     "num_load_threads": "accepted for compatibility (versions load one at a time)",
     "num_unload_threads": "accepted for compatibility (versions unload one at a time)",
     "flush_filesystem_caches": "accepted for compatibility (nothing to flush)",
     "remove_unused_fields_from_bundle_metagraph": "accepted for compatibility (the "
     "MetaGraph's signatures are all that is kept)",
     "enable_profiler": "accepted for compatibility (there is no profiler service)",
-    "shutdown_grace_period_seconds": "on SIGTERM/SIGINT: requests already received are "
-    "answered, new ones get UNAVAILABLE, and the server exits 0 within this many seconds, "
+    "shutdown_grace_period_seconds": "on SIGTERM/SIGINT: requests already received, and "
+    "those arriving until arrivals stop (at most 1 s), are answered, later ones get "
+    "UNAVAILABLE, and the server exits 0 within this many seconds, "
     "cancelling what is still running then (default 30, Kubernetes' default grace period)",
     "version": "print the version and exit",
 }

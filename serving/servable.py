@@ -55,7 +55,7 @@ class SessionOptions:
 
     intra_op_threads: int = 0  # 0: TensorFlow picks
     inter_op_threads: int = 0
-    gpu_memory_fraction: float = 0.0  # 0: TensorFlow's default (grow as needed)
+    gpu_memory_fraction: float = 0.0  # 0: TensorFlow's default (nearly all of each GPU)
     base: bytes = b""
 
     def config(self) -> config_pb2.ConfigProto:

@@ -16,8 +16,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "features",
         help="pull compressed features (encoder codes) from a model server over gRPC",
-        description="Send images to an encoder model's 'predict_images' signature and write "
-        "the codes, rows in input order. INPUT: a .npy array ([n,32,32], [n,32,32,1] or "
+        description="Send images to an encoder model (pixel arrays to its 'predict_images' "
+        "signature, image files to 'predict_image_bytes') and write the codes, rows in input "
+        "order. INPUT: a .npy array ([n,32,32], [n,32,32,1] or "
         "[n,1024], values in [0,1]), a .tfrecord file or folder of them (as 'tfsp data "
         "prepare' writes), or a folder of PNG/JPEG images. OUTPUT: .npy (float32 [n, code]) "
         "or .parquet (id, code_0…). An interrupted pull resumes when run again with the "
@@ -47,7 +48,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument(
         "--saved-model",
         help="no server: run this encoder SavedModel (a version folder) in Apache Beam workers "
-        "over the whole input (RunInference; DirectRunner in-process unless --beam-arg says)",
+        "over the whole input (RunInference; Beam's FnApiRunner in-process unless --beam-arg "
+        "says)",
     )
     parser.add_argument(
         "--batch-size", type=argtypes.positive_int, default=256, help="rows per request (256)"
@@ -59,7 +61,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--part-rows",
         type=argtypes.positive_int,
         default=8192,
-        help="rows per checkpoint; an interrupted pull loses at most this many rows of work (8192)",
+        help="rows per checkpoint (8192): an interrupted pull redoes the rows since its last "
+        "checkpoint (fewer than this) and the requests then in flight (up to --in-flight x "
+        "--batch-size rows)",
     )
     parser.add_argument(
         "--retries",

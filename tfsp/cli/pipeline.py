@@ -98,7 +98,8 @@ def _add_compile(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--work-mount",
         default="/tfsp",
-        help="oss: where every step mounts the work volume, the tfsp-work PVC (%(default)s)",
+        help="oss: where every step mounts the work volume, the tfsp-work PVC, when "
+        "--data-root is a local path (%(default)s; with gs:// no step mounts it)",
     )
     parser.add_argument(
         "--data-root",

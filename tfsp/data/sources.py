@@ -57,7 +57,8 @@ def load_digits_source(printed_per_font: int = DEFAULT_PRINTED_PER_FONT) -> Load
 def load_image_folder(root: Path) -> Loaded:
     """Load images (any sizes, either polarity) from root/<class>/<file>, framed.
 
-    Class folders named 0..9 keep those labels; other names are labelled by sorted position.
+    When every class folder is named 0..9, those are the labels; otherwise each folder is
+    labelled by its sorted position (a `3` among other names is not label 3).
     """
     from tfsp.data.framing import frame_arrays
 
