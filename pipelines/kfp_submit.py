@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tfsp.core.errors import UserError, one_line
+from tfsp.core.errors import UsageError, UserError, one_line
 
 # KFP's v2beta1 health endpoint (the one kfp.Client checks first).
 HEALTHZ_PATH = "/apis/v2beta1/healthz"
@@ -47,10 +47,10 @@ def parse_params(pairs: Sequence[str], pipeline_spec: Mapping) -> dict:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise UserError(f"--param {pair!r}: expected NAME=VALUE")
+            raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
         if key not in definitions:
             known = ", ".join(sorted(definitions)) or "none"
-            raise UserError(f"--param {key}: not a parameter of this pipeline (known: {known})")
+            raise UsageError(f"--param {key}: not a parameter of this pipeline (known: {known})")
         kind = definitions[key].get("parameterType", "STRING")
         try:
             if kind == "NUMBER_INTEGER":
@@ -64,7 +64,7 @@ def parse_params(pairs: Sequence[str], pipeline_spec: Mapping) -> dict:
             else:
                 value = text
         except ValueError:
-            raise UserError(f"--param {key}={text}: expected a {kind.lower()}") from None
+            raise UsageError(f"--param {key}={text}: expected a {kind.lower()}") from None
         params[key] = value
     return params
 
@@ -77,11 +77,11 @@ def _preflight(host: str, timeout: float) -> None:
     """
     parts = urlsplit(host)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"--host {host}: expected an http(s) URL, e.g. http://localhost:8080")
+        raise UsageError(f"--host {host}: expected an http(s) URL, e.g. http://localhost:8080")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise UserError(f"--host {host}: bad port") from None
+        raise UsageError(f"--host {host}: bad port") from None
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout):
             pass

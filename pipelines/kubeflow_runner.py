@@ -25,7 +25,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
 from tfsp.core.beam_defaults import IN_PROCESS_BEAM_ARGS
-from tfsp.core.errors import UserError
+from tfsp.core.errors import UsageError
 from tfsp.core.family import Family
 from tfsp.pipelines.factory import (
     COMPANION_PUSHER,
@@ -80,7 +80,7 @@ _TARGET_DEFAULTS: dict[str, dict[str, str]] = {"vertex": {"gpu_type": "NVIDIA_TE
 
 def _check_target(target: str) -> None:
     if target not in TARGET_SUFFIXES:
-        raise UserError(f"--target {target}: expected one of {', '.join(TARGET_SUFFIXES)}")
+        raise UsageError(f"--target {target}: expected one of {', '.join(TARGET_SUFFIXES)}")
 
 
 def cluster_options(target: str, **given: object) -> ClusterOptions:
@@ -156,7 +156,7 @@ def vertex_pipeline_job(family: Family, image: str, options: ClusterOptions) -> 
     }
     for flag, path in roots.items():
         if not path.startswith("gs://"):
-            raise UserError(
+            raise UsageError(
                 f"{flag} {path}: Vertex AI Pipelines reads and writes Cloud Storage only "
                 "(no volumes); give a gs:// URI"
             )
@@ -196,21 +196,21 @@ def kubernetes_platform_spec(
     to it or read pushed models from it. Object-store roots need no mount.
     """
     if not options.pipeline_root.startswith(OBJECT_STORE_SCHEMES):
-        raise UserError(
+        raise UsageError(
             f"the pipeline root {options.pipeline_root} is not an object-store URI: the "
             f"open-source Kubeflow Pipelines backend takes {', '.join(OBJECT_STORE_SCHEMES)} "
             f"(its default is {DEFAULT_PIPELINE_ROOT})"
         )
     data_root, work_mount = options.data_root, options.work_mount
     if _is_local(data_root) and not (data_root + "/").startswith(work_mount + "/"):
-        raise UserError(
+        raise UsageError(
             f"the data root {data_root} is a local path outside {work_mount}, the work volume "
             "every step mounts; use a path under it or a gs:// URI"
         )
     if not _is_local(data_root) and not data_root.startswith("gs://"):
         # ImportExampleGen reads the data root with tf.io.gfile, which has gs:// but not
         # s3:// or minio:// here; the launcher downloads artifacts, not a step's parameters.
-        raise UserError(f"the data root {data_root}: use a path under {work_mount} or gs://")
+        raise UsageError(f"the data root {data_root}: use a path under {work_mount} or gs://")
     needs_work_volume = _is_local(data_root)
     executors: dict[str, dict] = {}
     for label, executor in pipeline_spec["deploymentSpec"]["executors"].items():
@@ -291,7 +291,7 @@ def compile_family(
     """Write `family`'s pipeline for `target` (see TARGET_SUFFIXES) to `output_file`."""
     _check_target(target)
     if output_file.suffix not in ({".yaml", ".yml"} if target == "oss" else {".json"}):
-        raise UserError(
+        raise UsageError(
             f"--output {output_file}: --target {target} writes a {TARGET_SUFFIXES[target]} file"
         )
     if target == "oss":

@@ -34,7 +34,7 @@ from apache_beam.metrics.metric import Metrics, MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tfsp.core.errors import UserError
+from tfsp.core.errors import UsageError, UserError
 from tfsp.core.features import IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 from tfsp.core.signatures import CODES_KEY, IMAGES_INPUT, PREDICT_IMAGE_BYTES, PREDICT_IMAGES
 from tfsp.serving.features import encoder_call
@@ -386,7 +386,7 @@ def run_features_job(
     """Encode every row of `input_path` into the folder `output`; nothing is left behind if
     the job fails (BadInput and other failures become one-line UserErrors)."""
     if output_format not in FORMATS:
-        raise UserError(f"--format must be one of {FORMATS}, got {output_format!r}")
+        raise UsageError(f"--format must be one of {FORMATS}, got {output_format!r}")
     if output.exists():
         raise UserError(f"output {output} already exists; choose a new folder")
     if not output.parent.is_dir():

@@ -47,6 +47,15 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("pipeline", "compile", "--family", "cnn"), "--image"),
         (("data", "prepare", "--fractions", "0.5,0.5"), "argument --fractions"),
         (("serve-everything",), "invalid choice"),
+        # combinations argparse cannot see, refused by the command before any work
+        (("data", "prepare", "--images-dir", "d", "--printed-per-font", "2"), "default source"),
+        (("predict", "--model", "cnn", "--image", "x.png", "--invert"), "--invert applies"),
+        (("experiment", "rnn-claims", "--cells", "transformer"), "--cells takes names"),
+        (("experiment", "rnn-claims", "--tbptt", "5:2"), "--tbptt pairs need"),
+        (
+            ("pipeline", "compile", "--family", "all", "--image", "i", "--output", "x.yaml"),
+            "--output-dir",
+        ),
         # tfsp serve reads TF Serving's flags as TensorFlow's parser does: --flag=value only
         (("serve", "--model_base_path=/m", "--port", "9000"), "--port takes its value as"),
         (
@@ -63,15 +72,18 @@ def test_bad_flags_give_one_line_and_exit_2(args, expected):
     assert lines[0].startswith("error: ") and expected in lines[0]
 
 
-def test_unknown_family_is_one_line(tmp_path):
-    result = run_tfsp("pipeline", "run", "--family", "transformer", home=tmp_path)
-    assert result.returncode == 1
+@pytest.mark.parametrize("command", [("pipeline", "run"), ("pipeline", "submit"), ("run",)])
+def test_unknown_family_is_a_flag_error(tmp_path, command):
+    extra = ("--host", "http://localhost:8080") if command == ("pipeline", "submit") else ()
+    result = run_tfsp(*command, *extra, "--family", "transformer", home=tmp_path)
+    assert result.returncode == 2
     from tfsp.trainers.registry import FAMILIES  # the registry grows; the message lists it
 
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: unknown family 'transformer'; known: {', '.join(sorted(FAMILIES))}"
-    )
-    assert "Traceback" not in result.stderr
+    known = [*FAMILIES, *(["all"] if command != ("pipeline", "submit") else [])]
+    assert result.stderr.strip().splitlines() == [
+        "error: argument --family: invalid choice: 'transformer' (choose from "
+        f"{', '.join(repr(name) for name in known)}) (see 'tfsp {' '.join(command)} --help')"
+    ]
 
 
 def test_missing_data_folder_is_one_line(tmp_path):

@@ -218,7 +218,7 @@ def test_single_family_output_with_an_object_store_model_store_and_beam_options(
             ),
             "--serving-root /models: Vertex AI",
         ),
-        (("--family", "nope", "--output-dir", "d"), "unknown family 'nope'"),
+        (("--family", "nope", "--output-dir", "d"), "argument --family: invalid choice: 'nope'"),
         (("--family", "cnn", "--output-dir", "d", "--data-root", "/data"), "outside /tfsp"),
         (("--family", "cnn", "--output-dir", "d", "--data-root", "s3://b/d"), "under /tfsp or gs"),
         (
@@ -229,7 +229,7 @@ def test_single_family_output_with_an_object_store_model_store_and_beam_options(
 )
 def test_compile_refuses_bad_requests_in_one_line(tmp_path, args, message):
     result = run_tfsp("pipeline", "compile", "--image", IMAGE, *args)
-    assert result.returncode == 1
+    assert result.returncode == 2  # each is a flag or flag combination the backend refuses
     assert message in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
 
@@ -293,20 +293,21 @@ def test_submit_to_something_that_is_not_kfp_fails_cleanly(compiled, kfp_recorde
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, code",
     [
-        (("--param", "epochs=many"), "--param epochs=many: expected a number_integer"),
-        (("--param", "dropout=0.1"), "not a parameter of this pipeline"),
-        (("--param", "epochs"), "expected NAME=VALUE"),
-        (("--spec", "nowhere.yaml"), "no pipeline package at nowhere.yaml"),
+        # a bad --param is a flag error (2); a package that is not there, a missing file (1)
+        (("--param", "epochs=many"), "--param epochs=many: expected a number_integer", 2),
+        (("--param", "dropout=0.1"), "not a parameter of this pipeline", 2),
+        (("--param", "epochs"), "expected NAME=VALUE", 2),
+        (("--spec", "nowhere.yaml"), "no pipeline package at nowhere.yaml", 1),
     ],
 )
-def test_submit_checks_its_inputs_before_connecting(compiled, args, message):
+def test_submit_checks_its_inputs_before_connecting(compiled, args, message, code):
     result = run_tfsp(
         "pipeline", "submit", "--host", "http://127.0.0.1:9", "--family", "cnn",
         "--spec-dir", str(compiled), *args,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == code
     assert message in result.stderr.strip().splitlines()[-1]
 
 

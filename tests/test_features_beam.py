@@ -238,7 +238,7 @@ def test_server_and_saved_model_are_exclusive_and_beam_flags_need_saved_model(tm
     beam_only = _features(
         "--input", str(tmp_path), "--output", str(tmp_path / "o.parquet"), "--format", "tfrecord"
     )
-    assert beam_only.returncode == 1
+    assert beam_only.returncode == 2
     assert "--format and --beam-arg apply with --saved-model only" in beam_only.stderr
 
 

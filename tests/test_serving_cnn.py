@@ -132,21 +132,27 @@ def test_tfsp_predict_status_metadata_commands(cnn_server, pushed_cnn, test_imag
 
 
 @pytest.mark.parametrize(
-    "args, fragment",
+    "args, fragment, code",
     [
-        (("predict", "--model", "nope", "--npy", "{npy}"), "error: NOT_FOUND: Servable not found"),
-        (("predict", "--model", "cnn", "--npy", "{bad}"), "error: "),  # not 32×32 pixels
+        (
+            ("predict", "--model", "nope", "--npy", "{npy}"),
+            "error: NOT_FOUND: Servable not found",
+            1,
+        ),
+        (("predict", "--model", "cnn", "--npy", "{bad}"), "error: ", 1),  # not 32×32 pixels
         (
             ("predict", "--model", "cnn", "--image", "{corrupt}"),
             "error: INVALID_ARGUMENT: Unknown image file format",
+            1,
         ),
         (
             ("predict", "--model", "cnn", "--image", "{corrupt}", "--invert"),
             "error: --invert applies to --npy only",
+            2,  # a flag combination
         ),
     ],
 )
-def test_tfsp_client_errors_are_one_line(cnn_server, tmp_path, args, fragment):
+def test_tfsp_client_errors_are_one_line(cnn_server, tmp_path, args, fragment, code):
     npy = tmp_path / "ok.npy"
     np.save(npy, np.zeros((1, 32, 32, 1), np.float32))
     bad = tmp_path / "bad.npy"
@@ -155,6 +161,6 @@ def test_tfsp_client_errors_are_one_line(cnn_server, tmp_path, args, fragment):
     corrupt.write_bytes(b"not an image at all")
     argv = [a.format(npy=npy, bad=bad, corrupt=corrupt) for a in args]
     result = _tfsp(*argv, server=cnn_server)
-    assert result.returncode == 1
+    assert result.returncode == code
     assert result.stderr.strip().splitlines()[-1].startswith(fragment), result.stderr
     assert "Traceback" not in result.stderr

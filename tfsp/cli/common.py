@@ -105,6 +105,14 @@ def family_names() -> str:
     return ", ".join(FAMILIES)
 
 
+def family_choices(*, all_too: bool) -> list[str]:
+    """What `--family` takes: the registered families (and 'all' where the command runs
+    every one), so a typo is a flag error (exit 2) before anything loads."""
+    from tfsp.trainers.registry import FAMILIES
+
+    return [*FAMILIES, "all"] if all_too else list(FAMILIES)
+
+
 def add_family_flags(parser: argparse.ArgumentParser) -> None:
     """One group of flags per family, built from its options dataclass (trainers/registry.py).
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tfsp.cli.common import add_home, command
 from tfsp.core import argtypes
-from tfsp.core.errors import UserError
+from tfsp.core.errors import UsageError
 
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 
@@ -64,14 +64,14 @@ def prepare_data(
     overwrite: bool = False,
 ) -> int:
     """`tfsp data prepare`: load a source, split it, write the TFRecords and a manifest."""
+    if printed_per_font is not None and (images_dir or idx):
+        raise UsageError("--printed-per-font applies to the default source only")
     from tfsp.core.progress import quiet_frameworks
 
     quiet_frameworks()
     from tfsp.data import prepare, sources
     from tfsp.pipelines.layout import LocalLayout
 
-    if printed_per_font is not None and (images_dir or idx):
-        raise UserError("--printed-per-font applies to the default source only")
     if images_dir:
         loaded = sources.load_image_folder(images_dir)
     elif idx:

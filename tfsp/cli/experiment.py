@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tfsp.cli.common import command
 from tfsp.core import argtypes
-from tfsp.core.errors import UserError
+from tfsp.core.errors import UsageError
 from tfsp.trainers.rnn.family import EXPERIMENT_CELLS
 
 
@@ -65,7 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def _cells(text: str) -> tuple[str, ...]:
     cells = tuple(c.strip() for c in text.split(",") if c.strip())
     if not cells or any(c not in EXPERIMENT_CELLS for c in cells):
-        raise UserError(f"--cells takes names from {', '.join(EXPERIMENT_CELLS)}; got {text!r}")
+        raise UsageError(f"--cells takes names from {', '.join(EXPERIMENT_CELLS)}; got {text!r}")
     return cells
 
 
@@ -73,9 +73,9 @@ def _tbptt_pairs(text: str) -> tuple[tuple[int, int], ...]:
     try:
         pairs = tuple(tuple(int(k) for k in p.split(":")) for p in text.split(",") if p)
     except ValueError:
-        raise UserError(f"--tbptt takes k1:k2 pairs, got {text!r}") from None
+        raise UsageError(f"--tbptt takes k1:k2 pairs, got {text!r}") from None
     if any(len(p) != 2 or not 1 <= p[0] <= p[1] for p in pairs):
-        raise UserError(f"--tbptt pairs need 1 <= k1 <= k2, got {text!r}")
+        raise UsageError(f"--tbptt pairs need 1 <= k1 <= k2, got {text!r}")
     return pairs  # type: ignore[return-value]
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tfsp.cli.common import add_beam_flag, beam_args, command, from_flags
 from tfsp.core import argtypes
-from tfsp.core.errors import UserError
+from tfsp.core.errors import UsageError
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -175,7 +175,7 @@ def pull_command(request: PullRequest) -> int:
     if request.saved_model is not None:
         return _encode_with_beam(request)
     if request.format != "parquet" or request.beam_args:
-        raise UserError("--format and --beam-arg apply with --saved-model only")
+        raise UsageError("--format and --beam-arg apply with --saved-model only")
     from tfsp.serving.client import ServingClient
     from tfsp.serving.feature_sources import open_source
     from tfsp.serving.feature_store import check_output

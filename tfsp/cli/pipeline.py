@@ -18,11 +18,12 @@ from tfsp.cli.common import (
     add_verbose,
     command,
     custom_config,
+    family_choices,
     family_names,
     training_request,
 )
 from tfsp.core import argtypes
-from tfsp.core.errors import UserError
+from tfsp.core.errors import UsageError
 from tfsp.core.family import Family
 
 if TYPE_CHECKING:  # imports TensorFlow; the handlers import it only when they run
@@ -54,6 +55,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--family",
         required=True,
+        choices=family_choices(all_too=True),
+        metavar="FAMILY",
         help=f"model family ({family_names()}), or 'all' in dependency order",
     )
     parser.add_argument("--data-dir", type=Path, help="prepared data (default: <home>/data/digits)")
@@ -74,7 +77,11 @@ def _add_compile(commands: argparse._SubParsersAction) -> None:
         "parameters.",
     )
     parser.add_argument(
-        "--family", required=True, help=f"model family ({family_names()}), or 'all'"
+        "--family",
+        required=True,
+        choices=family_choices(all_too=True),
+        metavar="FAMILY",
+        help=f"model family ({family_names()}), or 'all'",
     )
     parser.add_argument("--image", required=True, help="container image every step runs")
     parser.add_argument(
@@ -138,7 +145,13 @@ def _add_submit(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--host", required=True, help="KFP endpoint, e.g. http://localhost:8080 (port-forward)"
     )
-    parser.add_argument("--family", required=True, help=f"model family ({family_names()})")
+    parser.add_argument(
+        "--family",
+        required=True,
+        choices=family_choices(all_too=False),
+        metavar="FAMILY",
+        help=f"model family ({family_names()})",
+    )
     parser.add_argument("--experiment", help="KFP experiment (default: tfsp-<family>)")
     parser.add_argument(
         "--param",
@@ -301,7 +314,7 @@ def compile_pipelines(
     # Names are checked before TensorFlow loads, so a typo fails at once.
     if family == "all":
         if output is not None:
-            raise UserError("--family all writes one spec per family: use --output-dir DIR")
+            raise UsageError("--family all writes one spec per family: use --output-dir DIR")
         families = list(FAMILIES.values())
     else:
         families = [get_family(family)]

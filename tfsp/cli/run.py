@@ -19,6 +19,7 @@ from tfsp.cli.common import (
     add_training_flags,
     add_verbose,
     command,
+    family_choices,
     family_names,
     training_request,
 )
@@ -49,6 +50,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--family",
         default="all",
+        choices=family_choices(all_too=True),
+        metavar="FAMILY",
         help=f"one family ({family_names()}) instead of all (then no serving step)",
     )
     add_home(parser)

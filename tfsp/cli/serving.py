@@ -158,7 +158,9 @@ def _load_inputs(
 
     if image is not None:
         if invert:
-            raise UserError("--invert applies to --npy only: the model detects an image's polarity")
+            raise UsageError(
+                "--invert applies to --npy only: the model detects an image's polarity"
+            )
         try:
             encoded = image.read_bytes()
         except OSError as exc:
