@@ -105,12 +105,21 @@ def family_names() -> str:
     return ", ".join(FAMILIES)
 
 
-def family_choices(*, all_too: bool) -> list[str]:
-    """What `--family` takes: the registered families (and 'all' where the command runs
-    every one), so a typo is a flag error (exit 2) before anything loads."""
+def add_family_flag(
+    parser: argparse.ArgumentParser, help: str, *, all_too: bool = False, default: str | None = None
+) -> None:
+    """`--family`: a registered family, or also 'all' where the command can run every one;
+    required unless given a `default`. A typo is a flag error (exit 2) before anything loads."""
     from tfsp.trainers.registry import FAMILIES
 
-    return [*FAMILIES, "all"] if all_too else list(FAMILIES)
+    parser.add_argument(
+        "--family",
+        required=default is None,
+        default=default,
+        choices=[*FAMILIES, "all"] if all_too else list(FAMILIES),
+        metavar="FAMILY",
+        help=help,
+    )
 
 
 def add_family_flags(parser: argparse.ArgumentParser) -> None:

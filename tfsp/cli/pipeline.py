@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from tfsp.cli.common import (
     TrainingRequest,
     add_beam_flag,
+    add_family_flag,
     add_family_flags,
     add_gate_flag,
     add_home,
@@ -18,7 +19,6 @@ from tfsp.cli.common import (
     add_verbose,
     command,
     custom_config,
-    family_choices,
     family_names,
     training_request,
 )
@@ -52,12 +52,8 @@ def _add_run(commands: argparse._SubParsersAction) -> None:
         "BaselineModelGen, or the family's reference model) → ServingCheck → Pusher. Exits 1 "
         "if the model is not blessed (nothing is pushed).",
     )
-    parser.add_argument(
-        "--family",
-        required=True,
-        choices=family_choices(all_too=True),
-        metavar="FAMILY",
-        help=f"model family ({family_names()}), or 'all' in dependency order",
+    add_family_flag(
+        parser, f"model family ({family_names()}), or 'all' in dependency order", all_too=True
     )
     parser.add_argument("--data-dir", type=Path, help="prepared data (default: <home>/data/digits)")
     add_home(parser)
@@ -76,13 +72,7 @@ def _add_compile(commands: argparse._SubParsersAction) -> None:
         "pipeline image and cluster see them. epochs and learning_rate are run-time "
         "parameters.",
     )
-    parser.add_argument(
-        "--family",
-        required=True,
-        choices=family_choices(all_too=True),
-        metavar="FAMILY",
-        help=f"model family ({family_names()}), or 'all'",
-    )
+    add_family_flag(parser, f"model family ({family_names()}), or 'all'", all_too=True)
     parser.add_argument("--image", required=True, help="container image every step runs")
     parser.add_argument(
         "--target",
@@ -145,13 +135,7 @@ def _add_submit(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--host", required=True, help="KFP endpoint, e.g. http://localhost:8080 (port-forward)"
     )
-    parser.add_argument(
-        "--family",
-        required=True,
-        choices=family_choices(all_too=False),
-        metavar="FAMILY",
-        help=f"model family ({family_names()})",
-    )
+    add_family_flag(parser, f"model family ({family_names()})")
     parser.add_argument("--experiment", help="KFP experiment (default: tfsp-<family>)")
     parser.add_argument(
         "--param",

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from tfsp.cli.common import (
     TrainingRequest,
+    add_family_flag,
     add_home,
     add_training_flags,
     add_verbose,
     command,
-    family_choices,
     family_names,
     training_request,
 )
@@ -47,12 +47,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "local model server with every pushed model, send one Predict to each, pull the "
         "encoder's features for the test split, print a summary table and stop the server.",
     )
-    parser.add_argument(
-        "--family",
+    add_family_flag(
+        parser,
+        f"one family ({family_names()}) instead of all (then no serving step)",
+        all_too=True,
         default="all",
-        choices=family_choices(all_too=True),
-        metavar="FAMILY",
-        help=f"one family ({family_names()}) instead of all (then no serving step)",
     )
     add_home(parser)
     add_training_flags(parser)
