@@ -9,10 +9,13 @@ bootstrap:
 run: bootstrap
 	@.venv/bin/tfsp run
 
-# Serve every pushed model in the foreground (gRPC 8500, REST 8501) until Ctrl-C.
+# The tfsp home, as the CLI finds it: $TFSP_HOME, else .tfsp.
+HOME_DIR = $(abspath $(or $(TFSP_HOME),.tfsp))
+
+# Serve every model pushed so far in the foreground (gRPC 8500, REST 8501) until Ctrl-C.
 serve: bootstrap
-	@.venv/bin/tfsp deploy models-config --root $(CURDIR)/.tfsp/serving --output .tfsp/models.config
-	@.venv/bin/tfsp serve --port=8500 --rest_api_port=8501 --model_config_file=.tfsp/models.config
+	@.venv/bin/tfsp deploy models-config --pushed-only --root $(HOME_DIR)/serving --output $(HOME_DIR)/models.config
+	@.venv/bin/tfsp serve --port=8500 --rest_api_port=8501 --model_config_file=$(HOME_DIR)/models.config
 
 test: bootstrap
 	@$(PY) -m pytest

@@ -75,3 +75,26 @@ def test_cli_writes_the_same_config(tmp_path):
     assert out.read_text() == render_models_config("/srv/models", served_model_names())
     printed = run_tfsp("deploy", "models-config")
     assert printed.returncode == 0 and printed.stdout == COMMITTED.read_text()
+
+
+@pytest.mark.integration
+def test_pushed_only_lists_the_models_with_a_version(tmp_path):
+    # `make serve` after some families ran: a listed model without versions would hold the
+    # server at startup for ever (TF Serving waits for every listed model too).
+    root = tmp_path / "serving"
+    (root / "cnn" / "3").mkdir(parents=True)
+    (root / "cnn" / "3" / "saved_model.pb").write_bytes(b"")
+    (root / "rnn" / "tmp-push").mkdir(parents=True)  # no numeric version: not pushed
+    out = tmp_path / "models.config"
+    args = ("deploy", "models-config", "--pushed-only", "--root", str(root), "--output", str(out))
+    result = run_tfsp(*args)
+    assert result.returncode == 0, result.stderr
+    entries = parse_models_config(out.read_text()).model_config_list.config
+    assert [(e.name, e.base_path) for e in entries] == [("cnn", str(root / "cnn"))]
+
+    nothing = run_tfsp(*args[:4], str(tmp_path / "empty"), "--output", str(out))
+    assert nothing.returncode == 1
+    assert nothing.stderr.strip().splitlines()[-1] == (
+        f"error: no model is pushed under {tmp_path / 'empty'}; run 'make run' (or 'tfsp run') "
+        "first"
+    )
