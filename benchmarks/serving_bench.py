@@ -3,7 +3,7 @@
 In one run:
   1. in-process: the SavedModel's `predict_images` signature called through TF2's loader,
      batch 1 and 64, and at batch 1 also through `Servable.run` (the server's own way in:
-     TF Serving's graph-mode load path, a Session callable);
+     TF Serving's graph-mode load path, TensorFlow's C Session::Run);
   2. echo: a gRPC server (grpc.aio, a separate process, like ours) that answers every Predict
      with a prebuilt response of the same size: the ceiling for any Python gRPC server here.
      It runs twice: on uvloop, the event loop `tfsp serve` runs on (the ceiling), and on
@@ -273,7 +273,7 @@ def _measure_in_process(version_dir: str, threads: int, iterations: int) -> dict
         )
         result["qps"] *= batch
         results[SIGNATURE_CALL if batch == 1 else f"batch {batch} (images/s)"] = result
-    # The server's own way in (a Session callable on the graph-mode load) skips the TF2
+    # The server's own way in (Session::Run on the graph-mode load) skips the TF2
     # signature call's Python layers: a stricter baseline than the issue's, so both print.
     inputs = {"images": np.random.default_rng(1).random((1, 32, 32, 1), np.float32)}
     results[SERVER_CALL] = _timed_calls(lambda: servable.run("predict_images", inputs), iterations)

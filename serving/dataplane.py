@@ -138,7 +138,9 @@ def prepare_predict(
     (predict_util.cc PreProcessPrediction, TF's saved_model GetInputValues, Session::Run).
 
     `inputs` maps each request alias to an array, or to a TensorProto that `decode` turns
-    into one: tensors are parsed only once the names are right, as there. On return
+    into one. After the input count, each signature alias in turn is found (or its default
+    taken) and its tensor parsed, as GetInputValues does; a request name the signature
+    lacks is refused after them. On return
     `inputs` holds arrays, defaults filled in from the signature. Shapes are not compared
     with the signature (the graph's ops decide); a dtype that is not the signature's is
     refused with Session::Run's text. Returns the output keys to fetch (None: all).
