@@ -136,6 +136,15 @@ def test_adding_training_logs_raw_gradient_norms():
     assert "gru" in format_report(report)
 
 
+def test_the_logged_gradient_norm_is_taken_before_clipping():
+    # One step from the same seed: clipping to 1e-6 must not change the norm reported.
+    small = dict(seq_len=12, steps=1, batch_size=8, units=4, test_size=16)
+    clipped = train_adding("gru", clip_norm=1e-6, **small)
+    unclipped = train_adding("gru", clip_norm=0.0, **small)
+    assert clipped.max_grad_norm == pytest.approx(unclipped.max_grad_norm, rel=1e-5)
+    assert clipped.max_grad_norm > 1e-3
+
+
 @pytest.mark.parametrize("k1, k2", [(5, 5), (3, 7), (1, 4), (4, 30)])
 def test_tbptt_schedule_scores_every_step_once_and_looks_back_k2(k1, k2):
     windows = tbptt_schedule(23, k1, k2)

@@ -212,19 +212,33 @@ def test_reload_config_by_rpc_adds_models_policies_and_labels(world, client):
 
 
 @pytest.mark.parametrize(
-    "change, code",
+    "change, code, message",
     [
-        ("duplicate", grpc.StatusCode.INVALID_ARGUMENT),
-        ("label on a version that is not loaded", grpc.StatusCode.FAILED_PRECONDITION),
-        ("custom config", grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            "duplicate",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Illegal to list model second multiple times in config list",
+        ),
+        (
+            "label on a version that is not loaded",
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "Request to assign label to version 3 of model swap",
+        ),
+        (
+            "custom config",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Only ModelConfigList is currently supported",
+        ),
     ],
 )
-def test_bad_reloads_are_refused(world, client, change, code):
+def test_bad_reloads_are_refused(world, client, change, code, message):
     _pause_config_polling(world)
     root = world["root"]
     config = _config(root, {"stable": 2, "canary": 4}, second=True)
     if change == "duplicate":
-        config.model_config_list.config.add(name="second", base_path=str(root / "second"))
+        config.model_config_list.config.add(
+            name="second", base_path=str(root / "second"), model_platform="tensorflow"
+        )
     elif change == "custom config":
         config = model_server_config_pb2.ModelServerConfig()
         config.custom_model_config.Pack(model_server_config_pb2.ModelConfig())
@@ -233,6 +247,7 @@ def test_bad_reloads_are_refused(world, client, change, code):
     with pytest.raises(ClientError) as caught:
         client.reload_config(config)
     assert caught.value.code == code.name
+    assert message in caught.value.message
     # what served before still serves
     assert client.predict("swap", {"x": X}, label="stable")[0].version.value == 2
 

@@ -261,7 +261,9 @@ def test_a_tf2_export_pinned_inside_its_function_loads_on_a_cpu_node(tmp_path):
     module = _PinnedInsideFunction()
     path = tmp_path / "1"
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.scale})
-    servable = load_servable("pinned", 1, str(path))
+    cpu_only = config_pb2.ConfigProto(device_count={"GPU": 0})  # whatever this host has
+    node = SessionOptions(base=cpu_only.SerializeToString())
+    servable = load_servable("pinned", 1, str(path), session_options=node)
     y = servable.run("serving_default", {"x": np.array([1.0, 2.0], np.float32)})["y"]
     np.testing.assert_array_equal(y, [2.0, 4.0])
     servable.close()
