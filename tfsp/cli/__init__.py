@@ -45,7 +45,7 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfsp` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    verbose = getattr(args, "verbose", False)
+    verbose = getattr(args, "verbose", None)  # None: the command has no --verbose flag
     try:
         return invoke(args)
     except UsageError as exc:
@@ -61,9 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _unexpected(exc, verbose)
 
 
-def _unexpected(exc: Exception, verbose: bool) -> int:
+def _unexpected(exc: Exception, verbose: bool | None) -> int:
     """Report an error we did not anticipate: a missing extra in one line, else the error's
-    type and message (and the traceback with --verbose)."""
+    type and message last, after its traceback with --verbose, or always where the command
+    has no --verbose to ask for it (`verbose` None)."""
     missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
     extra = _EXTRA_OF_MODULE.get((missing or "").split(".")[0])
     if extra:
@@ -74,9 +75,9 @@ def _unexpected(exc: Exception, verbose: bool) -> int:
             file=sys.stderr,
         )
         return 1
-    if verbose:
+    if verbose is not False:
         traceback.print_exc()
     print(f"error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
-    if not verbose:
+    if verbose is False:
         print("(run again with --verbose for the full log and traceback)", file=sys.stderr)
     return 1
