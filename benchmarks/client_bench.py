@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,18 +35,34 @@ _BASELINE = (
 )
 
 
+# Starts the command from a bare interpreter and reports its wall time and peak RSS (wait4's
+# own accounting). Linux counts a parent's resident memory into the peak of a child it forks,
+# until the child execs: measured from this process, which has imported TensorFlow, every
+# command would show this process's ~700 MiB.
+_MEASURE = (
+    "import os, sys, time\n"
+    "started = time.perf_counter()\n"
+    "pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "with open(sys.argv[1], 'w') as out:\n"
+    "    out.write(f'{time.perf_counter() - started} {usage.ru_maxrss}')\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def _timed(argv: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of one process, from wait4's own accounting."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=False
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {process.stderr.read().decode()[-500:]}")
-    return wall, usage.ru_maxrss / 1024
+    """(wall seconds, peak RSS in MiB) of one process running `argv`."""
+    with tempfile.NamedTemporaryFile("r", suffix=".txt") as measured:
+        result = subprocess.run(
+            [sys.executable, "-S", "-c", _MEASURE, measured.name, *argv],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        if result.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed: {result.stderr.decode()[-500:]}")
+        wall, max_rss_kib = measured.read().split()
+    return float(wall), int(max_rss_kib) / 1024
 
 
 def _digit_png(folder: Path) -> Path:
@@ -82,8 +97,7 @@ def main() -> int:
         commands = {
             "tfsp status": ["status", "--model", "cnn", "--server", address],
             "tfsp predict --image": [
-                "predict", "--model", "cnn", "--image", str(image), "--invert",
-                "--server", address,
+                "predict", "--model", "cnn", "--image", str(image), "--server", address,
             ],
         }  # fmt: skip
         ways = {

@@ -8,7 +8,8 @@ target:
   submits it): the pipeline spec (schema 2.1, parameter defaults and an object-store
   pipeline root inside, every step on pipelines/kfp_entrypoint.py) and a Kubernetes platform
   spec that mounts the model store PVC at the serving root on the steps that push to it or
-  read pushed models from it, and the work PVC (data) on every step. The TF Serving
+  read pushed models from it, and the work PVC (data) on every step when the data root is a
+  local path. The TF Serving
   Deployment in k8s/ mounts the same model store, so a blessed push is picked up by TF
   Serving's own version polling;
 - `vertex` → `<family>.json`, TFX's PipelineJob (displayName, labels, pipelineSpec,
@@ -37,7 +38,6 @@ from tfsp.pipelines.factory import (
     create_pipeline,
 )
 
-# Where the Dockerfile installs the project, so the curated schema is at a known path.
 # Where the image's virtual environment holds the installed package's schema (Dockerfile).
 IMAGE_SITE_PACKAGES = "/opt/venv/lib/python3.11/site-packages"
 IMAGE_SCHEMA_FILE = f"{IMAGE_SITE_PACKAGES}/tfsp/pipelines/schemas/digits.pbtxt"

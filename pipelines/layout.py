@@ -4,7 +4,7 @@ so the CLI can check paths and names before TensorFlow loads.
 Everything lives under one home folder (``--home`` or ``$TFSP_HOME``, default ``./.tfsp``):
     data/digits/          prepared TFRecords (tfsp data prepare)
     pipelines/<name>/     pipeline root: every component's artifacts
-    metadata.sqlite       ML Metadata for all families (lineage, caching, baselines)
+    metadata.sqlite       ML Metadata for all families (lineage, caching)
     serving/<family>/<v>/ pushed SavedModels, the layout TF Serving reads
 """
 

@@ -1,7 +1,8 @@
 """Where `tfsp features` reads images from: a .npy array, TFRecords, or a folder of images.
 
-Every source streams: it knows its row count up front and yields fixed-size batches of
-[batch, 32, 32, 1] float32 from any starting row, so a 100,000-row pull never holds more
+Every source streams: it knows its row count up front and yields fixed-size batches from
+any starting row ([batch, 32, 32, 1] float32 pixels; an image folder, its files' encoded
+bytes), so a 100,000-row pull never holds more
 than a few batches in memory and a resumed pull can start where the last one stopped.
 """
 
@@ -16,7 +17,7 @@ import numpy as np
 from tfsp.core.errors import UserError
 from tfsp.core.features import IMAGE_EXTENSIONS, IMAGE_KEY, IMAGE_PIXELS, IMAGE_SIZE
 
-Batch = tuple[int, np.ndarray]  # (first row, images [n, 32, 32, 1])
+Batch = tuple[int, np.ndarray]  # (first row, images [n, 32, 32, 1] or file bytes [n])
 
 
 @dataclass

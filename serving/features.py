@@ -1,11 +1,12 @@
 """Pulling compressed features (the encoder's codes) from a model server: `tfsp features`.
 
-Works against our server locally and TF Serving in the cluster: it only calls gRPC Predict
-on the encoder's `predict_images` signature (input `images` [n, 32, 32, 1] → output
-`codes` [n, k]). Requests are batched, several are in flight at once, UNAVAILABLE,
-DEADLINE_EXCEEDED and a server out of gRPC threads are retried with exponential backoff,
-rows keep their input order, and progress is checkpointed so an interrupted pull resumes
-(serving/feature_store.py).
+Works against our server locally and TF Serving in the cluster: it calls GetModelMetadata
+once, then gRPC Predict on the encoder's `predict_images` signature (input `images`
+[n, 32, 32, 1] → output `codes` [n, k]), or on `predict_image_bytes` for a folder of image
+files (encoded bytes, framed in the model). Requests are batched, several are in flight
+at once, UNAVAILABLE, DEADLINE_EXCEEDED and a server out of gRPC threads are retried with
+exponential backoff, rows keep their input order, and progress is checkpointed so an
+interrupted pull resumes (serving/feature_store.py).
 """
 
 import sys

@@ -3,7 +3,7 @@
 For data sets too large for one gRPC client: the encoder SavedModel runs inside the Beam
 workers, through Beam's RunInference, which batches the rows and loads the model once per
 worker. The model loads on TF Serving's load path (tfsp.serving.servable), so the codes are the
-ones the served encoder returns. DirectRunner in-process by default; `--beam-arg` passes
+ones the served encoder returns. Beam's FnApiRunner in-process by default; `--beam-arg` passes
 any Beam option (DataflowRunner, FlinkRunner, `--direct_num_workers`...).
 
 Inputs: TFRecords of tf.Examples with a 1,024-float `image` feature (what `tfsp data
@@ -63,9 +63,10 @@ class BadInput(ValueError):
 
 
 # An element of the pipeline: a chunk of up to --batch-size rows, (row ids, images
-# [n, 32, 32, 1] float32, the input tf.Examples serialized, or None for inputs that are not
-# TFRecords). Rows travel in chunks, not one by one: Beam's per-element cost (about 50 µs
-# here) would otherwise exceed the encoder's own per-row cost several times over.
+# [n, 32, 32, 1] float32 or an image folder's file bytes [n], the input tf.Examples
+# serialized, or None for inputs that are not TFRecords). Rows travel in chunks, not one by
+# one: Beam's per-element cost (about 50 µs here) would otherwise exceed the encoder's own
+# per-row cost several times over.
 Chunk = tuple[list[str], np.ndarray, list[bytes] | None]
 
 
@@ -253,8 +254,9 @@ _READERS = {
 
 
 class EncoderHandler(ModelHandler):
-    """RunInference's model: the encoder's `predict_images` on one chunk of rows at a time,
-    loaded once per worker on TF Serving's load path."""
+    """RunInference's model: the encoder (`predict_images`, or `predict_image_bytes` for
+    image files) on one chunk of rows at a time, loaded once per worker on TF Serving's
+    load path."""
 
     def __init__(self, saved_model: str) -> None:
         # Chunks are batches already: RunInference passes them on one by one.

@@ -1,4 +1,4 @@
-"""TensorProto <-> numpy, and checks of tensors against a SignatureDef's TensorInfo.
+"""TensorProto <-> numpy (requests are checked against their signature in dataplane.py).
 
 Decoding follows TensorFlow's Tensor::FromProto: `tensor_content` must hold exactly the
 shape's bytes; the repeated value field may hold fewer values than elements (the last value

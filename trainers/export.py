@@ -177,11 +177,13 @@ def export_classifier(
 
 
 class _ImageMapServable(tf.Module):
-    """An image-to-tensor model (autoencoder, encoder, PCA) with the same two entry points.
+    """An image-to-tensor model (autoencoder, encoder, PCA) with the same three entry points.
 
     serving_default(examples: string[batch]) -> {output_key: float[batch, k]}
     predict_images(images: float[batch, 32, 32, 1]) -> {output_key: float[batch, k]}, or
         [batch, 32, 32, 1] when the output is itself an image (a reconstruction).
+    predict_image_bytes(image_bytes: string[batch]) -> as predict_images, each encoded image
+        file framed in the model first.
     With a Transform output the model sees transformed pixels; without, raw pixels.
     """
 

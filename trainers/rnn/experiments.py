@@ -24,8 +24,6 @@ import tensorflow as tf
 from tfsp.trainers.rnn.family import EXPERIMENT_CELLS
 from tfsp.trainers.rnn.model import recurrent_layer
 
-# The classifier's cells, plus an Elman network with ReLU: the notes' w^T example (an
-# unbounded activation whose recurrent weight drifts above 1) in Keras form.
 TRIVIAL_ADDING_MSE = 2 / 12  # Var(U + U') for two independent U(0, 1): predicting 1.0
 LEARNED_FRACTION = 0.25  # learned: test MSE below this share of the trivial baseline
 
