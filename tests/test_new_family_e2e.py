@@ -15,14 +15,15 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import REPO, user_env
-from tfsp.core.family import Family, option
+from tfsp.core.errors import UserError
+from tfsp.core.family import Family, Options, option
 
 pytestmark = pytest.mark.e2e
 
 
 @dataclass(frozen=True)
-class LogRegOptions:
-    """The family's one option."""
+class LogRegOptions(Options):
+    """The family's one option, checked when built (as the CLI checks the flag)."""
 
     l2: float = option(0.0, "L2 penalty on the weights", minimum=0.0)
 
@@ -122,3 +123,12 @@ def test_a_family_defined_in_one_file_trains_gates_pushes_and_compiles(tmp_path,
     text = package.read_text()
     assert "tests.test_new_family_e2e.run_fn" in text
     assert """constant: '{"logreg": {"l2": 0.5}}'""" in text  # the Trainer's custom_config
+
+
+def test_its_options_are_checked_where_the_trainer_builds_them():
+    # options_from_config in run_fn builds LogRegOptions: a value the CLI refuses fails there too
+    from tfsp.core.family import options_from_config
+
+    assert options_from_config(FAMILY, {"logreg": {"l2": 0.5}}).l2 == 0.5
+    with pytest.raises(UserError, match="l2"):
+        options_from_config(FAMILY, {"logreg": {"l2": -1.0}})
