@@ -9,9 +9,8 @@ target:
   pipeline root inside, every step on pipelines/kfp_entrypoint.py) and a Kubernetes platform
   spec that mounts the model store PVC at the serving root on the steps that push to it or
   read pushed models from it, and the work PVC (data) on every step when the data root is a
-  local path. The TF Serving
-  Deployment in k8s/ mounts the same model store, so a blessed push is picked up by TF
-  Serving's own version polling;
+  local path. The TF Serving Deployment in k8s/ mounts the same model store, so a blessed
+  push is picked up by TF Serving's own version polling;
 - `vertex` → `<family>.json`, TFX's PipelineJob (displayName, labels, pipelineSpec,
   runtimeConfig) as Vertex AI Pipelines takes it, every path on Cloud Storage.
 """

@@ -140,12 +140,12 @@ def prepare_predict(
     `inputs` maps each request alias to an array, or to a TensorProto that `decode` turns
     into one. After the input count, each signature alias in turn is found (or its default
     taken) and its tensor parsed, as GetInputValues does; a request name the signature
-    lacks is refused after them. On return
-    `inputs` holds arrays, defaults filled in from the signature. Shapes are not compared
-    with the signature (the graph's ops decide); a dtype that is not the signature's is
-    refused with Session::Run's text. Returns the output keys to fetch (None: all).
-    With `method_name_check` (--enable_signature_method_name_check), a signature of
-    another method is refused first (VerifySignature).
+    lacks is refused after them. On return `inputs` holds arrays, defaults filled in from
+    the signature. Shapes are not compared with the signature (the graph's ops decide); a
+    dtype that is not the signature's is refused with Session::Run's text. Returns the
+    output keys to fetch (None: all). With `method_name_check`
+    (--enable_signature_method_name_check), a signature of another method is refused first
+    (VerifySignature).
     """
     if method_name_check and signature.method_name not in (
         PREDICT_METHOD,

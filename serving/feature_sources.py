@@ -2,8 +2,8 @@
 
 Every source streams: it knows its row count up front and yields fixed-size batches from
 any starting row ([batch, 32, 32, 1] float32 pixels; an image folder, its files' encoded
-bytes), so a 100,000-row pull never holds more
-than a few batches in memory and a resumed pull can start where the last one stopped.
+bytes), so a 100,000-row pull never holds more than a few batches in memory and a resumed
+pull can start where the last one stopped.
 """
 
 import hashlib
