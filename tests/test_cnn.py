@@ -98,3 +98,16 @@ def test_hyperparameters_round_trip_and_require_every_field():
     assert Hyperparameters.from_dict(json.loads(hp.to_json())) == hp
     with pytest.raises(ValueError, match="batch_size"):
         Hyperparameters.from_dict({"epochs": 3, "learning_rate": 0.01})
+
+
+def test_weight_sharing_cuts_the_parameters_as_the_notes_say():
+    # Each conv kernel is shared across the image: 6 × (5·5·1 + 1) parameters for conv1,
+    # where a dense layer giving the same 28×28×6 output from 32×32×1 needs a weight per
+    # input-output pair (the notes' "参数巨多").
+    model = build_lenet5()
+    assert model.get_layer("conv1").count_params() == 6 * (5 * 5 * 1 + 1) == 156
+    assert model.get_layer("conv2").count_params() == 16 * (5 * 5 * 6 + 1) == 2_416
+    dense_equivalent = (32 * 32 * 1) * (28 * 28 * 6) + 28 * 28 * 6
+    assert dense_equivalent == 4_821_600
+    assert dense_equivalent // model.get_layer("conv1").count_params() == 30_907
+    assert model.count_params() == 156 + 2_416 + (400 * 120 + 120) + (120 * 84 + 84) + 850
