@@ -18,11 +18,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="pull compressed features (encoder codes) from a model server over gRPC",
         description="Send images to an encoder model (pixel arrays to its 'predict_images' "
         "signature, image files to 'predict_image_bytes') and write the codes, rows in input "
-        "order. INPUT: a .npy array ([n,32,32], [n,32,32,1] or "
-        "[n,1024], values in [0,1]), a .tfrecord file or folder of them (as 'tfsp data "
-        "prepare' writes), or a folder of PNG/JPEG images. OUTPUT: .npy (float32 [n, code]) "
-        "or .parquet (id, code_0…). An interrupted pull resumes when run again with the "
-        "same arguments; the output file appears only when complete.",
+        "order. INPUT: a .npy array ([n,32,32], [n,32,32,1] or [n,1024], values in [0,1]), "
+        "a .tfrecord file or folder of them (as 'tfsp data prepare' writes), or a folder of "
+        "PNG/JPEG images. OUTPUT: .npy (float32 [n, code]) or .parquet (id, code_0…). An "
+        "interrupted pull resumes when run again with the same arguments; the output file "
+        "appears only when complete.",
     )
     parser.add_argument(
         "--model",
@@ -51,6 +51,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "over the whole input (RunInference; Beam's FnApiRunner in-process unless --beam-arg "
         "says)",
     )
+    _add_request_flags(parser)
+    _add_beam_flags(parser)
+    command(parser, pull_command, request=_request)
+
+
+def _add_request_flags(parser: argparse.ArgumentParser) -> None:
+    """How a pull over gRPC sends its requests."""
     parser.add_argument(
         "--batch-size", type=argtypes.positive_int, default=256, help="rows per request (256)"
     )
@@ -77,6 +84,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--timeout", type=argtypes.positive_float, default=30.0, help="seconds per request (30)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_beam_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that apply with --saved-model only."""
     beam_group = parser.add_argument_group("with --saved-model (Apache Beam)")
     beam_group.add_argument(
         "--format",
@@ -90,7 +101,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "Beam pipeline option, repeatable, e.g. --beam-arg=--direct_num_workers=2 or "
         "--beam-arg=--runner=DataflowRunner (default: Beam's FnApiRunner in-process)",
     )
-    command(parser, pull_command, request=_request)
 
 
 @dataclass(frozen=True)
