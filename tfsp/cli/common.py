@@ -106,7 +106,11 @@ def family_names() -> str:
 
 
 def add_family_flag(
-    parser: argparse.ArgumentParser, help: str, *, all_too: bool = False, default: str | None = None
+    parser: argparse.ArgumentParser,
+    help_text: str,
+    *,
+    all_too: bool = False,
+    default: str | None = None,
 ) -> None:
     """`--family`: a registered family, or also 'all' where the command can run every one;
     required unless given a `default`. A typo is a flag error (exit 2) before anything loads."""
@@ -118,7 +122,7 @@ def add_family_flag(
         default=default,
         choices=[*FAMILIES, "all"] if all_too else list(FAMILIES),
         metavar="FAMILY",
-        help=help,
+        help=help_text,
     )
 
 
