@@ -240,15 +240,17 @@ class RestClient:
     """A plain HTTP/JSON client of the REST API (http.client, no framework)."""
 
     def __init__(self, address: str | None = None, timeout: float = 30.0) -> None:
+        """ValueError if the address is not host:port (an IPv6 host in brackets)."""
         self.address = rest_address(address)
         self.timeout = timeout
+        host, _, port = self.address.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{self.address!r} is not host:port")
+        self._host, self._port = host.removeprefix("[").removesuffix("]") or "localhost", int(port)
 
     def request(self, method: str, path: str, body: bytes | str | None = None) -> tuple[int, dict]:
         """One request; returns (HTTP status, decoded JSON body)."""
-        host, _, port = self.address.rpartition(":")
-        connection = http.client.HTTPConnection(
-            host or "localhost", int(port), timeout=self.timeout
-        )
+        connection = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         try:
             payload = body.encode() if isinstance(body, str) else body
             headers = {"Content-Type": "application/json"} if payload is not None else {}

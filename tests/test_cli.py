@@ -47,6 +47,10 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("pipeline", "compile", "--family", "cnn"), "--image"),
         (("data", "prepare", "--fractions", "0.5,0.5"), "argument --fractions"),
         (("serve-everything",), "invalid choice"),
+        (("data", "prepare", "--fractions", "1,0,0"), "every split needs a share above 0"),
+        (("experiment", "rnn-claims", "--seq-len", "1"), "argument --seq-len"),
+        (("status", "--model", "cnn", "--timeout=inf"), "expected a finite number"),
+        (("status", "--model", "cnn", "--rest", "--rest-server", "http://x"), "--rest-server"),
         # combinations argparse cannot see, refused by the command before any work
         (("data", "prepare", "--images-dir", "d", "--printed-per-font", "2"), "default source"),
         (("predict", "--model", "cnn", "--image", "x.png", "--invert"), "--invert applies"),
@@ -84,6 +88,27 @@ def test_unknown_family_is_a_flag_error(tmp_path, command):
         "error: argument --family: invalid choice: 'transformer' (choose from "
         f"{', '.join(repr(name) for name in known)}) (see 'tfsp {' '.join(command)} --help')"
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("deploy", "models-config", "--output", "{folder}"),
+        ("pipeline", "compile", "--family", "cnn", "--image", "i:1", "--output", "{file}/c.yaml"),
+        ("pipeline", "submit", "--host", "http://127.0.0.1:1", "--family", "cnn", "--spec",
+         "{folder}"),
+        ("experiment", "rnn-claims", "--output", "{folder}"),  # refused before any training
+    ],
+)  # fmt: skip
+def test_paths_that_cannot_be_written_or_read_are_one_line(tmp_path, args):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    argv = [a.format(folder=tmp_path / "folder", file=tmp_path / "file") for a in args]
+    result = run_tfsp(*argv)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(tmp_path) in last
 
 
 def test_missing_data_folder_is_one_line(tmp_path):

@@ -201,11 +201,21 @@ def test_prepare_refuses_existing_output_without_overwrite(tmp_path):
 def test_prepare_overwrite_replaces_old_output(tmp_path):
     images, labels, description = small_dataset()
     out = tmp_path / "prepared"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
+    prepare_dataset(images, labels, description, out)
+    (out / "stale.txt").write_text("old")
     prepare_dataset(images, labels, description, out, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["eval", "manifest.json", "test", "train"]
     assert leftovers(out) == ["prepared"]
+
+
+def test_overwrite_never_replaces_a_folder_this_command_did_not_write(tmp_path):
+    images, labels, description = small_dataset()
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a prepared data folder"):
+        prepare_dataset(images, labels, description, out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 def failing_to_example(monkeypatch, fail_at: int) -> None:
@@ -233,12 +243,14 @@ def test_failure_mid_write_leaves_no_output(tmp_path, monkeypatch):
 def test_failed_overwrite_keeps_old_output(tmp_path, monkeypatch):
     images, labels, description = small_dataset()
     out = tmp_path / "prepared"
-    out.mkdir()
+    prepare_dataset(images, labels, description, out)
     (out / "keep.txt").write_text("old")
     failing_to_example(monkeypatch, fail_at=50)
     with pytest.raises(RuntimeError):
         prepare_dataset(images, labels, description, out, overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eval", "keep.txt", "manifest.json", "test", "train"
+    ]  # fmt: skip
     assert leftovers(out) == ["prepared"]
 
 

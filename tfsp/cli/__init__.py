@@ -57,6 +57,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.filename is None:
+            return _unexpected(exc, verbose)
+        # a path the user gave that cannot be read or written (a folder, a missing parent)
+        if verbose:
+            traceback.print_exc()
+        print(f"error: {exc.filename}: {exc.strerror or one_line(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:
         return _unexpected(exc, verbose)
 

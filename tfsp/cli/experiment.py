@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tfsp.cli.common import command
 from tfsp.core import argtypes
-from tfsp.core.errors import UsageError
+from tfsp.core.errors import UsageError, UserError
 from tfsp.trainers.rnn.family import EXPERIMENT_CELLS
 
 
@@ -25,7 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--seq-len",
-        type=argtypes.positive_int,
+        type=argtypes.whole_number(2),
         default=100,
         help="adding-problem sequence length T (%(default)s)",
     )
@@ -90,6 +90,9 @@ def rnn_claims(
 ) -> int:
     """`tfsp experiment rnn-claims`: train, measure and print the table (and JSON)."""
     chosen, pairs = _cells(cells), _tbptt_pairs(tbptt)
+    if output is not None and (output.is_dir() or not output.parent.is_dir()):
+        # checked now, not after the hours of training the defaults take
+        raise UserError(f"--output {output}: not a file in an existing folder")
     from tfsp.core.progress import quiet_frameworks
 
     quiet_frameworks()

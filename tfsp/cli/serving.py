@@ -6,6 +6,7 @@ flag errors answer at once.
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfsp.cli.common import command, from_flags
 from tfsp.core import argtypes
@@ -16,6 +17,9 @@ from tfsp.core.signatures import (
     PREDICT_IMAGE_BYTES,
     PREDICT_IMAGES,
 )
+
+if TYPE_CHECKING:  # the client module imports grpc
+    from tfsp.serving.client import RestClient
 
 
 @dataclass(frozen=True)
@@ -41,17 +45,25 @@ class Target:
     def ask(self, method: str) -> tuple[bool, object]:
         """Call the clients' `method` (status, metadata) for the target: (whether it went
         over REST, the reply: a JSON dict over REST, what the gRPC client returns else)."""
-        from tfsp.serving.client import ClientError, RestClient, ServingClient
+        from tfsp.serving.client import ClientError, ServingClient
 
         which = {"version": self.version, "label": self.label}
         try:
             if self.rest:
-                client = RestClient(self.rest_server, timeout=self.timeout)
-                return True, getattr(client, method)(self.model, **which)
+                return True, getattr(self.rest_client(), method)(self.model, **which)
             with ServingClient(self.server, timeout=self.timeout) as client:
                 return False, getattr(client, method)(self.model, **which)
         except ClientError as exc:
             raise UserError(str(exc)) from None
+
+    def rest_client(self) -> "RestClient":
+        """The REST client for --rest-server; a malformed address is a flag error."""
+        from tfsp.serving.client import RestClient
+
+        try:
+            return RestClient(self.rest_server, timeout=self.timeout)
+        except ValueError as exc:
+            raise UsageError(f"--rest-server: {exc}") from None
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -171,7 +183,13 @@ def _load_inputs(
     try:
         array = np.load(npy, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {npy}: {one_line(exc)}") from None
+        # numpy takes any file without the .npy header for a pickle, and says so
+        reason = "not a .npy array file" if "pickled" in str(exc) else one_line(exc)
+        raise UserError(f"cannot read {npy}: {reason}") from None
+    if np.issubdtype(array.dtype, np.complexfloating) or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == bool
+    ):
+        raise UserError(f"{npy}: holds {array.dtype} values, not pixel numbers")
     array = np.asarray(array, dtype=np.float32)
     if array.size % 1024 or array.size == 0:
         raise UserError(f"{npy}: shape {list(array.shape)} is not N×32×32 pixels")
@@ -194,12 +212,12 @@ def predict_images(
 ) -> int:
     """`tfsp predict`: send an image file or a .npy array; print each image's class."""
     signature, input_name, value = _load_inputs(image, npy, invert, signature)
-    from tfsp.serving.client import ClientError, RestClient, ServingClient
+    from tfsp.serving.client import ClientError, ServingClient
 
     which = {"version": target.version, "label": target.label}
     try:
         if target.rest:
-            client = RestClient(target.rest_server, timeout=target.timeout)
+            client = target.rest_client()
             reply = client.predict(
                 target.model, instances=_rest_instances(value), signature=signature, **which
             )

@@ -5,6 +5,7 @@ which argparse prefixes with the flag's name.
 """
 
 import argparse
+import math
 from collections.abc import Callable
 
 
@@ -33,6 +34,8 @@ def number(minimum: float = float("-inf"), *, above: bool = False) -> Callable[[
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if math.isinf(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         if value != value or (value <= minimum if above else value < minimum):
             bound = "greater than" if above else "at least"
             raise argparse.ArgumentTypeError(f"must be {bound} {minimum:g}, got {value:g}")
@@ -68,4 +71,9 @@ def fractions(text: str) -> tuple[float, float, float]:
     parts = text.split(",")
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"expected train,eval,test fractions, got {text!r}")
-    return fraction(parts[0]), fraction(parts[1]), fraction(parts[2])
+    values = fraction(parts[0]), fraction(parts[1]), fraction(parts[2])
+    if min(values) == 0:
+        raise argparse.ArgumentTypeError(f"every split needs a share above 0, got {text!r}")
+    if abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"the shares must sum to 1, got {text!r}")
+    return values

@@ -176,8 +176,15 @@ def _check_inputs(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
 def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"{output_dir} exists and is not a folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
-        raise UserError(f"{output_dir} exists; pass --overwrite to replace it")
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise UserError(f"{output_dir} exists; pass --overwrite to replace it")
+        if not (output_dir / MANIFEST_FILE).is_file():
+            # --overwrite replaces what this command wrote, never a folder of other files
+            raise UserError(
+                f"{output_dir} is not a prepared data folder (no {MANIFEST_FILE}); "
+                "--overwrite replaces only those: choose another --output"
+            )
 
 
 def _manifest(
