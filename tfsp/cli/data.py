@@ -48,7 +48,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="train,eval,test fractions (default: 0.7,0.15,0.15)",
     )
     parser.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing prepared data folder (one with a manifest.json; a folder "
+        "of other files is refused)",
+    )
     add_home(parser)
     command(parser, prepare_data)
 
