@@ -186,9 +186,7 @@ def _load_inputs(
         # numpy takes any file without the .npy header for a pickle, and says so
         reason = "not a .npy array file" if "pickled" in str(exc) else one_line(exc)
         raise UserError(f"cannot read {npy}: {reason}") from None
-    if np.issubdtype(array.dtype, np.complexfloating) or not (
-        np.issubdtype(array.dtype, np.number) or array.dtype == bool
-    ):
+    if array.dtype.kind not in "biuf":  # bool, signed, unsigned, float: pixel numbers
         raise UserError(f"{npy}: holds {array.dtype} values, not pixel numbers")
     array = np.asarray(array, dtype=np.float32)
     if array.size % 1024 or array.size == 0:
