@@ -8,7 +8,7 @@ pull can start where the last one stopped.
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +58,28 @@ def _check_shape(shape: tuple[int, ...], where: str) -> None:
         )
 
 
-def _as_images(array: np.ndarray, where: str) -> np.ndarray:
-    """[n, 32, 32], [n, 32, 32, 1] or [n, 1024] → [n, 32, 32, 1] float32."""
+def check_pixel_values(images: np.ndarray, where: str, row_ids: Sequence | None = None) -> None:
+    """Refuse pixels no family was trained on: NaN, infinities, or values outside [0, 1]
+    (0-255 bytes, most often). The server would answer them all the same, with confident
+    nonsense, so the mistake is caught here, naming the first row that holds one (by its
+    id in `row_ids`, else its index in `images`)."""
+    flat = images.reshape(len(images), -1) if len(images) else images.reshape(0, 1)
+    outside = ~((flat >= 0) & (flat <= 1))  # NaN compares false both ways
+    if not outside.any():
+        return
+    row, column = (int(i) for i in np.argwhere(outside)[0])
+    value = float(flat[row, column])
+    hint = "; 0-255 pixels? divide them by 255" if np.isfinite(value) and value > 1 else ""
+    name = row_ids[row] if row_ids is not None else row
+    raise UserError(f"{where}: row {name} holds {value:g}, but pixels are numbers in [0, 1]{hint}")
+
+
+def _as_images(array: np.ndarray, where: str, first_row: int) -> np.ndarray:
+    """[n, 32, 32], [n, 32, 32, 1] or [n, 1024] → [n, 32, 32, 1] float32, pixels checked."""
     _check_shape(tuple(array.shape), where)
-    return np.asarray(array, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
+    images = np.asarray(array, dtype=np.float32).reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
+    check_pixel_values(images, where, range(first_row, first_row + len(images)))
+    return images
 
 
 class NpySource(FeatureSource):
@@ -97,7 +115,10 @@ class NpySource(FeatureSource):
                 count = min(batch_size, self.num_rows - first)
                 f.seek(self._offset + first * self._row_items * self._dtype.itemsize)
                 flat = np.fromfile(f, dtype=self._dtype, count=count * self._row_items)
-                yield first, _as_images(flat.reshape(count, *self._row_shape), str(self._path))
+                yield (
+                    first,
+                    _as_images(flat.reshape(count, *self._row_shape), str(self._path), first),
+                )
 
 
 def _tensorflow(path: Path):  # noqa: ANN202 (the tensorflow module, imported lazily)
@@ -136,7 +157,7 @@ class TFRecordSource(FeatureSource):
         try:
             for serialized in records:
                 images = tf.io.parse_example(serialized, spec)[IMAGE_KEY].numpy()
-                yield first, _as_images(images, "TFRecord batch")
+                yield first, _as_images(images, "TFRecord input", first)
                 first += len(images)
         except tf.errors.OpError as exc:
             raise UserError(f"bad TFRecord near row {first}: {exc.message}") from exc

@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,8 +309,28 @@ def read_rows(
     return (
         pipeline
         | f"{label}ReadTasks" >> beam.Create([(*t, chunk_rows) for t in plan.tasks], reshuffle=True)
-        | f"{label}ReadRows" >> beam.FlatMapTuple(reader)
+        | f"{label}ReadRows" >> beam.FlatMapTuple(_PixelsChecked(reader))
     )
+
+
+class _PixelsChecked:
+    """A reader whose pixel chunks are checked as the gRPC pull checks them (image files are
+    framed by the model, which cannot be handed a bad pixel)."""
+
+    def __init__(self, reader: Callable[..., Iterator[Chunk]]) -> None:
+        self._reader = reader
+
+    def __call__(self, *task: Any) -> Iterator[Chunk]:
+        """The task's chunks; BadInput naming the first bad pixel's row id."""
+        from tfsp.serving.feature_sources import check_pixel_values
+
+        try:
+            for ids, images, serialized in self._reader(*task):
+                if images.dtype != object:
+                    check_pixel_values(images, task[0], ids)
+                yield ids, images, serialized
+        except UserError as exc:
+            raise BadInput(str(exc)) from None
 
 
 def encode(rows: beam.PCollection, saved_model: str, label: str = "") -> beam.PCollection:

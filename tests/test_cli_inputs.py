@@ -1,10 +1,14 @@
-"""What `tfsp predict --npy` accepts as pixels (tfsp/cli/serving.py), in-process."""
+"""What `tfsp predict --npy` and `tfsp features` accept as pixels (tfsp/cli/serving.py,
+serving/feature_sources.py), in-process."""
+
+import itertools
 
 import numpy as np
 import pytest
 
-from tfsp.cli.serving import _load_inputs
+from tfsp.cli.serving import _check_classifier, _load_inputs, _rest_output_names
 from tfsp.core.errors import UserError
+from tfsp.serving.feature_sources import NpySource
 
 
 @pytest.mark.parametrize(
@@ -35,3 +39,49 @@ def test_whole_number_pixels_are_taken(tmp_path):
     np.save(npy, np.ones((2, 32, 32), np.uint8))
     _, _, value = _load_inputs(None, npy, False, None)
     assert value.shape == (2, 32, 32, 1) and value.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (255, r"x\.npy: row 1 holds 255, but pixels are numbers in \[0, 1\]; 0-255 pixels\?"),
+        (np.nan, r"x\.npy: row 1 holds nan, but pixels are numbers in \[0, 1\]$"),
+        (-0.5, r"x\.npy: row 1 holds -0\.5, but pixels are numbers in \[0, 1\]$"),
+    ],
+)
+def test_pixels_outside_zero_to_one_are_refused_naming_the_row(tmp_path, value, message):
+    # the model would answer them anyway, with confident nonsense
+    images = np.zeros((3, 32, 32), np.float32)
+    images[1, 5, 7] = value
+    npy = tmp_path / "x.npy"
+    np.save(npy, images)
+    with pytest.raises(UserError, match=message):
+        _load_inputs(None, npy, False, None)
+
+
+def test_a_features_pull_names_the_row_of_a_bad_pixel_in_its_whole_input(tmp_path):
+    # rows are read batch by batch: the row named is the input's, not the batch's
+    images = np.zeros((10, 32, 32, 1), np.float32)
+    images[7, 0, 0, 0] = 2.0
+    npy = tmp_path / "in.npy"
+    np.save(npy, images)
+    batches = NpySource(npy).batches(start=0, batch_size=4)
+    assert [first for first, _ in itertools.islice(batches, 1)] == [0]
+    with pytest.raises(UserError, match=r"in\.npy: row 7 holds 2,"):
+        list(NpySource(npy).batches(start=4, batch_size=4))
+
+
+@pytest.mark.parametrize(
+    "rows, answered",
+    [
+        ([[0.1, 0.2, 0.3, 0.4]], "one unnamed output"),  # one output: TF Serving drops its name
+        ([{"codes": [0.1], "reconstruction": [0.2]}], "codes, reconstruction"),
+    ],
+)
+def test_a_rest_answer_without_probabilities_names_what_it_holds(rows, answered):
+    with pytest.raises(UserError) as caught:
+        _check_classifier("enc", "predict_images", _rest_output_names(rows))
+    assert f"model enc's predict_images answers {answered}, not 'probabilities'" in str(
+        caught.value
+    )
+    _check_classifier("cnn", "predict_images", _rest_output_names([{"probabilities": [1.0]}]))

@@ -232,6 +232,34 @@ def test_a_model_that_is_not_an_encoder_is_refused(server, images, tmp_path):
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
+def test_byte_pixels_are_refused_naming_the_row_and_nothing_is_written(server, tmp_path):
+    src, out = tmp_path / "in.npy", tmp_path / "codes.npy"
+    np.save(src, np.full((10, 32, 32), 255, np.uint8))
+    result = _features(
+        "--model", "enc", "--input", str(src), "--output", str(out), server_address=server.address
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.endswith("in.npy: row 0 holds 255, but pixels are numbers in [0, 1]; 0-255 "
+                         "pixels? divide them by 255"), last  # fmt: skip
+    assert not out.exists()
+
+
+def test_predict_on_an_encoder_says_it_answers_codes(server, images, tmp_path):
+    src = tmp_path / "in.npy"
+    np.save(src, images[:2])
+    result = subprocess.run(
+        [sys.executable, "-m", "tfsp.cli", "predict", "--model", "enc", "--npy", str(src),
+         "--server", server.address],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: model enc's predict_images answers codes, not 'probabilities': 'tfsp predict' "
+        "prints a classifier's classes; pull an encoder's codes with 'tfsp features'"
+    )
+
+
 def test_an_unknown_model_is_not_found(server, images, tmp_path):
     src, out = tmp_path / "in.npy", tmp_path / "codes.npy"
     np.save(src, images[:10])

@@ -190,10 +190,30 @@ def _wrong_size(tmp_path: Path) -> Path:
     return path
 
 
+def _byte_pixels(tmp_path: Path) -> Path:
+    path = tmp_path / "bytes.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for pixel in (0.5, 255.0):
+            example = tf.train.Example()
+            example.features.feature["image"].float_list.value.extend([pixel] * 1024)
+            writer.write(example.SerializeToString())
+    return path
+
+
+def _nan_pixels(tmp_path: Path) -> Path:
+    path = tmp_path / "nan.npy"
+    images = np.zeros((3, 32, 32), np.float32)
+    images[2, 3, 4] = np.nan
+    np.save(path, images)
+    return path
+
+
 @pytest.mark.parametrize(
     "make_input, words",
     [
         (_not_tfrecord, "notes.tfrecord is not a readable TFRecord file"),
+        (_byte_pixels, "bytes.tfrecord: row bytes.tfrecord:1 holds 255, but pixels are numbers"),
+        (_nan_pixels, "nan.npy: row 2 holds nan, but pixels are numbers in [0, 1]"),
         (
             _no_image_feature,
             "labels-only.tfrecord: records 0-0: Feature: image (data type: float) is required",
@@ -201,7 +221,14 @@ def _wrong_size(tmp_path: Path) -> Path:
         (_wrong_size, "mnist-sized.npy has shape [4, 28, 28]; expected"),
         (_no_image_column, "ids-only.parquet is not a Parquet file with 'id' and 'image' columns"),
     ],
-    ids=["not-tfrecord", "missing-feature", "wrong-image-size", "parquet-without-images"],
+    ids=[
+        "not-tfrecord",
+        "byte-pixels",
+        "nan-pixels",
+        "missing-feature",
+        "wrong-image-size",
+        "parquet-without-images",
+    ],  # fmt: skip
 )
 def test_bad_input_is_one_error_line_and_no_output(encoder, tmp_path, make_input, words):
     output = tmp_path / "codes"

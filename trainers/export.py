@@ -44,6 +44,7 @@ from tfsp.core.signatures import (
     IMAGES_INPUT,
     PREDICT_IMAGE_BYTES,
     PREDICT_IMAGES,
+    PROBABILITIES_KEY,
     RECONSTRUCTION_KEY,
     SERVING_DEFAULT,
     TASK_LABEL_KEY,
@@ -131,7 +132,7 @@ class _ClassifierServable(tf.Module):
         flat = tf.reshape(images, [-1, IMAGE_PIXELS])
         probabilities = self._probabilities({IMAGE_KEY: flat})
         return {
-            "probabilities": probabilities,
+            PROBABILITIES_KEY: probabilities,
             "class_ids": tf.argmax(probabilities, axis=-1, output_type=tf.int64),
         }
 

@@ -4,6 +4,7 @@ flag errors answer at once.
 """
 
 import argparse
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from tfsp.core.signatures import (
     IMAGES_INPUT,
     PREDICT_IMAGE_BYTES,
     PREDICT_IMAGES,
+    PROBABILITIES_KEY,
 )
 
 if TYPE_CHECKING:  # the client module imports grpc
@@ -123,7 +125,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="an image file")
-    source.add_argument("--npy", type=Path, help="a numpy .npy file")
+    source.add_argument("--npy", type=Path, help="a numpy .npy file of N×32×32 pixels in [0, 1]")
     predict.add_argument(
         "--invert",
         action="store_true",
@@ -168,6 +170,8 @@ def _load_inputs(
     """(signature, input name, value): the image file's bytes, or the .npy's pixels."""
     import numpy as np
 
+    from tfsp.serving.feature_sources import check_pixel_values
+
     if image is not None:
         if invert:
             raise UsageError(
@@ -188,12 +192,13 @@ def _load_inputs(
         raise UserError(f"cannot read {npy}: {reason}") from None
     if array.dtype.kind not in "biuf":  # bool, signed, unsigned, float: pixel numbers
         raise UserError(f"{npy}: holds {array.dtype} values, not pixel numbers")
-    array = np.asarray(array, dtype=np.float32)
     if array.size % 1024 or array.size == 0:
         raise UserError(f"{npy}: shape {list(array.shape)} is not N×32×32 pixels")
+    images = np.asarray(array, dtype=np.float32).reshape(-1, 32, 32, 1)
+    check_pixel_values(images, str(npy))
     if invert:
-        array = 1.0 - array
-    return signature or PREDICT_IMAGES, IMAGES_INPUT, array.reshape(-1, 32, 32, 1)
+        images = 1.0 - images
+    return signature or PREDICT_IMAGES, IMAGES_INPUT, images
 
 
 def _rest_instances(value: object) -> list:
@@ -203,6 +208,23 @@ def _rest_instances(value: object) -> list:
     if value.dtype == object:  # type: ignore[attr-defined]
         return [{"b64": base64.b64encode(row).decode()} for row in value]  # type: ignore[attr-defined]
     return value.tolist()  # type: ignore[attr-defined]
+
+
+def _check_classifier(model: str, signature: str, outputs: Collection[str]) -> None:
+    """Refuse an answer without class probabilities (an encoder's codes, say), naming what
+    the signature answered instead."""
+    if PROBABILITIES_KEY not in outputs:
+        raise UserError(
+            f"model {model}'s {signature} answers {', '.join(sorted(outputs))}, not "
+            f"'{PROBABILITIES_KEY}': 'tfsp predict' prints a classifier's classes; pull an "
+            "encoder's codes with 'tfsp features'"
+        )
+
+
+def _rest_output_names(rows: list) -> list[str]:
+    """The outputs a REST Predict answered: TF Serving's row format names them only when
+    there are several."""
+    return sorted(rows[0]) if rows and isinstance(rows[0], dict) else ["one unnamed output"]
 
 
 def predict_images(
@@ -219,14 +241,17 @@ def predict_images(
             reply = client.predict(
                 target.model, instances=_rest_instances(value), signature=signature, **which
             )
-            probabilities = [row["probabilities"] for row in reply["predictions"]]
+            rows = reply["predictions"]
+            _check_classifier(target.model, signature, _rest_output_names(rows))
+            probabilities = [row[PROBABILITIES_KEY] for row in rows]
             answered, via = target.describe(), f"REST {client.address}"
         else:
             with ServingClient(target.server, timeout=target.timeout) as client:
                 spec, outputs = client.predict(
                     target.model, {input_name: value}, signature=signature, **which
                 )
-            probabilities = outputs["probabilities"].tolist()
+            _check_classifier(target.model, signature, outputs)
+            probabilities = outputs[PROBABILITIES_KEY].tolist()
             answered, via = target.describe(spec.version.value), f"gRPC {client.address}"
     except ClientError as exc:
         raise UserError(str(exc)) from None

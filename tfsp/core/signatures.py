@@ -17,6 +17,9 @@ IMAGES_INPUT = "images"
 PREDICT_IMAGE_BYTES = "predict_image_bytes"
 IMAGE_BYTES_INPUT = "image_bytes"
 
+# A classifier's answer on predict_images: one probability per class (with `class_ids`).
+PROBABILITIES_KEY = "probabilities"
+
 # The transfer family's label, derived from the digit by the model's own signature.
 TRANSFORMED_LABELS = "transformed_labels"
 TASK_LABEL_KEY = "task_label"
