@@ -14,6 +14,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfsp.serving.config import is_relative_path
+
 # Where the cluster mounts the model store; the compiled specs' --serving-root default.
 DEFAULT_ROOT = "/models"
 
@@ -31,10 +33,21 @@ def model_base_path(root: str, model: str) -> str:
     return posixpath.join(root, model)
 
 
+def check_root(root: str) -> None:
+    """ValueError for a root TF Serving would refuse every model under: a relative path
+    (ServerCore's ValidateModelConfigList wants an absolute path or a URI)."""
+    if is_relative_path(root):
+        raise ValueError(
+            f"{root!r} is a relative path; TF Serving takes only an absolute path or a URI "
+            "as a model's base path"
+        )
+
+
 def build_models_config(
     root: str, models: Sequence[str]
 ) -> model_server_config_pb2.ModelServerConfig:
-    """A ModelServerConfig serving `models` from `root`."""
+    """A ModelServerConfig serving `models` from `root` (an absolute path or a URI)."""
+    check_root(root)
     names = list(models)
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -67,6 +67,13 @@ def test_object_store_roots_and_duplicate_names():
         build_models_config("/models", ["cnn", "cnn"])
 
 
+@pytest.mark.parametrize("root", ["models", "./models", "", "gs:/bucket"])
+def test_a_relative_root_is_refused_as_tf_serving_would_refuse_it(root):
+    # ValidateModelConfigList refuses every model under it, and the server stops at startup
+    with pytest.raises(ValueError, match="is a relative path; TF Serving takes only an absolute"):
+        build_models_config(root, ["cnn"])
+
+
 @pytest.mark.integration
 def test_cli_writes_the_same_config(tmp_path):
     out = tmp_path / "models.config"
@@ -75,6 +82,12 @@ def test_cli_writes_the_same_config(tmp_path):
     assert out.read_text() == render_models_config("/srv/models", served_model_names())
     printed = run_tfsp("deploy", "models-config")
     assert printed.returncode == 0 and printed.stdout == COMMITTED.read_text()
+    relative = run_tfsp("deploy", "models-config", "--root", "models", "--output", str(out))
+    assert relative.returncode == 2  # a flag error
+    assert relative.stderr.strip().splitlines()[-1] == (
+        "error: --root: 'models' is a relative path; TF Serving takes only an absolute path or "
+        "a URI as a model's base path"
+    )
 
 
 @pytest.mark.integration

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from tfsp.cli.common import command
+from tfsp.core.errors import UsageError
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -18,7 +19,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "model the registered families push, base path <root>/<model>.",
     )
     parser.add_argument(
-        "--root", default="/models", help="model store as TF Serving sees it (%(default)s)"
+        "--root",
+        default="/models",
+        help="model store as TF Serving sees it: an absolute path or a URI (%(default)s)",
     )
     parser.add_argument("--output", type=Path, help="file to write (default: stdout)")
     parser.add_argument(
@@ -33,9 +36,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def models_config(root: str, output: Path | None, pushed_only: bool) -> int:
     """`tfsp deploy models-config`: print or write models.config for every served model
     (with `pushed_only`, every one that has a version under `root`)."""
-    from tfsp.pipelines.model_config import render_models_config, write_models_config
+    from tfsp.pipelines.model_config import check_root, render_models_config, write_models_config
     from tfsp.trainers.registry import served_model_names
 
+    try:
+        check_root(root)
+    except ValueError as exc:
+        raise UsageError(f"--root: {exc}") from None
     models = served_model_names()
     if pushed_only:
         models = _pushed(root, models)
