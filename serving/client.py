@@ -56,6 +56,34 @@ def rest_address(explicit: str | None = None) -> str:
     return explicit or os.environ.get("TFSP_REST_SERVER") or DEFAULT_REST_SERVER
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """(host, port) of `host:port` (an IPv6 host in brackets; the host may be empty);
+    ValueError if the port is missing or outside 1-65535."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+# gRPC's resolvers (naming's URI schemes); a target without one is host:port.
+_GRPC_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
+
+
+def check_grpc_target(target: str) -> None:
+    """ValueError for a target gRPC would misread: a bare host (gRPC dials port 443), a port
+    outside 1-65535 (gRPC wraps it round), an empty host, or an http:// URL."""
+    if target.startswith(_GRPC_SCHEMES):
+        return
+    if "://" in target:
+        raise ValueError(
+            f"{target!r}: gRPC takes host:port or dns:///name:port, not a "
+            f"{target.split('://', 1)[0]}:// URL"
+        )
+    host, _ = split_host_port(target)
+    if not host:
+        raise ValueError(f"{target!r} names no host")
+
+
 class ClientError(Exception):
     """A failed call: `code` is the gRPC status name (e.g. NOT_FOUND), or HTTP status."""
 
@@ -88,7 +116,9 @@ class ServingClient:
         timeout: float = 30.0,
         max_message_bytes: int = 2**31 - 1,
     ) -> None:
+        """ValueError if the address is not a gRPC target (see check_grpc_target)."""
         self.address = server_address(address)
+        check_grpc_target(self.address)
         self.timeout = timeout
         self._channel = grpc.insecure_channel(
             self.address,
@@ -243,10 +273,8 @@ class RestClient:
         """ValueError if the address is not host:port (an IPv6 host in brackets)."""
         self.address = rest_address(address)
         self.timeout = timeout
-        host, _, port = self.address.rpartition(":")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{self.address!r} is not host:port")
-        self._host, self._port = host.removeprefix("[").removesuffix("]") or "localhost", int(port)
+        host, self._port = split_host_port(self.address)
+        self._host = host or "localhost"
 
     def request(self, method: str, path: str, body: bytes | str | None = None) -> tuple[int, dict]:
         """One request; returns (HTTP status, decoded JSON body)."""

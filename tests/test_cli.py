@@ -51,6 +51,9 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("experiment", "rnn-claims", "--seq-len", "1"), "argument --seq-len"),
         (("status", "--model", "cnn", "--timeout=inf"), "expected a finite number"),
         (("status", "--model", "cnn", "--rest", "--rest-server", "http://x"), "--rest-server"),
+        # gRPC would dial port 443 for a bare host
+        (("status", "--model", "cnn", "--server", "localhost"), "--server: 'localhost' is not"),
+        (("features", "--input", "x.npy", "--output", "y.npy", "--server", "h:0"), "--server"),
         # combinations argparse cannot see, refused by the command before any work
         (("data", "prepare", "--images-dir", "d", "--printed-per-font", "2"), "default source"),
         (("predict", "--model", "cnn", "--image", "x.png", "--invert"), "--invert applies"),

@@ -12,8 +12,13 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tfsp.core import argtypes
+from tfsp.core.errors import UsageError
+
+if TYPE_CHECKING:  # the client module imports grpc
+    from tfsp.serving.client import ServingClient
 
 Handler = Callable[..., int]
 Derive = Callable[[argparse.Namespace], object]
@@ -24,6 +29,17 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def grpc_client(server: str | None, timeout: float) -> "ServingClient":
+    """The gRPC client for `server` (else $TFSP_SERVER); a target gRPC would misread is a
+    flag error."""
+    from tfsp.serving.client import ServingClient
+
+    try:
+        return ServingClient(server, timeout=timeout)
+    except ValueError as exc:
+        raise UsageError(f"{'--server' if server else '$TFSP_SERVER'}: {exc}") from None
 
 
 def command(parser: argparse.ArgumentParser, handler: Handler, **derived: Derive) -> None:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfsp.cli.common import add_beam_flag, beam_args, command, from_flags
+from tfsp.cli.common import add_beam_flag, beam_args, command, from_flags, grpc_client
 from tfsp.core import argtypes
 from tfsp.core.errors import UsageError
 
@@ -186,15 +186,14 @@ def pull_command(request: PullRequest) -> int:
         return _encode_with_beam(request)
     if request.format != "parquet" or request.beam_args:
         raise UsageError("--format and --beam-arg apply with --saved-model only")
-    from tfsp.serving.client import ServingClient
     from tfsp.serving.feature_sources import open_source
     from tfsp.serving.feature_store import check_output
     from tfsp.serving.features import pull_features
 
     _keep_request_buffers_in_the_heap()
-    check_output(request.output)
-    source = open_source(Path(request.input))
-    with ServingClient(request.server, timeout=request.timeout) as client:
+    with grpc_client(request.server, request.timeout) as client:  # flag errors first
+        check_output(request.output)
+        source = open_source(Path(request.input))
         result = pull_features(
             source,
             request.output,

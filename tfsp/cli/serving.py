@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tfsp.cli.common import command, from_flags
+from tfsp.cli.common import command, from_flags, grpc_client
 from tfsp.core import argtypes
 from tfsp.core.errors import UsageError, UserError, one_line
 from tfsp.core.signatures import (
@@ -47,13 +47,13 @@ class Target:
     def ask(self, method: str) -> tuple[bool, object]:
         """Call the clients' `method` (status, metadata) for the target: (whether it went
         over REST, the reply: a JSON dict over REST, what the gRPC client returns else)."""
-        from tfsp.serving.client import ClientError, ServingClient
+        from tfsp.serving.client import ClientError
 
         which = {"version": self.version, "label": self.label}
         try:
             if self.rest:
                 return True, getattr(self.rest_client(), method)(self.model, **which)
-            with ServingClient(self.server, timeout=self.timeout) as client:
+            with grpc_client(self.server, self.timeout) as client:
                 return False, getattr(client, method)(self.model, **which)
         except ClientError as exc:
             raise UserError(str(exc)) from None
@@ -232,7 +232,7 @@ def predict_images(
 ) -> int:
     """`tfsp predict`: send an image file or a .npy array; print each image's class."""
     signature, input_name, value = _load_inputs(image, npy, invert, signature)
-    from tfsp.serving.client import ClientError, ServingClient
+    from tfsp.serving.client import ClientError
 
     which = {"version": target.version, "label": target.label}
     try:
@@ -246,7 +246,7 @@ def predict_images(
             probabilities = [row[PROBABILITIES_KEY] for row in rows]
             answered, via = target.describe(), f"REST {client.address}"
         else:
-            with ServingClient(target.server, timeout=target.timeout) as client:
+            with grpc_client(target.server, target.timeout) as client:
                 spec, outputs = client.predict(
                     target.model, {input_name: value}, signature=signature, **which
                 )
