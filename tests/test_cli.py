@@ -59,6 +59,36 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("predict", "--model", "cnn", "--image", "x.png", "--invert"), "--invert applies"),
         (("experiment", "rnn-claims", "--cells", "transformer"), "--cells takes names"),
         (("experiment", "rnn-claims", "--tbptt", "5:2"), "--tbptt pairs need"),
+        # another family's options: its Trainer never runs, so they would be ignored
+        (
+            (
+                "pipeline",
+                "compile",
+                "--family",
+                "cnn",
+                "--cell",
+                "gru",
+                "--image",
+                "i",
+                "--output",
+                "x.yaml",
+            ),
+            "error: --cell applies to family rnn, which --family cnn does not train",
+        ),
+        (
+            (
+                "pipeline",
+                "run",
+                "--family",
+                "transfer",
+                "--conv-stride",
+                "2",
+                "--pooling",
+                "average",
+            ),
+            "error: --conv-stride, --pooling apply to family cnn, which --family transfer does "
+            "not train",
+        ),  # fmt: skip
         (
             ("pipeline", "compile", "--family", "all", "--image", "i", "--output", "x.yaml"),
             "--output-dir",

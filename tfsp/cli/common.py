@@ -202,6 +202,22 @@ def custom_config(args: argparse.Namespace) -> dict:
     return config
 
 
+def check_options_apply(config: dict, families: list[str]) -> None:
+    """UsageError if `config` (custom_config's shape) sets an option of a family not among
+    `families`: its Trainer never runs, so the flag would be silently ignored."""
+    from tfsp.core.family import flag_fields, flag_name
+    from tfsp.trainers.registry import FAMILIES
+
+    for name, options in config.items():
+        if name in families:
+            continue
+        flags = [flag_name(o) for o in flag_fields(FAMILIES[name].options) if o.name in options]
+        raise UsageError(
+            f"{', '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} to family "
+            f"{name}, which --family {', '.join(families)} does not train"
+        )
+
+
 @dataclass(frozen=True)
 class TrainingRequest:
     """What the training flags ask of a run; None means the family's default."""

@@ -17,6 +17,7 @@ from tfsp.cli.common import (
     add_home,
     add_training_flags,
     add_verbose,
+    check_options_apply,
     command,
     custom_config,
     family_names,
@@ -272,6 +273,7 @@ def run_pipelines(
     from tfsp.trainers.registry import run_order
 
     names = run_order() if family == "all" else [family]
+    check_options_apply(training.custom_config, names)
     return 0 if run_families(names, home, data_dir, training, verbose) is not None else 1
 
 
@@ -302,6 +304,7 @@ def compile_pipelines(
         families = list(FAMILIES.values())
     else:
         families = [get_family(family)]
+    check_options_apply(custom_config, [f.name for f in families])
     quiet_frameworks()
     from tfsp.pipelines.kubeflow_runner import TARGET_SUFFIXES, cluster_options, compile_family
 
