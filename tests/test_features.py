@@ -98,6 +98,22 @@ def test_npy_to_npy_keeps_row_order(server, images, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_an_existing_output_is_replaced_only_with_overwrite(server, images, tmp_path):
+    src, out = tmp_path / "in.npy", tmp_path / "codes.npy"
+    np.save(src, images[:20])
+    out.write_bytes(b"a finished pull")
+    pull = ("--model", "enc", "--input", str(src), "--output", str(out))
+    refused = _features(*pull, server_address=server.address)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: output {out} exists; pass --overwrite to replace it"
+    )
+    assert out.read_bytes() == b"a finished pull"
+    replaced = _features(*pull, "--overwrite", server_address=server.address)
+    assert replaced.returncode == 0, replaced.stderr
+    np.testing.assert_allclose(np.load(out), _quadrant_means(images[:20]), atol=1e-6)
+
+
 def test_tfrecords_to_parquet_with_ids(server, images, tmp_path):
     records = tmp_path / "split" / "data.tfrecord"
     records.parent.mkdir()

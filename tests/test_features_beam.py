@@ -264,6 +264,9 @@ def test_server_and_saved_model_are_exclusive_and_beam_flags_need_saved_model(tm
     )
     assert beam_only.returncode == 2
     assert "--format and --beam-arg apply with --saved-model only" in beam_only.stderr
+    grpc_only = _features("--saved-model", "m", "--input", "x", "--output", "y", "--overwrite")
+    assert grpc_only.returncode == 2
+    assert "--overwrite applies to a pull over gRPC" in grpc_only.stderr
 
 
 def test_help_explains_the_beam_path():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tfsp.cli.common import add_beam_flag, beam_args, command, from_flags, grpc_client
 from tfsp.core import argtypes
-from tfsp.core.errors import UsageError
+from tfsp.core.errors import UsageError, UserError
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -83,6 +83,12 @@ def _add_request_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=argtypes.positive_float, default=30.0, help="seconds per request (30)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output file (without it, one is refused, so a finished "
+        "pull is never replaced by accident)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -119,6 +125,7 @@ class PullRequest:
     retries: int
     timeout: float
     progress: bool
+    overwrite: bool
     format: str
     beam_args: tuple[str, ...] | None
 
@@ -183,6 +190,9 @@ def pull_command(request: PullRequest) -> int:
 
     quiet_frameworks()
     if request.saved_model is not None:
+        if request.overwrite:
+            raise UsageError("--overwrite applies to a pull over gRPC: --saved-model writes a "
+                             "new folder")  # fmt: skip
         return _encode_with_beam(request)
     if request.format != "parquet" or request.beam_args:
         raise UsageError("--format and --beam-arg apply with --saved-model only")
@@ -193,6 +203,8 @@ def pull_command(request: PullRequest) -> int:
     _keep_request_buffers_in_the_heap()
     with grpc_client(request.server, request.timeout) as client:  # flag errors first
         check_output(request.output)
+        if request.output.exists() and not request.overwrite:
+            raise UserError(f"output {request.output} exists; pass --overwrite to replace it")
         source = open_source(Path(request.input))
         result = pull_features(
             source,
