@@ -45,6 +45,11 @@ def test_pipeline_run_help_documents_the_training_flags():
             "argument --min-accuracy",
         ),
         (("pipeline", "compile", "--family", "cnn"), "--image"),
+        # TFX would compile in its own default image instead
+        (
+            ("pipeline", "compile", "--family", "cnn", "--image", "", "--output", "x.yaml"),
+            "argument --image: must be a container image reference, got ''",
+        ),
         (("data", "prepare", "--fractions", "0.5,0.5"), "argument --fractions"),
         (("serve-everything",), "invalid choice"),
         (("data", "prepare", "--fractions", "1,0,0"), "every split needs a share above 0"),

@@ -74,7 +74,12 @@ def _add_compile(commands: argparse._SubParsersAction) -> None:
         "parameters.",
     )
     add_family_flag(parser, f"model family ({family_names()}), or 'all'", all_too=True)
-    parser.add_argument("--image", required=True, help="container image every step runs")
+    parser.add_argument(
+        "--image",
+        required=True,
+        type=argtypes.container_image,
+        help="container image every step runs",
+    )
     parser.add_argument(
         "--target",
         choices=("oss", "vertex"),

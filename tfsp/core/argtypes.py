@@ -58,6 +58,14 @@ def port(text: str) -> int:
     return value
 
 
+def container_image(text: str) -> str:
+    """A container image reference: not empty, no whitespace. An empty one would be taken
+    for "none given", and TFX's runners then fall back to their own default image."""
+    if not text or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"must be a container image reference, got {text!r}")
+    return text
+
+
 def fraction(text: str) -> float:
     """A number in [0, 1]."""
     value = non_negative_float(text)
