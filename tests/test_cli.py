@@ -64,6 +64,7 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("predict", "--model", "cnn", "--image", "x.png", "--invert"), "--invert applies"),
         (("experiment", "rnn-claims", "--cells", "transformer"), "--cells takes names"),
         (("experiment", "rnn-claims", "--tbptt", "5:2"), "--tbptt pairs need"),
+        (("experiment", "rnn-claims", "--tbptt", "10:500"), "--tbptt pairs need k2 <= 200"),
         # another family's options: its Trainer never runs, so they would be ignored
         (
             (

@@ -8,7 +8,7 @@ from pathlib import Path
 from tfsp.cli.common import command
 from tfsp.core import argtypes
 from tfsp.core.errors import UsageError, UserError
-from tfsp.trainers.rnn.family import EXPERIMENT_CELLS
+from tfsp.trainers.rnn.family import EXPERIMENT_CELLS, TBPTT_SEQ_LEN
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -49,13 +49,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tbptt",
         default="20:20,10:40",
-        help="k1:k2 pairs for the TBPTT regression, comma-separated (%(default)s)",
+        help=f"k1:k2 pairs (1 <= k1 <= k2 <= {TBPTT_SEQ_LEN}) for the TBPTT regression, "
+        "comma-separated (%(default)s)",
     )
     parser.add_argument(
         "--tbptt-batches",
         type=argtypes.positive_int,
         default=30,
-        help="batches of 32 fresh sin→cos sequences (200 steps) each TBPTT run trains on "
+        help=f"batches of 32 fresh sin→cos sequences ({TBPTT_SEQ_LEN} steps) each TBPTT run "
+        "trains on "
         "(%(default)s)",
     )
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
@@ -76,6 +78,11 @@ def _tbptt_pairs(text: str) -> tuple[tuple[int, int], ...]:
         raise UsageError(f"--tbptt takes k1:k2 pairs, got {text!r}") from None
     if any(len(p) != 2 or not 1 <= p[0] <= p[1] for p in pairs):
         raise UsageError(f"--tbptt pairs need 1 <= k1 <= k2, got {text!r}")
+    if any(p[1] > TBPTT_SEQ_LEN for p in pairs):
+        # a longer window is the whole sequence: full BPTT under a TBPTT label
+        raise UsageError(
+            f"--tbptt pairs need k2 <= {TBPTT_SEQ_LEN}, the sequences' length; got {text!r}"
+        )
     return pairs  # type: ignore[return-value]
 
 

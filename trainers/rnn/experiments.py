@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfsp.trainers.rnn.family import EXPERIMENT_CELLS
+from tfsp.trainers.rnn.family import EXPERIMENT_CELLS, TBPTT_SEQ_LEN
 from tfsp.trainers.rnn.model import recurrent_layer
 
 TRIVIAL_ADDING_MSE = 2 / 12  # Var(U + U') for two independent U(0, 1): predicting 1.0
@@ -314,7 +314,7 @@ def train_tbptt(
     *,
     k1: int = 10,
     k2: int = 20,
-    seq_len: int = 200,
+    seq_len: int = TBPTT_SEQ_LEN,
     batches: int = 30,
     batch_size: int = 32,
     units: int = 32,

@@ -8,6 +8,8 @@ from tfsp.core.features import NUM_CLASSES
 CELLS = ("simple", "jordan", "lstm", "gru")
 # The experiment (`tfsp experiment rnn-claims`) also runs a SimpleRNN with ReLU.
 EXPERIMENT_CELLS = (*CELLS, "simple-relu")
+# Steps of each sin→cos sequence the experiment's truncated-BPTT runs train on.
+TBPTT_SEQ_LEN = 200
 
 
 @dataclass(frozen=True)
