@@ -65,6 +65,8 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("experiment", "rnn-claims", "--cells", "transformer"), "--cells takes names"),
         (("experiment", "rnn-claims", "--tbptt", "5:2"), "--tbptt pairs need"),
         (("experiment", "rnn-claims", "--tbptt", "10:500"), "--tbptt pairs need k2 <= 200"),
+        (("experiment", "rnn-claims", "--seeds", "0,x"), "--seeds takes comma-separated whole"),
+        (("experiment", "rnn-claims", "--seeds", "1,1"), "--seeds needs distinct seeds >= 0"),
         # another family's options: its Trainer never runs, so they would be ignored
         (
             (

@@ -10,10 +10,14 @@ from tfsp.core.errors import UserError
 from tfsp.core.family import options_from_config
 from tfsp.trainers.common import compile_classifier
 from tfsp.trainers.rnn.experiments import (
+    LOSS_WINDOW,
     TRIVIAL_ADDING_MSE,
     TruncatedBPTT,
+    _claims,
+    _median_or_none,
     adding_problem,
     format_report,
+    sequence_regressor,
     tbptt_schedule,
     train_adding,
     train_tbptt,
@@ -56,6 +60,18 @@ def test_lstm_forget_gate_bias_starts_at_one():
     # Keras orders the gates input, forget, cell, output.
     np.testing.assert_array_equal(bias[5:10], np.ones(5))
     np.testing.assert_array_equal(bias[:5], np.zeros(5))
+
+
+def test_the_experiment_lstm_bias0_differs_from_the_served_lstm_in_its_forget_bias_only():
+    served, ablated = sequence_regressor("lstm", 5), sequence_regressor("lstm-bias0", 5)
+    for model in (served, ablated):
+        model.build((None, 7, 2))
+    biases = [m.layers[0].cell.bias.numpy() for m in (served, ablated)]
+    np.testing.assert_array_equal(biases[0][5:10], np.ones(5))
+    np.testing.assert_array_equal(biases[1][5:10], np.zeros(5))
+    for bias in biases:  # input, cell and output gates start at 0 in both
+        np.testing.assert_array_equal(np.delete(bias, np.s_[5:10]), np.zeros(15))
+    assert [w.shape for w in served.weights] == [w.shape for w in ablated.weights]
 
 
 def test_jordan_cell_feeds_back_the_previous_output():
@@ -134,6 +150,48 @@ def test_adding_training_logs_raw_gradient_norms():
         },
     }
     assert "gru" in format_report(report)
+
+
+def test_learned_at_is_the_first_step_whose_recent_losses_are_below_the_bound():
+    # T = 2 is easy: the sum of both steps' values; a GRU learns it in a few dozen steps
+    easy = dict(seq_len=2, batch_size=32, units=8, learning_rate=1e-2, test_size=64)
+    result = train_adding("gru", steps=400, **easy)
+    assert result.learned and LOSS_WINDOW <= result.learned_at < 400
+    assert train_adding("gru", steps=LOSS_WINDOW - 1, **easy).learned_at is None  # too few
+
+
+def _row(cell: str, seed: int, learned_at: int | None, mse: float, clip: float = 1.0) -> dict:
+    learned = learned_at is not None
+    return {"cell": cell, "clip_norm": clip, "seed": seed, "test_mse": mse, "learned": learned,
+            "learned_at": learned_at, "max_grad_norm": 2.0}  # fmt: skip
+
+
+def test_claims_hold_only_if_they_hold_for_every_seed():
+    rows = [
+        _row("lstm", 0, 900, 0.01), _row("lstm", 1, 1500, 0.02), _row("lstm", 2, None, 0.1),
+        _row("lstm-bias0", 0, 2500, 0.03), _row("lstm-bias0", 1, None, 0.16),
+        _row("lstm-bias0", 2, None, 0.17), _row("lstm", 0, None, 0.16, clip=0.0),
+    ]  # fmt: skip
+    claims = _claims(rows)
+    assert claims["lstm_and_gru_learn"] is False  # seed 2 did not
+    assert claims["simple_rnn_does_not"] is None  # not run
+    assert claims["explodes_without_clipping"] == 2.0
+    assert claims["forget_bias"] == {
+        "bias 1": {"learned": 2, "runs": 3, "median_learned_at": 1500.0, "median_test_mse": 0.02},
+        "bias 0": {"learned": 1, "runs": 3, "median_learned_at": None, "median_test_mse": 0.16},
+    }
+    assert "bias 0: learned in 1/3, median learned at never" in format_report(
+        {"seq_len": 100, "steps": 3000, "trivial_mse": TRIVIAL_ADDING_MSE, "learned_below": 0.04,
+         "adding": [{**r, "diverged": False, "final_grad_norm": 1.0, "seconds": 1.0}
+                    for r in rows], "tbptt": [], "claims": claims}
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "steps, median", [([100, None, 300], 300.0), ([None, None, 5], None), ([10], 10.0)]
+)
+def test_a_run_that_never_learned_counts_as_the_latest(steps, median):
+    assert _median_or_none(steps) == median
 
 
 def test_the_logged_gradient_norm_is_taken_before_clipping():

@@ -8,7 +8,7 @@ from pathlib import Path
 from tfsp.cli.common import command
 from tfsp.core import argtypes
 from tfsp.core.errors import UsageError, UserError
-from tfsp.trainers.rnn.family import EXPERIMENT_CELLS, TBPTT_SEQ_LEN
+from tfsp.trainers.rnn.family import CLIPPING, EXPERIMENT_CELLS, TBPTT_SEQ_LEN
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -20,8 +20,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "rnn-claims",
         help="adding problem (LSTM/GRU learn it, SimpleRNN not), gradient norms, TBPTT",
         description="Train each cell on the adding problem with clipping off and on, and "
-        "print the test MSE against the trivial baseline (always 1.0, MSE 0.167) and the "
-        "largest raw gradient norm; then the sin→cos regression trained with truncated BPTT.",
+        "print the test MSE against the trivial baseline (always 1.0, MSE 0.167), the step it "
+        "learned at and the largest raw gradient norm; then the sin→cos regression trained "
+        "with truncated BPTT. With both lstm and lstm-bias0 it also compares the LSTM's "
+        "forget-gate bias (1, the served cell's, against 0).",
     )
     parser.add_argument(
         "--seq-len",
@@ -47,6 +49,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="the 'on' threshold (%(default)s)",
     )
     parser.add_argument(
+        "--clipping",
+        choices=CLIPPING,
+        default="both",
+        help="adding-problem runs with clipping off and on, or only one of them (%(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default="0",
+        help="comma-separated seeds: every adding-problem run is repeated with each, and a "
+        "cell counts as learning only if it learns with all of them; TBPTT uses the first "
+        "(%(default)s)",
+    )
+    parser.add_argument(
         "--tbptt",
         default="20:20,10:40",
         help=f"k1:k2 pairs (1 <= k1 <= k2 <= {TBPTT_SEQ_LEN}) for the TBPTT regression, "
@@ -57,8 +72,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=argtypes.positive_int,
         default=30,
         help=f"batches of 32 fresh sin→cos sequences ({TBPTT_SEQ_LEN} steps) each TBPTT run "
-        "trains on "
-        "(%(default)s)",
+        "trains on (%(default)s)",
     )
     parser.add_argument("--output", type=Path, help="also write the results as JSON")
     command(parser, rnn_claims)
@@ -86,17 +100,29 @@ def _tbptt_pairs(text: str) -> tuple[tuple[int, int], ...]:
     return pairs  # type: ignore[return-value]
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise UsageError(f"--seeds takes comma-separated whole numbers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds needs distinct seeds >= 0, got {text!r}")
+    return seeds
+
+
 def rnn_claims(
     seq_len: int,
     steps: int,
     cells: str,
     clip_norm: float,
+    clipping: str,
+    seeds: str,
     tbptt: str,
     tbptt_batches: int,
     output: Path | None,
 ) -> int:
     """`tfsp experiment rnn-claims`: train, measure and print the table (and JSON)."""
-    chosen, pairs = _cells(cells), _tbptt_pairs(tbptt)
+    chosen, pairs, seed_list = _cells(cells), _tbptt_pairs(tbptt), _seeds(seeds)
     if output is not None and (output.is_dir() or not output.parent.is_dir()):
         # checked now, not after the hours of training the defaults take
         raise UserError(f"--output {output}: not a file in an existing folder")
@@ -111,8 +137,10 @@ def rnn_claims(
         seq_len=seq_len,
         steps=steps,
         clip_norm=clip_norm,
+        clipping=clipping,
         tbptt=pairs,
         tbptt_batches=tbptt_batches,
+        seeds=seed_list,
         progress=lambda message: print(f"==> {message}", file=sys.stderr, flush=True),
     )
     print(format_report(report))

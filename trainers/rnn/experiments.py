@@ -11,6 +11,9 @@
    sequence is fed window by window through an RNN whose state is carried from one window to
    the next (a stateful RNN) and reset between sequences; every k1 steps the loss of those k1
    steps is back-propagated k2 steps (k1 ≤ k2).
+4. The LSTM's forget-gate bias ("give the forget gate a large bias"): on the adding problem,
+   the served cell (bias 1) against the same cell with bias 0 (`lstm-bias0`), over several
+   seeds: how many learned it, and how soon (the step the training loss fell below the bound).
 """
 
 import time
@@ -21,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfsp.trainers.rnn.family import EXPERIMENT_CELLS, TBPTT_SEQ_LEN
+from tfsp.trainers.rnn.family import CLIPPING, EXPERIMENT_CELLS, TBPTT_SEQ_LEN
 from tfsp.trainers.rnn.model import recurrent_layer
 
 TRIVIAL_ADDING_MSE = 2 / 12  # Var(U + U') for two independent U(0, 1): predicting 1.0
@@ -50,18 +53,28 @@ class AddingResult:
 
     cell: str
     clip_norm: float  # 0: clipping off
+    seed: int
     test_mse: float
     learned: bool
+    # The first step whose mean training loss over the last LOSS_WINDOW steps was below the
+    # "learned" bound: how soon it learned (None: never, within the steps given).
+    learned_at: int | None
     max_grad_norm: float  # the largest raw (pre-clipping) global gradient norm seen
     final_grad_norm: float
     diverged: bool  # the loss became NaN/inf
     seconds: float
 
 
+LOSS_WINDOW = 50  # training steps a learning curve point averages over
+
+
 def sequence_regressor(cell: str, units: int) -> keras.Model:
     """RNN over the whole sequence, then one linear output (the adding problem's sum)."""
     if cell == "simple-relu":
         recurrent = keras.layers.SimpleRNN(units, activation="relu")
+    elif cell == "lstm-bias0":
+        # the served LSTM but for one thing: its forget gate's bias starts at 0, not 1
+        recurrent = keras.layers.LSTM(units, unit_forget_bias=False)
     else:
         recurrent = recurrent_layer(cell, units)
     return keras.Sequential([recurrent, keras.layers.Dense(1)], name=f"adding_{cell}")
@@ -99,13 +112,18 @@ def train_adding(
 
     started = time.monotonic()
     max_norm, norm, diverged = 0.0, 0.0, False
-    for _ in range(steps):
+    bound, losses, learned_at = LEARNED_FRACTION * TRIVIAL_ADDING_MSE, [], None
+    for index in range(steps):
         loss, norm_t = step(*adding_problem(batch_size, seq_len, rng))
         norm = float(norm_t)
         if not np.isfinite(float(loss)) or not np.isfinite(norm):
             diverged = True
             break
         max_norm = max(max_norm, norm)
+        losses.append(float(loss))
+        recent = losses[-LOSS_WINDOW:]
+        if learned_at is None and len(recent) == LOSS_WINDOW and np.mean(recent) < bound:
+            learned_at = index + 1
     x_test, y_test = adding_problem(test_size, seq_len, np.random.default_rng(seed + 10_000))
     predictions = model.predict(x_test, batch_size=250, verbose=0)[:, 0]
     mse = float(np.mean((predictions - y_test) ** 2))
@@ -114,8 +132,10 @@ def train_adding(
     return AddingResult(
         cell=cell,
         clip_norm=clip_norm,
+        seed=seed,
         test_mse=mse,
-        learned=mse < LEARNED_FRACTION * TRIVIAL_ADDING_MSE,
+        learned=mse < bound,
+        learned_at=learned_at,
         max_grad_norm=max_norm,
         final_grad_norm=norm,
         diverged=diverged,
@@ -349,44 +369,82 @@ def rnn_claims(
     seq_len: int = 100,
     steps: int = 2000,
     clip_norm: float = 1.0,
+    clipping: str = "both",
     tbptt: tuple[tuple[int, int], ...] = ((20, 20), (10, 40)),
     tbptt_batches: int = 30,
-    seed: int = 0,
+    seeds: tuple[int, ...] = (0,),
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict:
-    """Run every configuration; returns the rows of both tables and the claims' verdicts."""
+    """Run every configuration (each adding-problem one once per seed; TBPTT with the first
+    seed); returns the rows of both tables and the claims' verdicts."""
     for cell in cells:
         if cell not in EXPERIMENT_CELLS:
             raise ValueError(f"cell must be one of {EXPERIMENT_CELLS}, got {cell!r}")
+    if clipping not in CLIPPING or not seeds:
+        raise ValueError(f"clipping must be one of {CLIPPING} and seeds not empty")
+    clips = {"both": (0.0, clip_norm), "on": (clip_norm,), "off": (0.0,)}[clipping]
     rows = []
-    for cell in cells:
-        for clip in (0.0, clip_norm):
-            progress(f"adding problem T={seq_len}: {cell}, clipping {'off' if not clip else clip}")
-            rows.append(
-                asdict(train_adding(cell, seq_len=seq_len, steps=steps, clip_norm=clip, seed=seed))
-            )
+    for seed in seeds:
+        for cell in cells:
+            for clip in clips:
+                progress(
+                    f"adding problem T={seq_len}: {cell}, clipping {clip or 'off'}, seed {seed}"
+                )
+                result = train_adding(cell, seq_len=seq_len, steps=steps, clip_norm=clip, seed=seed)
+                rows.append(asdict(result))
     tbptt_rows = []
     for k1, k2 in tbptt:
         progress(f"TBPTT sin→cos: lstm, k1={k1}, k2={k2}")
-        tbptt_rows.append(asdict(train_tbptt("lstm", k1=k1, k2=k2, batches=tbptt_batches)))
-    clipped = {r["cell"]: r for r in rows if r["clip_norm"] > 0}
-    unclipped = {r["cell"]: r for r in rows if r["clip_norm"] == 0}
-    gated = [c for c in ("lstm", "gru") if c in clipped]
+        tbptt_rows.append(
+            asdict(train_tbptt("lstm", k1=k1, k2=k2, batches=tbptt_batches, seed=seeds[0]))
+        )
     return {
         "seq_len": seq_len,
         "steps": steps,
+        "seeds": list(seeds),
         "trivial_mse": TRIVIAL_ADDING_MSE,
         "learned_below": LEARNED_FRACTION * TRIVIAL_ADDING_MSE,
         "adding": rows,
         "tbptt": tbptt_rows,
-        "claims": {
-            "lstm_and_gru_learn": bool(gated) and all(clipped[c]["learned"] for c in gated),
-            "simple_rnn_does_not": "simple" in clipped and not clipped["simple"]["learned"],
-            "explodes_without_clipping": max(
-                (r["max_grad_norm"] for r in unclipped.values()), default=0.0
-            ),
-        },
+        "claims": _claims(rows),
     }
+
+
+def _claims(rows: list[dict]) -> dict:
+    """The verdicts, over every seed: a cell "learns" only if it learned with each seed."""
+
+    def runs(cell: str, clipped: bool) -> list[dict]:
+        return [r for r in rows if r["cell"] == cell and (r["clip_norm"] > 0) == clipped]
+
+    gated = [r for c in ("lstm", "gru") for r in runs(c, True)]
+    simple = runs("simple", True)
+    claims = {  # None: the cells a claim is about were not run
+        "lstm_and_gru_learn": all(r["learned"] for r in gated) if gated else None,
+        "simple_rnn_does_not": not any(r["learned"] for r in simple) if simple else None,
+        "explodes_without_clipping": max(
+            (r["max_grad_norm"] for r in rows if r["clip_norm"] == 0), default=None
+        ),
+    }
+    biased, unbiased = runs("lstm", True), runs("lstm-bias0", True)
+    if biased and unbiased:  # the notes: give the forget gate a large bias
+        claims["forget_bias"] = {
+            label: {
+                "learned": sum(r["learned"] for r in group),
+                "runs": len(group),
+                "median_learned_at": _median_or_none([r["learned_at"] for r in group]),
+                "median_test_mse": float(np.median([r["test_mse"] for r in group])),
+            }
+            for label, group in (("bias 1", biased), ("bias 0", unbiased))
+        }
+    return claims
+
+
+def _median_or_none(steps: list[int | None]) -> float | None:
+    """The (lower) median step, a run that never learned counting as later than any that
+    did; None if that median run never learned."""
+    ordered = sorted(steps, key=lambda step: float("inf") if step is None else step)
+    middle = ordered[(len(ordered) - 1) // 2]
+    return None if middle is None else float(middle)
 
 
 def format_report(report: dict) -> str:
@@ -395,29 +453,45 @@ def format_report(report: dict) -> str:
         f"adding problem, T={report['seq_len']}, {report['steps']} steps; trivial baseline "
         f"(always 1.0) MSE {report['trivial_mse']:.3f}; learned = MSE < "
         f"{report['learned_below']:.3f}",
-        f"{'cell':<11} {'clip':>6} {'test MSE':>9} {'learned':>8} {'max |g|':>10} "
-        f"{'last |g|':>9} {'time':>7}",
+        f"{'cell':<11} {'clip':>6} {'seed':>4} {'test MSE':>9} {'learned':>8} {'at step':>8} "
+        f"{'max |g|':>10} {'last |g|':>9} {'time':>7}",
     ]
     for r in report["adding"]:
         clip = "off" if r["clip_norm"] == 0 else f"{r['clip_norm']:g}"
         learned = "diverged" if r["diverged"] else ("yes" if r["learned"] else "no")
+        at = "-" if r["learned_at"] is None else str(r["learned_at"])
         lines.append(
-            f"{r['cell']:<11} {clip:>6} {r['test_mse']:>9.4f} {learned:>8} "
-            f"{r['max_grad_norm']:>10.3g} {r['final_grad_norm']:>9.3g} {r['seconds']:>6.0f}s"
+            f"{r['cell']:<11} {clip:>6} {r['seed']:>4} {r['test_mse']:>9.4f} {learned:>8} "
+            f"{at:>8} {r['max_grad_norm']:>10.3g} {r['final_grad_norm']:>9.3g} "
+            f"{r['seconds']:>6.0f}s"
         )
-    lines.append("")
-    lines.append("TBPTT sin→cos regression (predicting 0 scores MSE 0.5)")
-    lines.append(f"{'cell':<11} {'k1':>4} {'k2':>4} {'updates':>8} {'test MSE':>9} {'time':>7}")
+    if report["tbptt"]:
+        lines.append("")
+        lines.append("TBPTT sin→cos regression (predicting 0 scores MSE 0.5)")
+        lines.append(f"{'cell':<11} {'k1':>4} {'k2':>4} {'updates':>8} {'test MSE':>9} {'time':>7}")
     for r in report["tbptt"]:
         lines.append(
             f"{r['cell']:<11} {r['k1']:>4} {r['k2']:>4} {r['updates']:>8} "
             f"{r['test_mse']:>9.4f} {r['seconds']:>6.0f}s"
         )
     claims = report["claims"]
+    verdict = {True: "yes", False: "NO", None: "not run"}
     lines.append("")
+    largest = claims["explodes_without_clipping"]
     lines.append(
-        f"claims: LSTM and GRU learn it: {'yes' if claims['lstm_and_gru_learn'] else 'NO'}; "
-        f"SimpleRNN does not: {'yes' if claims['simple_rnn_does_not'] else 'NO'}; "
-        f"largest gradient norm with clipping off: {claims['explodes_without_clipping']:.3g}"
+        f"claims: LSTM and GRU learn it: {verdict[claims['lstm_and_gru_learn']]}; "
+        f"SimpleRNN does not: {verdict[claims['simple_rnn_does_not']]}; "
+        "largest gradient norm with clipping off: "
+        + ("not run" if largest is None else f"{largest:.3g}")
     )
+    if "forget_bias" in claims:
+        parts = []
+        for label, seen in claims["forget_bias"].items():
+            at = seen["median_learned_at"]
+            parts.append(
+                f"{label}: learned in {seen['learned']}/{seen['runs']}, median learned at "
+                f"{'never' if at is None else f'step {at:.0f}'}, median test MSE "
+                f"{seen['median_test_mse']:.4f}"
+            )
+        lines.append(f"LSTM forget-gate bias (clipped): {'; '.join(parts)}")
     return "\n".join(lines)
