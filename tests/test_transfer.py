@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from tfx.types import standard_artifacts
 
+from tfsp.core.contract import Hyperparameters
 from tfsp.core.errors import UserError
 from tfsp.core.family import options_from_config
 from tfsp.core.signatures import TASK_LABEL_KEY, TRANSFORMED_LABELS
@@ -25,7 +26,7 @@ from tfsp.pipelines.model_store import (
 )
 from tfsp.trainers.cnn.model import build_lenet5
 from tfsp.trainers.registry import get_family
-from tfsp.trainers.transfer.family import FAMILY
+from tfsp.trainers.transfer.family import FAMILY, TransferConfig
 from tfsp.trainers.transfer.model import (
     BASE_LAYERS,
     CLASS_NAMES,
@@ -35,6 +36,7 @@ from tfsp.trainers.transfer.model import (
     load_base_weights,
     small_labelled_set,
     task_label,
+    train_model,
 )
 
 
@@ -144,6 +146,38 @@ def test_transferred_model_freezes_the_base_and_trains_a_new_head(pushed_cnn):
     scratch = build_transfer_model(None)
     assert all(layer.trainable for layer in scratch.layers)
     assert [w.shape for w in scratch.weights] == [w.shape for w in model.weights]
+
+
+@pytest.mark.parametrize("fine_tune_epochs", [0, 2])
+def test_the_base_stays_frozen_unless_fine_tuned_and_then_at_a_tenth_of_the_rate(
+    pushed_cnn, fine_tune_epochs
+):
+    root, _ = pushed_cnn
+    base = load_base_weights(str(root / "cnn" / "12"))
+    model = build_transfer_model(base)
+    rng = np.random.default_rng(0)
+    train = rng.random((32, 1024), dtype=np.float32), rng.integers(0, 2, 32)
+    head_before = model.get_layer("probs").kernel.numpy().copy()
+    record = train_model(
+        model,
+        train,
+        Hyperparameters(epochs=2, learning_rate=1e-2, batch_size=8),
+        TransferConfig(fine_tune_epochs=fine_tune_epochs),
+        transferred=True,
+    )
+    assert not np.array_equal(model.get_layer("probs").kernel.numpy(), head_before)
+    moved = [
+        not np.array_equal(model.get_layer(name).kernel.numpy(), base[name][0])
+        for name in BASE_LAYERS
+    ]
+    assert moved == [bool(fine_tune_epochs)] * len(BASE_LAYERS)
+    assert all(model.get_layer(name).trainable == bool(fine_tune_epochs) for name in BASE_LAYERS)
+    assert len(record["head"]["loss"]) == 2
+    if fine_tune_epochs:
+        assert len(record["fine_tune"]["loss"]) == fine_tune_epochs
+        assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    else:
+        assert "fine_tune" not in record
 
 
 def test_the_new_label_is_the_same_in_numpy_and_tensorflow():
