@@ -14,7 +14,12 @@ class TransferConfig(Options):
     fine_tune_epochs: int = option(
         0, "then unfreeze the base for N epochs at a 10x smaller rate", minimum=0
     )
-    seed: int = 0
+    seed: int = option(
+        0,
+        "seed of the small labelled set's draw and of both models' initialisation",
+        minimum=0,
+        flag="transfer-seed",
+    )
 
 
 # A new label set (is the digit 5-9?) over the same images: the label comes from the model's
