@@ -68,6 +68,18 @@ def test_built_shapes_follow_the_rules(padding, conv_stride, pooling):
     assert probs.shape == (2, 10)
 
 
+def test_without_pooling_the_convolutions_feed_the_dense_layers_at_full_size():
+    config = LeNetConfig(pooling="none")
+    model = build_lenet5(config)
+    assert not [layer for layer in model.layers if "pool" in layer.name]
+    assert config.feature_map_sizes() == [28, 28, 24, 24]
+    assert _spatial(model, "conv2") == (24, 24, 16)
+    # the cost the notes say pooling saves: dense1 sees 24×24×16 values instead of 5×5×16
+    assert model.get_layer("dense1").kernel.shape == (24 * 24 * 16, 120)
+    assert build_lenet5().get_layer("dense1").kernel.shape == (5 * 5 * 16, 120)
+    assert model(tf.zeros([2, 1024])).shape == (2, 10)
+
+
 def test_options_that_shrink_the_image_to_nothing_are_refused():
     with pytest.raises(UserError, match="shrink"):
         build_lenet5(LeNetConfig(conv_stride=4, kernel_size=5))

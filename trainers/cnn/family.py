@@ -15,7 +15,9 @@ from tfsp.core.family import Family, Options, option
 from tfsp.core.features import IMAGE_SIZE, NUM_CLASSES
 
 PADDINGS = ("valid", "same")
-POOLINGS = ("max", "average")
+# "none" is the notes' claim's control (pooling improves accuracy and saves computation):
+# the convolutions alone, their full-size maps flattened into the dense layers.
+POOLINGS = ("max", "average", "none")
 
 
 def output_size(size: int, kernel: int, stride: int, padding: str) -> int:
@@ -51,7 +53,8 @@ class LeNetConfig(Options):
         self.feature_map_sizes()
 
     def feature_map_sizes(self) -> list[int]:
-        """Spatial size after conv1, pool1, conv2, pool2; errors if the image vanishes."""
+        """Spatial size after conv1, pool1, conv2, pool2 (without pooling, a pool's size is
+        its convolution's); errors if the image vanishes."""
         if self.conv_padding not in PADDINGS:
             raise UserError(f"conv padding must be one of {PADDINGS}, got {self.conv_padding!r}")
         if self.pooling not in POOLINGS:
@@ -62,7 +65,8 @@ class LeNetConfig(Options):
         for _ in self.filters:
             size = output_size(size, self.kernel_size, self.conv_stride, self.conv_padding)
             sizes.append(size)
-            size = output_size(size, self.pool_size, self.pool_stride, "valid")
+            if self.pooling != "none":
+                size = output_size(size, self.pool_size, self.pool_stride, "valid")
             sizes.append(size)
         if min(sizes) < 1:
             raise UserError(f"these conv/pool options shrink the 32×32 input to nothing: {sizes}")

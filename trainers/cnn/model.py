@@ -20,9 +20,9 @@ if TYPE_CHECKING:  # annotations only: importing TFX takes ~4.5 s
 def build_lenet5(config: LeNetConfig | None = None) -> keras.Model:
     """LeNet-5 taking the flat `image` feature (1,024 floats) and returning class probabilities."""
     config = config or LeNetConfig()
-    pool_layer = (
-        keras.layers.MaxPooling2D if config.pooling == "max" else keras.layers.AveragePooling2D
-    )
+    pool_layer = {"max": keras.layers.MaxPooling2D, "average": keras.layers.AveragePooling2D}.get(
+        config.pooling
+    )  # None: no pooling
     inputs = keras.Input(shape=(IMAGE_PIXELS,), name=IMAGE_KEY)
     x = keras.layers.Reshape((IMAGE_SIZE, IMAGE_SIZE, 1), name="to_32x32x1")(inputs)
     for i, filters in enumerate(config.filters, start=1):
@@ -34,7 +34,8 @@ def build_lenet5(config: LeNetConfig | None = None) -> keras.Model:
             activation=config.activation,
             name=f"conv{i}",
         )(x)
-        x = pool_layer(config.pool_size, strides=config.pool_stride, name=f"pool{i}")(x)
+        if pool_layer is not None:
+            x = pool_layer(config.pool_size, strides=config.pool_stride, name=f"pool{i}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     for i, units in enumerate(config.dense_units, start=1):
         x = keras.layers.Dense(units, activation=config.activation, name=f"dense{i}")(x)
