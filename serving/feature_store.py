@@ -56,6 +56,12 @@ class FeatureStore:
         self._write_state()
         return 0
 
+    def discard_if_empty(self) -> None:
+        """Remove the checkpoint of a pull that stopped before committing a row: it holds
+        nothing to resume, and a hidden folder left behind would only puzzle."""
+        if self.rows_done == 0:
+            shutil.rmtree(self.partial, ignore_errors=True)
+
     def commit(self, ids: list, codes: np.ndarray) -> None:
         """Durably add the next rows (in order) to the checkpoint."""
         name = f"part-{self.rows_done:010d}.npz"

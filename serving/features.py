@@ -253,6 +253,7 @@ def pull_features(
         except BaseException:
             for _, future in pending:
                 future.cancel()
+            store.discard_if_empty()
             raise
         finally:
             bar.close()

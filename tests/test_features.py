@@ -258,7 +258,7 @@ def test_byte_pixels_are_refused_naming_the_row_and_nothing_is_written(server, t
     last = result.stderr.strip().splitlines()[-1]
     assert last.endswith("in.npy: row 0 holds 255, but pixels are numbers in [0, 1]; 0-255 "
                          "pixels? divide them by 255"), last  # fmt: skip
-    assert not out.exists()
+    assert not out.exists() and _leftovers(tmp_path) == []
 
 
 def test_predict_on_an_encoder_says_it_answers_codes(server, images, tmp_path):
