@@ -58,11 +58,18 @@ def rest_address(explicit: str | None = None) -> str:
 
 def split_host_port(address: str) -> tuple[str, int]:
     """(host, port) of `host:port` (an IPv6 host in brackets; the host may be empty);
-    ValueError if the port is missing or outside 1-65535."""
+    ValueError if the port is missing or outside 1-65535, or an IPv6 host is not bracketed
+    (gRPC would read `fe80::1:8500` as a host without a port)."""
     host, _, port = address.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isdecimal() or not 0 < int(port) < 65536:
         raise ValueError(f"{address!r} is not host:port")
-    return host.removeprefix("[").removesuffix("]"), int(port)
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1], int(port)
+    if ":" in host or "[" in host or "]" in host:
+        raise ValueError(
+            f"{address!r} is not host:port (an IPv6 host goes in brackets: [::1]:8500)"
+        )
+    return host, int(port)
 
 
 # gRPC's resolvers (naming's URI schemes); a target without one is host:port.

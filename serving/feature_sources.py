@@ -58,20 +58,27 @@ def _check_shape(shape: tuple[int, ...], where: str) -> None:
         )
 
 
+PIXEL_SLACK = 1e-6  # how far past [0, 1] a pixel may stray by float rounding
+
+
 def check_pixel_values(images: np.ndarray, where: str, row_ids: Sequence | None = None) -> None:
     """Refuse pixels no family was trained on: NaN, infinities, or values outside [0, 1]
     (0-255 bytes, most often). The server would answer them all the same, with confident
     nonsense, so the mistake is caught here, naming the first row that holds one (by its
     id in `row_ids`, else its index in `images`)."""
     flat = images.reshape(len(images), -1) if len(images) else images.reshape(0, 1)
-    outside = ~((flat >= 0) & (flat <= 1))  # NaN compares false both ways
+    # A float32 rounding step past either end (1.0000001) is a pixel still; NaN compares
+    # false both ways, so it is outside.
+    outside = ~((flat >= -PIXEL_SLACK) & (flat <= 1 + PIXEL_SLACK))
     if not outside.any():
         return
     row, column = (int(i) for i in np.argwhere(outside)[0])
     value = float(flat[row, column])
-    hint = "; 0-255 pixels? divide them by 255" if np.isfinite(value) and value > 1 else ""
+    hint = "; 0-255 pixels? divide them by 255" if np.isfinite(value) and value >= 2 else ""
     name = row_ids[row] if row_ids is not None else row
-    raise UserError(f"{where}: row {name} holds {value:g}, but pixels are numbers in [0, 1]{hint}")
+    raise UserError(
+        f"{where}: row {name} holds {value:.7g}, but pixels are numbers in [0, 1]{hint}"
+    )
 
 
 def _as_images(array: np.ndarray, where: str, first_row: int) -> np.ndarray:
@@ -141,7 +148,7 @@ class TFRecordSource(FeatureSource):
         files = sorted(path.glob("*.tfrecord")) if path.is_dir() else [path]
         if not files:
             raise UserError(f"{path} holds no .tfrecord files")
-        self._files = [str(f) for f in files]
+        self._files, self._path = [str(f) for f in files], path
         try:
             rows = sum(1 for _ in tf.data.TFRecordDataset(self._files))
         except tf.errors.OpError as exc:
@@ -157,7 +164,7 @@ class TFRecordSource(FeatureSource):
         try:
             for serialized in records:
                 images = tf.io.parse_example(serialized, spec)[IMAGE_KEY].numpy()
-                yield first, _as_images(images, "TFRecord input", first)
+                yield first, _as_images(images, str(self._path), first)
                 first += len(images)
         except tf.errors.OpError as exc:
             raise UserError(f"bad TFRecord near row {first}: {exc.message}") from exc

@@ -58,7 +58,10 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("status", "--model", "cnn", "--rest", "--rest-server", "http://x"), "--rest-server"),
         # gRPC would dial port 443 for a bare host
         (("status", "--model", "cnn", "--server", "localhost"), "--server: 'localhost' is not"),
-        (("features", "--input", "x.npy", "--output", "y.npy", "--server", "h:0"), "--server"),
+        (
+            ("features", "--input", "x.npy", "--output", "y.npy", "--server", "h:0"),
+            "error: --server: 'h:0' is not host:port",
+        ),
         # combinations argparse cannot see, refused by the command before any work
         (("data", "prepare", "--images-dir", "d", "--printed-per-font", "2"), "default source"),
         (("predict", "--model", "cnn", "--image", "x.png", "--invert"), "--invert applies"),
@@ -68,6 +71,10 @@ def test_pipeline_run_help_documents_the_training_flags():
         (("experiment", "rnn-claims", "--seeds", "0,x"), "--seeds takes comma-separated whole"),
         (("experiment", "rnn-claims", "--seeds", "1,1"), "--seeds needs distinct seeds >= 0"),
         # another family's options: its Trainer never runs, so they would be ignored
+        (
+            ("run", "--family", "cnn", "--cell", "gru"),
+            "error: --cell applies to family rnn, which --family cnn does not train",
+        ),
         (
             (
                 "pipeline",

@@ -59,6 +59,19 @@ def test_pixels_outside_zero_to_one_are_refused_naming_the_row(tmp_path, value, 
         _load_inputs(None, npy, False, None)
 
 
+def test_float_rounding_past_one_is_a_pixel_and_the_byte_hint_needs_a_byte_value(tmp_path):
+    images = np.zeros((2, 32, 32), np.float32)
+    images[0, 0, 0] = np.nextafter(np.float32(1), np.float32(2))  # 1.0000001
+    npy = tmp_path / "x.npy"
+    np.save(npy, images)
+    _load_inputs(None, npy, False, None)
+    images[1, 0, 0] = 1.5
+    np.save(npy, images)
+    with pytest.raises(UserError) as caught:
+        _load_inputs(None, npy, False, None)
+    assert str(caught.value).endswith("row 1 holds 1.5, but pixels are numbers in [0, 1]")
+
+
 def test_a_features_pull_names_the_row_of_a_bad_pixel_in_its_whole_input(tmp_path):
     # rows are read batch by batch: the row named is the input's, not the batch's
     images = np.zeros((10, 32, 32, 1), np.float32)

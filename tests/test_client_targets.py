@@ -23,6 +23,11 @@ def test_grpc_targets_taken(target):
         ("localhost:0", "'localhost:0' is not host:port"),
         (":8500", "':8500' names no host"),
         ("http://localhost:8500", "gRPC takes host:port or dns:///name:port, not a http:// URL"),
+        # gRPC reads an unbracketed IPv6 address as a host without a port, and dials 443
+        ("fe80::1:8500", r"is not host:port \(an IPv6 host goes in brackets: \[::1\]:8500\)"),
+        ("::1", r"is not host:port \(an IPv6 host goes in brackets: \[::1\]:8500\)"),
+        ("a]:1", "is not host:port"),
+        ("h:²", "is not host:port"),  # a digit to str.isdigit, not to int()
     ],
 )
 def test_grpc_targets_gRPC_would_misread_are_refused(target, message):
@@ -34,6 +39,6 @@ def test_grpc_targets_gRPC_would_misread_are_refused(target, message):
 
 def test_rest_addresses_share_the_host_port_reading():
     assert split_host_port("[::1]:8501") == ("::1", 8501)
-    assert RestClient(":8501").address == ":8501"  # an empty host is localhost over REST
+    assert RestClient(":8501")._host == "localhost"  # an empty host is localhost over REST
     with pytest.raises(ValueError, match="is not host:port"):
         RestClient("localhost")

@@ -201,10 +201,13 @@ def _byte_pixels(tmp_path: Path) -> Path:
 
 
 def _nan_pixels(tmp_path: Path) -> Path:
-    path = tmp_path / "nan.npy"
-    images = np.zeros((3, 32, 32), np.float32)
-    images[2, 3, 4] = np.nan
-    np.save(path, images)
+    # Parquet: a source whose reader has no pixel check of its own, unlike .npy's
+    import pyarrow as pa
+
+    images = np.zeros((3, 1024), np.float32)
+    images[2, 100] = np.nan
+    path = tmp_path / "nan.parquet"
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "image": list(images)}), path)
     return path
 
 
@@ -213,7 +216,7 @@ def _nan_pixels(tmp_path: Path) -> Path:
     [
         (_not_tfrecord, "notes.tfrecord is not a readable TFRecord file"),
         (_byte_pixels, "bytes.tfrecord: row bytes.tfrecord:1 holds 255, but pixels are numbers"),
-        (_nan_pixels, "nan.npy: row 2 holds nan, but pixels are numbers in [0, 1]"),
+        (_nan_pixels, "nan.parquet: row c holds nan, but pixels are numbers in [0, 1]"),
         (
             _no_image_feature,
             "labels-only.tfrecord: records 0-0: Feature: image (data type: float) is required",

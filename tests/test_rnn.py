@@ -187,6 +187,21 @@ def test_claims_hold_only_if_they_hold_for_every_seed():
     )  # fmt: skip
 
 
+def test_without_clipped_runs_the_forget_bias_is_compared_on_the_unclipped_ones():
+    rows = [_row("lstm", 0, 900, 0.01, clip=0.0), _row("lstm-bias0", 0, None, 0.16, clip=0.0)]
+    claims = _claims(rows)
+    assert claims["lstm_and_gru_learn"] is None  # the notes' claims are about clipped runs
+    assert claims["forget_bias_clipped"] is False
+    assert claims["forget_bias"]["bias 1"]["learned"] == 1
+    report = {"seq_len": 100, "steps": 3000, "trivial_mse": TRIVIAL_ADDING_MSE,
+              "learned_below": 0.04, "tbptt": [], "claims": claims,
+              "adding": [{**r, "diverged": False, "final_grad_norm": 1.0, "seconds": 1.0}
+                         for r in rows]}  # fmt: skip
+    text = format_report(report)
+    assert "LSTM and GRU learn it: no clipped run" in text
+    assert "LSTM forget-gate bias (unclipped): bias 1: learned in 1/1" in text
+
+
 @pytest.mark.parametrize(
     "steps, median", [([100, None, 300], 300.0), ([None, None, 5], None), ([10], 10.0)]
 )

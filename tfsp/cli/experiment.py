@@ -19,11 +19,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     parser = experiment.add_parser(
         "rnn-claims",
         help="adding problem (LSTM/GRU learn it, SimpleRNN not), gradient norms, TBPTT",
-        description="Train each cell on the adding problem with clipping off and on, and "
-        "print the test MSE against the trivial baseline (always 1.0, MSE 0.167), the step it "
-        "learned at and the largest raw gradient norm; then the sin→cos regression trained "
-        "with truncated BPTT. With both lstm and lstm-bias0 it also compares the LSTM's "
-        "forget-gate bias (1, the served cell's, against 0).",
+        description="Train each cell on the adding problem with clipping off and on (or one "
+        "of them, --clipping), once per seed, and print the test MSE against the trivial "
+        "baseline (always 1.0, MSE 0.167), the step it learned at and the largest raw "
+        "gradient norm; then the sin→cos regression trained with truncated BPTT. The claims' "
+        "verdicts read the clipped runs. With both lstm and lstm-bias0 it also compares the "
+        "LSTM's forget-gate bias (1, the served cell's, against 0), on the clipped runs if "
+        "there are any.",
     )
     parser.add_argument(
         "--seq-len",
@@ -35,7 +37,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--steps",
         type=argtypes.positive_int,
         default=3000,
-        help="training steps per cell (%(default)s)",
+        help="training steps of each adding-problem run (%(default)s)",
     )
     parser.add_argument(
         "--cells",

@@ -57,7 +57,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_request_flags(parser: argparse.ArgumentParser) -> None:
-    """How a pull over gRPC sends its requests."""
+    """How a pull over gRPC sends its requests, and what it may do to an existing output."""
     parser.add_argument(
         "--batch-size", type=argtypes.positive_int, default=256, help="rows per request (256)"
     )

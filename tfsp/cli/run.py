@@ -19,6 +19,7 @@ from tfsp.cli.common import (
     add_home,
     add_training_flags,
     add_verbose,
+    check_options_apply,
     command,
     family_names,
     training_request,
@@ -67,11 +68,12 @@ def run_main_job(family: str, home: str | None, training: TrainingRequest, verbo
     from tfsp.pipelines.layout import LocalLayout
     from tfsp.trainers.registry import run_order
 
+    names = run_order() if family == "all" else [family]
+    check_options_apply(training.custom_config, names)
     layout = LocalLayout.from_env(home)
     if not (layout.data_dir / "manifest.json").exists():
         print(f"==> preparing the digits data in {layout.data_dir}", file=sys.stderr)
         prepare_data(home=str(layout.home))
-    names = run_order() if family == "all" else [family]
     outcomes = run_families(names, home, None, training, verbose)
     if outcomes is None:
         return 1

@@ -231,13 +231,14 @@ def predict_images(
     target: Target, image: Path | None, npy: Path | None, invert: bool, signature: str | None
 ) -> int:
     """`tfsp predict`: send an image file or a .npy array; print each image's class."""
+    # the address is a flag: checked before any file is read
+    client = target.rest_client() if target.rest else grpc_client(target.server, target.timeout)
     signature, input_name, value = _load_inputs(image, npy, invert, signature)
     from tfsp.serving.client import ClientError
 
     which = {"version": target.version, "label": target.label}
     try:
         if target.rest:
-            client = target.rest_client()
             reply = client.predict(
                 target.model, instances=_rest_instances(value), signature=signature, **which
             )
@@ -246,7 +247,7 @@ def predict_images(
             probabilities = [row[PROBABILITIES_KEY] for row in rows]
             answered, via = target.describe(), f"REST {client.address}"
         else:
-            with grpc_client(target.server, target.timeout) as client:
+            with client:
                 spec, outputs = client.predict(
                     target.model, {input_name: value}, signature=signature, **which
                 )
