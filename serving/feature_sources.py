@@ -66,12 +66,12 @@ def check_pixel_values(images: np.ndarray, where: str, row_ids: Sequence | None 
     (0-255 bytes, most often). The server would answer them all the same, with confident
     nonsense, so the mistake is caught here, naming the first row that holds one (by its
     id in `row_ids`, else its index in `images`)."""
-    flat = images.reshape(len(images), -1) if len(images) else images.reshape(0, 1)
+    if images.size == 0 or (images.min() >= -PIXEL_SLACK and images.max() <= 1 + PIXEL_SLACK):
+        return  # the common case, in two reductions (a NaN makes min() NaN, which fails)
+    flat = images.reshape(len(images), -1)
     # A float32 rounding step past either end (1.0000001) is a pixel still; NaN compares
     # false both ways, so it is outside.
     outside = ~((flat >= -PIXEL_SLACK) & (flat <= 1 + PIXEL_SLACK))
-    if not outside.any():
-        return
     row, column = (int(i) for i in np.argwhere(outside)[0])
     value = float(flat[row, column])
     hint = "; 0-255 pixels? divide them by 255" if np.isfinite(value) and value >= 2 else ""

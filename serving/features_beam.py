@@ -23,7 +23,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,8 @@ def read_tfrecord_file(path: str, chunk_rows: int) -> Iterator[Chunk]:
             except tf.errors.InvalidArgumentError as exc:
                 raise BadInput(f"{where}: {_tf_reason(exc)}") from None
             ids = [f"{name}:{i}" for i in range(first, first + len(images))]
-            yield ids, images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), list(serialized.numpy())
+            images = _checked_pixels(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), path, ids)
+            yield ids, images, list(serialized.numpy())
             first += len(images)
     except tf.errors.OpError as exc:
         raise BadInput(f"{path} is not a readable TFRecord file ({_tf_reason(exc)})") from None
@@ -138,11 +139,14 @@ def read_npy_chunk(path: str, start: int, rows: int, chunk_rows: int) -> Iterato
     from tfsp.serving.feature_sources import NpySource
 
     source = NpySource(Path(path))
-    for first, images in source.batches(start, chunk_rows):
-        if first >= start + rows:
-            return
-        images = images[: start + rows - first]
-        yield [str(first + i) for i in range(len(images))], images, None
+    try:  # its batches come with their pixels checked
+        for first, images in source.batches(start, chunk_rows):
+            if first >= start + rows:
+                return
+            images = images[: start + rows - first]
+            yield [str(first + i) for i in range(len(images))], images, None
+    except UserError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def read_parquet_file(path: str, chunk_rows: int) -> Iterator[Chunk]:
@@ -173,7 +177,18 @@ def read_parquet_file(path: str, chunk_rows: int) -> Iterator[Chunk]:
             raise BadInput(
                 f"{path}: rows {ids[0]}…: each {IMAGE_KEY!r} must hold {IMAGE_PIXELS} floats"
             )
-        yield ids, images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), None
+        yield ids, _checked_pixels(images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1), path, ids), None
+
+
+def _checked_pixels(images: np.ndarray, path: str, ids: list[str]) -> np.ndarray:
+    """`images`, after the pixel check the gRPC pull applies (BadInput naming the row id)."""
+    from tfsp.serving.feature_sources import check_pixel_values
+
+    try:
+        check_pixel_values(images, path, ids)
+    except UserError as exc:
+        raise BadInput(str(exc)) from None
+    return images
 
 
 def read_images(root: str, relative: tuple[str, ...], chunk_rows: int) -> Iterator[Chunk]:
@@ -309,28 +324,8 @@ def read_rows(
     return (
         pipeline
         | f"{label}ReadTasks" >> beam.Create([(*t, chunk_rows) for t in plan.tasks], reshuffle=True)
-        | f"{label}ReadRows" >> beam.FlatMapTuple(_PixelsChecked(reader))
+        | f"{label}ReadRows" >> beam.FlatMapTuple(reader)
     )
-
-
-class _PixelsChecked:
-    """A reader whose pixel chunks are checked as the gRPC pull checks them (image files are
-    framed by the model, which cannot be handed a bad pixel)."""
-
-    def __init__(self, reader: Callable[..., Iterator[Chunk]]) -> None:
-        self._reader = reader
-
-    def __call__(self, *task: Any) -> Iterator[Chunk]:
-        """The task's chunks; BadInput naming the first bad pixel's row id."""
-        from tfsp.serving.feature_sources import check_pixel_values
-
-        try:
-            for ids, images, serialized in self._reader(*task):
-                if images.dtype != object:
-                    check_pixel_values(images, task[0], ids)
-                yield ids, images, serialized
-        except UserError as exc:
-            raise BadInput(str(exc)) from None
 
 
 def encode(rows: beam.PCollection, saved_model: str, label: str = "") -> beam.PCollection:

@@ -186,18 +186,6 @@ def test_prepare_round_trips_and_writes_manifest(tmp_path, digits):
     assert leftovers(out) == ["prepared"]
 
 
-def test_prepare_refuses_existing_output_without_overwrite(tmp_path):
-    images, labels, description = small_dataset()
-    out = tmp_path / "prepared"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
-    with pytest.raises(UserError, match="exists; pass --overwrite"):
-        prepare_dataset(images, labels, description, out)
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    assert (out / "keep.txt").read_text() == "old"
-    assert leftovers(out) == ["prepared"]
-
-
 def test_prepare_overwrite_replaces_old_output(tmp_path):
     images, labels, description = small_dataset()
     out = tmp_path / "prepared"
@@ -208,14 +196,24 @@ def test_prepare_overwrite_replaces_old_output(tmp_path):
     assert leftovers(out) == ["prepared"]
 
 
-def test_overwrite_never_replaces_a_folder_this_command_did_not_write(tmp_path):
+@pytest.mark.parametrize(
+    "overwrite, refusal",
+    [
+        (False, "exists; pass --overwrite"),
+        # --overwrite never replaces a folder this command did not write
+        (True, "not a prepared data folder"),
+    ],
+)
+def test_a_folder_of_other_files_is_refused_and_left_as_it_was(tmp_path, overwrite, refusal):
     images, labels, description = small_dataset()
     out = tmp_path / "photos"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(UserError, match="not a prepared data folder"):
-        prepare_dataset(images, labels, description, out, overwrite=True)
+    with pytest.raises(UserError, match=refusal):
+        prepare_dataset(images, labels, description, out, overwrite=overwrite)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert (out / "keep.txt").read_text() == "mine"
+    assert leftovers(out) == ["photos"]
 
 
 def failing_to_example(monkeypatch, fail_at: int) -> None:
